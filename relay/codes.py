@@ -1,0 +1,77 @@
+"""Every SMTP reply ccguard gives itself, in one place.
+
+A :class:`Reply` carries the basic code, the RFC 3463 enhanced status code and
+the text; ``str(reply)`` is the wire form aiosmtpd expects from handlers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+__all__ = [
+    "ACCESS_DENIED_CONNECT",
+    "ACCESS_DENIED_MAIL",
+    "ACCESS_DENIED_RCPT",
+    "HEADER_TOO_LARGE",
+    "INTERNAL_ERROR",
+    "MESSAGE_TOO_BIG",
+    "NEED_MAIL",
+    "OK",
+    "SHUTTING_DOWN",
+    "STORE_FAILED",
+    "TOO_MANY_RECIPIENTS",
+    "TRANSACTION_TIMEOUT",
+    "UPSTREAM_TEMPFAIL",
+    "UPSTREAM_TIMEOUT",
+    "UPSTREAM_UNAVAILABLE",
+    "Reply",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One SMTP reply: ``code`` (e.g. 451), ``status`` (e.g. ``"4.3.0"``) and ``text``."""
+
+    code: int
+    status: str
+    text: str
+
+    def __str__(self) -> str:
+        prefix = f"{self.code} {self.status} " if self.status else f"{self.code} "
+        return prefix + self.text
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.code < 400
+
+    @property
+    def is_transient(self) -> bool:
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        return self.code >= 500
+
+    def with_text(self, text: str) -> Reply:
+        """The same code and status with another text."""
+        return replace(self, text=text)
+
+
+OK = Reply(250, "2.0.0", "OK")
+NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+
+ACCESS_DENIED_CONNECT = Reply(554, "5.7.1", "Access denied: client network not allowed to relay")
+ACCESS_DENIED_MAIL = Reply(550, "5.7.1", "Access denied: client network not allowed to relay")
+ACCESS_DENIED_RCPT = ACCESS_DENIED_MAIL
+
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+HEADER_TOO_LARGE = Reply(552, "5.3.4", "Message header block exceeds the configured maximum")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
+TRANSACTION_TIMEOUT = Reply(421, "4.4.2", "Transaction took too long, closing connection")
+
+INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, try again later")
+STORE_FAILED = Reply(451, "4.3.0", "Quarantine store unavailable, try again later")
+UPSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Upstream server unavailable, try again later")
+UPSTREAM_TIMEOUT = Reply(451, "4.4.2", "Upstream server timed out, try again later")
+UPSTREAM_TEMPFAIL = Reply(451, "4.4.0", "Upstream server deferred the message, try again later")

@@ -1,0 +1,33 @@
+"""The SMTP envelope of one transaction, shared by every stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["Envelope"]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the client said outside the message.
+
+    ``mail_from`` is ``""`` for the null sender ``<>``.  ``mail_options`` are the
+    MAIL FROM parameters as sent (e.g. ``("SIZE=1234", "BODY=8BITMIME")``).
+    """
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    mail_options: tuple[str, ...] = ()
+    client_ip: str = ""
+    client_helo: str = ""
+    queue_id: str = ""
+    auth_user: str | None = None
+    rcpt_options: tuple[tuple[str, ...], ...] = field(default=())
+
+    @property
+    def smtputf8(self) -> bool:
+        return any(opt.upper() == "SMTPUTF8" for opt in self.mail_options)
+
+    @property
+    def body_8bitmime(self) -> bool:
+        return any(opt.upper() == "BODY=8BITMIME" for opt in self.mail_options)

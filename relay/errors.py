@@ -1,0 +1,65 @@
+"""One exception hierarchy; every error knows the SMTP reply it turns into."""
+
+from __future__ import annotations
+
+from relay import codes
+from relay.codes import Reply
+
+__all__ = [
+    "CCGuardError",
+    "ConfigError",
+    "StoreError",
+    "UpstreamError",
+    "UpstreamPermanentError",
+    "UpstreamTransientError",
+]
+
+
+class CCGuardError(Exception):
+    """Base of every error ccguard raises on purpose."""
+
+    reply: Reply = codes.INTERNAL_ERROR
+
+    def __init__(self, message: str = "", *, reply: Reply | None = None) -> None:
+        super().__init__(message or (reply or self.reply).text)
+        if reply is not None:
+            self.reply = reply
+
+
+class ConfigError(CCGuardError):
+    """The configuration is invalid; ``problems`` lists ``(key path, reason)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {reason}" for key, reason in problems))
+
+    def lines(self) -> list[str]:
+        """One ``section.key: reason`` line per problem."""
+        return [f"{key}: {reason}" for key, reason in self.problems]
+
+
+class UpstreamError(CCGuardError):
+    """The next hop did not take the message.
+
+    ``kind`` is the metric label: refused, timeout, disconnect, 4xx, 5xx or tls.
+    """
+
+    reply = codes.UPSTREAM_UNAVAILABLE
+
+    def __init__(self, message: str = "", *, kind: str, reply: Reply | None = None) -> None:
+        super().__init__(message, reply=reply)
+        self.kind = kind
+
+
+class UpstreamTransientError(UpstreamError):
+    """Worth retrying later: the client gets a 4xx."""
+
+
+class UpstreamPermanentError(UpstreamError):
+    """The upstream refused for good: its 5xx is passed back."""
+
+
+class StoreError(CCGuardError):
+    """The quarantine / ledger store could not read or write."""
+
+    reply = codes.STORE_FAILED

@@ -1,0 +1,45 @@
+"""The result of inspecting a message's recipient headers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Exposure"]
+
+
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """Who a message shows to everyone who receives it.
+
+    Counts are of unique addresses (local part as written, domain lower-cased
+    and IDNA-normalised).  Unparseable address-like tokens are counted as
+    external.  ``per_header`` maps a lower-case header name (``to``, ``cc``,
+    ``resent-to``, ``resent-cc``) to the unique addresses found in it.
+    ``external_addresses`` / ``internal_addresses`` are the normalised
+    addresses themselves (needed by rewrite, split and exemptions; never log
+    them).
+    """
+
+    visible_total: int = 0
+    visible_internal: int = 0
+    visible_external: int = 0
+    external_domains: int = 0
+    unparseable: int = 0
+    per_header: Mapping[str, int] = field(default_factory=dict)
+    header_too_large: bool = False
+    external_addresses: tuple[str, ...] = ()
+    internal_addresses: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, Any]:
+        """The counts only (no addresses): safe for logs, tags and JSON."""
+        return {
+            "visible_total": self.visible_total,
+            "visible_internal": self.visible_internal,
+            "visible_external": self.visible_external,
+            "external_domains": self.external_domains,
+            "unparseable": self.unparseable,
+            "per_header": dict(self.per_header),
+            "header_too_large": self.header_too_large,
+        }

@@ -1,0 +1,32 @@
+"""What the policy decided about one message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.inspect.exposure import Exposure
+from relay.settings import Action
+
+__all__ = ["Verdict"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision: ``action`` to carry out now, the ``rule`` that matched
+    (``None`` if none), a one-sentence ``reason`` a human can read, and the
+    exposure it was based on (after recipient exemptions).
+
+    In monitor mode ``action`` is ``tag`` and ``matched_action`` keeps what the
+    rule would have done when enforced.
+    """
+
+    action: Action
+    rule: str | None
+    reason: str
+    exposure: Exposure
+    matched_action: Action | None = None
+    monitor: bool = False
+
+    @property
+    def is_pass(self) -> bool:
+        return self.action is Action.PASS

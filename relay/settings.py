@@ -1,0 +1,320 @@
+"""The configuration file's schema and how it is loaded; nothing else.
+
+A TOML file (``--config PATH`` or ``CCGUARD_CONFIG``) is read first; every value
+can then be overridden by an environment variable ``CCGUARD_<SECTION>__<KEY>``
+(lists and tables as JSON).  Unknown keys, wrong types and impossible values
+raise :class:`relay.errors.ConfigError` listing ``section.key: reason`` lines.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from relay.errors import ConfigError
+
+__all__ = [
+    "Action",
+    "AdminSettings",
+    "InspectSettings",
+    "ListenAddress",
+    "LoggingSettings",
+    "MetricsSettings",
+    "NotificationSettings",
+    "OrganisationSettings",
+    "PolicySettings",
+    "QuarantineSettings",
+    "RuleSettings",
+    "Settings",
+    "SmtpSettings",
+    "SplitSettings",
+    "UpstreamSettings",
+    "load_settings",
+    "parse_listen",
+]
+
+CONFIG_ENV = "CCGUARD_CONFIG"
+MiB = 1024 * 1024
+
+
+class Action(StrEnum):
+    """What ccguard does with a message."""
+
+    PASS = "pass"
+    TAG = "tag"
+    REWRITE = "rewrite"
+    SPLIT = "split"
+    REJECT = "reject"
+    QUARANTINE = "quarantine"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """Split ``"127.0.0.1:10025"`` or ``"[::1]:10025"`` into host and port."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:10025 or [::1]:10025")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} is not a number from 0 to 65535")
+    return host, int(port_text)
+
+
+def _check_listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+def _check_domain_pattern(value: str) -> str:
+    bare = value.removeprefix("*.")
+    if not bare or "*" in bare or "@" in bare or bare.startswith(".") or " " in bare:
+        raise ValueError(f"{value!r} is not a domain or *.domain pattern")
+    return value.lower()
+
+
+ListenAddress = Annotated[str, AfterValidator(_check_listen)]
+DomainPattern = Annotated[str, AfterValidator(_check_domain_pattern)]
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SmtpSettings(_Section):
+    """The SMTP listener that clients send to."""
+
+    listen: ListenAddress = "127.0.0.1:10025"
+    hostname: str = "ccguard.localdomain"
+    allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]
+    max_message_size: PositiveInt = 50 * MiB
+    max_recipients: PositiveInt = 1000
+    idle_timeout: PositiveFloat = 300.0
+    transaction_timeout: PositiveFloat = 600.0
+    shutdown_grace: Annotated[float, Field(ge=0)] = 30.0
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not an IP network ({exc})") from None
+        return value
+
+
+class UpstreamSettings(_Section):
+    """The next hop every accepted message is handed to."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 25
+    starttls: Literal["off", "opportunistic", "required"] = "opportunistic"
+    timeout: PositiveFloat = 60.0
+    connect_timeout: PositiveFloat = 10.0
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    pool_size: Annotated[int, Field(ge=0, le=100)] = 4
+    pool_idle_timeout: PositiveFloat = 30.0
+    helo_name: str | None = None
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> UpstreamSettings:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password must be set together")
+        return self
+
+
+class OrganisationSettings(_Section):
+    """Which domains are ours (internal); everything else is external."""
+
+    internal_domains: list[DomainPattern] = []
+
+
+class InspectSettings(_Section):
+    """Limits of the header inspection."""
+
+    max_header_bytes: PositiveInt = 1 * MiB
+
+
+class RuleSettings(_Section):
+    """One policy rule; all conditions given must hold for it to match."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    action: Action
+    min_visible_external: Annotated[int, Field(ge=0)] | None = None
+    min_external_domains: Annotated[int, Field(ge=0)] | None = None
+    min_visible_total: Annotated[int, Field(ge=0)] | None = None
+    min_unparseable: Annotated[int, Field(ge=0)] | None = None
+    header_too_large: bool | None = None
+    senders: list[str] = []
+    exempt_senders: list[str] = []
+    exempt_recipients: list[str] = []
+
+
+class PolicySettings(_Section):
+    """Ordered rules; the first that matches wins, none matching means pass."""
+
+    mode: Literal["enforce", "monitor"] = "enforce"
+    rules: list[RuleSettings] = []
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[RuleSettings]) -> list[RuleSettings]:
+        seen: set[str] = set()
+        for rule in rules:
+            if rule.name in seen:
+                raise ValueError(f"rule name {rule.name!r} is used twice")
+            seen.add(rule.name)
+        return rules
+
+
+class QuarantineSettings(_Section):
+    """Where held messages and the split-delivery ledger live."""
+
+    database: str = "var/ccguard.db"
+    retention_days: PositiveFloat = 30.0
+    purge_interval: PositiveFloat = 3600.0
+
+
+class SplitSettings(_Section):
+    """The split action's exactly-once ledger."""
+
+    ledger_retention_hours: PositiveFloat = 120.0
+
+
+class NotificationSettings(_Section):
+    """Notices to internal senders whose mail was held (or changed)."""
+
+    enabled: bool = False
+    from_address: str = Field("postmaster@localhost", alias="from")
+    on_actions: list[Action] = [Action.QUARANTINE]
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class AdminSettings(_Section):
+    """The review web UI and JSON API."""
+
+    enabled: bool = True
+    listen: ListenAddress = "127.0.0.1:8025"
+    users_file: str = "var/admin-users.json"
+    session_secret: str | None = None
+    session_max_age: PositiveInt = 8 * 3600
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+class MetricsSettings(_Section):
+    """Prometheus /metrics and health endpoints; served by admin unless ``listen`` is set."""
+
+    listen: ListenAddress | None = None
+    readiness_timeout: PositiveFloat = 2.0
+
+
+class LoggingSettings(_Section):
+    """structlog output."""
+
+    format: Literal["json", "console"] = "json"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    hash_key: str | None = None
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CCGUARD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        case_sensitive=False,
+    )
+
+    smtp: SmtpSettings = SmtpSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    organisation: OrganisationSettings = OrganisationSettings()
+    inspect: InspectSettings = InspectSettings()
+    policy: PolicySettings = PolicySettings()
+    quarantine: QuarantineSettings = QuarantineSettings()
+    split: SplitSettings = SplitSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    admin: AdminSettings = AdminSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file arrives as init kwargs; the environment must win over it.
+        return (env_settings, init_settings)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors():
+        reason = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            reason = "unknown key"
+        problems.append((_key_path(tuple(err["loc"])), reason))
+    return problems
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([(str(path), "file not found")]) from None
+    except OSError as exc:
+        raise ConfigError([(str(path), f"cannot read: {exc.strerror}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
+    """The config file to use: ``explicit``, else ``$CCGUARD_CONFIG``, else none."""
+    chosen = explicit if explicit is not None else os.environ.get(CONFIG_ENV)
+    return Path(chosen) if chosen else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load and validate the configuration; raise :class:`ConfigError` on any problem.
+
+    With no file (neither ``path`` nor ``$CCGUARD_CONFIG``) the built-in defaults
+    are used, still overridable by the environment.
+    """
+    chosen = config_path(path)
+    data = _read_toml(chosen) if chosen is not None else {}
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
