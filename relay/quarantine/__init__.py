@@ -1,0 +1,37 @@
+"""Quarantine store: held messages, the split-delivery ledger and the admin audit log."""
+
+from __future__ import annotations
+
+from relay.quarantine.store import (
+    DELETED,
+    HELD,
+    RELEASE_AS_IS,
+    RELEASE_MODES,
+    RELEASE_REWRITE,
+    RELEASED,
+    STATUSES,
+    AuditEntry,
+    MessageSummary,
+    NewMessage,
+    Page,
+    QuarantineStats,
+    QuarantineStore,
+    StoredMessage,
+)
+
+__all__ = [
+    "DELETED",
+    "HELD",
+    "RELEASED",
+    "RELEASE_AS_IS",
+    "RELEASE_MODES",
+    "RELEASE_REWRITE",
+    "STATUSES",
+    "AuditEntry",
+    "MessageSummary",
+    "NewMessage",
+    "Page",
+    "QuarantineStats",
+    "QuarantineStore",
+    "StoredMessage",
+]
