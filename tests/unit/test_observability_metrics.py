@@ -122,7 +122,9 @@ def test_smtp_replies_sessions_upstream_and_store() -> None:
     assert scrape.value("ccguard_smtp_replies_total", stage="connect", code_class="2xx") == 1
     assert scrape.value("ccguard_smtp_replies_total", stage="rcpt", code_class="5xx") == 1
     assert scrape.value("ccguard_smtp_replies_total", stage="other", code_class="5xx") == 1
-    assert scrape.value("ccguard_upstream_duration_seconds_bucket", outcome="accepted", le="0.25") == 1
+    assert (
+        scrape.value("ccguard_upstream_duration_seconds_bucket", outcome="accepted", le="0.25") == 1
+    )
     assert scrape.value("ccguard_upstream_duration_seconds_bucket", outcome="error", le="5.0") == 0
     assert scrape.value("ccguard_upstream_duration_seconds_bucket", outcome="error", le="10.0") == 1
     assert scrape.value("ccguard_upstream_errors_total", kind="timeout") == 1

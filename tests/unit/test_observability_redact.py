@@ -18,7 +18,12 @@ def test_hash_is_prefixed_short_and_hides_the_address() -> None:
 
 def test_same_address_however_cased_or_bracketed_hashes_the_same() -> None:
     redactor = Redactor("k1")
-    forms = ["alice@example.org", "alice@EXAMPLE.ORG", "<Alice@Example.Org>", " alice@example.org. "]
+    forms = [
+        "alice@example.org",
+        "alice@EXAMPLE.ORG",
+        "<Alice@Example.Org>",
+        " alice@example.org. ",
+    ]
     assert len({redactor.address(a) for a in forms}) == 1
 
 
