@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import Metric
 
 from relay import __version__
+
+if TYPE_CHECKING:
+    from relay.policy.verdict import Verdict
 
 __all__ = [
     "ACTIONS",
@@ -229,47 +233,42 @@ class Metrics:
         for action, rule in rules:
             self.messages.labels(action=str(action), rule=rule)
 
-    def observe_message(
-        self,
-        action: str,
-        rule: str | None,
-        *,
-        visible_external: int,
-        external_domains: int,
-        size: int | None = None,
-    ) -> None:
-        """Count one message's verdict and record its exposure (and size if known)."""
-        self.messages.labels(action=str(action), rule=rule or NO_RULE).inc()
-        self.visible_external.observe(visible_external)
-        self.external_domains.observe(external_domains)
-        if size is not None:
-            self.message_size.observe(size)
+    def observe_message(self, verdict: Verdict, size: int, inspect_seconds: float) -> None:
+        """Count one message by its verdict; record exposure, size and inspection time."""
+        self.messages.labels(action=str(verdict.action), rule=verdict.rule or NO_RULE).inc()
+        self.visible_external.observe(verdict.exposure.visible_external)
+        self.external_domains.observe(verdict.exposure.external_domains)
+        self.message_size.observe(size)
+        self.inspection_duration.observe(inspect_seconds)
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""
         stage = stage if stage in SMTP_STAGES else "other"
         self.smtp_replies.labels(stage=stage, code_class=code_class(code)).inc()
 
+    def session_opened(self) -> None:
+        """One more SMTP session is open."""
+        self.sessions_active.inc()
+
+    def session_closed(self) -> None:
+        """One SMTP session ended."""
+        self.sessions_active.dec()
+
     @contextmanager
     def session(self) -> Iterator[None]:
-        """Hold ``ccguard_smtp_sessions_active`` one higher while the block runs."""
-        self.sessions_active.inc()
+        """Count a session as open while the block runs."""
+        self.session_opened()
         try:
             yield
         finally:
-            self.sessions_active.dec()
+            self.session_closed()
 
-    def observe_inspection(self, seconds: float) -> None:
-        """Record how long inspecting one message's headers took."""
-        self.inspection_duration.observe(seconds)
-
-    def observe_upstream(self, outcome: str, seconds: float) -> None:
-        """Record how long one upstream delivery took: accepted, refused or error."""
+    def observe_upstream(self, outcome: str, seconds: float, error_kind: str | None = None) -> None:
+        """Record one upstream delivery attempt (``accepted``, ``refused`` or ``error``)
+        and, for a failure, count it under ``error_kind`` (refused, timeout, ...)."""
         self.upstream_duration.labels(outcome=outcome).observe(seconds)
-
-    def upstream_error(self, kind: str) -> None:
-        """Count one failed delivery (kind as in :class:`relay.errors.UpstreamError`)."""
-        self.upstream_errors.labels(kind=kind).inc()
+        if error_kind is not None:
+            self.upstream_errors.labels(kind=error_kind).inc()
 
     def store_error(self) -> None:
         """Count one failed store operation."""

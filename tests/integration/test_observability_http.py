@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+from relay.inspect.exposure import Exposure
 from relay.observability.http import CheckResult, create_app
 from relay.observability.metrics import Metrics
+from relay.policy.verdict import Verdict
+from relay.settings import Action
 from tests.helpers.observability import (
     captured_logging,
     http_get,
@@ -18,7 +21,9 @@ from tests.helpers.observability import (
 
 async def test_metrics_endpoint_serves_prometheus_text() -> None:
     metrics = Metrics(version="3.1.4", mode="enforce")
-    metrics.observe_message("split", "bulk", visible_external=40, external_domains=12)
+    exposure = Exposure(visible_external=40, external_domains=12)
+    verdict = Verdict(action=Action.SPLIT, rule="bulk", reason="test", exposure=exposure)
+    metrics.observe_message(verdict, 5000, 0.001)
     async with serving(create_app(metrics)) as base:
         status, headers, body = await http_get(f"{base}/metrics")
     assert status == 200
@@ -27,6 +32,8 @@ async def test_metrics_endpoint_serves_prometheus_text() -> None:
     scrape = parse_metrics(body)
     assert scrape.value("ccguard_messages_total", action="split", rule="bulk") == 1
     assert scrape.value("ccguard_build_info", version="3.1.4") == 1
+    assert scrape.value("ccguard_visible_external_recipients_bucket", le="25.0") == 0
+    assert scrape.value("ccguard_visible_external_recipients_bucket", le="50.0") == 1
 
 
 async def test_healthz_is_ok_while_the_process_runs() -> None:

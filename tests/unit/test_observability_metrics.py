@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from relay.inspect.exposure import Exposure
 from relay.observability.metrics import (
     COUNT_BUCKETS,
     NO_RULE,
@@ -12,6 +13,10 @@ from relay.observability.metrics import (
     Metrics,
     code_class,
 )
+from relay.policy.verdict import Verdict
+from relay.settings import Action
+from relay.smtp.pipeline import SmtpMetrics
+from relay.upstream.client import UpstreamMetrics
 from tests.helpers.observability import parse_metrics
 
 EXPECTED_TYPES = {
@@ -70,12 +75,28 @@ def test_build_info_and_policy_mode() -> None:
     assert scrape.value("ccguard_policy_mode", mode="enforce") == 1
 
 
+def _verdict(action: Action, rule: str | None, external: int, domains: int) -> Verdict:
+    exposure = Exposure(visible_external=external, external_domains=domains)
+    return Verdict(action=action, rule=rule, reason="test", exposure=exposure)
+
+
+def test_satisfies_the_protocols_the_smtp_front_and_upstream_client_use() -> None:
+    metrics = Metrics(version="1", mode="enforce")
+    front: SmtpMetrics = metrics
+    upstream: UpstreamMetrics = metrics
+    front.session_opened()
+    upstream.observe_upstream("accepted", 0.01, None)
+    scrape = parse_metrics(metrics.render()[0])
+    assert scrape.value("ccguard_smtp_sessions_active") == 1
+    assert scrape.value("ccguard_upstream_duration_seconds_count", outcome="accepted") == 1
+
+
 def test_messages_count_by_action_and_rule_with_exposure_buckets() -> None:
     metrics = Metrics(version="1", mode="enforce")
     metrics.declare_rules([("quarantine", "huge")])
-    metrics.observe_message("pass", None, visible_external=0, external_domains=0, size=800)
-    metrics.observe_message("pass", None, visible_external=3, external_domains=1, size=2000)
-    metrics.observe_message("reject", "bulk", visible_external=300, external_domains=40)
+    metrics.observe_message(_verdict(Action.PASS, None, 0, 0), 800, 0.0004)
+    metrics.observe_message(_verdict(Action.PASS, None, 3, 1), 2000, 0.003)
+    metrics.observe_message(_verdict(Action.REJECT, "bulk", 300, 40), 90000, 0.02)
     scrape = parse_metrics(metrics.render()[0])
     assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE) == 2
     assert scrape.value("ccguard_messages_total", action="reject", rule="bulk") == 1
@@ -86,8 +107,11 @@ def test_messages_count_by_action_and_rule_with_exposure_buckets() -> None:
     assert scrape.value("ccguard_visible_external_recipients_sum") == 303
     assert scrape.value("ccguard_external_domains_bucket", le="50.0") == 3
     assert scrape.value("ccguard_external_domains_bucket", le="25.0") == 2
-    assert scrape.value("ccguard_message_size_bytes_count") == 2
-    assert scrape.value("ccguard_message_size_bytes_sum") == 2800
+    assert scrape.value("ccguard_message_size_bytes_count") == 3
+    assert scrape.value("ccguard_message_size_bytes_sum") == 92800
+    assert scrape.value("ccguard_inspection_duration_seconds_bucket", le="0.0005") == 1
+    assert scrape.value("ccguard_inspection_duration_seconds_bucket", le="0.005") == 2
+    assert scrape.value("ccguard_inspection_duration_seconds_count") == 3
 
 
 def test_count_buckets_cover_zero_to_five_thousand() -> None:
@@ -111,11 +135,9 @@ def test_smtp_replies_sessions_upstream_and_store() -> None:
     with metrics.session(), metrics.session():
         inside = parse_metrics(metrics.render()[0]).value("ccguard_smtp_sessions_active")
     metrics.observe_upstream("accepted", 0.2)
-    metrics.observe_upstream("error", 10.0)
-    metrics.upstream_error("timeout")
+    metrics.observe_upstream("error", 10.0, "timeout")
     metrics.store_error()
     metrics.notification("sent")
-    metrics.observe_inspection(0.003)
     scrape = parse_metrics(metrics.render()[0])
     assert inside == 2
     assert scrape.value("ccguard_smtp_sessions_active") == 0
@@ -128,10 +150,9 @@ def test_smtp_replies_sessions_upstream_and_store() -> None:
     assert scrape.value("ccguard_upstream_duration_seconds_bucket", outcome="error", le="5.0") == 0
     assert scrape.value("ccguard_upstream_duration_seconds_bucket", outcome="error", le="10.0") == 1
     assert scrape.value("ccguard_upstream_errors_total", kind="timeout") == 1
+    assert scrape.value("ccguard_upstream_errors_total", kind="refused") == 0
     assert scrape.value("ccguard_store_errors_total") == 1
     assert scrape.value("ccguard_notifications_total", result="sent") == 1
-    assert scrape.value("ccguard_inspection_duration_seconds_bucket", le="0.005") == 1
-    assert scrape.value("ccguard_inspection_duration_seconds_bucket", le="0.0025") == 0
 
 
 def test_quarantine_gauges_follow_the_latest_counts() -> None:
