@@ -8,7 +8,8 @@ serve :func:`create_app` on its own ``[metrics] listen`` address with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import uvicorn
@@ -23,6 +24,7 @@ from relay.settings import parse_listen
 __all__ = [
     "Check",
     "CheckResult",
+    "EmbeddedServer",
     "ReadinessChecks",
     "bound_port",
     "create_app",
@@ -112,18 +114,31 @@ def create_app(
     )
 
 
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to the application.
+
+    Plain ``uvicorn.Server.serve()`` replaces the SIGINT/SIGTERM handlers while
+    it runs, which would bypass ccguard's own graceful shutdown.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def make_server(app: Any, listen: str, **config: Any) -> uvicorn.Server:
     """A uvicorn server for ``app`` on ``listen`` (``HOST:PORT``) that logs via our handler.
 
     ``log_config=None`` stops uvicorn from installing its own (non-JSON)
     handlers; extra ``config`` (e.g. ``ssl_certfile``) goes to
     :class:`uvicorn.Config`.  Run ``await server.serve()`` in a task; set
-    ``server.should_exit = True`` to stop it.
+    ``server.should_exit = True`` and await the task to stop it.  The server
+    does not touch signal handlers.
     """
     host, port = parse_listen(listen)
     options: dict[str, Any] = {"log_config": None, "lifespan": "off", "access_log": True}
     options.update(config)
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, **options))
+    return EmbeddedServer(uvicorn.Config(app, host=host, port=port, **options))
 
 
 def bound_port(server: uvicorn.Server) -> int:

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
 from relay import cli
-from relay.cli import hash as hash_command
 from relay.observability.redact import Redactor
 
 
 def _run(argv: list[str]) -> int:
-    # The full parser also loads the serve command, which lives on the lead's branch.
-    common = cli._common()
-    parser = argparse.ArgumentParser(prog="ccguard", parents=[common])
-    hash_command.register(parser.add_subparsers(dest="command", required=True), common)
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+    return cli.main(argv)
 
 
 def _config(tmp_path: Path, text: str) -> str:

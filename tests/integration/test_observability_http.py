@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 
 from relay.inspect.exposure import Exposure
 from relay.observability.http import CheckResult, create_app
@@ -131,3 +132,12 @@ async def test_uvicorn_access_and_error_logs_are_json_without_addresses() -> Non
     assert access[0]["path"].startswith("/healthz?who=h:")
     assert any(line["logger"] == "uvicorn.error" for line in lines)  # startup/shutdown lines
     assert "ann@example.org" not in out.getvalue()
+
+
+async def test_server_leaves_signal_handlers_to_the_application() -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    async with serving(create_app(Metrics(version="1", mode="enforce"))) as base:
+        during = {sig: signal.getsignal(sig) for sig in before}
+        status, _, _ = await http_get(f"{base}/healthz")
+    assert status == 200
+    assert during == before
