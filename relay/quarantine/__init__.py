@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from relay.quarantine.factory import open_store
+from relay.quarantine.retention import purge_once, run_retention
+from relay.quarantine.sqlite import SqliteStore
 from relay.quarantine.store import (
     DELETED,
     HELD,
@@ -33,5 +36,9 @@ __all__ = [
     "Page",
     "QuarantineStats",
     "QuarantineStore",
+    "SqliteStore",
     "StoredMessage",
+    "open_store",
+    "purge_once",
+    "run_retention",
 ]
