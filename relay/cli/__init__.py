@@ -23,6 +23,8 @@ EXIT_USAGE = 2
 COMMANDS = (
     "relay.cli.serve",
     "relay.cli.config",
+    "relay.cli.quarantine",
+    "relay.cli.admin",
 )
 
 

@@ -1,0 +1,204 @@
+"""Shared pieces for the admin tests: a recording upstream, an in-loop uvicorn, seed data."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+import uvicorn
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from starlette.applications import Starlette
+
+from relay.codes import Reply
+from relay.errors import UpstreamTransientError
+from relay.quarantine.store import NewMessage
+
+PASSWORD = "correct horse battery staple"
+EXTERNAL_RCPTS = tuple(
+    f"trainee{i}@{dom}"
+    for i, dom in enumerate(["example.com", "example.net", "mail.example.com"] * 4)
+)
+INTERNAL_RCPTS = ("hr@example.org", "boss@example.org")
+
+
+@dataclass
+class Received:
+    """One message the recording upstream accepted."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class RecordingUpstream:
+    """A real aiosmtpd server on 127.0.0.1 (ephemeral port) that keeps what it receives."""
+
+    received: list[Received] = field(default_factory=list)
+    port: int = 0
+    _server: asyncio.base_events.Server | None = None
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or b""
+        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), data))
+        self._arrived.set()
+        return "250 2.0.0 Ok: queued as REC1"
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTP(self, hostname="upstream.example.net", decode_data=False),
+            "127.0.0.1",
+            self.port,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+
+@contextlib.asynccontextmanager
+async def recording_upstream() -> AsyncIterator[RecordingUpstream]:
+    upstream = RecordingUpstream()
+    await upstream.start()
+    try:
+        yield upstream
+    finally:
+        await upstream.stop()
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: Starlette) -> AsyncIterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (ephemeral port) in this loop; yields the URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+class ListLog:
+    """Collects structured log events so tests can read them."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def info(self, event: str, **kw: Any) -> None:
+        self.events.append((event, kw))
+
+
+def make_message(
+    subject: str = "Welcome to the training",
+    *,
+    external: Sequence[str] = EXTERNAL_RCPTS,
+    internal: Sequence[str] = INTERNAL_RCPTS,
+    html: str | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "Coordinator <coordinator@example.org>"
+    msg["To"] = ", ".join(internal)
+    msg["Cc"] = ", ".join(external)
+    msg["Subject"] = subject
+    msg["Message-ID"] = "<training-1@example.org>"
+    msg.set_content("Dear all,\nthe training starts on Monday.\n")
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    return msg.as_bytes()
+
+
+def new_message(subject: str = "Welcome to the training", **kw: Any) -> NewMessage:
+    external = kw.pop("external", EXTERNAL_RCPTS)
+    raw = make_message(subject, external=external, html=kw.pop("html", None))
+    domains = {a.split("@")[1] for a in external}
+    return NewMessage(
+        mail_from="coordinator@example.org",
+        rcpt_tos=(*INTERNAL_RCPTS, *external),
+        message=raw,
+        client_ip="127.0.0.1",
+        client_helo="app.example.org",
+        queue_id="Q1",
+        rule=kw.pop("rule", "bulk-external"),
+        reason=f"{len(external)} external addresses visible",
+        exposure={
+            "visible_total": len(external) + len(INTERNAL_RCPTS),
+            "visible_internal": len(INTERNAL_RCPTS),
+            "visible_external": len(external),
+            "external_domains": len(domains),
+            "unparseable": 0,
+            "per_header": {"to": len(INTERNAL_RCPTS), "cc": len(external)},
+            "header_too_large": False,
+        },
+        **kw,
+    )
+
+
+def basic(user: str = "alice", password: str = PASSWORD) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def write_config(path: Path, *, db: Path, users: Path, upstream_port: int) -> Path:
+    path.write_text(
+        f"""
+[upstream]
+host = "127.0.0.1"
+port = {upstream_port}
+starttls = "off"
+timeout = 5
+connect_timeout = 2
+
+[organisation]
+internal_domains = ["example.org"]
+
+[quarantine]
+database = "{db}"
+
+[admin]
+users_file = "{users}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+class StandInReleaser:
+    """Delivers with aiosmtplib to 127.0.0.1:port; replaced by the real releaser once merged."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def release(self, stored: Any, mode: str) -> Reply:
+        if mode != "as-is":
+            raise NotImplementedError("stand-in releaser only releases as-is")
+        try:
+            _errors, response = await aiosmtplib.send(
+                stored.message,
+                sender=stored.mail_from,
+                recipients=list(stored.rcpt_tos),
+                hostname="127.0.0.1",
+                port=self.port,
+                start_tls=False,
+                timeout=5,
+            )
+        except (aiosmtplib.SMTPConnectError, OSError) as exc:
+            raise UpstreamTransientError(str(exc), kind="refused") from None
+        return Reply(250, "2.0.0", response)
