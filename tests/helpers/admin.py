@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import httpx
 import uvicorn
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from starlette.applications import Starlette
 
+from relay.admin import create_admin_app
+from relay.admin.throttle import LoginThrottle
+from relay.admin.users import UserDB
 from relay.codes import Reply
 from relay.errors import UpstreamTransientError
+from relay.quarantine import SqliteStore
 from relay.quarantine.store import NewMessage
+from relay.settings import AdminSettings
 
 PASSWORD = "correct horse battery staple"
 EXTERNAL_RCPTS = tuple(
@@ -202,3 +208,46 @@ class StandInReleaser:
         except (aiosmtplib.SMTPConnectError, OSError) as exc:
             raise UpstreamTransientError(str(exc), kind="refused") from None
         return Reply(250, "2.0.0", response)
+
+
+@dataclass
+class Env:
+    """A running admin app with its store, upstream, log and an HTTP client."""
+
+    url: str
+    store: SqliteStore
+    upstream: RecordingUpstream
+    log: ListLog
+    client: httpx.AsyncClient
+    settings: AdminSettings
+
+
+@contextlib.asynccontextmanager
+async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
+    """Upstream + SQLite store + users file (alice) + admin app on uvicorn + httpx client."""
+    async with recording_upstream() as upstream:
+        store = SqliteStore(tmp_path / "q.db")
+        await store.open()
+        users = UserDB(tmp_path / "users.json")
+        users.set_password("alice", PASSWORD)
+        log = ListLog()
+        admin_settings = AdminSettings(users_file=str(tmp_path / "users.json"), **settings)
+        app = create_admin_app(
+            settings=admin_settings,
+            store=store,
+            releaser=StandInReleaser(upstream.port),
+            users=users,
+            log=log,
+            throttle=LoginThrottle(free=5, base=30.0),
+        )
+        try:
+            async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
+                yield Env(url, store, upstream, log, client, admin_settings)
+        finally:
+            await store.close()
+
+
+async def audit_of(env: Env, target: str | None = None) -> list[tuple[str, str, str]]:
+    """(actor, action, result) of the audit entries, oldest first."""
+    entries = await env.store.list_audit(target=target)
+    return [(e.actor, e.action, e.result) for e in reversed(entries)]

@@ -3,65 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from relay.admin import create_admin_app
-from relay.admin.throttle import LoginThrottle
-from relay.admin.users import UserDB
-from relay.quarantine import SqliteStore
-from relay.settings import AdminSettings
 from tests.helpers.admin import (
     EXTERNAL_RCPTS,
     PASSWORD,
-    ListLog,
-    RecordingUpstream,
-    StandInReleaser,
+    Env,
+    admin_env,
+    audit_of,
     basic,
     new_message,
-    recording_upstream,
-    serve_app,
 )
-
-
-@dataclass
-class Env:
-    url: str
-    store: SqliteStore
-    upstream: RecordingUpstream
-    log: ListLog
-    client: httpx.AsyncClient
 
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    async with recording_upstream() as upstream:
-        store = SqliteStore(tmp_path / "q.db")
-        await store.open()
-        users = UserDB(tmp_path / "users.json")
-        users.set_password("alice", PASSWORD)
-        log = ListLog()
-        app = create_admin_app(
-            settings=AdminSettings(users_file=str(tmp_path / "users.json")),
-            store=store,
-            releaser=StandInReleaser(upstream.port),
-            users=users,
-            log=log,
-            throttle=LoginThrottle(free=5, base=30.0),
-        )
-        try:
-            async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
-                yield Env(url, store, upstream, log, client)
-        finally:
-            await store.close()
-
-
-async def _audit(env: Env, target: str | None = None) -> list[tuple[str, str, str]]:
-    entries = await env.store.list_audit(target=target)
-    return [(e.actor, e.action, e.result) for e in reversed(entries)]
+    async with admin_env(tmp_path) as running:
+        yield running
 
 
 async def test_every_endpoint_needs_credentials(env: Env) -> None:
@@ -85,7 +45,7 @@ async def test_wrong_password_and_unknown_user_look_the_same(env: Env) -> None:
     unknown = await env.client.get("/api/quarantine", headers=basic("mallory", PASSWORD))
     assert wrong_pw.status_code == unknown.status_code == 401
     assert wrong_pw.json() == unknown.json()
-    audit = await _audit(env)
+    audit = await audit_of(env)
     assert audit == [("alice", "login", "failed"), ("(unknown user)", "login", "failed")]
 
 
@@ -97,7 +57,7 @@ async def test_repeated_failures_are_slowed_down(env: Env) -> None:
     resp = await env.client.get("/api/quarantine", headers=basic())
     assert resp.status_code == 429
     assert int(resp.headers["retry-after"]) >= 29
-    assert ("alice", "login", "throttled") in await _audit(env)
+    assert ("alice", "login", "throttled") in await audit_of(env)
 
 
 async def test_list_newest_first_with_filters_and_paging(env: Env) -> None:
@@ -140,7 +100,7 @@ async def test_detail_shows_recipients_and_text_and_is_audited(env: Env) -> None
     assert set(EXTERNAL_RCPTS) <= set(body["rcpt_tos"])
     assert "training starts on Monday" in body["text_preview"]
     assert ["Subject", "Welcome to the training"] in body["headers"]
-    assert await _audit(env, msg_id) == [("alice", "view", "ok")]
+    assert await audit_of(env, msg_id) == [("alice", "view", "ok")]
 
 
 async def test_unknown_id_is_404_everywhere(env: Env) -> None:
@@ -172,7 +132,7 @@ async def test_release_as_is_delivers_and_second_release_is_409(env: Env) -> Non
     assert len(env.upstream.received) == 1
     stored = await env.store.get(msg_id)
     assert stored is not None and stored.released_by == "alice"
-    assert await _audit(env, msg_id) == [
+    assert await audit_of(env, msg_id) == [
         ("alice", "release", "ok"),
         ("alice", "release", "conflict"),
     ]
@@ -188,7 +148,7 @@ async def test_release_while_upstream_down_keeps_message_held(env: Env) -> None:
     assert resp.json()["error"] == "upstream_failed"
     stored = await env.store.get(msg_id)
     assert stored is not None and stored.status == "held"
-    assert await _audit(env, msg_id) == [("alice", "release", "upstream_failed")]
+    assert await audit_of(env, msg_id) == [("alice", "release", "upstream_failed")]
 
 
 @pytest.mark.parametrize("body", [{"mode": "everyone"}, {"mode": "rewrite"}, {"mode": 1}])
@@ -223,7 +183,7 @@ async def test_delete_then_release_or_delete_again_is_409(env: Env) -> None:
         assert again.status_code == 409
         assert again.json()["status"] == "deleted"
     assert env.upstream.received == []
-    assert await _audit(env, msg_id) == [
+    assert await audit_of(env, msg_id) == [
         ("alice", "delete", "ok"),
         ("alice", "view", "ok"),
         ("alice", "delete", "conflict"),
