@@ -127,7 +127,9 @@ def rewrite_fields(
     return out, removed, changed
 
 
-def rewrite_message(message: bytes, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS) -> RewriteResult:
+def rewrite_message(
+    message: bytes, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS
+) -> RewriteResult:
     """The rewrite action on ``message`` (bytes in, bytes out; see module doc).
 
     ``tags`` go at the top of the header block; ``X-CCGuard-DKIM:
@@ -141,4 +143,5 @@ def rewrite_message(message: bytes, matcher: DomainMatcher, *, tags: Tags = DEFA
     broken = bool(changed & dkim_covered(block.fields))
     if broken:
         all_tags.append((TAG_DKIM, DKIM_BROKEN))
-    return RewriteResult(block.assemble([*tag_fields(all_tags, block.eol), *fields]), removed, broken)
+    rewritten = block.assemble([*tag_fields(all_tags, block.eol), *fields])
+    return RewriteResult(rewritten, removed, broken)
