@@ -12,12 +12,20 @@ __all__ = [
     "ACCESS_DENIED_CONNECT",
     "ACCESS_DENIED_MAIL",
     "ACCESS_DENIED_RCPT",
+    "COMMAND_TOO_LONG",
     "HEADER_TOO_LARGE",
+    "HELD_FOR_REVIEW",
+    "IDLE_TIMEOUT",
     "INTERNAL_ERROR",
+    "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
     "NEED_MAIL",
     "OK",
+    "REJECT_EXPOSURE",
+    "REJECT_UNCHECKABLE",
+    "SENDER_OK",
     "SHUTTING_DOWN",
+    "SPLIT_DELIVERED",
     "STORE_FAILED",
     "TOO_MANY_RECIPIENTS",
     "TRANSACTION_TIMEOUT",
@@ -69,9 +77,28 @@ MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum messag
 HEADER_TOO_LARGE = Reply(552, "5.3.4", "Message header block exceeds the configured maximum")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 TRANSACTION_TIMEOUT = Reply(421, "4.4.2", "Transaction took too long, closing connection")
+IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle too long, closing connection")
+LINE_TOO_LONG = Reply(
+    500, "5.5.2", "Line too long (RFC 5321 section 4.5.3.1.6 allows 1000 octets per line)"
+)
+COMMAND_TOO_LONG = Reply(500, "5.5.2", "Command line too long")
+SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, try again later")
 STORE_FAILED = Reply(451, "4.3.0", "Quarantine store unavailable, try again later")
 UPSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Upstream server unavailable, try again later")
 UPSTREAM_TIMEOUT = Reply(451, "4.4.2", "Upstream server timed out, try again later")
 UPSTREAM_TEMPFAIL = Reply(451, "4.4.0", "Upstream server deferred the message, try again later")
+
+# Actions (relay/actions): texts are templates filled with str.format.
+REJECT_EXPOSURE = Reply(
+    550, "5.7.1",
+    "Message would show {external} in To/Cc; put recipients in Bcc or use mail merge",
+)  # fmt: skip
+REJECT_UNCHECKABLE = Reply(
+    550, "5.7.1",
+    "Message header block is too large to check its recipients; "
+    "put recipients in Bcc or use mail merge",
+)  # fmt: skip
+HELD_FOR_REVIEW = Reply(250, "2.0.0", "held for review as {id}")
+SPLIT_DELIVERED = Reply(250, "2.0.0", "OK: delivered as {copies} separate copies")

@@ -59,12 +59,25 @@ def translate_error(path: Path, what: str, exc: BaseException) -> StoreError:
     return StoreError(f"{text} ({hint})" if hint else text)
 
 
+def _prepare_directory(path: Path) -> None:
+    """Create the database's directory; fail clearly if that is impossible."""
+    where = f"quarantine store {path}: open failed:"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StoreError(f"{where} {path.parent} exists but is not a directory") from None
+    except OSError as exc:
+        raise StoreError(f"{where} cannot create directory {path.parent}: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise StoreError(f"{where} directory {path.parent} is not writable by this user")
+
+
 def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """Open ``path`` (creating its directory), set WAL + synchronous=FULL, migrate.
 
     Must be called on the thread that will use the connection.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _prepare_directory(path)
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
         conn.row_factory = sqlite3.Row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -134,7 +135,7 @@ async def test_release_once(store: SqliteStore, clock: Clock) -> None:
     with pytest.raises(QuarantineStateError, match="already released") as info:
         await store.mark_released(mid, "other", RELEASE_AS_IS)
     assert info.value.status == RELEASED
-    with pytest.raises(QuarantineStateError, match="cannot delete .* already released"):
+    with pytest.raises(QuarantineStateError, match=r"cannot delete .* already released"):
         await store.delete(mid, "other")
     again = await store.get(mid)
     assert again is not None and again.released_by == "admin"
@@ -249,3 +250,20 @@ async def test_data_survives_reopen(tmp_path: Path) -> None:
         assert await second.copies_done("k") == {"c"}
     finally:
         await second.close()
+
+
+async def test_concurrent_puts_from_two_stores_on_one_file(tmp_path: Path) -> None:
+    # Two stores = two connections, as two worker processes would have.
+    a, b = SqliteStore(tmp_path / "q.db"), SqliteStore(tmp_path / "q.db")
+    await a.open()
+    await b.open()
+    try:
+        ids = await asyncio.gather(
+            *(s.put(new_message(received_at=float(i))) for i, s in enumerate([a, b] * 25))
+        )
+        assert len(set(ids)) == 50
+        assert (await a.list(limit=100)).total == 50
+        assert (await b.stats()).held == 50
+    finally:
+        await a.close()
+        await b.close()
