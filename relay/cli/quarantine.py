@@ -120,7 +120,8 @@ async def _make_releaser(settings: Settings, stack: AsyncExitStack) -> Releaser:
     from relay.inspect.domains import DomainMatcher
     from relay.upstream import UpstreamClient
 
-    client = UpstreamClient(settings.upstream)
+    hostname = settings.upstream.helo_name or settings.smtp.hostname
+    client = UpstreamClient(settings.upstream, local_hostname=hostname)
     stack.push_async_callback(client.close)
     matcher = DomainMatcher(settings.organisation.internal_domains)
     return QuarantineReleaser(client, matcher)

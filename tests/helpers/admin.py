@@ -11,20 +11,20 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import aiosmtplib
 import httpx
 import uvicorn
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from starlette.applications import Starlette
 
+from relay.actions.release import QuarantineReleaser
 from relay.admin import create_admin_app
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB
-from relay.codes import Reply
-from relay.errors import UpstreamTransientError
+from relay.inspect.domains import DomainMatcher
 from relay.quarantine import SqliteStore
 from relay.quarantine.store import NewMessage
-from relay.settings import AdminSettings
+from relay.settings import AdminSettings, UpstreamSettings
+from relay.upstream import UpstreamClient
 
 PASSWORD = "correct horse battery staple"
 EXTERNAL_RCPTS = tuple(
@@ -186,28 +186,13 @@ users_file = "{users}"
     return path
 
 
-class StandInReleaser:
-    """Delivers with aiosmtplib to 127.0.0.1:port; replaced by the real releaser once merged."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-
-    async def release(self, stored: Any, mode: str) -> Reply:
-        if mode != "as-is":
-            raise NotImplementedError("stand-in releaser only releases as-is")
-        try:
-            _errors, response = await aiosmtplib.send(
-                stored.message,
-                sender=stored.mail_from,
-                recipients=list(stored.rcpt_tos),
-                hostname="127.0.0.1",
-                port=self.port,
-                start_tls=False,
-                timeout=5,
-            )
-        except (aiosmtplib.SMTPConnectError, OSError) as exc:
-            raise UpstreamTransientError(str(exc), kind="refused") from None
-        return Reply(250, "2.0.0", response)
+def real_releaser(port: int) -> tuple[QuarantineReleaser, UpstreamClient]:
+    """The relay's own releaser and upstream client, pointed at 127.0.0.1:port."""
+    settings = UpstreamSettings(
+        host="127.0.0.1", port=port, starttls="off", timeout=5, connect_timeout=2
+    )
+    client = UpstreamClient(settings, local_hostname="ccguard.example.org")
+    return QuarantineReleaser(client, DomainMatcher(["example.org"])), client
 
 
 @dataclass
@@ -231,11 +216,12 @@ async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
         users = UserDB(tmp_path / "users.json")
         users.set_password("alice", PASSWORD)
         log = ListLog()
+        releaser, upstream_client = real_releaser(upstream.port)
         admin_settings = AdminSettings(users_file=str(tmp_path / "users.json"), **settings)
         app = create_admin_app(
             settings=admin_settings,
             store=store,
-            releaser=StandInReleaser(upstream.port),
+            releaser=releaser,
             users=users,
             log=log,
             throttle=LoginThrottle(free=5, base=30.0),
@@ -244,6 +230,7 @@ async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
             async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
                 yield Env(url, store, upstream, log, client, admin_settings)
         finally:
+            await upstream_client.close()
             await store.close()
 
 

@@ -201,3 +201,19 @@ async def test_log_lines_say_who_what_result_without_addresses(env: Env) -> None
         ("alice", "delete", msg_id, "ok"),
     ]
     assert "@" not in repr(env.log.events)
+
+
+async def test_release_hidden_delivers_the_rewritten_message(env: Env) -> None:
+    new = new_message()
+    msg_id = await env.store.put(new)
+    resp = await env.client.post(
+        f"/api/quarantine/{msg_id}/release", json={"mode": "hidden"}, headers=basic()
+    )
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["release_mode"] == "rewrite"
+    [got] = env.upstream.received
+    headers = got.data.split(b"\r\n\r\n", 1)[0].decode()
+    assert not any(addr in headers for addr in EXTERNAL_RCPTS)
+    assert "hr@example.org" in headers
+    assert sorted(got.rcpt_tos) == sorted(new.rcpt_tos)  # everyone still gets it
+    assert await audit_of(env, msg_id) == [("alice", "release", "ok")]
