@@ -141,7 +141,8 @@ def explain_exposure(exposure: Mapping[str, Any], rule: str | None, reason: str)
     if exposure.get("header_too_large"):
         lines.append("The header block was too large to inspect completely.")
     held_by = f"rule “{rule}”" if rule else "the policy"
-    lines.append(f"It was held by {held_by}" + (f": {reason}" if reason else "."))
+    why = f": {reason.rstrip('.')}." if reason else "."
+    lines.append(f"It was held by {held_by}{why}")
     lines.append(
         "Release as sent delivers it unchanged (everyone sees everyone). "
         "Release with recipients hidden removes the external addresses from To and Cc; "
