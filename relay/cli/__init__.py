@@ -24,6 +24,8 @@ COMMANDS = (
     "relay.cli.serve",
     "relay.cli.config",
     "relay.cli.hash",
+    "relay.cli.quarantine",
+    "relay.cli.admin",
 )
 
 

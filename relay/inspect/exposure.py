@@ -19,7 +19,9 @@ class Exposure:
     ``resent-to``, ``resent-cc``) to the unique addresses found in it.
     ``external_addresses`` / ``internal_addresses`` are the normalised
     addresses themselves (needed by rewrite, split and exemptions; never log
-    them).
+    them).  ``unparseable_addresses`` are the external ones that came from
+    unparseable text and ``header_addresses`` the unique addresses per header,
+    so an exemption can recompute every count exactly.
     """
 
     visible_total: int = 0
@@ -31,6 +33,8 @@ class Exposure:
     header_too_large: bool = False
     external_addresses: tuple[str, ...] = ()
     internal_addresses: tuple[str, ...] = ()
+    unparseable_addresses: tuple[str, ...] = ()
+    header_addresses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, Any]:
         """The counts only (no addresses): safe for logs, tags and JSON."""

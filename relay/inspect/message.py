@@ -1,0 +1,94 @@
+"""Raw message → :class:`Exposure` (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from relay.inspect.addresses import parse_address_header
+from relay.inspect.domains import DomainMatcher
+from relay.inspect.exposure import Exposure
+from relay.inspect.headers import decode_header_value, header_end, iter_fields
+
+__all__ = ["VISIBLE_HEADERS", "build_exposure", "inspect_message"]
+
+#: Headers every recipient can read; Bcc and Resent-Bcc are deliberately absent.
+VISIBLE_HEADERS = ("to", "cc", "resent-to", "resent-cc")
+
+
+@dataclass(slots=True)
+class _Tally:
+    parsed: dict[str, str] = field(default_factory=dict)  # address -> domain
+    unparseable: dict[str, None] = field(default_factory=dict)
+    per_header: dict[str, dict[str, None]] = field(
+        default_factory=lambda: {name: {} for name in VISIBLE_HEADERS}
+    )
+
+    def add_header(self, name: str, value: str) -> None:
+        parsed = parse_address_header(value)
+        seen = self.per_header[name]
+        for box in parsed.mailboxes:
+            self.parsed.setdefault(box.address, box.domain)
+            seen.setdefault(box.address, None)
+        for token in parsed.unparseable:
+            self.unparseable.setdefault(token, None)
+            seen.setdefault(token, None)
+
+
+def inspect_message(
+    message: bytes, matcher: DomainMatcher, *, max_header_bytes: int
+) -> Exposure:
+    """Who ``message`` shows to every recipient; reads only the header block.
+
+    A header block larger than ``max_header_bytes`` sets ``header_too_large``
+    and only its first ``max_header_bytes`` are inspected (what is cut off is
+    never counted as zero risk: the policy decides on ``header_too_large``).
+    """
+    prefix = message[:max_header_bytes]
+    end = header_end(prefix)
+    too_large = end is None and len(message) > max_header_bytes
+    head = prefix if end is None else prefix[:end]
+    tally = _Tally()
+    for name, raw in iter_fields(head):
+        if name in tally.per_header:
+            tally.add_header(name, decode_header_value(raw))
+    unparseable = [t for t in tally.unparseable if t not in tally.parsed]
+    per_header = {name: tuple(seen) for name, seen in tally.per_header.items()}
+    return build_exposure(
+        tally.parsed, unparseable, per_header, matcher, header_too_large=too_large
+    )
+
+
+def build_exposure(
+    parsed: dict[str, str],
+    unparseable: list[str],
+    per_header: dict[str, tuple[str, ...]],
+    matcher: DomainMatcher,
+    *,
+    header_too_large: bool = False,
+) -> Exposure:
+    """Count ``parsed`` (address → domain) and ``unparseable`` addresses.
+
+    Unparseable tokens always count as external, whatever their domain.
+    """
+    verdicts: dict[str, bool] = {}
+    internal: list[str] = []
+    external: list[str] = []
+    for address, domain in parsed.items():
+        if domain not in verdicts:
+            verdicts[domain] = matcher.is_internal(domain)
+        (internal if verdicts[domain] else external).append(address)
+    external.extend(unparseable)
+    domains = {address.rpartition("@")[2] for address in external}
+    return Exposure(
+        visible_total=len(internal) + len(external),
+        visible_internal=len(internal),
+        visible_external=len(external),
+        external_domains=len(domains),
+        unparseable=len(unparseable),
+        per_header={name: len(addrs) for name, addrs in per_header.items()},
+        header_too_large=header_too_large,
+        external_addresses=tuple(external),
+        internal_addresses=tuple(internal),
+        unparseable_addresses=tuple(unparseable),
+        header_addresses=per_header,
+    )
