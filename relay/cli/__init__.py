@@ -23,6 +23,7 @@ EXIT_USAGE = 2
 COMMANDS = (
     "relay.cli.serve",
     "relay.cli.config",
+    "relay.cli.check",
 )
 
 
