@@ -12,11 +12,15 @@ __all__ = [
     "ACCESS_DENIED_CONNECT",
     "ACCESS_DENIED_MAIL",
     "ACCESS_DENIED_RCPT",
+    "COMMAND_TOO_LONG",
     "HEADER_TOO_LARGE",
+    "IDLE_TIMEOUT",
     "INTERNAL_ERROR",
+    "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
     "NEED_MAIL",
     "OK",
+    "SENDER_OK",
     "SHUTTING_DOWN",
     "STORE_FAILED",
     "TOO_MANY_RECIPIENTS",
@@ -69,6 +73,12 @@ MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum messag
 HEADER_TOO_LARGE = Reply(552, "5.3.4", "Message header block exceeds the configured maximum")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 TRANSACTION_TIMEOUT = Reply(421, "4.4.2", "Transaction took too long, closing connection")
+IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle too long, closing connection")
+LINE_TOO_LONG = Reply(
+    500, "5.5.2", "Line too long (RFC 5321 section 4.5.3.1.6 allows 1000 octets per line)"
+)
+COMMAND_TOO_LONG = Reply(500, "5.5.2", "Command line too long")
+SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, try again later")
 STORE_FAILED = Reply(451, "4.3.0", "Quarantine store unavailable, try again later")

@@ -8,6 +8,8 @@ from relay.codes import Reply
 __all__ = [
     "CCGuardError",
     "ConfigError",
+    "QuarantineNotFound",
+    "QuarantineStateError",
     "StoreError",
     "UpstreamError",
     "UpstreamPermanentError",
@@ -63,3 +65,25 @@ class StoreError(CCGuardError):
     """The quarantine / ledger store could not read or write."""
 
     reply = codes.STORE_FAILED
+
+
+class QuarantineNotFound(StoreError):
+    """No quarantined message has this id (never existed or already purged)."""
+
+    def __init__(self, message_id: str) -> None:
+        self.message_id = message_id
+        super().__init__(f"no quarantined message with id {message_id!r}")
+
+
+class QuarantineStateError(StoreError):
+    """The message is not ``held`` any more, so it cannot be released or deleted.
+
+    ``status`` is the status it has now (``released`` or ``deleted``).
+    """
+
+    def __init__(self, message_id: str, status: str, wanted: str) -> None:
+        self.message_id = message_id
+        self.status = status
+        super().__init__(
+            f"cannot {wanted} quarantined message {message_id!r}: it is already {status}"
+        )

@@ -253,7 +253,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     quarantine: QuarantineSettings = QuarantineSettings()
     split: SplitSettings = SplitSettings()
-    notifications: NotificationSettings = NotificationSettings()
+    notifications: NotificationSettings = NotificationSettings.model_validate({})
     admin: AdminSettings = AdminSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()

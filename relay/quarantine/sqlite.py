@@ -1,0 +1,371 @@
+"""SQLite backend of :class:`relay.quarantine.store.QuarantineStore`.
+
+Concurrency design: one connection, owned by one dedicated worker thread (a
+single-thread executor).  Every method hands a small blocking function to
+that thread and awaits it, so the event loop never blocks on disk and the
+connection is never shared between threads.  Work is serialised, which is
+what SQLite does with writers anyway; other processes on the same file
+(several workers, the CLI) are coordinated by SQLite's own locking, WAL mode
+and the busy timeout.
+
+Durability: WAL with ``synchronous=FULL`` means every ``COMMIT`` fsyncs the
+WAL before it returns, so :meth:`SqliteStore.put`, :meth:`record_copy` and
+:meth:`add_audit` are on disk when their awaitable completes.  Writes use
+``BEGIN IMMEDIATE`` so lock waits happen up front (within the busy timeout)
+instead of failing half-way.  Deleting wipes the message bytes; with
+``secure_delete=ON`` SQLite also zeroes the freed pages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from relay.errors import QuarantineNotFound, QuarantineStateError, StoreError
+from relay.quarantine.sqlite_conn import connect, translate_error, write_transaction
+from relay.quarantine.sqlite_sql import (
+    FULL_COLUMNS,
+    SUMMARY_COLUMNS,
+    list_where,
+    row_to_stored,
+    row_to_summary,
+)
+from relay.quarantine.store import (
+    DELETED,
+    HELD,
+    RELEASE_MODES,
+    RELEASED,
+    STATUSES,
+    AuditEntry,
+    NewMessage,
+    Page,
+    QuarantineStats,
+    StoredMessage,
+)
+from relay.quarantine.subject import decode_subject
+
+__all__ = ["SqliteStore", "new_message_id"]
+
+T = TypeVar("T")
+
+
+def new_message_id() -> str:
+    """A new unguessable id: 16 URL-safe characters (96 random bits)."""
+    return secrets.token_urlsafe(12)
+
+
+class SqliteStore:
+    """The quarantine, split ledger and audit log in one SQLite file (WAL)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.busy_timeout = busy_timeout
+        self._clock = clock
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing ---------------------------------------------------------
+
+    def _error(self, what: str, exc: BaseException) -> StoreError:
+        return translate_error(self.path, what, exc)
+
+    async def _call(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        executor, conn = self._executor, self._conn
+        if executor is None or conn is None:
+            raise StoreError(f"quarantine store {self.path}: {what} failed: store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, fn, conn)
+        except StoreError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise self._error(what, exc) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        return connect(self.path, self.busy_timeout)
+
+    async def open(self) -> None:
+        """Create the directory and file if needed, migrate the schema, check it is usable."""
+        if self._conn is not None:
+            return
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccguard-store")
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(executor, self._connect)
+        except StoreError:
+            executor.shutdown(wait=False)
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            executor.shutdown(wait=False)
+            raise self._error("open", exc) from exc
+        self._executor = executor
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker thread; safe to call twice."""
+        executor, conn = self._executor, self._conn
+        self._executor, self._conn = None, None
+        if executor is None or conn is None:
+            return
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(sqlite3.Error):
+            await loop.run_in_executor(executor, conn.close)
+        executor.shutdown(wait=False)
+
+    # -- messages ---------------------------------------------------------
+
+    async def put(self, new: NewMessage) -> str:
+        """Hold ``new``; committed (fsync'd) before it returns; returns the new id."""
+        received_at = new.received_at if new.received_at is not None else self._clock()
+        values = {
+            "received_at": received_at,
+            "status": HELD,
+            "mail_from": new.mail_from,
+            "sender_key": new.mail_from.lower(),
+            "rcpt_tos": json.dumps(list(new.rcpt_tos)),
+            "mail_options": json.dumps(list(new.mail_options)),
+            "client_ip": new.client_ip,
+            "client_helo": new.client_helo,
+            "queue_id": new.queue_id,
+            "size": len(new.message),
+            "action": new.action,
+            "rule": new.rule,
+            "reason": new.reason,
+            "exposure": json.dumps(dict(new.exposure), sort_keys=True),
+            "message": new.message,
+        }
+
+        def run(conn: sqlite3.Connection) -> str:
+            row = dict(values, subject=decode_subject(new.message))
+            cols = ", ".join(["id", *row])
+            marks = ", ".join(["?"] * (len(row) + 1))
+            for _ in range(5):
+                message_id = new_message_id()
+                try:
+                    with write_transaction(conn):
+                        conn.execute(
+                            f"INSERT INTO messages ({cols}) VALUES ({marks})",
+                            (message_id, *row.values()),
+                        )
+                    return message_id
+                except sqlite3.IntegrityError:
+                    continue  # id collision: astronomically rare, draw another
+            raise StoreError(f"quarantine store {self.path}: could not draw a unique id")
+
+        return await self._call("put", run)
+
+    async def get(self, message_id: str) -> StoredMessage | None:
+        """The message with its bytes, or ``None``."""
+
+        def run(conn: sqlite3.Connection) -> StoredMessage | None:
+            row = conn.execute(
+                f"SELECT {FULL_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            return None if row is None else row_to_stored(row)
+
+        return await self._call("get", run)
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        sender: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page:
+        """Summaries newest first.  ``sender``: a full address (case-insensitive)
+        or a bare domain (every sender at that domain)."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        if limit < 1 or offset < 0:
+            raise ValueError("limit must be >= 1 and offset >= 0")
+        where, params = list_where(status=status, rule=rule, sender=sender)
+
+        def run(conn: sqlite3.Connection) -> Page:
+            total = conn.execute(f"SELECT count(*) FROM messages{where}", params).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM messages{where} "
+                "ORDER BY received_at DESC, rowid DESC LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            ).fetchall()
+            items = tuple(row_to_summary(r) for r in rows)
+            return Page(items=items, total=int(total), limit=limit, offset=offset)
+
+        return await self._call("list", run)
+
+    def _decide(
+        self,
+        conn: sqlite3.Connection,
+        message_id: str,
+        wanted: str,
+        sql: str,
+        params: tuple[Any, ...],
+    ) -> None:
+        """Inside one transaction: check the message is held, then apply ``sql``."""
+        with write_transaction(conn):
+            row = conn.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise QuarantineNotFound(message_id)
+            if row[0] != HELD:
+                raise QuarantineStateError(message_id, row[0], wanted)
+            conn.execute(sql, (*params, message_id))
+
+    async def mark_released(self, message_id: str, actor: str, mode: str) -> StoredMessage:
+        """held → released by ``actor`` with ``mode`` (one of RELEASE_MODES)."""
+        if mode not in RELEASE_MODES:
+            raise ValueError(f"release mode must be one of {', '.join(RELEASE_MODES)}")
+
+        def run(conn: sqlite3.Connection) -> StoredMessage:
+            self._decide(
+                conn,
+                message_id,
+                "release",
+                "UPDATE messages SET status = ?, released_at = ?, released_by = ?, "
+                "release_mode = ? WHERE id = ?",
+                (RELEASED, self._clock(), actor, mode),
+            )
+            row = conn.execute(
+                f"SELECT {FULL_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+            ).fetchone()
+            return row_to_stored(row)
+
+        return await self._call("release", run)
+
+    async def delete(self, message_id: str, actor: str) -> None:
+        """held → deleted by ``actor``; the message bytes are wiped, the metadata kept."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            self._decide(
+                conn,
+                message_id,
+                "delete",
+                "UPDATE messages SET status = ?, deleted_at = ?, deleted_by = ?, "
+                "message = NULL WHERE id = ?",
+                (DELETED, self._clock(), actor),
+            )
+
+        await self._call("delete", run)
+
+    async def expire(self, cutoff_epoch: float) -> int:
+        """Purge every message received before ``cutoff_epoch``, whatever its status."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            with write_transaction(conn):
+                cur = conn.execute("DELETE FROM messages WHERE received_at < ?", (cutoff_epoch,))
+            return int(cur.rowcount)
+
+        return await self._call("expire", run)
+
+    async def stats(self) -> QuarantineStats:
+        """Count per status (every status present) and the oldest held ``received_at``."""
+
+        def run(conn: sqlite3.Connection) -> QuarantineStats:
+            counts = dict.fromkeys(STATUSES, 0)
+            for status, count in conn.execute(
+                "SELECT status, count(*) FROM messages GROUP BY status"
+            ):
+                counts[status] = int(count)
+            oldest = conn.execute(
+                "SELECT min(received_at) FROM messages WHERE status = ?", (HELD,)
+            ).fetchone()[0]
+            return QuarantineStats(counts=counts, oldest_held_at=oldest)
+
+        return await self._call("stats", run)
+
+    async def check_writable(self) -> None:
+        """Commit a real write (one probe row, fsync'd); raises StoreError if it fails."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                conn.execute(
+                    "INSERT INTO probe (id, at) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    (self._clock(),),
+                )
+
+        await self._call("write check", run)
+
+    # -- split ledger -----------------------------------------------------
+
+    async def copies_done(self, key: str) -> set[str]:
+        """Ids of the copies of split ``key`` already delivered."""
+
+        def run(conn: sqlite3.Connection) -> set[str]:
+            rows = conn.execute("SELECT copy_id FROM split_ledger WHERE key = ?", (key,))
+            return {r[0] for r in rows}
+
+        return await self._call("ledger read", run)
+
+    async def record_copy(self, key: str, copy_id: str) -> None:
+        """Record a delivered copy; fsync'd before it returns; recording twice is harmless."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                conn.execute(
+                    "INSERT OR IGNORE INTO split_ledger (key, copy_id, recorded_at) "
+                    "VALUES (?, ?, ?)",
+                    (key, copy_id, self._clock()),
+                )
+
+        await self._call("ledger write", run)
+
+    async def expire_ledger(self, cutoff_epoch: float) -> int:
+        """Drop ledger rows recorded before ``cutoff_epoch``; returns how many."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            with write_transaction(conn):
+                cur = conn.execute(
+                    "DELETE FROM split_ledger WHERE recorded_at < ?", (cutoff_epoch,)
+                )
+            return int(cur.rowcount)
+
+        return await self._call("ledger expire", run)
+
+    # -- audit ------------------------------------------------------------
+
+    async def add_audit(
+        self, actor: str, action: str, target: str, result: str, detail: str = ""
+    ) -> None:
+        """Append one audit entry; fsync'd before it returns."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                conn.execute(
+                    "INSERT INTO audit (at, actor, action, target, result, detail) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (self._clock(), actor, action, target, result, detail),
+                )
+
+        await self._call("audit write", run)
+
+    async def list_audit(
+        self, limit: int = 100, target: str | None = None
+    ) -> builtins.list[AuditEntry]:
+        """Audit entries newest first, optionally only about ``target``."""
+        where, params = (" WHERE target = ?", (target,)) if target is not None else ("", ())
+
+        def run(conn: sqlite3.Connection) -> builtins.list[AuditEntry]:
+            rows = conn.execute(
+                "SELECT id, at, actor, action, target, result, detail FROM audit"
+                f"{where} ORDER BY id DESC LIMIT ?",
+                (*params, limit),
+            )
+            return [AuditEntry(*r) for r in rows]
+
+        return await self._call("audit read", run)

@@ -1,0 +1,98 @@
+"""Opening the SQLite connection, write transactions and error translation."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from relay.errors import StoreError
+from relay.quarantine.sqlite_schema import migrate
+
+__all__ = ["connect", "translate_error", "write_transaction"]
+
+_HINTS = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_BUSY": "the database is locked by another process (busy timeout reached)",
+    "SQLITE_LOCKED": "the database is locked",
+    "SQLITE_READONLY": "the database file or its directory is read-only",
+    "SQLITE_CANTOPEN": "cannot open the file (does the directory exist and is it writable?)",
+    "SQLITE_CORRUPT": "the database file is corrupt",
+    "SQLITE_NOTADB": "the file is not an SQLite database",
+    "SQLITE_IOERR": "an I/O error occurred",
+    "SQLITE_PERM": "permission denied",
+}
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the creation of the database and WAL files themselves durable.
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def translate_error(path: Path, what: str, exc: BaseException) -> StoreError:
+    """A StoreError naming the file, the operation, the cause and a hint."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    hint = next((h for k, h in _HINTS.items() if name.startswith(k)), "")
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    if isinstance(exc, OSError) and exc.filename and str(exc.filename) != str(path):
+        detail = f"{detail}: {exc.filename}"
+    text = f"quarantine store {path}: {what} failed: {detail}"
+    return StoreError(f"{text} ({hint})" if hint else text)
+
+
+def _prepare_directory(path: Path) -> None:
+    """Create the database's directory; fail clearly if that is impossible."""
+    where = f"quarantine store {path}: open failed:"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise StoreError(f"{where} {path.parent} exists but is not a directory") from None
+    except OSError as exc:
+        raise StoreError(f"{where} cannot create directory {path.parent}: {exc.strerror}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise StoreError(f"{where} directory {path.parent} is not writable by this user")
+
+
+def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """Open ``path`` (creating its directory), set WAL + synchronous=FULL, migrate.
+
+    Must be called on the thread that will use the connection.
+    """
+    _prepare_directory(path)
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"quarantine store {path}: cannot use WAL mode (got {mode!r}); "
+                "put the database on a local filesystem"
+            )
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA secure_delete = ON")
+        migrate(conn, f"quarantine store {path}")
+        _fsync_dir(path.parent)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -1,0 +1,232 @@
+"""The quarantine store interface: held messages, the split ledger and the audit log.
+
+Callers (the quarantine and split actions, the admin web UI, the CLI) code
+against :class:`QuarantineStore` only; :func:`relay.quarantine.open_store`
+picks the backend (SQLite now, PostgreSQL later) from ``[quarantine] database``.
+
+Every method is ``async``.  Every failure to read or write raises
+:class:`relay.errors.StoreError` (never a raw driver exception);
+:class:`~relay.errors.QuarantineNotFound` and
+:class:`~relay.errors.QuarantineStateError` are its subclasses for a missing
+id and for a message that is no longer ``held``.
+
+The store never writes audit entries by itself: whoever acts on behalf of an
+admin (web UI, CLI) calls :meth:`QuarantineStore.add_audit` with the result.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from relay.envelope import Envelope
+    from relay.policy.verdict import Verdict
+
+__all__ = [
+    "DELETED",
+    "HELD",
+    "RELEASED",
+    "RELEASE_AS_IS",
+    "RELEASE_MODES",
+    "RELEASE_REWRITE",
+    "STATUSES",
+    "AuditEntry",
+    "MessageSummary",
+    "NewMessage",
+    "Page",
+    "QuarantineStats",
+    "QuarantineStore",
+    "StoredMessage",
+]
+
+HELD = "held"
+RELEASED = "released"
+DELETED = "deleted"
+STATUSES: tuple[str, ...] = (HELD, RELEASED, DELETED)
+
+RELEASE_AS_IS = "as-is"
+"""Release mode: deliver the stored bytes unchanged."""
+RELEASE_REWRITE = "rewrite"
+"""Release mode: deliver with external recipients hidden (the rewrite action)."""
+RELEASE_MODES: tuple[str, ...] = (RELEASE_AS_IS, RELEASE_REWRITE)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to hold.  The store adds the id, status, subject and size.
+
+    ``exposure`` is the address-free counts dict (``Exposure.counts()``).
+    ``received_at`` defaults to "now" (epoch seconds) when ``None``.
+    """
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    message: bytes
+    mail_options: tuple[str, ...] = ()
+    client_ip: str = ""
+    client_helo: str = ""
+    queue_id: str = ""
+    action: str = "quarantine"
+    rule: str | None = None
+    reason: str = ""
+    exposure: Mapping[str, Any] = field(default_factory=dict)
+    received_at: float | None = None
+
+    @classmethod
+    def from_verdict(cls, envelope: Envelope, message: bytes, verdict: Verdict) -> NewMessage:
+        """Build from the SMTP envelope, the message bytes and the policy verdict."""
+        return cls(
+            mail_from=envelope.mail_from,
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            message=message,
+            mail_options=tuple(envelope.mail_options),
+            client_ip=envelope.client_ip,
+            client_helo=envelope.client_helo,
+            queue_id=envelope.queue_id,
+            action=str(verdict.action),
+            rule=verdict.rule,
+            reason=verdict.reason,
+            exposure=verdict.exposure.counts(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSummary:
+    """One quarantined message WITHOUT its bytes (what :meth:`QuarantineStore.list` returns).
+
+    ``subject`` is the decoded Subject header ("" if none).  ``size`` is the
+    length of the stored message in bytes (kept after a delete wipes them).
+    ``released_*`` are set once released; ``deleted_*`` once deleted.
+    """
+
+    id: str
+    received_at: float
+    status: str
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    mail_options: tuple[str, ...]
+    client_ip: str
+    client_helo: str
+    queue_id: str
+    subject: str
+    size: int
+    action: str
+    rule: str | None
+    reason: str
+    exposure: Mapping[str, Any]
+    released_at: float | None = None
+    released_by: str | None = None
+    release_mode: str | None = None
+    deleted_at: float | None = None
+    deleted_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage(MessageSummary):
+    """One quarantined message with its bytes (``b""`` once deleted: bytes are wiped)."""
+
+    message: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing, newest first; ``total`` counts every match."""
+
+    items: tuple[MessageSummary, ...]
+    total: int
+    limit: int
+    offset: int
+
+    @property
+    def has_more(self) -> bool:
+        return self.offset + len(self.items) < self.total
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineStats:
+    """``counts`` has every status in :data:`STATUSES` (0 if none)."""
+
+    counts: Mapping[str, int]
+    oldest_held_at: float | None
+
+    @property
+    def held(self) -> int:
+        return self.counts.get(HELD, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One admin action: who did what to which message, and how it ended."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    result: str
+    detail: str = ""
+
+
+@runtime_checkable
+class QuarantineStore(Protocol):
+    """Durable store of held messages, the split ledger and the audit log."""
+
+    async def open(self) -> None:
+        """Open (create / migrate) the store; raise StoreError if unusable."""
+
+    async def close(self) -> None:
+        """Release connections and threads; safe to call twice."""
+
+    async def put(self, new: NewMessage) -> str:
+        """Hold a message; durable on disk before it returns; returns a new unguessable id."""
+
+    async def get(self, message_id: str) -> StoredMessage | None:
+        """The message with its bytes, or None if unknown."""
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        rule: str | None = None,
+        sender: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page:
+        """Summaries (no bytes) newest first; ``sender`` matches mail_from case-insensitively."""
+
+    async def mark_released(self, message_id: str, actor: str, mode: str) -> StoredMessage:
+        """held → released; raises QuarantineNotFound / QuarantineStateError."""
+
+    async def delete(self, message_id: str, actor: str) -> None:
+        """held → deleted and the bytes wiped; raises QuarantineNotFound / QuarantineStateError."""
+
+    async def expire(self, cutoff_epoch: float) -> int:
+        """Purge messages (any status) received before ``cutoff_epoch``; returns the count."""
+
+    async def stats(self) -> QuarantineStats:
+        """Count per status and the oldest held ``received_at``."""
+
+    async def check_writable(self) -> None:
+        """A real write in a transaction (rolled back); raises StoreError if it fails."""
+
+    async def copies_done(self, key: str) -> set[str]:
+        """Split ledger: ids of the copies of ``key`` already delivered."""
+
+    async def record_copy(self, key: str, copy_id: str) -> None:
+        """Split ledger: copy delivered; durable before it returns; idempotent."""
+
+    async def expire_ledger(self, cutoff_epoch: float) -> int:
+        """Drop ledger rows recorded before ``cutoff_epoch``; returns the count."""
+
+    async def add_audit(
+        self, actor: str, action: str, target: str, result: str, detail: str = ""
+    ) -> None:
+        """Append one audit entry (durable before it returns)."""
+
+    async def list_audit(
+        self, limit: int = 100, target: str | None = None
+    ) -> builtins.list[AuditEntry]:
+        """Audit entries newest first, optionally only those about ``target``."""

@@ -1,0 +1,82 @@
+"""What every SMTP session shares: settings, collaborators and the session registry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from relay.settings import SmtpSettings
+from relay.smtp.access import NetworkAccess
+from relay.smtp.pipeline import Decider, Dispatcher, SmtpMetrics
+from relay.upstream import UpstreamClient
+
+if TYPE_CHECKING:
+    from relay.smtp.session import SessionHandler
+
+__all__ = ["FrontContext", "SessionRegistry"]
+
+
+class SessionRegistry:
+    """Open sessions, so shutdown can close idle ones and wait for busy ones."""
+
+    def __init__(self) -> None:
+        self.closing = False
+        self._sessions: set[SessionHandler] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def add(self, session: SessionHandler) -> None:
+        self._sessions.add(session)
+
+    def discard(self, session: SessionHandler) -> None:
+        self._sessions.discard(session)
+        self.update()
+
+    def update(self) -> None:
+        """Recompute whether any transaction is in flight."""
+        if any(s.in_transaction for s in self._sessions):
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    def close_idle(self) -> None:
+        """Say 421 to and close every session with no transaction in flight."""
+        for session in list(self._sessions):
+            if not session.in_transaction:
+                session.close_for_shutdown()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no transaction is in flight; False if ``timeout`` ran out first."""
+        self.update()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def close_all(self) -> None:
+        for session in list(self._sessions):
+            session.close_for_shutdown()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+@dataclass
+class FrontContext:
+    """Everything a :class:`relay.smtp.session.SessionHandler` needs, passed explicitly."""
+
+    settings: SmtpSettings
+    upstream: UpstreamClient
+    decider: Decider
+    dispatcher: Dispatcher
+    log: Any
+    redact: Callable[[str], str]
+    metrics: SmtpMetrics | None = None
+    access: NetworkAccess = field(init=False)
+    sessions: SessionRegistry = field(default_factory=SessionRegistry)
+
+    def __post_init__(self) -> None:
+        self.access = NetworkAccess(self.settings.allowed_networks)

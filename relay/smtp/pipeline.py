@@ -1,0 +1,74 @@
+"""The seams between the SMTP front and the stages behind it.
+
+At end of DATA the front asks a :class:`Decider` for a :class:`Verdict` and
+hands it to a :class:`Dispatcher`, which carries it out on the live upstream
+transaction and returns the reply for the client.  ``relay.app`` plugs the
+real inspection/policy and actions in; the simple implementations here pass
+everything through and are what the front falls back to on its own.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from relay.codes import Reply
+from relay.envelope import Envelope
+from relay.inspect.exposure import Exposure
+from relay.policy.verdict import Verdict
+from relay.settings import Action
+from relay.upstream import UpstreamTransaction
+
+__all__ = ["Decider", "Dispatcher", "PassDecider", "PassThroughDispatcher", "SmtpMetrics"]
+
+
+class Decider(Protocol):
+    """Inspection + policy for one message."""
+
+    async def decide(self, envelope: Envelope, message: bytes) -> Verdict: ...
+
+
+class Dispatcher(Protocol):
+    """Carries out a verdict; ``message`` is the client's bytes, ``trace_header``
+    the Received header to prepend to whatever is delivered."""
+
+    async def act(
+        self,
+        envelope: Envelope,
+        message: bytes,
+        verdict: Verdict,
+        live: UpstreamTransaction,
+        trace_header: bytes,
+    ) -> Reply: ...
+
+
+class SmtpMetrics(Protocol):
+    """What the front reports (implemented by :class:`relay.observability.Metrics`)."""
+
+    def observe_reply(self, stage: str, code: int) -> None: ...
+
+    def session_opened(self) -> None: ...
+
+    def session_closed(self) -> None: ...
+
+    def observe_message(self, verdict: Verdict, size: int, inspect_seconds: float) -> None: ...
+
+
+class PassDecider:
+    """Says pass to everything (no inspection configured)."""
+
+    async def decide(self, envelope: Envelope, message: bytes) -> Verdict:
+        return Verdict(action=Action.PASS, rule=None, reason="not inspected", exposure=Exposure())
+
+
+class PassThroughDispatcher:
+    """Delivers every message unchanged on the live transaction."""
+
+    async def act(
+        self,
+        envelope: Envelope,
+        message: bytes,
+        verdict: Verdict,
+        live: UpstreamTransaction,
+        trace_header: bytes,
+    ) -> Reply:
+        return await live.data(trace_header + message)

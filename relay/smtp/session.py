@@ -1,0 +1,215 @@
+"""One client connection: the aiosmtpd hooks, proxying MAIL/RCPT to the upstream live.
+
+Like Postfix's before-queue proxy filter, the upstream transaction is opened
+when the client says MAIL FROM and each RCPT is answered with the upstream's
+own reply, so a refused recipient is refused to the client.  At end of DATA
+the message is inspected, the verdict carried out, and only then answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from relay import codes
+from relay.codes import Reply
+from relay.envelope import Envelope
+from relay.errors import UpstreamError
+from relay.policy.verdict import Verdict
+from relay.smtp.context import FrontContext
+from relay.smtp.trace import new_queue_id, received_header
+from relay.upstream import UpstreamTransaction
+
+if TYPE_CHECKING:
+    from relay.smtp.server import GuardSMTP
+
+__all__ = ["SessionHandler"]
+
+
+class SessionHandler:
+    """aiosmtpd handler for one connection (a new one per connection)."""
+
+    def __init__(self, ctx: FrontContext) -> None:
+        self._ctx = ctx
+        self._server: GuardSMTP | None = None
+        self.client_ip = ""
+        self.queue_id = ""
+        self._txn: UpstreamTransaction | None = None
+        self._started = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.in_transaction = False
+
+    # -- connection ---------------------------------------------------------
+
+    def connected(self, server: GuardSMTP, peer: Any) -> None:
+        self._server = server
+        self.client_ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        self._ctx.sessions.add(self)
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.session_opened()
+
+    def disconnected(self) -> None:
+        if self._server is None:
+            return
+        self._server = None
+        self._ctx.sessions.discard(self)
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.session_closed()
+        if self._txn is not None:
+            asyncio.get_running_loop().create_task(self.end_transaction())
+
+    def refusal_at_connect(self) -> Reply | None:
+        """The reply that refuses this client outright, or ``None`` to greet it."""
+        if self._ctx.sessions.closing:
+            return codes.SHUTTING_DOWN
+        if not self._ctx.access.allows(self.client_ip):
+            self._ctx.log.warning("client refused", client_ip=self.client_ip, reason="network")
+            return codes.ACCESS_DENIED_CONNECT
+        return None
+
+    def close_for_shutdown(self) -> None:
+        if self._server is not None:
+            self._server.say_and_close(codes.SHUTTING_DOWN)
+
+    def observe_reply(self, stage: str, code: int) -> None:
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.observe_reply(stage, code)
+
+    # -- transaction --------------------------------------------------------
+
+    def _begin_transaction(self) -> None:
+        self.queue_id = new_queue_id()
+        self._started = time.monotonic()
+        self.in_transaction = True
+        self._ctx.sessions.update()
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._ctx.settings.transaction_timeout, self._expired)
+
+    def _expired(self) -> None:
+        self._ctx.log.warning("transaction timeout", queue_id=self.queue_id)
+        if self._server is not None:
+            self._server.say_and_close(codes.TRANSACTION_TIMEOUT)
+
+    async def end_transaction(self) -> None:
+        """Abort whatever is still open upstream and forget the transaction."""
+        txn, self._txn = self._txn, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if txn is not None:
+            await txn.abort()
+        if self.in_transaction:
+            self.in_transaction = False
+            self._ctx.sessions.update()
+
+    # -- aiosmtpd hooks -----------------------------------------------------
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self._ctx.sessions.closing:
+            return str(codes.SHUTTING_DOWN)
+        await self.end_transaction()
+        self._begin_transaction()
+        try:
+            self._txn = await self._ctx.upstream.begin(_sender(address), options)
+        except UpstreamError as exc:
+            self._ctx.log.warning(
+                "upstream refused MAIL",
+                queue_id=self.queue_id,
+                kind=exc.kind,
+                reply_code=exc.reply.code,
+            )
+            await self.end_transaction()
+            return str(exc.reply)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return str(codes.SENDER_OK)
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if len(envelope.rcpt_tos) >= self._ctx.settings.max_recipients:
+            return str(codes.TOO_MANY_RECIPIENTS)
+        if self._txn is None:
+            return str(codes.UPSTREAM_UNAVAILABLE)
+        try:
+            reply = await self._txn.rcpt(address, options)
+        except UpstreamError as exc:
+            await self.end_transaction()
+            return str(exc.reply)
+        if reply.is_success:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.append(tuple(options))
+        return str(reply)
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        await self.end_transaction()
+        return "250 2.0.0 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        txn = self._txn
+        if txn is None:
+            return str(codes.UPSTREAM_UNAVAILABLE)
+        env = self._envelope(session, envelope)
+        message: bytes = envelope.original_content
+        started = time.monotonic()
+        verdict = await self._ctx.decider.decide(env, message)
+        inspect_seconds = time.monotonic() - started
+        trace = received_header(env, hostname=self._ctx.settings.hostname, now=datetime.now(UTC))
+        try:
+            reply = await self._ctx.dispatcher.act(env, message, verdict, txn, trace)
+        except UpstreamError as exc:
+            reply = exc.reply
+        self._log_transaction(env, len(message), verdict, reply, inspect_seconds)
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.observe_message(verdict, len(message), inspect_seconds)
+        return str(reply)
+
+    async def handle_exception(self, error: Exception) -> str:
+        ref = self.queue_id or new_queue_id()
+        self._ctx.log.error(
+            "internal error", queue_id=ref, error=type(error).__name__, exc_info=error
+        )
+        await self.end_transaction()
+        return str(codes.INTERNAL_ERROR.with_text(f"{codes.INTERNAL_ERROR.text} (ref {ref})"))
+
+    # -- helpers ------------------------------------------------------------
+
+    def _envelope(self, session: Any, envelope: Any) -> Envelope:
+        return Envelope(
+            mail_from=_sender(envelope.mail_from),
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            mail_options=tuple(envelope.mail_options),
+            client_ip=self.client_ip,
+            client_helo=session.host_name or "",
+            queue_id=self.queue_id,
+            auth_user=None,
+            rcpt_options=tuple(envelope.rcpt_options),
+        )
+
+    def _log_transaction(
+        self, env: Envelope, size: int, verdict: Verdict, reply: Reply, inspect_seconds: float
+    ) -> None:
+        redact = self._ctx.redact
+        self._ctx.log.info(
+            "transaction",
+            queue_id=env.queue_id,
+            client_ip=env.client_ip,
+            sender=redact(env.mail_from) if env.mail_from else "<>",
+            recipients=len(env.rcpt_tos),
+            size=size,
+            action=str(verdict.action),
+            rule=verdict.rule,
+            exposure=verdict.exposure.counts(),
+            reply_code=reply.code,
+            reply_status=reply.status,
+            inspect_seconds=round(inspect_seconds, 6),
+            duration_seconds=round(time.monotonic() - self._started, 6),
+        )
+
+
+def _sender(address: str) -> str:
+    return "" if address in ("<>", "") else address

@@ -1,0 +1,219 @@
+"""The upstream client: live proxy transactions and whole deliveries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiosmtplib
+
+from relay.codes import Reply
+from relay.errors import UpstreamError, UpstreamPermanentError, UpstreamTransientError
+from relay.settings import UpstreamSettings
+from relay.upstream.pool import Connection, ConnectionPool
+from relay.upstream.replies import error_from_exception, reply_from_response
+
+__all__ = ["DeliveryResult", "UpstreamClient", "UpstreamMetrics", "UpstreamTransaction"]
+
+# MAIL FROM parameters worth carrying to the next hop, if it supports them.
+# A pooled connection that fails like this was stale: retry once on a new one.
+_STALE_KINDS = frozenset({"disconnect", "refused"})
+_FORWARDED_PARAMS = {"BODY": "8BITMIME", "SMTPUTF8": "SMTPUTF8", "SIZE": "SIZE"}
+
+
+class UpstreamMetrics(Protocol):
+    """The part of :class:`relay.observability.Metrics` the client reports to."""
+
+    def observe_upstream(self, outcome: str, seconds: float, error_kind: str | None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """A message the upstream accepted: its final ``reply`` and any refused recipients."""
+
+    reply: Reply
+    refused: dict[str, Reply] = field(default_factory=dict)
+
+
+def _mail_params(smtp: aiosmtplib.SMTP, options: Sequence[str]) -> list[str]:
+    params = []
+    for option in options:
+        keyword = option.split("=", 1)[0].upper()
+        extension = _FORWARDED_PARAMS.get(keyword)
+        if extension == "SMTPUTF8" or (extension and smtp.supports_extension(extension)):
+            params.append(option)
+    return params
+
+
+def _encoding(options: Sequence[str]) -> str:
+    return "utf-8" if any(opt.upper() == "SMTPUTF8" for opt in options) else "ascii"
+
+
+class UpstreamTransaction:
+    """One open upstream transaction, begun at the client's MAIL FROM.
+
+    Each client RCPT is forwarded with :meth:`rcpt` and answered with the
+    upstream's own reply; :meth:`data` sends the message; :meth:`abort` sends
+    RSET.  Either way the connection goes back to the pool when it is clean.
+    """
+
+    def __init__(self, client: UpstreamClient, conn: Connection, options: Sequence[str]) -> None:
+        self._client = client
+        self._conn: Connection | None = conn
+        self._encoding = _encoding(options)
+        self.accepted: list[str] = []
+
+    @property
+    def open(self) -> bool:
+        return self._conn is not None
+
+    def _smtp(self) -> aiosmtplib.SMTP:
+        if self._conn is None:
+            raise UpstreamTransientError("upstream transaction is closed", kind="disconnect")
+        return self._conn.smtp
+
+    async def rcpt(self, address: str, options: Sequence[str] = ()) -> Reply:
+        """Forward one RCPT TO; return the upstream's reply (success or refusal)."""
+        try:
+            resp = await self._smtp().rcpt(address, options=list(options), encoding=self._encoding)
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            return reply_from_response(exc.code, exc.message)
+        except Exception as exc:
+            raise await self._fail(exc) from exc
+        self.accepted.append(address)
+        return reply_from_response(resp.code, resp.message)
+
+    async def data(self, message: bytes) -> Reply:
+        """Send the message; return the upstream's 250 or raise :class:`UpstreamError`."""
+        started = time.monotonic()
+        try:
+            resp = await self._smtp().data(message)
+        except Exception as exc:
+            error = await self._fail(exc)
+            self._client.observe("error", started, error.kind)
+            raise error from exc
+        self._client.observe("accepted", started, None)
+        await self._finish(reusable=True)
+        return reply_from_response(resp.code, resp.message)
+
+    async def abort(self) -> None:
+        """RSET the upstream transaction (nothing is delivered) and release the connection."""
+        if self._conn is None:
+            return
+        try:
+            await self._conn.smtp.rset()
+        except Exception:
+            await self._finish(reusable=False)
+        else:
+            await self._finish(reusable=True)
+
+    async def _fail(self, exc: BaseException) -> UpstreamError:
+        error = error_from_exception(exc)
+        # After a 4xx/5xx reply to DATA the session is still usable, but after a
+        # timeout or disconnect its state is unknown: never reuse it.
+        clean = isinstance(exc, aiosmtplib.SMTPResponseException) and self._conn is not None
+        if clean:
+            await self.abort()
+        else:
+            await self._finish(reusable=False)
+        return error
+
+    async def _finish(self, *, reusable: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await self._client.pool.release(conn, reusable=reusable)
+
+
+class UpstreamClient:
+    """Hands messages to the next hop with aiosmtplib, reusing connections."""
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        *,
+        local_hostname: str,
+        metrics: UpstreamMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = ConnectionPool(settings, local_hostname)
+        self._metrics = metrics
+
+    def observe(self, outcome: str, started: float, error_kind: str | None) -> None:
+        """Report one upstream attempt to the metrics, if any."""
+        if self._metrics is not None:
+            self._metrics.observe_upstream(outcome, time.monotonic() - started, error_kind)
+
+    async def begin(self, mail_from: str, options: Sequence[str] = ()) -> UpstreamTransaction:
+        """Open a transaction with MAIL FROM; raise :class:`UpstreamError` if refused or down."""
+        started = time.monotonic()
+        conn = await self._acquire(started)
+        try:
+            await self._mail(conn, mail_from, options)
+        except UpstreamError as first:
+            if not conn.reused or first.kind not in _STALE_KINDS:
+                self.observe("error", started, first.kind)
+                raise
+            conn = await self._acquire(started, fresh=True)
+            await self._mail(conn, mail_from, options)
+        return UpstreamTransaction(self, conn, options)
+
+    async def _acquire(self, started: float, *, fresh: bool = False) -> Connection:
+        try:
+            return await (self.pool.fresh() if fresh else self.pool.acquire())
+        except UpstreamError as exc:
+            self.observe("error", started, exc.kind)
+            raise
+
+    async def _mail(self, conn: Connection, mail_from: str, options: Sequence[str]) -> None:
+        params = _mail_params(conn.smtp, options)
+        try:
+            await conn.smtp.mail(mail_from, options=params, encoding=_encoding(options))
+        except Exception as exc:
+            clean = isinstance(exc, aiosmtplib.SMTPResponseException)
+            await self.pool.release(conn, reusable=clean)
+            raise error_from_exception(exc) from exc
+
+    async def deliver(
+        self, mail_from: str, rcpts: Sequence[str], message: bytes, options: Sequence[str] = ()
+    ) -> DeliveryResult:
+        """A whole transaction: MAIL, every RCPT, DATA.
+
+        Returns when the upstream accepted the message for at least one
+        recipient (the others are in ``refused``); raises
+        :class:`UpstreamTransientError` / :class:`UpstreamPermanentError` when
+        it accepted it for nobody.
+        """
+        txn = await self.begin(mail_from, options)
+        refused: dict[str, Reply] = {}
+        for rcpt in rcpts:
+            reply = await txn.rcpt(rcpt)
+            if not reply.is_success:
+                refused[rcpt] = reply
+        if not txn.accepted:
+            await txn.abort()
+            raise _all_refused(refused)
+        return DeliveryResult(reply=await txn.data(message), refused=refused)
+
+    async def ping(self) -> None:
+        """Check the upstream answers EHLO now (for readiness); raise :class:`UpstreamError`."""
+        conn = await self.pool.fresh()
+        await self.pool.release(conn, reusable=True)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self.pool.close()
+
+    def __repr__(self) -> str:
+        return f"UpstreamClient({self.settings.host}:{self.settings.port})"
+
+
+def _all_refused(refused: dict[str, Reply]) -> UpstreamError:
+    replies = list(refused.values())
+    worst: Any = next((r for r in replies if r.is_transient), replies[0] if replies else None)
+    if worst is None:
+        return UpstreamPermanentError("no recipients", kind="5xx")
+    if worst.is_transient:
+        return UpstreamTransientError(str(worst), kind="4xx", reply=worst)
+    return UpstreamPermanentError(str(worst), kind="5xx", reply=worst)

@@ -1,0 +1,113 @@
+"""Upstream connections: how one is opened, and a small pool that keeps idle ones.
+
+A busy client should not pay TCP + EHLO (+ STARTTLS + AUTH) per message, so a
+connection that finished a transaction cleanly goes back to the pool and the
+next transaction takes it.  Like Postfix's connection cache, a reused
+connection that turns out dead is replaced once, transparently.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from relay.settings import UpstreamSettings
+from relay.upstream.replies import error_from_exception
+
+__all__ = ["Connection", "ConnectionPool", "open_connection"]
+
+
+@dataclass(slots=True)
+class Connection:
+    """One open SMTP connection to the upstream and when it was last used."""
+
+    smtp: aiosmtplib.SMTP
+    last_used: float
+    reused: bool = False
+
+    def close(self) -> None:
+        self.smtp.close()
+
+
+def _client(settings: UpstreamSettings, local_hostname: str) -> aiosmtplib.SMTP:
+    start_tls = {"off": False, "opportunistic": None, "required": True}[settings.starttls]
+    return aiosmtplib.SMTP(
+        hostname=settings.host,
+        port=settings.port,
+        local_hostname=settings.helo_name or local_hostname,
+        timeout=settings.timeout,
+        start_tls=start_tls,
+        # Opportunistic TLS protects against passive listeners only (as Postfix's
+        # "may" level); "required" verifies the certificate and the name.
+        validate_certs=settings.starttls == "required",
+        cert_bundle=settings.ca_file,
+        username=settings.username,
+        password=settings.password,
+    )
+
+
+async def open_connection(settings: UpstreamSettings, local_hostname: str) -> Connection:
+    """Connect, EHLO, STARTTLS and AUTH as configured; raise :class:`UpstreamError`."""
+    smtp = _client(settings, local_hostname)
+    try:
+        await smtp.connect(timeout=settings.connect_timeout)
+        await smtp.ehlo()
+    except Exception as exc:
+        smtp.close()
+        raise error_from_exception(exc) from exc
+    return Connection(smtp=smtp, last_used=time.monotonic())
+
+
+class ConnectionPool:
+    """Idle upstream connections, newest first, at most ``settings.pool_size``."""
+
+    def __init__(self, settings: UpstreamSettings, local_hostname: str) -> None:
+        self._settings = settings
+        self._local_hostname = local_hostname
+        self._idle: list[Connection] = []
+
+    async def acquire(self) -> Connection:
+        """A connection ready for MAIL FROM: an idle one if fresh, else a new one."""
+        now = time.monotonic()
+        while self._idle:
+            conn = self._idle.pop()
+            fresh = now - conn.last_used < self._settings.pool_idle_timeout
+            if fresh and conn.smtp.is_connected:
+                conn.reused = True
+                return conn
+            await _quit(conn)
+        return await open_connection(self._settings, self._local_hostname)
+
+    async def fresh(self) -> Connection:
+        """A new connection, bypassing the pool (used after a reused one failed)."""
+        return await open_connection(self._settings, self._local_hostname)
+
+    async def release(self, conn: Connection, *, reusable: bool) -> None:
+        """Give a connection back after a transaction; close it if it cannot be reused."""
+        if reusable and conn.smtp.is_connected and len(self._idle) < self._settings.pool_size:
+            conn.last_used = time.monotonic()
+            self._idle.append(conn)
+        else:
+            await _quit(conn)
+
+    async def close(self) -> None:
+        """QUIT every idle connection."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await _quit(conn)
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+
+async def _quit(conn: Connection) -> None:
+    try:
+        if conn.smtp.is_connected:
+            await conn.smtp.quit(timeout=2)
+    except Exception:  # a failed QUIT on a connection we drop changes nothing
+        pass
+    finally:
+        conn.close()

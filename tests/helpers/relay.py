@@ -1,0 +1,67 @@
+"""Start a whole ccguard in the test's event loop, on 127.0.0.1 with a free port."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+
+from relay.app import Relay
+from relay.settings import Settings
+
+__all__ = ["LogCapture", "running_relay", "settings_for"]
+
+
+class LogCapture:
+    """A structlog logger writing JSON lines into memory."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+        self.logger = structlog.wrap_logger(
+            structlog.PrintLogger(self.stream),
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text.splitlines() if line.strip()]
+
+
+def settings_for(upstream_port: int, **sections: dict[str, Any]) -> Settings:
+    """Settings for a test relay: listen on a free loopback port, forward to ``upstream_port``."""
+    data: dict[str, Any] = {
+        "smtp": {"listen": "127.0.0.1:0", "hostname": "ccguard.test", "shutdown_grace": 5},
+        "upstream": {
+            "host": "127.0.0.1",
+            "port": upstream_port,
+            "timeout": 5,
+            "connect_timeout": 2,
+            "starttls": "off",
+        },
+        "organisation": {"internal_domains": ["example.org", "*.example.org"]},
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return Settings(**data)
+
+
+@asynccontextmanager
+async def running_relay(settings: Settings, log: LogCapture | None = None) -> AsyncIterator[Relay]:
+    """A started :class:`Relay`; stopped on exit."""
+    relay = Relay(settings, log=(log or LogCapture()).logger)
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()

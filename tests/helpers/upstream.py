@@ -1,0 +1,118 @@
+"""A real aiosmtpd server on 127.0.0.1 that records what it receives, with faults on demand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+__all__ = ["Received", "RecordingUpstream"]
+
+
+@dataclass
+class Received:
+    """One message the upstream accepted."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    mail_options: list[str]
+    data: bytes
+
+
+@dataclass
+class RecordingUpstream:
+    """Upstream SMTP server for tests.
+
+    Faults: ``refuse_rcpt`` maps an address to the reply its RCPT gets;
+    ``data_hook(envelope)`` may return a reply string for DATA (e.g. ``"451 4.3.0 later"``),
+    ``"HANG"`` to never answer, or ``"DISCONNECT"`` to drop the connection.
+    """
+
+    messages: list[Received] = field(default_factory=list)
+    refuse_rcpt: dict[str, str] = field(default_factory=dict)
+    data_hook: Callable[[Any], str | None] | None = None
+    data_delay: float = 0.0
+    connections: int = 0
+    mail_commands: int = 0
+    port: int = 0
+    _server: asyncio.Server | None = None
+
+    async def start(self, port: int = 0) -> RecordingUpstream:
+        loop = asyncio.get_running_loop()
+
+        def factory() -> SMTP:
+            self.connections += 1
+            return SMTP(
+                _Handler(self),
+                hostname="upstream.test",
+                enable_SMTPUTF8=True,
+                data_size_limit=None,
+                loop=loop,
+            )
+
+        self._server = await loop.create_server(
+            factory, host="127.0.0.1", port=port, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        """Wait until ``count`` messages arrived (or fail the test)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.messages) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"upstream got {len(self.messages)} messages, wanted {count}")
+            await asyncio.sleep(0.01)
+        return self.messages
+
+
+class _Handler:
+    def __init__(self, upstream: RecordingUpstream) -> None:
+        self.up = upstream
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.up.mail_commands += 1
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        refusal = self.up.refuse_rcpt.get(address)
+        if refusal:
+            return refusal
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.up.data_delay:
+            await asyncio.sleep(self.up.data_delay)
+        fault = self.up.data_hook(envelope) if self.up.data_hook else None
+        if fault == "HANG":
+            await asyncio.sleep(3600)
+        if fault == "DISCONNECT":
+            server.transport.close()
+            await asyncio.sleep(0.05)
+            return "421 4.3.0 gone"
+        if fault:
+            return fault
+        self.up.messages.append(
+            Received(
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                mail_options=list(envelope.mail_options),
+                data=envelope.original_content,
+            )
+        )
+        return "250 2.0.0 Ok: queued"
