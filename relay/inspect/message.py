@@ -34,9 +34,7 @@ class _Tally:
             seen.setdefault(token, None)
 
 
-def inspect_message(
-    message: bytes, matcher: DomainMatcher, *, max_header_bytes: int
-) -> Exposure:
+def inspect_message(message: bytes, matcher: DomainMatcher, *, max_header_bytes: int) -> Exposure:
     """Who ``message`` shows to every recipient; reads only the header block.
 
     A header block larger than ``max_header_bytes`` sets ``header_too_large``

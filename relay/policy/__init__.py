@@ -1,5 +1,14 @@
 """Policy: Exposure + envelope + rules → :class:`Verdict` (pure: no I/O, no clock)."""
 
+from relay.policy.evaluate import describe, evaluate, rule_matches, without_recipients
+from relay.policy.patterns import AddressPatterns
 from relay.policy.verdict import Verdict
 
-__all__ = ["Verdict"]
+__all__ = [
+    "AddressPatterns",
+    "Verdict",
+    "describe",
+    "evaluate",
+    "rule_matches",
+    "without_recipients",
+]

@@ -1,0 +1,100 @@
+"""Ordered rules → :class:`Verdict` (pure)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from relay.envelope import Envelope
+from relay.inspect.exposure import Exposure
+from relay.policy.patterns import AddressPatterns
+from relay.policy.verdict import Verdict
+from relay.settings import Action, PolicySettings, RuleSettings
+
+__all__ = ["describe", "evaluate", "rule_matches", "without_recipients"]
+
+
+def evaluate(exposure: Exposure, envelope: Envelope, policy: PolicySettings) -> Verdict:
+    """The first rule whose conditions all hold decides; none means pass.
+
+    In monitor mode a matching rule's action becomes ``tag`` (``matched_action``
+    keeps the rule's own), except that a ``pass`` rule still passes.
+    """
+    monitor = policy.mode == "monitor"
+    for rule in policy.rules:
+        if not _sender_in_scope(rule, envelope.mail_from):
+            continue
+        seen = without_recipients(exposure, AddressPatterns(rule.exempt_recipients))
+        if not rule_matches(rule, seen):
+            continue
+        action = Action.TAG if monitor and rule.action is not Action.PASS else rule.action
+        reason = f"{describe(seen)}; rule {rule.name}"
+        if monitor:
+            reason += f" would {rule.action.value} (monitor mode)"
+        return Verdict(action, rule.name, reason, seen, matched_action=rule.action, monitor=monitor)
+    return Verdict(
+        Action.PASS, None, f"{describe(exposure)}; no rule matched", exposure, monitor=monitor
+    )
+
+
+def _sender_in_scope(rule: RuleSettings, mail_from: str) -> bool:
+    if rule.senders and not AddressPatterns(rule.senders).matches(mail_from):
+        return False
+    return not (rule.exempt_senders and AddressPatterns(rule.exempt_senders).matches(mail_from))
+
+
+def rule_matches(rule: RuleSettings, exposure: Exposure) -> bool:
+    """True if every condition ``rule`` sets holds for ``exposure``."""
+    minimums = (
+        (rule.min_visible_external, exposure.visible_external),
+        (rule.min_external_domains, exposure.external_domains),
+        (rule.min_visible_total, exposure.visible_total),
+        (rule.min_unparseable, exposure.unparseable),
+    )
+    if any(limit is not None and value < limit for limit, value in minimums):
+        return False
+    return rule.header_too_large is None or rule.header_too_large == exposure.header_too_large
+
+
+def without_recipients(exposure: Exposure, exempt: AddressPatterns) -> Exposure:
+    """``exposure`` recounted as if the ``exempt`` addresses were not there."""
+    if not exempt:
+        return exposure
+    internal = tuple(a for a in exposure.internal_addresses if not exempt.matches(a))
+    external = tuple(a for a in exposure.external_addresses if not exempt.matches(a))
+    if len(internal) + len(external) == exposure.visible_total:
+        return exposure
+    unparseable = tuple(a for a in exposure.unparseable_addresses if not exempt.matches(a))
+    per_header = {
+        name: tuple(a for a in addrs if not exempt.matches(a))
+        for name, addrs in exposure.header_addresses.items()
+    }
+    return dataclasses.replace(
+        exposure,
+        visible_total=len(internal) + len(external),
+        visible_internal=len(internal),
+        visible_external=len(external),
+        external_domains=len({a.rpartition("@")[2] for a in external}),
+        unparseable=len(unparseable),
+        per_header={name: len(addrs) for name, addrs in per_header.items()},
+        internal_addresses=internal,
+        external_addresses=external,
+        unparseable_addresses=unparseable,
+        header_addresses=per_header,
+    )
+
+
+def _plural(count: int, word: str, plural: str) -> str:
+    return f"{count} {word if count == 1 else plural}"
+
+
+def describe(exposure: Exposure) -> str:
+    """One address-free phrase: what the message would show in To/Cc."""
+    text = (
+        f"would show {_plural(exposure.visible_external, 'external address', 'external addresses')}"
+        f" from {_plural(exposure.external_domains, 'domain', 'domains')} in To/Cc"
+    )
+    if exposure.unparseable:
+        text += f" ({exposure.unparseable} of them unparseable)"
+    if exposure.header_too_large:
+        text = "header block over the size limit, " + text.replace("show", "show at least", 1)
+    return text

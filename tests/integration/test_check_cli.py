@@ -1,0 +1,205 @@
+"""``ccguard check`` end to end, run as ``python -m relay check`` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = """
+[organisation]
+internal_domains = ["example.org"]
+
+[[policy.rules]]
+name = "reject-huge"
+action = "reject"
+min_visible_external = 100
+
+[[policy.rules]]
+name = "hold"
+action = "quarantine"
+min_visible_external = 15
+"""
+EXPOSURE_KEYS = {
+    "visible_total",
+    "visible_internal",
+    "visible_external",
+    "external_domains",
+    "unparseable",
+}
+
+
+def _message(n_external: int, subject: str = "Trainee induction") -> bytes:
+    to = ",\r\n ".join(f"Trainee {i} <t{i}@d{i % 7}.example.com>" for i in range(n_external))
+    return (
+        "From: Coordinator <coord@example.org>\r\n"
+        f"To: {to or 'undisclosed-recipients:;'}\r\n"
+        "Cc: team@example.org\r\n"
+        f"Subject: {subject}\r\n"
+        "Date: Tue, 12 May 2020 09:00:00 +0100\r\n"
+        "Message-ID: <induction@example.org>\r\n\r\nWelcome.\r\n"
+    ).encode()
+
+
+def _run(
+    tmp_path: Path, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "ccguard.toml"
+    config.write_text(CONFIG)
+    return subprocess.run(
+        [sys.executable, "-m", "relay", "check", "--config", str(config), *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+    )
+
+
+@pytest.fixture
+def emls(tmp_path: Path) -> dict[str, Path]:
+    files = {"big": 300, "mid": 20, "small": 3}
+    paths = {}
+    for name, count in files.items():
+        paths[name] = tmp_path / f"{name}.eml"
+        paths[name].write_bytes(_message(count))
+    return paths
+
+
+def test_files_text_output(tmp_path: Path, emls: dict[str, Path]) -> None:
+    result = _run(tmp_path, str(emls["big"]), str(emls["mid"]), str(emls["small"]))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[0].startswith(f"{emls['big']}: reject")
+    assert "would show 300 external addresses from 7 domains" in lines[0]
+    assert lines[1].startswith(f"{emls['mid']}: quarantine")
+    assert lines[2].startswith(f"{emls['small']}: pass")
+    assert "@" not in result.stdout
+
+
+def test_json_keys_and_values(tmp_path: Path, emls: dict[str, Path]) -> None:
+    result = _run(tmp_path, "--json", str(emls["mid"]), str(emls["small"]))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["action"] for r in records] == ["quarantine", "pass"]
+    assert [r["rule"] for r in records] == ["hold", None]
+    for record in records:
+        assert {"file", "action", "rule", "reason", "exposure"} <= set(record)
+        assert set(record["exposure"]) >= EXPOSURE_KEYS
+    assert records[0]["exposure"]["visible_external"] == 20
+    assert records[0]["exposure"]["visible_internal"] == 1  # Cc team@; From is not visible
+    assert "@" not in json.dumps(records[0]["exposure"])
+
+
+def test_stdin(tmp_path: Path) -> None:
+    result = _run(tmp_path, "--json", "-", stdin=_message(150))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert (record["file"], record["action"], record["rule"]) == (
+        "<stdin>",
+        "reject",
+        "reject-huge",
+    )
+
+
+def test_sender_option_reaches_sender_rules(tmp_path: Path, emls: dict[str, Path]) -> None:
+    config = tmp_path / "senders.toml"
+    config.write_text(
+        '[[policy.rules]]\nname = "bulk"\naction = "split"\nsenders = ["*@bulk.example.org"]\n'
+    )
+    base = [sys.executable, "-m", "relay", "check", "--config", str(config), "--json"]
+    out = subprocess.run(
+        [*base, "--sender", "x@BULK.example.org", str(emls["small"])],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(out.stdout)["action"] == "split"
+    out = subprocess.run(
+        [*base, str(emls["small"])],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(out.stdout)["action"] == "pass"  # From: coord@example.org is not bulk
+
+
+def test_unreadable_file_exits_2_but_reports_the_rest(
+    tmp_path: Path, emls: dict[str, Path]
+) -> None:
+    result = _run(tmp_path, str(tmp_path / "missing.eml"), str(emls["small"]))
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr and "missing.eml" in result.stderr
+    assert "pass" in result.stdout
+
+
+def test_bad_config_exits_2_with_key_path(tmp_path: Path, emls: dict[str, Path]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[policy.rules]]\nname = "x"\naction = "explode"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "check", "--config", str(bad), str(emls["small"])],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "policy.rules[0].action" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _fill(box: mailbox.Mailbox[mailbox.Message]) -> None:
+    for i, count in enumerate([0, 3, 20, 40, 150]):
+        box.add(_message(count, subject=f"Message {i} for x{i}@example.com"))
+    box.flush()
+
+
+def test_mbox_impact_report(tmp_path: Path) -> None:
+    path = tmp_path / "sent.mbox"
+    _fill(mailbox.mbox(str(path)))
+    result = _run(tmp_path, "--mbox", str(path))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "5 messages" in out
+    assert "would pass: 2" in out
+    assert "rule hold (quarantine): 2" in out
+    assert "rule reject-huge (reject): 1" in out
+    largest = out.split("Largest exposures")[1].splitlines()[1:]
+    assert "150 external" in largest[0] and "Message 4 for [address]" in largest[0]
+    assert "x4@example.com" not in out
+    assert "t1@" not in out
+    assert result.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_maildir_json_summary(tmp_path: Path) -> None:
+    path = tmp_path / "Maildir"
+    _fill(mailbox.Maildir(str(path), create=True))
+    result = _run(tmp_path, "--maildir", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    summary = records[-1]["summary"]
+    assert summary["messages"] == 5
+    assert summary["would_pass"] == 2
+    assert {(r["rule"], r["messages"]) for r in summary["by_rule"]} == {
+        ("hold", 2),
+        ("reject-huge", 1),
+    }
+    assert [item["visible_external"] for item in summary["largest"]] == [150, 40, 20, 3]
+    assert len(records) == 6
+
+
+def test_not_a_maildir_exits_2(tmp_path: Path) -> None:
+    result = _run(tmp_path, "--maildir", str(tmp_path))
+    assert result.returncode == 2
+    assert "not a maildir" in result.stderr
