@@ -8,96 +8,145 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import time
 from typing import Any
 
 import structlog
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
 from relay import __version__
-from relay.observability.http import (
-    CheckResult,
-    bound_port,
-    create_app,
-    make_server,
-)
+from relay.actions import Dispatcher, QuarantineReleaser
+from relay.admin import create_admin_app
+from relay.admin.users import UserDB
+from relay.errors import StoreError
+from relay.httpserver import HttpServer
+from relay.inspect.domains import DomainMatcher
+from relay.observability.http import CheckResult, observability_routes
 from relay.observability.logging import configure_logging
 from relay.observability.metrics import Metrics
 from relay.observability.redact import Redactor
+from relay.quarantine import QuarantineStore, open_store, run_retention
 from relay.settings import Settings, parse_listen
-from relay.smtp import FrontContext, PassDecider, PassThroughDispatcher, SmtpListener
+from relay.smtp import FrontContext, SmtpListener
+from relay.smtp.pipeline import InspectingDecider
 from relay.upstream import UpstreamClient
 
 __all__ = ["Relay", "serve"]
 
 
 class Relay:
-    """One running ccguard: SMTP front, upstream client and everything behind them."""
+    """One running ccguard: SMTP front, upstream, quarantine, admin and metrics."""
 
     def __init__(
         self, settings: Settings, *, log: Any | None = None, redactor: Redactor | None = None
     ) -> None:
         self.settings = settings
         self.log = log if log is not None else structlog.get_logger("ccguard")
-        self.redactor = (
-            redactor if redactor is not None else Redactor.from_settings(settings.logging)
-        )
+        self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
         self.metrics.declare_rules((r.action, r.name) for r in settings.policy.rules)
+        self.matcher = DomainMatcher(settings.organisation.internal_domains)
         self.upstream = UpstreamClient(
             settings.upstream, local_hostname=settings.smtp.hostname, metrics=self.metrics
+        )
+        self.store: QuarantineStore = open_store(settings.quarantine)
+        self.dispatcher = Dispatcher(
+            upstream=self.upstream,
+            store=self.store,
+            matcher=self.matcher,
+            settings=settings,
+            log=self.log,
+            metrics=self.metrics,
+            redact=self.redactor.address,
         )
         self.front = FrontContext(
             settings=settings.smtp,
             upstream=self.upstream,
-            decider=PassDecider(),
-            dispatcher=PassThroughDispatcher(),
+            decider=InspectingDecider(self.matcher, settings.inspect, settings.policy),
+            dispatcher=self.dispatcher,
             log=self.log,
             redact=self.redactor.address,
             metrics=self.metrics,
         )
         self.listener = SmtpListener(self.front)
-        self._http: Any | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self.http: list[HttpServer] = []
+        self._stop_background = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start listening; raises ``OSError`` if an address cannot be bound."""
+        """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
+        await self.store.open()
         host, port = parse_listen(self.settings.smtp.listen)
         await self.listener.start(host, port)
-        await self._start_http()
+        for server in self._http_servers():
+            await server.start()
+            self.http.append(server)
+        self._background.append(asyncio.create_task(self._retention()))
         self.log.info(
             "ccguard started",
             version=__version__,
             smtp_listen=f"{host}:{self.listener.port}",
-            http_listen=self.http_listen,
+            http_listen=[s.listen for s in self.http],
             upstream=f"{self.settings.upstream.host}:{self.settings.upstream.port}",
             policy_mode=self.settings.policy.mode,
+            rules=len(self.settings.policy.rules),
         )
 
     @property
     def smtp_port(self) -> int:
         return self.listener.port
 
-    @property
-    def http_port(self) -> int | None:
-        return bound_port(self._http) if self._http is not None and self._http.started else None
+    def http_port(self, name: str) -> int:
+        """The bound port of the ``admin`` or ``metrics`` HTTP server."""
+        return next(s.port for s in self.http if s.name == name)
 
-    @property
-    def http_listen(self) -> str | None:
-        if self.http_port is None:
-            return None
-        host, _ = parse_listen(self._http_listen_setting())
-        return f"{host}:{self.http_port}"
+    # -- HTTP ---------------------------------------------------------------
 
-    def _http_listen_setting(self) -> str:
-        return self.settings.metrics.listen or self.settings.admin.listen
+    def _observability(self) -> list[BaseRoute]:
+        return list(
+            observability_routes(
+                self.metrics,
+                checks=self._checks(),
+                readiness_timeout=self.settings.metrics.readiness_timeout,
+                before_render=self.refresh_quarantine_gauges,
+            )
+        )
+
+    def _http_servers(self) -> list[HttpServer]:
+        admin, metrics = self.settings.admin, self.settings.metrics
+        servers = []
+        if metrics.listen:
+            app = Starlette(routes=self._observability())
+            servers.append(HttpServer("metrics", app, metrics.listen))
+        if admin.enabled:
+            extra = [] if metrics.listen else self._observability()
+            releaser = QuarantineReleaser(
+                self.upstream, self.matcher, log=self.log, redact=self.redactor.address
+            )
+            app = create_admin_app(
+                settings=admin,
+                store=self.store,
+                releaser=releaser,
+                users=UserDB(admin.users_file),
+                log=self.log,
+                extra_routes=extra,
+            )
+            tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
+            servers.append(HttpServer("admin", app, admin.listen, **tls))
+        return servers
 
     def _checks(self) -> dict[str, Any]:
         async def smtp() -> CheckResult:
-            return (
-                self.listener.serving,
-                "listening" if self.listener.serving else "not listening",
-            )
+            up = self.listener.serving
+            return (up, "listening" if up else "not listening")
+
+        async def store() -> CheckResult:
+            try:
+                await self.store.check_writable()
+            except StoreError as exc:
+                return (False, str(exc))
+            return (True, "writable")
 
         async def upstream() -> CheckResult:
             started = time.monotonic()
@@ -107,57 +156,40 @@ class Relay:
                 return (False, f"{type(exc).__name__}: {exc}")
             return (True, f"EHLO answered in {time.monotonic() - started:.3f}s")
 
-        return {"smtp": smtp, "upstream": upstream}
+        return {"smtp": smtp, "store": store, "upstream": upstream}
 
-    def _http_app(self) -> Any:
-        timeout = self.settings.metrics.readiness_timeout
-        return create_app(self.metrics, checks=self._checks(), readiness_timeout=timeout)
+    async def refresh_quarantine_gauges(self) -> None:
+        """Read the quarantine's counts and oldest held message into the gauges."""
+        try:
+            stats = await self.store.stats()
+        except StoreError:
+            self.metrics.store_error()
+            raise
+        oldest = stats.oldest_held_at
+        self.metrics.set_quarantine(stats.counts, time.time() - oldest if oldest else None)
 
-    async def _start_http(self) -> None:
-        if not (self.settings.admin.enabled or self.settings.metrics.listen):
-            return
-        listen = self._http_listen_setting()
-        # We bind the socket ourselves: uvicorn calls sys.exit() when it cannot.
-        sock = bind_tcp(*parse_listen(listen))
-        self._http = make_server(self._http_app(), listen)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
-        while not self._http.started:
-            if self._http_task.done():
-                self._http_task.result()
-                raise OSError(f"HTTP server on {listen} did not start")
-            await asyncio.sleep(0.01)
+    async def _retention(self) -> None:
+        q, split = self.settings.quarantine, self.settings.split
+        await run_retention(self.store, q, split, self.log, self._stop_background)
 
-    async def _stop_http(self) -> None:
-        if self._http is None or self._http_task is None:
-            return
-        self._http.should_exit = True
-        with contextlib.suppress(Exception):
-            await self._http_task
-        self._http = self._http_task = None
+    # -- stop ---------------------------------------------------------------
 
     async def stop(self) -> None:
         """Stop accepting, finish transactions in flight (bounded), close everything."""
         grace = self.settings.smtp.shutdown_grace
         self.log.info("ccguard stopping", grace_seconds=grace)
         await self.listener.stop(grace)
-        await self._stop_http()
+        await self.dispatcher.close()
+        for server in reversed(self.http):
+            await server.stop()
+        self.http.clear()
+        self._stop_background.set()
+        for task in self._background:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5)
         await self.upstream.close()
+        await self.store.close()
         self.log.info("ccguard stopped")
-
-
-def bind_tcp(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host``:``port`` (IPv4 or IPv6); raises ``OSError``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 async def serve(settings: Settings) -> int:
@@ -166,7 +198,7 @@ async def serve(settings: Settings) -> int:
     relay = Relay(settings, log=structlog.get_logger("ccguard"), redactor=redactor)
     try:
         await relay.start()
-    except OSError as exc:
+    except (OSError, StoreError) as exc:
         relay.log.error("cannot start", error=str(exc))
         await relay.stop()
         return 1

@@ -72,9 +72,16 @@ async def run_checks(checks: ReadinessChecks | None, timeout: float) -> dict[str
 
 
 def observability_routes(
-    metrics: Metrics, *, checks: ReadinessChecks | None = None, readiness_timeout: float = 2.0
+    metrics: Metrics,
+    *,
+    checks: ReadinessChecks | None = None,
+    readiness_timeout: float = 2.0,
+    before_render: Callable[[], Awaitable[None]] | None = None,
 ) -> list[Route]:
     """``GET /metrics``, ``GET /healthz`` and ``GET /readyz`` (HEAD too).
+
+    ``before_render`` runs before each scrape (e.g. to read the quarantine's
+    gauges from the store); if it fails, the scrape still answers.
 
     /readyz answers 200 ``{"status": "ok", "checks": {...}}`` when every check
     passes, else 503 ``{"status": "unavailable", "checks": {name: {"ok",
@@ -83,6 +90,9 @@ def observability_routes(
     no_store = {"Cache-Control": "no-store"}
 
     async def metrics_endpoint(_: Request) -> Response:
+        if before_render is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(before_render(), readiness_timeout)
         body, content_type = metrics.render()
         return Response(body, headers={**no_store, "Content-Type": content_type})
 

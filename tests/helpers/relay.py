@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import io
+import shutil
+import tempfile
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,9 +41,23 @@ class LogCapture:
         return [json.loads(line) for line in self.text.splitlines() if line.strip()]
 
 
+def _scratch_dir() -> str:
+    path = tempfile.mkdtemp(prefix="ccguard-test-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def settings_for(upstream_port: int, **sections: dict[str, Any]) -> Settings:
-    """Settings for a test relay: listen on a free loopback port, forward to ``upstream_port``."""
+    """Settings for a test relay: listen on a free loopback port, forward to ``upstream_port``.
+
+    The quarantine database and admin users file live in a fresh scratch folder;
+    the admin/metrics HTTP server listens on a free loopback port.
+    """
+    scratch = _scratch_dir()
     data: dict[str, Any] = {
+        "quarantine": {"database": f"{scratch}/ccguard.db"},
+        "admin": {"listen": "127.0.0.1:0", "users_file": f"{scratch}/admin-users.json"},
+        "logging": {"hash_key": "test-hash-key"},
         "smtp": {"listen": "127.0.0.1:0", "hostname": "ccguard.test", "shutdown_grace": 5},
         "upstream": {
             "host": "127.0.0.1",
