@@ -23,6 +23,9 @@ EXIT_USAGE = 2
 COMMANDS = (
     "relay.cli.serve",
     "relay.cli.config",
+    "relay.cli.hash",
+    "relay.cli.quarantine",
+    "relay.cli.admin",
 )
 
 
