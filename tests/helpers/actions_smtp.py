@@ -10,13 +10,15 @@ import pytest
 
 from relay.actions import Dispatcher
 from relay.envelope import Envelope
+from relay.observability.metrics import Metrics
+from relay.observability.redact import Redactor
 from relay.quarantine import SqliteStore
 from relay.upstream import UpstreamClient, UpstreamTransaction
-from tests.helpers.actions import MATCHER, CountingMetrics
+from tests.helpers.actions import MATCHER
 from tests.helpers.relay import LogCapture, settings_for
 from tests.helpers.upstream import RecordingUpstream
 
-__all__ = ["ENV", "MSG", "RCPTS", "TRACE", "act", "client", "dispatcher", "live", "log",
+__all__ = ["ENV", "MSG", "RCPTS", "REDACTOR", "TRACE", "act", "client", "dispatcher", "live", "log",
            "metrics", "store"]  # fmt: skip
 
 TRACE = (
@@ -33,6 +35,9 @@ MSG = (
 )
 RCPTS = ("g1@example.com", "g2@example.net", "bob@example.org", "g3@example.com", "g4@example.net")
 ENV = Envelope("ann@example.org", RCPTS, client_ip="127.0.0.1", queue_id="Q1")
+
+
+REDACTOR = Redactor("actions-test-key")
 
 
 @pytest.fixture
@@ -55,8 +60,8 @@ async def client(upstream: RecordingUpstream) -> AsyncIterator[UpstreamClient]:
 
 
 @pytest.fixture
-def metrics() -> CountingMetrics:
-    return CountingMetrics()
+def metrics() -> Metrics:
+    return Metrics()
 
 
 @pytest.fixture
@@ -68,14 +73,14 @@ def dispatcher(
     upstream: RecordingUpstream,
     client: UpstreamClient,
     store: SqliteStore,
-    metrics: CountingMetrics,
+    metrics: Metrics,
     log: LogCapture,
     **notifications: Any,
 ) -> Dispatcher:
     settings = settings_for(upstream.port, notifications=notifications)
     return Dispatcher(
         upstream=client, store=store, matcher=MATCHER, settings=settings,
-        metrics=metrics, log=log.logger, notice_retry_delay=0.01,
+        metrics=metrics, log=log.logger, notice_retry_delay=0.01, redact=REDACTOR.address,
     )  # fmt: skip
 
 
@@ -91,7 +96,7 @@ async def act(
     upstream: RecordingUpstream,
     client: UpstreamClient,
     store: SqliteStore,
-    metrics: CountingMetrics,
+    metrics: Metrics,
     log: LogCapture,
 ) -> AsyncIterator[Dispatcher]:
     d = dispatcher(upstream, client, store, metrics, log)

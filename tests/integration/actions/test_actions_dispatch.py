@@ -6,10 +6,11 @@ import sqlite3
 from pathlib import Path
 
 from relay.actions import Dispatcher
+from relay.observability.metrics import Metrics
 from relay.quarantine import SqliteStore
 from relay.settings import Action
 from relay.upstream import UpstreamClient
-from tests.helpers.actions import CountingMetrics, make_verdict
+from tests.helpers.actions import make_verdict
 from tests.helpers.actions_smtp import ENV, MSG, RCPTS, TRACE, live
 from tests.helpers.upstream import RecordingUpstream
 
@@ -96,7 +97,7 @@ async def test_quarantine_holds_the_message_durably_and_delivers_nothing(
 
 async def test_quarantine_store_that_cannot_write_gives_451(
     act: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream, tmp_path: Path,
-    metrics: CountingMetrics,
+    metrics: Metrics,
 ) -> None:  # fmt: skip
     locker = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
     locker.execute("BEGIN EXCLUSIVE")
@@ -106,7 +107,7 @@ async def test_quarantine_store_that_cannot_write_gives_451(
         locker.execute("ROLLBACK")
         locker.close()
     assert str(reply) == "451 4.3.0 Quarantine store unavailable, try again later"
-    assert metrics.store_errors == 1
+    assert metrics.registry.get_sample_value("ccguard_store_errors_total") == 1
     assert upstream.messages == []
 
 
