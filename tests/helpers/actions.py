@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from relay.inspect import DomainMatcher, Exposure, inspect_message
 from relay.inspect.headers import iter_fields, split_header_block
 from relay.policy.verdict import Verdict
@@ -11,7 +9,6 @@ from relay.settings import Action
 
 __all__ = [
     "MATCHER",
-    "CountingMetrics",
     "exposure_of",
     "field_list",
     "make_verdict",
@@ -52,17 +49,3 @@ def field_list(message: bytes) -> list[tuple[str, bytes]]:
 def exposure_of(message: bytes) -> Exposure:
     """What relay.inspect sees in ``message``."""
     return inspect_message(message, MATCHER, max_header_bytes=1 << 20)
-
-
-@dataclass
-class CountingMetrics:
-    """Counts what the actions report (the real Metrics has the same two methods)."""
-
-    store_errors: int = 0
-    notifications: dict[str, int] = field(default_factory=dict)
-
-    def store_error(self) -> None:
-        self.store_errors += 1
-
-    def notification(self, result: str) -> None:
-        self.notifications[result] = self.notifications.get(result, 0) + 1
