@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import atexit
 import io
+import json
 import shutil
 import tempfile
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +15,7 @@ import structlog
 
 from relay.app import Relay
 from relay.settings import Settings
+from tests.helpers.privacy import register_stream
 
 __all__ = ["LogCapture", "running_relay", "settings_for"]
 
@@ -23,7 +24,7 @@ class LogCapture:
     """A structlog logger writing JSON lines into memory."""
 
     def __init__(self) -> None:
-        self.stream = io.StringIO()
+        self.stream = register_stream(io.StringIO())
         self.logger = structlog.wrap_logger(
             structlog.PrintLogger(self.stream),
             processors=[
