@@ -74,8 +74,10 @@ def postfix(tmp_path: Path) -> Iterator[Launcher]:
         yield launch
     finally:
         for number, instance in enumerate(started):
-            instance.stop()
-            instance.discard(keep_log=tmp_path / f"postfix{number}-maillog")
+            try:
+                instance.stop()
+            finally:
+                instance.discard(keep_log=tmp_path / f"postfix{number}-maillog")
 
 
 def submit(port: int, message: bytes = MESSAGE) -> dict[str, Any]:
