@@ -55,7 +55,16 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
-# The re-injection listener of the README's content-filter shape.
+# The content-filter shape of the README: a dedicated transport to ccguard (its own
+# concurrency, no TLS whatever the site's smtp_tls_security_level, no address rewriting,
+# no 8bit->7bit conversion) and the re-injection listener ccguard delivers to.
+FILTER_TRANSPORT = """\
+ccguard   unix  -       -       n       -       10      smtp
+  -o syslog_name=postfix/ccguard
+  -o smtp_tls_security_level=none
+  -o smtp_generic_maps=
+  -o disable_mime_output_conversion=yes
+"""
 REINJECT_SERVICE = """\
 {listen} inet n - n - 10 smtpd
   -o content_filter=
@@ -206,7 +215,7 @@ def write_instance(
     (instance.config_dir / "main.cf").write_text(main)
     master = _MASTER_CF.format(smtpd_listen=f"127.0.0.1:{smtp_port}")
     if reinject_port is not None:
-        master += REINJECT_SERVICE.format(listen=f"127.0.0.1:{reinject_port}")
+        master += FILTER_TRANSPORT + REINJECT_SERVICE.format(listen=f"127.0.0.1:{reinject_port}")
     (instance.config_dir / "master.cf").write_text(master)
     return instance
 
@@ -245,6 +254,8 @@ def _main_cf(instance: PostfixInstance, *, relayhost: str, content_filter: str |
     }
     if content_filter is not None:
         lines["content_filter"] = content_filter
+        # Address mappings happen once, on re-injection after ccguard, not twice.
+        lines["receive_override_options"] = "no_address_mappings"
     return "".join(f"{key} = {value}\n" for key, value in lines.items())
 
 

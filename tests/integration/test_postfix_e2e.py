@@ -150,7 +150,7 @@ async def test_content_filter_delivers_exactly_one_copy(
             postfix,
             smtp_port=free_port(),
             relayhost=f"[127.0.0.1]:{upstream.port}",
-            content_filter=f"smtp:[127.0.0.1]:{relay.smtp_port}",
+            content_filter=f"ccguard:[127.0.0.1]:{relay.smtp_port}",
             reinject_port=reinject,
         )
         assert await asyncio.to_thread(submit, pf.smtp_port) == {}
@@ -181,7 +181,7 @@ async def test_content_filter_keeps_message_queued_while_ccguard_answers_451(
             postfix,
             smtp_port=free_port(),
             relayhost=f"[127.0.0.1]:{upstream.port}",
-            content_filter=f"smtp:[127.0.0.1]:{ccguard_port}",
+            content_filter=f"ccguard:[127.0.0.1]:{ccguard_port}",
             reinject_port=reinject,
         )
         assert await asyncio.to_thread(submit, pf.smtp_port) == {}
@@ -190,6 +190,10 @@ async def test_content_filter_keeps_message_queued_while_ccguard_answers_451(
 
     (queued,) = pf.queue_ids()
     assert "451 4.4.1" in listing, listing
+    deferrals = [line for line in pf.log_text().splitlines() if "status=deferred" in line]
+    assert deferrals and all(
+        "postfix/ccguard/smtp[" in line and "451 4.4.1" in line for line in deferrals
+    ), deferrals
     assert upstream.messages == []
 
     fixed = settings_for(reinject, smtp={"listen": f"127.0.0.1:{ccguard_port}"})
