@@ -4,8 +4,7 @@ from relay.smtp.context import FrontContext, SessionRegistry
 from relay.smtp.pipeline import (
     Decider,
     Dispatcher,
-    PassDecider,
-    PassThroughDispatcher,
+    InspectingDecider,
     SmtpMetrics,
 )
 from relay.smtp.server import GuardSMTP, SmtpListener
@@ -15,8 +14,7 @@ __all__ = [
     "Dispatcher",
     "FrontContext",
     "GuardSMTP",
-    "PassDecider",
-    "PassThroughDispatcher",
+    "InspectingDecider",
     "SessionRegistry",
     "SmtpListener",
     "SmtpMetrics",

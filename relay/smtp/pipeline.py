@@ -2,9 +2,8 @@
 
 At end of DATA the front asks a :class:`Decider` for a :class:`Verdict` and
 hands it to a :class:`Dispatcher`, which carries it out on the live upstream
-transaction and returns the reply for the client.  ``relay.app`` plugs the
-real inspection/policy and actions in; the simple implementations here pass
-everything through and are what the front falls back to on its own.
+transaction and returns the reply for the client.  ``relay.app`` plugs in
+:class:`InspectingDecider` and :class:`relay.actions.Dispatcher`.
 """
 
 from __future__ import annotations
@@ -16,18 +15,15 @@ from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.inspect import inspect_message
 from relay.inspect.domains import DomainMatcher
-from relay.inspect.exposure import Exposure
 from relay.policy import evaluate
 from relay.policy.verdict import Verdict
-from relay.settings import Action, InspectSettings, PolicySettings
+from relay.settings import InspectSettings, PolicySettings
 from relay.upstream import UpstreamTransaction
 
 __all__ = [
     "Decider",
     "Dispatcher",
     "InspectingDecider",
-    "PassDecider",
-    "PassThroughDispatcher",
     "SmtpMetrics",
 ]
 
@@ -62,27 +58,6 @@ class SmtpMetrics(Protocol):
     def session_closed(self) -> None: ...
 
     def observe_message(self, verdict: Verdict, size: int, inspect_seconds: float) -> None: ...
-
-
-class PassDecider:
-    """Says pass to everything (no inspection configured)."""
-
-    async def decide(self, envelope: Envelope, message: bytes) -> Verdict:
-        return Verdict(action=Action.PASS, rule=None, reason="not inspected", exposure=Exposure())
-
-
-class PassThroughDispatcher:
-    """Delivers every message unchanged on the live transaction."""
-
-    async def act(
-        self,
-        envelope: Envelope,
-        message: bytes,
-        verdict: Verdict,
-        live: UpstreamTransaction,
-        trace_header: bytes,
-    ) -> Reply:
-        return await live.data(trace_header + message)
 
 
 class InspectingDecider:
