@@ -6,70 +6,201 @@ This is the only module that knows every stage.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import time
 from typing import Any
 
 import structlog
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
+from relay import __version__
+from relay.actions import Dispatcher, QuarantineReleaser
+from relay.admin import create_admin_app
+from relay.admin.users import UserDB
+from relay.errors import StoreError
+from relay.httpserver import HttpServer
+from relay.inspect.domains import DomainMatcher
+from relay.observability.http import CheckResult, observability_routes
+from relay.observability.logging import configure_logging
+from relay.observability.metrics import Metrics
+from relay.observability.redact import Redactor
+from relay.quarantine import QuarantineStore, open_store, run_retention
 from relay.settings import Settings, parse_listen
-from relay.smtp import FrontContext, PassDecider, PassThroughDispatcher, SmtpListener
+from relay.smtp import FrontContext, SmtpListener
+from relay.smtp.pipeline import InspectingDecider
 from relay.upstream import UpstreamClient
 
 __all__ = ["Relay", "serve"]
 
 
 class Relay:
-    """One running ccguard: SMTP front, upstream client and everything behind them."""
+    """One running ccguard: SMTP front, upstream, quarantine, admin and metrics."""
 
-    def __init__(self, settings: Settings, *, log: Any | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, log: Any | None = None, redactor: Redactor | None = None
+    ) -> None:
         self.settings = settings
         self.log = log if log is not None else structlog.get_logger("ccguard")
-        self.upstream = UpstreamClient(settings.upstream, local_hostname=settings.smtp.hostname)
+        self.redactor = redactor or Redactor.from_settings(settings.logging)
+        self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
+        self.metrics.declare_rules((r.action, r.name) for r in settings.policy.rules)
+        self.matcher = DomainMatcher(settings.organisation.internal_domains)
+        self.upstream = UpstreamClient(
+            settings.upstream, local_hostname=settings.smtp.hostname, metrics=self.metrics
+        )
+        self.store: QuarantineStore = open_store(settings.quarantine)
+        self.dispatcher = Dispatcher(
+            upstream=self.upstream,
+            store=self.store,
+            matcher=self.matcher,
+            settings=settings,
+            log=self.log,
+            metrics=self.metrics,
+            redact=self.redactor.address,
+        )
         self.front = FrontContext(
             settings=settings.smtp,
             upstream=self.upstream,
-            decider=PassDecider(),
-            dispatcher=PassThroughDispatcher(),
+            decider=InspectingDecider(self.matcher, settings.inspect, settings.policy),
+            dispatcher=self.dispatcher,
             log=self.log,
-            redact=_domain_only,
+            redact=self.redactor.address,
+            metrics=self.metrics,
         )
         self.listener = SmtpListener(self.front)
+        self.http: list[HttpServer] = []
+        self._stop_background = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start listening; raises ``OSError`` if the address cannot be bound."""
+        """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
+        await self.store.open()
         host, port = parse_listen(self.settings.smtp.listen)
         await self.listener.start(host, port)
+        for server in self._http_servers():
+            await server.start()
+            self.http.append(server)
+        self._background.append(asyncio.create_task(self._retention()))
         self.log.info(
             "ccguard started",
+            version=__version__,
             smtp_listen=f"{host}:{self.listener.port}",
+            http_listen=[s.listen for s in self.http],
             upstream=f"{self.settings.upstream.host}:{self.settings.upstream.port}",
             policy_mode=self.settings.policy.mode,
+            rules=len(self.settings.policy.rules),
         )
 
     @property
     def smtp_port(self) -> int:
         return self.listener.port
 
+    def http_port(self, name: str) -> int:
+        """The bound port of the ``admin`` or ``metrics`` HTTP server."""
+        return next(s.port for s in self.http if s.name == name)
+
+    # -- HTTP ---------------------------------------------------------------
+
+    def _observability(self) -> list[BaseRoute]:
+        return list(
+            observability_routes(
+                self.metrics,
+                checks=self._checks(),
+                readiness_timeout=self.settings.metrics.readiness_timeout,
+                before_render=self.refresh_quarantine_gauges,
+            )
+        )
+
+    def _http_servers(self) -> list[HttpServer]:
+        admin, metrics = self.settings.admin, self.settings.metrics
+        servers = []
+        if metrics.listen:
+            app = Starlette(routes=self._observability())
+            servers.append(HttpServer("metrics", app, metrics.listen))
+        if admin.enabled:
+            extra = [] if metrics.listen else self._observability()
+            releaser = QuarantineReleaser(
+                self.upstream, self.matcher, log=self.log, redact=self.redactor.address
+            )
+            app = create_admin_app(
+                settings=admin,
+                store=self.store,
+                releaser=releaser,
+                users=UserDB(admin.users_file),
+                log=self.log,
+                extra_routes=extra,
+            )
+            tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
+            servers.append(HttpServer("admin", app, admin.listen, **tls))
+        return servers
+
+    def _checks(self) -> dict[str, Any]:
+        async def smtp() -> CheckResult:
+            up = self.listener.serving
+            return (up, "listening" if up else "not listening")
+
+        async def store() -> CheckResult:
+            try:
+                await self.store.check_writable()
+            except StoreError as exc:
+                return (False, str(exc))
+            return (True, "writable")
+
+        async def upstream() -> CheckResult:
+            started = time.monotonic()
+            try:
+                await self.upstream.ping()
+            except Exception as exc:
+                return (False, f"{type(exc).__name__}: {exc}")
+            return (True, f"EHLO answered in {time.monotonic() - started:.3f}s")
+
+        return {"smtp": smtp, "store": store, "upstream": upstream}
+
+    async def refresh_quarantine_gauges(self) -> None:
+        """Read the quarantine's counts and oldest held message into the gauges."""
+        try:
+            stats = await self.store.stats()
+        except StoreError:
+            self.metrics.store_error()
+            raise
+        oldest = stats.oldest_held_at
+        self.metrics.set_quarantine(stats.counts, time.time() - oldest if oldest else None)
+
+    async def _retention(self) -> None:
+        q, split = self.settings.quarantine, self.settings.split
+        await run_retention(self.store, q, split, self.log, self._stop_background)
+
+    # -- stop ---------------------------------------------------------------
+
     async def stop(self) -> None:
         """Stop accepting, finish transactions in flight (bounded), close everything."""
         grace = self.settings.smtp.shutdown_grace
         self.log.info("ccguard stopping", grace_seconds=grace)
         await self.listener.stop(grace)
+        await self.dispatcher.close()
+        for server in reversed(self.http):
+            await server.stop()
+        self.http.clear()
+        self._stop_background.set()
+        for task in self._background:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5)
         await self.upstream.close()
+        await self.store.close()
         self.log.info("ccguard stopped")
 
 
-def _domain_only(address: str) -> str:
-    return "@" + address.rpartition("@")[2].lower() if "@" in address else "<invalid>"
-
-
-async def serve(settings: Settings, *, log: Any | None = None) -> int:
+async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
-    relay = Relay(settings, log=log)
+    redactor = configure_logging(settings.logging)
+    relay = Relay(settings, log=structlog.get_logger("ccguard"), redactor=redactor)
     try:
         await relay.start()
-    except OSError as exc:
+    except (OSError, StoreError) as exc:
         relay.log.error("cannot start", error=str(exc))
+        await relay.stop()
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,14 +14,18 @@ __all__ = [
     "ACCESS_DENIED_RCPT",
     "COMMAND_TOO_LONG",
     "HEADER_TOO_LARGE",
+    "HELD_FOR_REVIEW",
     "IDLE_TIMEOUT",
     "INTERNAL_ERROR",
     "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
     "NEED_MAIL",
     "OK",
+    "REJECT_EXPOSURE",
+    "REJECT_UNCHECKABLE",
     "SENDER_OK",
     "SHUTTING_DOWN",
+    "SPLIT_DELIVERED",
     "STORE_FAILED",
     "TOO_MANY_RECIPIENTS",
     "TRANSACTION_TIMEOUT",
@@ -85,3 +89,16 @@ STORE_FAILED = Reply(451, "4.3.0", "Quarantine store unavailable, try again late
 UPSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Upstream server unavailable, try again later")
 UPSTREAM_TIMEOUT = Reply(451, "4.4.2", "Upstream server timed out, try again later")
 UPSTREAM_TEMPFAIL = Reply(451, "4.4.0", "Upstream server deferred the message, try again later")
+
+# Actions (relay/actions): texts are templates filled with str.format.
+REJECT_EXPOSURE = Reply(
+    550, "5.7.1",
+    "Message would show {external} in To/Cc; put recipients in Bcc or use mail merge",
+)  # fmt: skip
+REJECT_UNCHECKABLE = Reply(
+    550, "5.7.1",
+    "Message header block is too large to check its recipients; "
+    "put recipients in Bcc or use mail merge",
+)  # fmt: skip
+HELD_FOR_REVIEW = Reply(250, "2.0.0", "held for review as {id}")
+SPLIT_DELIVERED = Reply(250, "2.0.0", "OK: delivered as {copies} separate copies")

@@ -24,6 +24,9 @@ COMMANDS = (
     "relay.cli.serve",
     "relay.cli.config",
     "relay.cli.check",
+    "relay.cli.hash",
+    "relay.cli.quarantine",
+    "relay.cli.admin",
 )
 
 

@@ -9,16 +9,27 @@ everything through and are what the front falls back to on its own.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from relay.codes import Reply
 from relay.envelope import Envelope
+from relay.inspect import inspect_message
+from relay.inspect.domains import DomainMatcher
 from relay.inspect.exposure import Exposure
+from relay.policy import evaluate
 from relay.policy.verdict import Verdict
-from relay.settings import Action
+from relay.settings import Action, InspectSettings, PolicySettings
 from relay.upstream import UpstreamTransaction
 
-__all__ = ["Decider", "Dispatcher", "PassDecider", "PassThroughDispatcher", "SmtpMetrics"]
+__all__ = [
+    "Decider",
+    "Dispatcher",
+    "InspectingDecider",
+    "PassDecider",
+    "PassThroughDispatcher",
+    "SmtpMetrics",
+]
 
 
 class Decider(Protocol):
@@ -72,3 +83,22 @@ class PassThroughDispatcher:
         trace_header: bytes,
     ) -> Reply:
         return await live.data(trace_header + message)
+
+
+class InspectingDecider:
+    """Inspection then policy, in a worker thread (a huge header block takes a while)."""
+
+    def __init__(
+        self, matcher: DomainMatcher, inspect: InspectSettings, policy: PolicySettings
+    ) -> None:
+        self._matcher = matcher
+        self._max_header_bytes = inspect.max_header_bytes
+        self._policy = policy
+
+    def decide_now(self, envelope: Envelope, message: bytes) -> Verdict:
+        """The verdict, computed in the calling thread."""
+        exposure = inspect_message(message, self._matcher, max_header_bytes=self._max_header_bytes)
+        return evaluate(exposure, envelope, self._policy)
+
+    async def decide(self, envelope: Envelope, message: bytes) -> Verdict:
+        return await asyncio.to_thread(self.decide_now, envelope, message)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import io
 import json
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +15,7 @@ import structlog
 
 from relay.app import Relay
 from relay.settings import Settings
+from tests.helpers.privacy import register_stream
 
 __all__ = ["LogCapture", "running_relay", "settings_for"]
 
@@ -20,7 +24,7 @@ class LogCapture:
     """A structlog logger writing JSON lines into memory."""
 
     def __init__(self) -> None:
-        self.stream = io.StringIO()
+        self.stream = register_stream(io.StringIO())
         self.logger = structlog.wrap_logger(
             structlog.PrintLogger(self.stream),
             processors=[
@@ -38,9 +42,23 @@ class LogCapture:
         return [json.loads(line) for line in self.text.splitlines() if line.strip()]
 
 
+def _scratch_dir() -> str:
+    path = tempfile.mkdtemp(prefix="ccguard-test-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def settings_for(upstream_port: int, **sections: dict[str, Any]) -> Settings:
-    """Settings for a test relay: listen on a free loopback port, forward to ``upstream_port``."""
+    """Settings for a test relay: listen on a free loopback port, forward to ``upstream_port``.
+
+    The quarantine database and admin users file live in a fresh scratch folder;
+    the admin/metrics HTTP server listens on a free loopback port.
+    """
+    scratch = _scratch_dir()
     data: dict[str, Any] = {
+        "quarantine": {"database": f"{scratch}/ccguard.db"},
+        "admin": {"listen": "127.0.0.1:0", "users_file": f"{scratch}/admin-users.json"},
+        "logging": {"hash_key": "test-hash-key"},
         "smtp": {"listen": "127.0.0.1:0", "hostname": "ccguard.test", "shutdown_grace": 5},
         "upstream": {
             "host": "127.0.0.1",

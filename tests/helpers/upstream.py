@@ -35,6 +35,7 @@ class RecordingUpstream:
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
     data_hook: Callable[[Any], str | None] | None = None
     data_delay: float = 0.0
+    data_started: int = 0
     connections: int = 0
     mail_commands: int = 0
     port: int = 0
@@ -96,6 +97,7 @@ class _Handler:
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.up.data_started += 1
         if self.up.data_delay:
             await asyncio.sleep(self.up.data_delay)
         fault = self.up.data_hook(envelope) if self.up.data_hook else None

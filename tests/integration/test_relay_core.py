@@ -74,11 +74,11 @@ async def test_aiosmtplib_client_envelope_and_bytes(upstream: RecordingUpstream)
 
 
 async def test_null_sender_is_carried_through(upstream: RecordingUpstream) -> None:
-    async with running_relay(settings_for(upstream.port)) as relay:
-        async with aiosmtplib.SMTP(
-            hostname="127.0.0.1", port=relay.smtp_port, start_tls=False
-        ) as client:
-            await client.sendmail("", ["bob@example.com"], MESSAGE)
+    async with (
+        running_relay(settings_for(upstream.port)) as relay,
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.smtp_port, start_tls=False) as client,
+    ):
+        await client.sendmail("", ["bob@example.com"], MESSAGE)
     (got,) = upstream.messages
     assert got.mail_from == "<>"
 
@@ -89,16 +89,16 @@ async def test_smtputf8_address_and_8bit_body(upstream: RecordingUpstream) -> No
         "From: Jörg <jörg@example.org>\r\nTo: Zoë <zoë@bücher.example.com>\r\n"
         "Subject: Grüße\r\n\r\n"
     ).encode() + body
-    async with running_relay(settings_for(upstream.port)) as relay:
-        async with aiosmtplib.SMTP(
-            hostname="127.0.0.1", port=relay.smtp_port, start_tls=False
-        ) as client:
-            errors, _ = await client.sendmail(
-                "jörg@example.org",
-                ["zoë@bücher.example.com"],
-                message,
-                mail_options=["SMTPUTF8", "BODY=8BITMIME"],
-            )
+    async with (
+        running_relay(settings_for(upstream.port)) as relay,
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.smtp_port, start_tls=False) as client,
+    ):
+        errors, _ = await client.sendmail(
+            "jörg@example.org",
+            ["zoë@bücher.example.com"],
+            message,
+            mail_options=["SMTPUTF8", "BODY=8BITMIME"],
+        )
     assert errors == {}
     (got,) = upstream.messages
     assert got.mail_from == "jörg@example.org"

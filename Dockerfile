@@ -1,0 +1,22 @@
+# ccguard container: config mounted at /etc/ccguard/ccguard.toml, state in /var/lib/ccguard.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    CCGUARD_CONFIG=/etc/ccguard/ccguard.toml
+
+RUN useradd --system --uid 10025 --home-dir /var/lib/ccguard --create-home ccguard
+WORKDIR /opt/ccguard
+COPY pyproject.toml README.md ./
+COPY relay ./relay
+RUN pip install --no-compile . && rm -rf /root/.cache
+
+USER ccguard
+WORKDIR /var/lib/ccguard
+# SMTP front, admin UI / metrics. In the config, listen on 0.0.0.0 (not loopback) in a
+# container and set allowed_networks to your mail servers' addresses.
+EXPOSE 10025 8025
+VOLUME ["/var/lib/ccguard"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD python -c "import os,sys,urllib.request; from relay.settings import load_settings, parse_listen; s=load_settings(None); h,p=parse_listen(s.metrics.listen or s.admin.listen); h='127.0.0.1' if h in ('0.0.0.0','::','') else h; sys.exit(0 if urllib.request.urlopen(f'http://{h}:{p}/healthz', timeout=4).status==200 else 1)"
+ENTRYPOINT ["ccguard"]
+CMD ["serve"]

@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+
+.PHONY: run test lint venv clean bench
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	./scripts/run-demo.sh
+
+lint: venv
+	$(VENV)/bin/ruff check relay tests
+	$(VENV)/bin/mypy relay
+
+test: venv
+	./scripts/install-system-deps.sh
+	$(MAKE) lint
+	$(VENV)/bin/python -m pytest
+
+bench: venv
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

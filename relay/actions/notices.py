@@ -1,0 +1,134 @@
+"""Notices to internal senders whose message was held (or changed), and their delivery.
+
+A notice is short plain text: the original subject, the time, the counts,
+the rule, what happens next and the quarantine id; never an address other
+than the sender's own in To.  It carries ``Auto-Submitted: auto-generated``
+(RFC 3834) and ``X-CCGuard-Notice``, is sent with the null envelope sender,
+and no notice is ever made about a message that carries either header, so
+notices cannot loop.
+"""
+
+from __future__ import annotations
+
+import email.message
+import email.policy
+import email.utils
+from datetime import UTC, datetime
+
+from relay.actions.headers import parse_header_block
+from relay.actions.replies import exposure_phrase
+from relay.envelope import Envelope
+from relay.inspect.domains import DomainMatcher
+from relay.policy.verdict import Verdict
+from relay.settings import Action, NotificationSettings
+
+__all__ = ["NOTICE_HEADER", "build_notice", "is_auto_submitted", "should_notify"]
+
+NOTICE_HEADER = "X-CCGuard-Notice"
+
+_SUBJECTS = {
+    Action.QUARANTINE: "Your message is held for review",
+    Action.REWRITE: "Your message was delivered with external recipients hidden",
+    Action.SPLIT: "Your message was delivered as separate copies",
+    Action.REJECT: "Your message was not sent",
+}
+_OUTCOMES = {
+    Action.QUARANTINE: (
+        "Your message has not been delivered to anyone yet. It is held for review\n"
+        "because it would have shown many recipients each other's addresses.\n\n"
+        "What happens next: an administrator will either deliver it (possibly with\n"
+        "the recipients hidden) or delete it. You do not need to send it again.\n"
+        "If the recipients should not see each other, put them in Bcc or use mail\n"
+        "merge next time. Quote the quarantine id below if you ask about it."
+    ),
+    Action.REWRITE: (
+        "Your message was delivered to every recipient, but the external addresses\n"
+        "were removed from To/Cc so the recipients cannot see each other.\n\n"
+        "What happens next: nothing; replies to all will not reach the hidden\n"
+        "recipients. Next time put such recipients in Bcc or use mail merge."
+    ),
+    Action.SPLIT: (
+        "Your message was delivered as separate copies: each external recipient\n"
+        "got one showing only their own address.\n\n"
+        "What happens next: nothing. Next time put such recipients in Bcc or use\n"
+        "mail merge."
+    ),
+    Action.REJECT: (
+        "Your message was rejected and delivered to nobody, because it would have\n"
+        "shown many recipients each other's addresses.\n\n"
+        "What happens next: send it again with the recipients in Bcc, or use\n"
+        "mail merge."
+    ),
+}
+
+
+def is_auto_submitted(message: bytes) -> bool:
+    """True if ``message`` is a ccguard notice or any automatic message
+    (``Auto-Submitted`` other than ``no``): such messages never get a notice."""
+    for field in parse_header_block(message).fields:
+        if field.key == NOTICE_HEADER.lower():
+            return True
+        if field.key == "auto-submitted":
+            keyword = field.value().split(";")[0].split("(")[0].strip().lower()
+            if keyword != "no":
+                return True
+    return False
+
+
+def should_notify(
+    settings: NotificationSettings,
+    matcher: DomainMatcher,
+    envelope: Envelope,
+    verdict: Verdict,
+    message: bytes,
+) -> bool:
+    """Notices are on, the action is one of ``on_actions``, the envelope sender
+    is internal (and not ``<>``), and ``message`` is not itself automatic."""
+    return (
+        settings.enabled
+        and verdict.action in settings.on_actions
+        and bool(envelope.mail_from)
+        and matcher.is_internal_address(envelope.mail_from)
+        and not is_auto_submitted(message)
+    )
+
+
+def _body(verdict: Verdict, subject: str, now: datetime, quarantine_id: str | None) -> str:
+    lines = [
+        _OUTCOMES.get(verdict.action, "ccguard acted on your message."),
+        "",
+        f"Subject:       {subject or '(no subject)'}",
+        f"Received:      {now.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        f"Recipients:    {exposure_phrase(verdict.exposure)} visible in To/Cc",
+        f"Rule:          {verdict.rule or 'none'}",
+    ]
+    if quarantine_id:
+        lines.append(f"Quarantine id: {quarantine_id}")
+    return "\n".join(lines) + "\n"
+
+
+def build_notice(
+    *,
+    envelope: Envelope,
+    verdict: Verdict,
+    quarantine_id: str | None,
+    from_address: str,
+    hostname: str,
+    subject: str,
+    now: datetime,
+) -> bytes:
+    """The notice for ``envelope.mail_from`` as wire bytes (CRLF, 7-bit clean).
+
+    ``subject`` is the original message's decoded Subject.
+    """
+    notice = email.message.EmailMessage(policy=email.policy.SMTP)
+    notice["From"] = from_address
+    notice["To"] = envelope.mail_from
+    subject = " ".join(subject.split())
+    notice["Subject"] = f"{_SUBJECTS.get(verdict.action, 'About your message')}: {subject}"
+    notice["Date"] = email.utils.format_datetime(now)
+    notice["Message-ID"] = email.utils.make_msgid("ccguard", domain=hostname)
+    notice["Auto-Submitted"] = "auto-generated"
+    notice[NOTICE_HEADER] = str(verdict.action)
+    notice.set_content(_body(verdict, subject, now, quarantine_id), cte="quoted-printable")
+    return notice.as_bytes()

@@ -1,0 +1,68 @@
+"""What the actions need from the parts around them, as structural types.
+
+:class:`relay.upstream.UpstreamClient`, its ``UpstreamTransaction`` and
+:class:`relay.observability.Metrics` satisfy these without knowing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from relay.codes import Reply
+
+__all__ = [
+    "ActionMetrics",
+    "Deliverer",
+    "DeliveryOutcome",
+    "LiveTransaction",
+    "Redact",
+    "domain_only",
+]
+
+Redact = Callable[[str], str]
+
+
+class LiveTransaction(Protocol):
+    """The upstream transaction the SMTP front opened at MAIL FROM."""
+
+    async def data(self, message: bytes) -> Reply:
+        """Send the message; return the 250 or raise UpstreamError."""
+        ...
+
+    async def abort(self) -> None:
+        """RSET: nothing is delivered; the connection goes back to the pool."""
+        ...
+
+
+class DeliveryOutcome(Protocol):
+    """What the upstream said to a whole delivery it accepted."""
+
+    @property
+    def reply(self) -> Reply: ...
+
+    @property
+    def refused(self) -> Mapping[str, Reply]: ...
+
+
+class Deliverer(Protocol):
+    """A whole upstream transaction (MAIL, RCPTs, DATA)."""
+
+    async def deliver(
+        self, mail_from: str, rcpts: Sequence[str], message: bytes, options: Sequence[str] = ()
+    ) -> DeliveryOutcome:
+        """Accepted for at least one recipient, or raise UpstreamError."""
+        ...
+
+
+class ActionMetrics(Protocol):
+    """The counters the actions report to."""
+
+    def store_error(self) -> None: ...
+
+    def notification(self, result: str) -> None: ...
+
+
+def domain_only(address: str) -> str:
+    """A stand-in for an address in logs when no keyed hash is configured: ``*@domain``."""
+    return "*@" + address.rpartition("@")[2] if address else "<>"

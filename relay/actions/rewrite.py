@@ -1,0 +1,147 @@
+"""The rewrite action: external addresses removed from the visible recipient headers.
+
+Only To, Cc, Resent-To and Resent-Cc fields that actually lose an address are
+rebuilt; every other field (and a visible field with nothing to remove) and
+the body stay byte-for-byte as they arrived.  A rebuilt field keeps each
+internal mailbox as it was written (display name, encoded words), joined with
+``", "`` and folded at the commas.
+
+* To left empty → ``To: undisclosed-recipients:;`` (one, where the first To was).
+* Cc, Resent-To, Resent-Cc left empty → the field is dropped (the Resent-*
+  block stays valid: its destination fields are optional, RFC 5322 3.6.6).
+* Unparseable address-like text counts as external and is removed (fail closed).
+* An internal mailbox whose display name or comment shows an external
+  address-like token is reduced to its bare address.
+* Groups in a rebuilt field are flattened (the group name is dropped).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from relay.actions.headers import RawField, fold_list, parse_header_block
+from relay.actions.tag import DKIM_BROKEN, TAG_ACTION, TAG_DKIM, Tags, is_tag_field, tag_fields
+from relay.inspect.addresses import Mailbox, address_like_tokens, parse_address_header
+from relay.inspect.domains import DomainMatcher
+
+__all__ = [
+    "UNDISCLOSED",
+    "VISIBLE_HEADERS",
+    "RewriteResult",
+    "dkim_covered",
+    "rewrite_message",
+    "safe_source",
+]
+
+VISIBLE_HEADERS = frozenset({"to", "cc", "resent-to", "resent-cc"})
+UNDISCLOSED = "undisclosed-recipients:;"
+DEFAULT_TAGS: Tags = ((TAG_ACTION, "rewrite"),)
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteResult:
+    """The rewritten ``message``, how many address occurrences were ``removed``,
+    and whether a DKIM signature covered a changed header (``dkim_broken``)."""
+
+    message: bytes
+    removed: int
+    dkim_broken: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Filtered:
+    items: list[str]
+    removed: int
+    changed: bool
+
+
+def safe_source(mailbox: Mailbox, matcher: DomainMatcher) -> str:
+    """The mailbox as written, unless its text shows an address-like token
+    that is not internal (e.g. ``"bob@example.net" <ann@example.org>``): then
+    only its address."""
+    tokens = address_like_tokens(mailbox.source)
+    if all(matcher.is_internal_address(token) for token in tokens):
+        return mailbox.source
+    return mailbox.address
+
+
+def _filter(field: RawField, matcher: DomainMatcher) -> _Filtered:
+    parsed = parse_address_header(field.value())
+    items: list[str] = []
+    removed = len(parsed.unparseable)
+    changed = bool(parsed.unparseable_sources)
+    for mailbox in parsed.mailboxes:
+        if not matcher.is_internal_address(mailbox.address):
+            removed += 1
+            changed = True
+            continue
+        source = safe_source(mailbox, matcher)
+        changed = changed or source != mailbox.source
+        items.append(" ".join(source.splitlines()))
+    return _Filtered(items, removed, changed)
+
+
+def dkim_covered(fields: tuple[RawField, ...] | list[RawField]) -> set[str]:
+    """Lower-case names listed in the ``h=`` tag of any DKIM-Signature field."""
+    covered: set[str] = set()
+    for field in fields:
+        if field.key != "dkim-signature":
+            continue
+        for tag in field.value().split(";"):
+            name, eq, value = tag.partition("=")
+            if eq and name.strip().lower() == "h":
+                covered.update(n.strip().lower() for n in value.split(":") if n.strip())
+    return covered
+
+
+def rewrite_fields(
+    fields: tuple[RawField, ...], matcher: DomainMatcher, eol: bytes
+) -> tuple[list[RawField], int, set[str]]:
+    """The visible fields filtered; returns the new fields (foreign tags
+    dropped), the count removed and the lower-case names that changed."""
+    out: list[RawField] = []
+    removed, changed = 0, set[str]()
+    first_to: tuple[int, str] | None = None
+    to_left = False
+    for field in fields:
+        if is_tag_field(field):
+            changed.add(field.key)
+            continue
+        if field.key == "to" and first_to is None:
+            first_to = (len(out), field.name)
+        if field.key not in VISIBLE_HEADERS:
+            out.append(field)
+            continue
+        result = _filter(field, matcher)
+        if not result.changed:
+            out.append(field)
+        else:
+            removed += result.removed
+            changed.add(field.key)
+            if result.items:
+                out.append(RawField(field.name, fold_list(field.name, result.items, eol)))
+        to_left = to_left or (field.key == "to" and (bool(result.items) or not result.changed))
+    if first_to is not None and not to_left:
+        index, name = first_to
+        out.insert(index, RawField(name, f"{name}: {UNDISCLOSED}".encode("ascii") + eol))
+    return out, removed, changed
+
+
+def rewrite_message(
+    message: bytes, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS
+) -> RewriteResult:
+    """The rewrite action on ``message`` (bytes in, bytes out; see module doc).
+
+    ``tags`` go at the top of the header block; ``X-CCGuard-DKIM:
+    broken-by-rewrite`` is added when a DKIM-Signature's ``h=`` covers a
+    changed field.
+    """
+    block = parse_header_block(message)
+    fields, removed, changed = rewrite_fields(block.fields, matcher, block.eol)
+    all_tags = list(tags)
+    changed.update(name.lower() for name, _ in all_tags)
+    broken = bool(changed & dkim_covered(block.fields))
+    if broken:
+        all_tags.append((TAG_DKIM, DKIM_BROKEN))
+    rewritten = block.assemble([*tag_fields(all_tags, block.eol), *fields])
+    return RewriteResult(rewritten, removed, broken)

@@ -1,0 +1,122 @@
+"""The split action's plan: one copy per external recipient, one for the internal ones.
+
+* An external envelope recipient's copy has one To field showing only their
+  own address (as written in To/Cc if it was there with a display name, else
+  bare).  Every other To, Cc, Resent-To, Resent-Cc and Bcc field is removed:
+  an external copy shows no other person, internal colleagues included.
+* All internal envelope recipients share one copy: the rewrite action applied
+  (internal visible addresses stay, external ones go).
+* Message-ID and every other field and the body are kept as they arrived.
+
+Exactly once: :func:`split_key` names the message and ``SplitCopy.copy_id``
+each copy, both stable across a client's retry, so the dispatcher's ledger
+can tell which copies were already accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from relay.actions.headers import RawField, fold_list, parse_header_block
+from relay.actions.rewrite import VISIBLE_HEADERS, dkim_covered, rewrite_message
+from relay.actions.tag import DKIM_BROKEN, TAG_ACTION, TAG_DKIM, Tags, is_tag_field, tag_fields
+from relay.envelope import Envelope
+from relay.inspect.addresses import address_like_tokens, normalise_address, parse_address_header
+from relay.inspect.domains import DomainMatcher
+
+__all__ = ["INTERNAL_COPY", "SplitCopy", "plan_split", "split_key"]
+
+INTERNAL_COPY = "internal"
+DEFAULT_TAGS: Tags = ((TAG_ACTION, "split"),)
+_DROPPED = VISIBLE_HEADERS | {"bcc"}
+
+
+@dataclass(frozen=True, slots=True)
+class SplitCopy:
+    """One upstream transaction: ``rcpts`` get ``message``; ``copy_id`` is
+    ``internal`` or ``ext-`` + a hash of the recipient (no address in clear)."""
+
+    copy_id: str
+    rcpts: tuple[str, ...]
+    message: bytes
+    internal: bool = False
+
+
+def split_key(envelope: Envelope, message: bytes) -> str:
+    """SHA-256 over the envelope sender, the sorted recipients and the client's
+    message bytes: the same for a client's retry of the same message, and
+    independent of ccguard's queue id, trace header and clock."""
+    digest = hashlib.sha256()
+    digest.update(envelope.mail_from.encode("utf-8", "surrogateescape") + b"\0")
+    for rcpt in sorted({r.lower() for r in envelope.rcpt_tos}):
+        digest.update(rcpt.encode("utf-8", "surrogateescape") + b"\0")
+    digest.update(b"\0")
+    digest.update(message)
+    return digest.hexdigest()
+
+
+def _copy_id(rcpt: str) -> str:
+    return "ext-" + hashlib.sha256(rcpt.lower().encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def _own_sources(fields: tuple[RawField, ...]) -> dict[str, str]:
+    """normalised address → how it was written in the visible headers (first
+    seen), only where that text shows no other address."""
+    sources: dict[str, str] = {}
+    for field in fields:
+        if field.key not in VISIBLE_HEADERS:
+            continue
+        for mailbox in parse_address_header(field.value()).mailboxes:
+            if all(token == mailbox.address for token in address_like_tokens(mailbox.source)):
+                sources.setdefault(mailbox.address, " ".join(mailbox.source.splitlines()))
+    return sources
+
+
+def _external_copy(
+    fields: tuple[RawField, ...], shown: str, eol: bytes, tags: Tags
+) -> list[RawField]:
+    out: list[RawField] = []
+    to_at: int | None = None
+    name: str | None = None
+    changed = {"to", *(tag.lower() for tag, _ in tags)}
+    for field in fields:
+        if is_tag_field(field) or field.key in _DROPPED:
+            changed.add(field.key)
+        if field.key in _DROPPED:
+            to_at = len(out) if to_at is None else to_at
+            name = field.name if name is None and field.key == "to" else name
+        elif not is_tag_field(field):
+            out.append(field)
+    name = name or "To"
+    out.insert(to_at or 0, RawField(name, fold_list(name, [shown], eol)))
+    broken = bool(changed & dkim_covered(fields))
+    all_tags = [*tags, (TAG_DKIM, DKIM_BROKEN)] if broken else list(tags)
+    return [*tag_fields(all_tags, eol), *out]
+
+
+def plan_split(
+    message: bytes, envelope: Envelope, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS
+) -> list[SplitCopy]:
+    """The copies to deliver: external recipients in envelope order, then one
+    copy for every internal recipient (if any).  Recipients repeated in the
+    envelope (any case) get one copy."""
+    block = parse_header_block(message)
+    sources = _own_sources(block.fields)
+    copies: list[SplitCopy] = []
+    internal: list[str] = []
+    seen: set[str] = set()
+    for rcpt in envelope.rcpt_tos:
+        if rcpt.lower() in seen:
+            continue
+        seen.add(rcpt.lower())
+        if matcher.is_internal_address(rcpt):
+            internal.append(rcpt)
+            continue
+        shown = sources.get(normalise_address(rcpt), rcpt)
+        fields = _external_copy(block.fields, shown, block.eol, tags)
+        copies.append(SplitCopy(_copy_id(rcpt), (rcpt,), block.assemble(fields)))
+    if internal:
+        rewritten = rewrite_message(message, matcher, tags=tags).message
+        copies.append(SplitCopy(INTERNAL_COPY, tuple(internal), rewritten, internal=True))
+    return copies

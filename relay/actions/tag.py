@@ -1,0 +1,116 @@
+"""The ``X-CCGuard-*`` headers ccguard adds, and removal of any it did not add.
+
+Trust rule: every ``X-CCGuard-*`` field a message arrives with is removed
+before the message is delivered, whatever the action (see
+:func:`strip_foreign_tags`), so a tag the upstream and its administrators see
+was always written by this ccguard.  Ours are placed at the top of the header
+block (below the trace header the SMTP front adds).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from relay.actions.headers import RawField, parse_header_block
+from relay.policy.verdict import Verdict
+from relay.settings import Action
+
+__all__ = [
+    "DKIM_BROKEN",
+    "TAG_ACTION",
+    "TAG_DKIM",
+    "TAG_EXPOSURE",
+    "TAG_PREFIX",
+    "TAG_RULE",
+    "Tags",
+    "action_text",
+    "add_tags",
+    "exposure_text",
+    "is_tag_field",
+    "sanitise",
+    "strip_foreign_tags",
+    "tag_fields",
+    "tag_message",
+    "verdict_tags",
+]
+
+TAG_PREFIX = "X-CCGuard-"
+TAG_ACTION = "X-CCGuard-Action"
+TAG_RULE = "X-CCGuard-Rule"
+TAG_EXPOSURE = "X-CCGuard-Exposure"
+TAG_DKIM = "X-CCGuard-DKIM"
+DKIM_BROKEN = "broken-by-rewrite"
+
+_EXPOSURE_KEYS = ("visible_external", "external_domains", "visible_total", "unparseable")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.=;:/ -]")
+
+_TAG_LINE = re.compile(rb"^x-ccguard-", re.I | re.M)
+
+Tags = Sequence[tuple[str, str]]
+
+
+def is_tag_field(field: RawField) -> bool:
+    """True for any ``X-CCGuard-*`` field, whoever wrote it."""
+    return field.key.startswith(TAG_PREFIX.lower())
+
+
+def action_text(verdict: Verdict) -> str:
+    """``rewrite``, ``quarantine``…; in monitor mode ``monitor; would=<action>``."""
+    if verdict.monitor:
+        would = verdict.matched_action or verdict.action
+        return f"monitor; would={would}"
+    return str(verdict.action)
+
+
+def exposure_text(counts: Mapping[str, Any]) -> str:
+    """``visible_external=312; external_domains=41; visible_total=320; unparseable=0``
+    (plus ``header_too_large=1`` when so): counts only, never an address."""
+    parts = [f"{key}={int(counts.get(key, 0))}" for key in _EXPOSURE_KEYS]
+    if counts.get("header_too_large"):
+        parts.append("header_too_large=1")
+    return "; ".join(parts)
+
+
+def verdict_tags(verdict: Verdict, *, action: Action | str | None = None) -> list[tuple[str, str]]:
+    """Action, rule and exposure tags for ``verdict`` (``action`` overrides the
+    action text, e.g. ``split`` on every copy)."""
+    return [
+        (TAG_ACTION, str(action) if action is not None else action_text(verdict)),
+        (TAG_RULE, verdict.rule or "none"),
+        (TAG_EXPOSURE, exposure_text(verdict.exposure.counts())),
+    ]
+
+
+def tag_fields(tags: Tags, eol: bytes) -> list[RawField]:
+    """``tags`` as header fields; values are reduced to a safe ASCII subset."""
+    return [
+        RawField(name, f"{name}: {_UNSAFE.sub('_', value)[:900]}".encode("ascii") + eol)
+        for name, value in tags
+    ]
+
+
+def strip_foreign_tags(fields: Iterable[RawField]) -> list[RawField]:
+    """``fields`` without any ``X-CCGuard-*`` field."""
+    return [f for f in fields if not is_tag_field(f)]
+
+
+def add_tags(message: bytes, tags: Tags) -> bytes:
+    """``message`` with foreign tags removed and ``tags`` at the top of the header
+    block, in the message's own line ending; everything else unchanged."""
+    block = parse_header_block(message)
+    return block.assemble([*tag_fields(tags, block.eol), *strip_foreign_tags(block.fields)])
+
+
+def tag_message(message: bytes, verdict: Verdict) -> bytes:
+    """The tag action: ``message`` with the verdict's ``X-CCGuard-*`` tags added."""
+    return add_tags(message, verdict_tags(verdict))
+
+
+def sanitise(message: bytes) -> bytes:
+    """``message`` without foreign ``X-CCGuard-*`` fields; the very same bytes
+    when it has none (the common case for pass)."""
+    if not _TAG_LINE.search(message):
+        return message
+    return add_tags(message, ())

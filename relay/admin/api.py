@@ -1,0 +1,216 @@
+"""The JSON API under ``/api``: list, detail, release and delete held messages.
+
+Authenticated with HTTP Basic (no CSRF token needed) or with the web UI's
+session cookie (then state-changing calls need the ``X-CSRF-Token`` header).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from relay.admin.context import AdminContext, basic_credentials, client_ip, context_of
+from relay.admin.preview import preview_message
+from relay.admin.review import PUBLIC_MODES
+from relay.errors import QuarantineNotFound, QuarantineStateError, StoreError, UpstreamError
+from relay.quarantine.store import STATUSES, MessageSummary, StoredMessage
+
+__all__ = ["api_routes", "iso_time", "summary_json"]
+
+MAX_LIMIT = 500
+Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+def iso_time(epoch: float | None) -> str | None:
+    """ISO 8601 UTC text for an epoch time (None stays None)."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def summary_json(item: MessageSummary) -> dict[str, Any]:
+    """A message summary as JSON (no recipients, no bytes)."""
+    return {
+        "id": item.id,
+        "received_at": iso_time(item.received_at),
+        "status": item.status,
+        "mail_from": item.mail_from,
+        "subject": item.subject,
+        "size": item.size,
+        "recipients": len(item.rcpt_tos),
+        "action": item.action,
+        "rule": item.rule,
+        "reason": item.reason,
+        "exposure": dict(item.exposure),
+        "released_at": iso_time(item.released_at),
+        "released_by": item.released_by,
+        "release_mode": item.release_mode,
+        "deleted_at": iso_time(item.deleted_at),
+        "deleted_by": item.deleted_by,
+    }
+
+
+def _detail_json(stored: StoredMessage) -> dict[str, Any]:
+    data = summary_json(stored)
+    data["rcpt_tos"] = list(stored.rcpt_tos)
+    if stored.message:
+        preview = preview_message(stored.message)
+        data["headers"] = [[name, value] for name, value in preview.headers]
+        data["text_preview"] = preview.text
+        data["text_truncated"] = preview.truncated
+        data["parts"] = [
+            {"content_type": p.content_type, "filename": p.filename, "size": p.size}
+            for p in preview.parts
+        ]
+    return data
+
+
+def _error(http_status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    challenge = 'Basic realm="ccguard", charset="UTF-8"'
+    headers = {"WWW-Authenticate": challenge} if http_status == 401 else {}
+    body = {"error": code, "message": message, **extra}
+    return JSONResponse(body, status_code=http_status, headers=headers)
+
+
+async def _actor(request: Request, ctx: AdminContext, *, state_changing: bool) -> Response | str:
+    """The authenticated user name, or the error response to send instead."""
+    creds = basic_credentials(request)
+    if creds is not None:
+        outcome, wait = await ctx.check_login(client_ip(request), *creds)
+        if outcome == "ok":
+            return creds[0]
+        if outcome == "throttled":
+            resp = _error(429, "too_many_attempts", "too many failed logins, try again later")
+            resp.headers["Retry-After"] = str(int(wait) + 1)
+            return resp
+        return _error(401, "unauthorized", "wrong user name or password")
+    session = ctx.user_session(request)
+    if session is None or session.user is None:
+        return _error(401, "unauthorized", "authentication required (HTTP Basic)")
+    if state_changing and not session.csrf_ok(request.headers.get("x-csrf-token")):
+        return _error(403, "csrf", "missing or wrong X-CSRF-Token header")
+    return session.user
+
+
+def _authenticated(
+    handler: Handler, *, state_changing: bool = False
+) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        ctx = context_of(request)
+        actor = await _actor(request, ctx, state_changing=state_changing)
+        if isinstance(actor, Response):
+            return actor
+        try:
+            return await handler(request, actor)
+        except QuarantineNotFound:
+            return _error(404, "not_found", "no quarantined message with this id")
+        except QuarantineStateError as exc:
+            return _error(409, "conflict", f"message is already {exc.status}", status=exc.status)
+        except StoreError:
+            return _error(503, "store_unavailable", "the quarantine store is unavailable")
+
+    return endpoint
+
+
+def _int_param(request: Request, name: str, default: int, high: int) -> int:
+    text = request.query_params.get(name)
+    if text is None or text == "":
+        return default
+    if not text.isdigit() or int(text) > high:
+        raise ValueError(f"{name} must be a whole number from 0 to {high}")
+    return int(text)
+
+
+async def _list(request: Request, actor: str) -> Response:
+    status = request.query_params.get("status", "held")
+    try:
+        limit = _int_param(request, "limit", 50, MAX_LIMIT)
+        offset = _int_param(request, "offset", 0, 10**9)
+        if status not in (*STATUSES, "all"):
+            raise ValueError(f"status must be one of {', '.join((*STATUSES, 'all'))}")
+    except ValueError as exc:
+        return _error(400, "bad_request", str(exc))
+    page = await context_of(request).review.store.list(
+        status=None if status == "all" else status,
+        rule=request.query_params.get("rule") or None,
+        sender=request.query_params.get("sender") or None,
+        limit=limit or 1,
+        offset=offset,
+    )
+    return JSONResponse(
+        {
+            "items": [summary_json(item) for item in page.items],
+            "total": page.total,
+            "limit": page.limit,
+            "offset": page.offset,
+            "has_more": page.has_more,
+        }
+    )
+
+
+async def _detail(request: Request, actor: str) -> Response:
+    stored = await context_of(request).review.view(request.path_params["id"], actor)
+    return JSONResponse(_detail_json(stored))
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        raise ValueError("the body must be a JSON object")
+    return data
+
+
+async def _release(request: Request, actor: str) -> Response:
+    try:
+        mode = (await _json_body(request)).get("mode", "as-is")
+    except ValueError:
+        return _error(400, "bad_request", 'the body must be JSON like {"mode": "hidden"}')
+    if mode not in PUBLIC_MODES:
+        return _error(400, "bad_mode", f"mode must be one of {', '.join(PUBLIC_MODES)}")
+    message_id = request.path_params["id"]
+    try:
+        updated, reply = await context_of(request).review.release(message_id, mode, actor)
+    except UpstreamError as exc:
+        return _error(
+            502,
+            "upstream_failed",
+            "the upstream server did not accept the message; it is still held",
+            upstream_reply=str(exc.reply),
+            kind=exc.kind,
+        )
+    body = summary_json(updated)
+    body["upstream_reply"] = str(reply)
+    return JSONResponse(body)
+
+
+async def _delete(request: Request, actor: str) -> Response:
+    message_id = request.path_params["id"]
+    await context_of(request).review.delete(message_id, actor)
+    return JSONResponse({"id": message_id, "status": "deleted"})
+
+
+def api_routes() -> list[Route]:
+    """The ``/api/quarantine`` routes."""
+    return [
+        Route("/api/quarantine", _authenticated(_list), methods=["GET"]),
+        Route("/api/quarantine/{id}", _authenticated(_detail), methods=["GET"]),
+        Route(
+            "/api/quarantine/{id}/release",
+            _authenticated(_release, state_changing=True),
+            methods=["POST"],
+        ),
+        Route(
+            "/api/quarantine/{id}/delete",
+            _authenticated(_delete, state_changing=True),
+            methods=["POST"],
+        ),
+    ]

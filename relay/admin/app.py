@@ -1,0 +1,122 @@
+"""The admin ASGI app: web UI, JSON API, shipped CSS, and strict security headers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from relay.admin.api import api_routes
+from relay.admin.context import AdminContext
+from relay.admin.review import EventLog, Releaser, Review
+from relay.admin.sessions import SessionCodec
+from relay.admin.throttle import LoginThrottle
+from relay.admin.users import UserDB
+from relay.admin.web import web_routes
+from relay.quarantine.store import QuarantineStore
+from relay.settings import AdminSettings
+
+__all__ = ["CONTENT_SECURITY_POLICY", "create_admin_app"]
+
+HERE = Path(__file__).parent
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+_SECURITY_HEADERS = [
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    """Adds the CSP and friends to every response, and ``no-store`` to all but static files."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cacheable = str(scope.get("path", "")).startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(n, v) for n, v in _SECURITY_HEADERS if n not in present]
+                if not cacheable and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _datetime(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def _templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.autoescape = True
+    templates.env.filters["datetime"] = _datetime
+    templates.env.filters["size"] = _size
+    return templates
+
+
+def create_admin_app(
+    *,
+    settings: AdminSettings,
+    store: QuarantineStore,
+    releaser: Releaser | None,
+    users: UserDB,
+    log: EventLog,
+    extra_routes: Sequence[BaseRoute] = (),
+    throttle: LoginThrottle | None = None,
+    codec: SessionCodec | None = None,
+) -> Starlette:
+    """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
+
+    ``extra_routes`` (e.g. /metrics, /healthz) are mounted first and need no login.
+    ``throttle`` and ``codec`` replace the default login throttle and session codec.
+    Without ``settings.session_secret`` the session key is random: sessions end at restart.
+    """
+    codec = codec or SessionCodec(settings.session_secret, settings.session_max_age)
+    routes: list[BaseRoute] = [
+        *extra_routes,
+        *api_routes(),
+        *web_routes(),
+        Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app.state.ccguard_admin = AdminContext(
+        settings=settings,
+        review=Review(store, releaser, log),
+        users=users,
+        codec=codec,
+        throttle=throttle or LoginThrottle(),
+    )
+    app.state.ccguard_templates = _templates()
+    return app

@@ -1,0 +1,108 @@
+"""Signed session cookies carrying the user name and the CSRF token.
+
+The cookie is ``base64url(JSON payload) "." base64url(HMAC-SHA256)``; nothing
+in it is secret (the user name, a session id, the CSRF token, the issue time)
+but none of it can be forged without the key.  A session without ``user`` is
+the anonymous one the login form gets, so the login form has a CSRF token too.
+Logout revokes the session id in memory until it would have expired anyway.
+Without ``[admin] session_secret`` the key is random per process: every
+session then ends when ccguard restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["COOKIE_NAME", "Session", "SessionCodec"]
+
+COOKIE_NAME = "ccguard_session"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One browser session; ``user`` is None before login."""
+
+    sid: str
+    csrf: str
+    issued_at: float
+    user: str | None = None
+
+    @classmethod
+    def new(cls, user: str | None, now: float) -> Session:
+        """A fresh session with new random id and CSRF token."""
+        return cls(secrets.token_urlsafe(16), secrets.token_urlsafe(32), now, user)
+
+    def csrf_ok(self, token: str | None) -> bool:
+        """Constant-time check of a submitted CSRF token."""
+        return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class SessionCodec:
+    """Encodes, verifies and revokes sessions with one HMAC key."""
+
+    def __init__(
+        self,
+        secret: str | None,
+        max_age: float,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        raw = secret.encode("utf-8") if secret else secrets.token_bytes(32)
+        self._key = hashlib.sha256(b"ccguard-session\0" + raw).digest()
+        self.max_age = max_age
+        self._clock = clock
+        self._revoked: dict[str, float] = {}
+
+    def now(self) -> float:
+        """The codec's clock (epoch seconds)."""
+        return self._clock()
+
+    def _sign(self, body: bytes) -> bytes:
+        return hmac.new(self._key, body, hashlib.sha256).digest()
+
+    def encode(self, session: Session) -> str:
+        """The cookie value for ``session``."""
+        payload = {"s": session.sid, "c": session.csrf, "t": session.issued_at, "u": session.user}
+        body = _b64e(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+        return body + "." + _b64e(self._sign(body.encode("ascii")))
+
+    def decode(self, value: str | None) -> Session | None:
+        """The session in a cookie value, or None if missing, forged, expired or revoked."""
+        if not value or value.count(".") != 1:
+            return None
+        body, sig = value.split(".")
+        try:
+            if not hmac.compare_digest(_b64d(sig), self._sign(body.encode("ascii"))):
+                return None
+            data = json.loads(_b64d(body))
+            session = Session(str(data["s"]), str(data["c"]), float(data["t"]), data["u"])
+        except (binascii.Error, ValueError, UnicodeError, KeyError, TypeError):
+            return None
+        if session.user is not None and not isinstance(session.user, str):
+            return None
+        age = self.now() - session.issued_at
+        if not 0 <= age <= self.max_age or session.sid in self._revoked:
+            return None
+        return session
+
+    def revoke(self, session: Session) -> None:
+        """End ``session`` now (logout), even though its cookie is still validly signed."""
+        now = self.now()
+        self._revoked = {sid: until for sid, until in self._revoked.items() if until > now}
+        self._revoked[session.sid] = session.issued_at + self.max_age

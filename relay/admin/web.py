@@ -1,0 +1,276 @@
+"""The HTML pages: login, logout, the list of held messages and one message's detail.
+
+Plain forms, no JavaScript.  Every POST carries the session's CSRF token;
+a missing or wrong token gets 403.  After a successful action the browser is
+redirected (POST-redirect-GET) with a ``notice`` key from a fixed set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from relay.admin.context import AdminContext, client_ip, context_of
+from relay.admin.preview import explain_exposure, preview_message
+from relay.admin.review import MODE_AS_IS, MODE_HIDDEN
+from relay.admin.sessions import Session
+from relay.errors import QuarantineNotFound, QuarantineStateError, UpstreamError
+from relay.quarantine.store import STATUSES, StoredMessage
+
+__all__ = ["web_routes"]
+
+PAGE_SIZE = 50
+NOTICES = {
+    "released-as-is": "Released: the message was delivered as sent.",
+    "released-hidden": "Released: the message was delivered with the external recipients hidden.",
+    "deleted": "Deleted: the message was removed from the quarantine.",
+    "logged-out": "You are logged out.",
+}
+
+
+def _templates(request: Request) -> Jinja2Templates:
+    templates: Jinja2Templates = request.app.state.ccguard_templates
+    return templates
+
+
+def _render(
+    request: Request, name: str, session: Session | None, status: int = 200, **values: Any
+) -> Response:
+    notice = NOTICES.get(request.query_params.get("notice", ""))
+    context = {"session": session, "notice": notice, **values}
+    return _templates(request).TemplateResponse(request, name, context, status_code=status)
+
+
+def _to_login(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only local paths: never redirect a freshly logged-in admin to another site.
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/quarantine"
+
+
+async def _login_form(request: Request) -> Response:
+    ctx = context_of(request)
+    if ctx.user_session(request) is not None:
+        return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+    session = ctx.session(request) or Session.new(None, ctx.codec.now())
+    response = _render(request, "login.html", session, next=request.query_params.get("next", ""))
+    ctx.set_cookie(response, session)
+    return response
+
+
+def _login_again(
+    request: Request, ctx: AdminContext, status: int, error: str, nxt: str
+) -> Response:
+    session = Session.new(None, ctx.codec.now())
+    response = _render(request, "login.html", session, status, error=error, next=nxt)
+    ctx.set_cookie(response, session)
+    return response
+
+
+async def _login(request: Request) -> Response:
+    ctx = context_of(request)
+    form = await request.form()
+    nxt = str(form.get("next", ""))
+    session = ctx.session(request)
+    if session is None or not session.csrf_ok(_field(form, "csrf_token")):
+        msg = "Your login form had expired. Please log in again."
+        return _login_again(request, ctx, 403, msg, nxt)
+    name, password = _field(form, "username") or "", _field(form, "password") or ""
+    outcome, wait = await ctx.check_login(client_ip(request), name, password)
+    if outcome == "throttled":
+        msg = f"Too many failed logins. Try again in {int(wait) + 1} seconds."
+        return _login_again(request, ctx, 429, msg, nxt)
+    if outcome == "bad":
+        return _login_again(request, ctx, 401, "Wrong user name or password.", nxt)
+    await ctx.review.audit(name, "login", "-", "ok", f"ip={client_ip(request)}")
+    response = RedirectResponse(_safe_next(nxt), status_code=303)
+    ctx.set_cookie(response, Session.new(name, ctx.codec.now()))  # new id: no fixation
+    return response
+
+
+def _field(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    return value if isinstance(value, str) else None
+
+
+async def _checked_post(request: Request) -> tuple[Session, FormData] | Response:
+    """The logged-in session and form of a POST whose CSRF token matches, else the error."""
+    ctx = context_of(request)
+    session = ctx.user_session(request)
+    if session is None:
+        return _to_login(request)
+    form = await request.form()
+    if not session.csrf_ok(_field(form, "csrf_token")):
+        return _render(
+            request,
+            "error.html",
+            session,
+            403,
+            title="Request refused",
+            message="The form's security token was missing or wrong. Go back, reload and retry.",
+        )
+    return session, form
+
+
+async def _logout(request: Request) -> Response:
+    checked = await _checked_post(request)
+    if isinstance(checked, Response):
+        return checked
+    session, _ = checked
+    ctx = context_of(request)
+    ctx.codec.revoke(session)
+    await ctx.review.audit(str(session.user), "logout", "-", "ok")
+    response = RedirectResponse("/login?notice=logged-out", status_code=303)
+    ctx.clear_cookie(response)
+    return response
+
+
+async def _home(request: Request) -> Response:
+    return RedirectResponse("/quarantine", status_code=303)
+
+
+async def _list(request: Request) -> Response:
+    ctx = context_of(request)
+    session = ctx.user_session(request)
+    if session is None:
+        return _to_login(request)
+    q = request.query_params
+    status = q.get("status", "held")
+    status = status if status in (*STATUSES, "all") else "held"
+    rule, sender = q.get("rule", "").strip(), q.get("sender", "").strip()
+    page_no = int(q["page"]) if q.get("page", "").isdigit() and int(q["page"]) > 0 else 1
+    page = await ctx.review.store.list(
+        status=None if status == "all" else status,
+        rule=rule or None,
+        sender=sender or None,
+        limit=PAGE_SIZE,
+        offset=(page_no - 1) * PAGE_SIZE,
+    )
+    filters = {"status": status, "rule": rule, "sender": sender}
+    return _render(
+        request,
+        "list.html",
+        session,
+        page=page,
+        page_no=page_no,
+        filters=filters,
+        statuses=(*STATUSES, "all"),
+        prev_query=urlencode({**filters, "page": page_no - 1}),
+        next_query=urlencode({**filters, "page": page_no + 1}),
+    )
+
+
+def _detail_page(
+    request: Request,
+    session: Session,
+    stored: StoredMessage,
+    *,
+    status: int = 200,
+    error: str | None = None,
+) -> Response:
+    return _render(
+        request,
+        "detail.html",
+        session,
+        status,
+        msg=stored,
+        preview=preview_message(stored.message) if stored.message else None,
+        explanation=explain_exposure(stored.exposure, stored.rule, stored.reason),
+        error=error,
+        mode_as_is=MODE_AS_IS,
+        mode_hidden=MODE_HIDDEN,
+    )
+
+
+def _not_found(request: Request, session: Session) -> Response:
+    return _render(
+        request,
+        "error.html",
+        session,
+        404,
+        title="No such message",
+        message="There is no quarantined message with this id (it may have been purged).",
+    )
+
+
+async def _detail(request: Request) -> Response:
+    ctx = context_of(request)
+    session = ctx.user_session(request)
+    if session is None:
+        return _to_login(request)
+    try:
+        stored = await ctx.review.view(request.path_params["id"], str(session.user))
+    except QuarantineNotFound:
+        return _not_found(request, session)
+    return _detail_page(request, session, stored)
+
+
+async def _act(request: Request) -> Response:
+    checked = await _checked_post(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    ctx, actor = context_of(request), str(session.user)
+    message_id, action = request.path_params["id"], request.path_params["action"]
+    mode = _field(form, "mode") or ""
+    try:
+        if action == "release" and mode in (MODE_AS_IS, MODE_HIDDEN):
+            await ctx.review.release(message_id, mode, actor)
+            return RedirectResponse(
+                f"/quarantine/{message_id}?notice=released-{mode}", status_code=303
+            )
+        if action == "delete":
+            await ctx.review.delete(message_id, actor)
+            return RedirectResponse("/quarantine?notice=deleted", status_code=303)
+        return _render(
+            request,
+            "error.html",
+            session,
+            400,
+            title="Bad request",
+            message="Unknown action or release mode.",
+        )
+    except QuarantineNotFound:
+        return _not_found(request, session)
+    except QuarantineStateError as exc:
+        error = f"Nothing was done: this message is already {exc.status}."
+        return await _detail_after_error(request, session, message_id, 409, error)
+    except UpstreamError as exc:
+        error = (
+            "The upstream mail server did not accept the message "
+            f"({exc.reply.code} {exc.reply.status}). It is still held; try again later."
+        )
+        return await _detail_after_error(request, session, message_id, 502, error)
+
+
+async def _detail_after_error(
+    request: Request, session: Session, message_id: str, status: int, error: str
+) -> Response:
+    stored = await context_of(request).review.store.get(message_id)
+    if stored is None:
+        return _not_found(request, session)
+    return _detail_page(request, session, stored, status=status, error=error)
+
+
+def web_routes() -> list[Route]:
+    """The HTML routes."""
+    return [
+        Route("/", _home, methods=["GET"]),
+        Route("/login", _login_form, methods=["GET"]),
+        Route("/login", _login, methods=["POST"]),
+        Route("/logout", _logout, methods=["POST"]),
+        Route("/quarantine", _list, methods=["GET"]),
+        Route("/quarantine/{id}", _detail, methods=["GET"]),
+        Route("/quarantine/{id}/{action:str}", _act, methods=["POST"]),
+    ]

@@ -1,0 +1,218 @@
+"""``ccguard quarantine list|show|release|delete|purge``: review held messages from a shell.
+
+Works on the same configuration and database as the running server (SQLite
+in WAL mode allows that).  Every action is audited with the actor
+``cli:<unix user>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from typing import Any
+
+from relay.admin.api import iso_time, summary_json
+from relay.admin.preview import explain_exposure, preview_message
+from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Releaser, Review
+from relay.cli.config import load_or_report
+from relay.errors import QuarantineNotFound, QuarantineStateError, StoreError, UpstreamError
+from relay.quarantine import open_store
+from relay.quarantine.store import STATUSES, StoredMessage
+from relay.settings import Settings
+
+__all__ = ["parse_age", "register"]
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\s*$")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
+Command = Callable[[Review, argparse.Namespace, Settings, AsyncExitStack], Awaitable[int]]
+
+
+def parse_age(text: str) -> float:
+    """``30d`` / ``12h`` / ``90m`` → seconds; raises ValueError otherwise."""
+    match = _AGE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not an age like 30d, 12h or 90m")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class _QuietLog:
+    """The CLI's log: the audit table has the record; nothing is printed."""
+
+    def info(self, event: str, **kw: Any) -> None:
+        return None
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"ccguard quarantine: {message}", file=sys.stderr)
+    return code
+
+
+async def _list(review: Review, args: argparse.Namespace, _: Settings, __: Any) -> int:
+    page = await review.store.list(
+        status=None if args.status == "all" else args.status,
+        rule=args.rule,
+        sender=args.sender,
+        limit=args.limit,
+    )
+    if args.json:
+        print(json.dumps([summary_json(item) for item in page.items], indent=2))
+        return 0
+    row = "{:<26} {:<20} {:<8} {:>4} {:>4} {:<16} {:>8}  {:<28} {}"
+    print(row.format("ID", "RECEIVED", "STATUS", "EXT", "DOM", "RULE", "SIZE", "SENDER", "SUBJECT"))
+    for m in page.items:
+        received = (iso_time(m.received_at) or "")[:19]
+        ext, dom = m.exposure.get("visible_external", 0), m.exposure.get("external_domains", 0)
+        sender, rule = m.mail_from or "<>", m.rule or "-"
+        print(row.format(m.id, received, m.status, ext, dom, rule, m.size, sender, m.subject))
+    print(f"{len(page.items)} of {page.total} message(s)")
+    return 0
+
+
+def _print_message(stored: StoredMessage) -> None:
+    print(f"Id:         {stored.id}")
+    print(f"Status:     {stored.status}")
+    print(f"Received:   {iso_time(stored.received_at)} from {stored.client_ip or '?'}")
+    print(f"Sender:     {stored.mail_from or '<>'}")
+    print(f"Subject:    {stored.subject}")
+    print(f"Size:       {stored.size} bytes")
+    print(f"Rule:       {stored.rule or '-'}")
+    print()
+    for line in explain_exposure(stored.exposure, stored.rule, stored.reason):
+        print(line)
+    print(f"\nRecipients ({len(stored.rcpt_tos)}):")
+    for rcpt in stored.rcpt_tos:
+        print(f"  {rcpt}")
+    if stored.message:
+        preview = preview_message(stored.message)
+        print("\n--- text" + (" (from HTML)" if preview.from_html else "") + " ---")
+        print(preview.text)
+
+
+async def _show(review: Review, args: argparse.Namespace, _: Settings, __: Any) -> int:
+    stored = await review.view(args.id, _actor())
+    if args.json:
+        data = summary_json(stored)
+        data["rcpt_tos"] = list(stored.rcpt_tos)
+        data["text_preview"] = preview_message(stored.message).text if stored.message else ""
+        print(json.dumps(data, indent=2))
+    else:
+        _print_message(stored)
+    return 0
+
+
+async def _make_releaser(settings: Settings, stack: AsyncExitStack) -> Releaser:
+    # Imported here: only `release` needs the upstream client and the rewrite code.
+    from relay.actions.release import QuarantineReleaser
+    from relay.inspect.domains import DomainMatcher
+    from relay.upstream import UpstreamClient
+
+    hostname = settings.upstream.helo_name or settings.smtp.hostname
+    client = UpstreamClient(settings.upstream, local_hostname=hostname)
+    stack.push_async_callback(client.close)
+    matcher = DomainMatcher(settings.organisation.internal_domains)
+    return QuarantineReleaser(client, matcher)
+
+
+async def _release(
+    review: Review, args: argparse.Namespace, settings: Settings, stack: AsyncExitStack
+) -> int:
+    review.releaser = await _make_releaser(settings, stack)
+    mode = MODE_HIDDEN if args.hidden else MODE_AS_IS
+    try:
+        _, reply = await review.release(args.id, mode, _actor())
+    except UpstreamError as exc:
+        return _fail(f"the upstream did not accept the message ({exc.reply}); it is still held")
+    how = "with external recipients hidden" if args.hidden else "as sent"
+    print(f"released {args.id} {how}; upstream said: {reply}")
+    return 0
+
+
+async def _delete(review: Review, args: argparse.Namespace, _: Settings, __: Any) -> int:
+    await review.delete(args.id, _actor())
+    print(f"deleted {args.id}")
+    return 0
+
+
+async def _purge(review: Review, args: argparse.Namespace, _: Settings, __: Any) -> int:
+    count = await review.purge(time.time() - args.older_than, _actor())
+    print(f"purged {count} message(s) older than {args.older_than / 86400:g} days")
+    return 0
+
+
+async def _run(command: Command, args: argparse.Namespace, settings: Settings) -> int:
+    async with AsyncExitStack() as stack:
+        store = open_store(settings.quarantine)
+        await store.open()
+        stack.push_async_callback(store.close)
+        review = Review(store, None, _QuietLog())
+        try:
+            return await command(review, args, settings, stack)
+        except QuarantineNotFound:
+            return _fail(f"no quarantined message with id {args.id}")
+        except QuarantineStateError as exc:
+            return _fail(f"message {args.id} is already {exc.status}; nothing done")
+
+
+def _runner(command: Command) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        settings = load_or_report(args.config)
+        if settings is None:
+            return 2
+        try:
+            return asyncio.run(_run(command, args, settings))
+        except StoreError as exc:
+            return _fail(f"quarantine store: {exc}")
+
+    return run
+
+
+def _age(text: str) -> float:
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``quarantine list|show|release|delete|purge``."""
+    q = subparsers.add_parser("quarantine", help="review held messages", parents=[common])
+    sub = q.add_subparsers(dest="quarantine_command", metavar="SUBCOMMAND", required=True)
+    listing = sub.add_parser("list", help="list messages, newest first", parents=[common])
+    listing.add_argument("--status", choices=(*STATUSES, "all"), default="held")
+    listing.add_argument("--rule", help="only messages held by this rule")
+    listing.add_argument("--sender", help="only messages from this envelope sender")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=_runner(_list))
+    show = sub.add_parser("show", help="show one message (audited)", parents=[common])
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.set_defaults(func=_runner(_show))
+    release = sub.add_parser("release", help="deliver a held message", parents=[common])
+    release.add_argument("id")
+    release.add_argument(
+        "--hidden", action="store_true", help="hide the external recipients (rewrite)"
+    )
+    release.set_defaults(func=_runner(_release))
+    delete = sub.add_parser("delete", help="delete a held message", parents=[common])
+    delete.add_argument("id")
+    delete.set_defaults(func=_runner(_delete))
+    purge = sub.add_parser("purge", help="remove old messages of any status", parents=[common])
+    purge.add_argument(
+        "--older-than", required=True, type=_age, metavar="AGE", help="e.g. 30d, 12h, 90m"
+    )
+    purge.set_defaults(func=_runner(_purge))

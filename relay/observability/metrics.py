@@ -1,0 +1,294 @@
+"""Prometheus metrics of one ccguard process, in a registry of their own.
+
+Every metric lives in the :class:`Metrics` instance's own
+:class:`~prometheus_client.CollectorRegistry` (no module globals), so tests and
+embedded uses can create as many as they like.  Names follow Prometheus
+conventions: ``ccguard_`` prefix, base units (seconds, bytes), ``_total``
+counters, and no label ever carries an address or another unbounded value.
+
+Label values that alerts depend on are created at start-up with value 0, so
+``rate()`` and ``increase()`` work from the first scrape instead of only after
+the first failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import Metric
+
+from relay import __version__
+
+if TYPE_CHECKING:
+    from relay.policy.verdict import Verdict
+
+__all__ = [
+    "ACTIONS",
+    "COUNT_BUCKETS",
+    "NOTIFICATION_RESULTS",
+    "NO_RULE",
+    "POLICY_MODES",
+    "SMTP_STAGES",
+    "UPSTREAM_ERROR_KINDS",
+    "UPSTREAM_OUTCOMES",
+    "Metrics",
+    "code_class",
+]
+
+#: ``rule`` label value of messages no rule matched.
+NO_RULE = "none"
+ACTIONS = ("pass", "tag", "rewrite", "split", "reject", "quarantine")
+SMTP_STAGES = ("connect", "helo", "mail", "rcpt", "data", "other")
+CODE_CLASSES = ("2xx", "4xx", "5xx")
+UPSTREAM_ERROR_KINDS = ("refused", "timeout", "disconnect", "4xx", "5xx", "tls")
+UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
+NOTIFICATION_RESULTS = ("sent", "failed")
+POLICY_MODES = ("enforce", "monitor")
+QUARANTINE_STATUSES = ("held",)
+
+#: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
+COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
+SIZE_BUCKETS = (1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 10485760, 26214400, 52428800)
+INSPECTION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+UPSTREAM_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class _WithoutCreated:
+    """A view of a registry without the ``*_created`` timestamp series.
+
+    They double the series count and no dashboard or alert uses them; filtering
+    here avoids prometheus_client's process-wide switch.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._registry.collect():
+            metric.samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            yield metric
+
+
+def code_class(code: int) -> str:
+    """``"2xx"`` … ``"5xx"`` for an SMTP reply code, ``"other"`` for anything else."""
+    return f"{code // 100}xx" if 200 <= code < 600 else "other"
+
+
+class Metrics:
+    """All ccguard metrics; attributes are the prometheus_client objects.
+
+    ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
+    ``monitor``) into ``ccguard_policy_mode``.  Use the helper methods where
+    there is one; they keep label values inside the documented sets.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        version: str = __version__,
+        mode: str = "enforce",
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._traffic()
+        self._exposure()
+        self._upstream()
+        self._quarantine()
+        self._info(version)
+        self.set_policy_mode(mode)
+
+    def _traffic(self) -> None:
+        reg = self.registry
+        self.messages = Counter(
+            "ccguard_messages",
+            "Messages by the action taken and the rule that matched "
+            f'(rule="{NO_RULE}" when none did).',
+            ["action", "rule"],
+            registry=reg,
+        )
+        self.messages.labels(action="pass", rule=NO_RULE)
+        self.smtp_replies = Counter(
+            "ccguard_smtp_replies",
+            "SMTP replies sent to clients by stage and code class.",
+            ["stage", "code_class"],
+            registry=reg,
+        )
+        for stage in SMTP_STAGES:
+            for cls in CODE_CLASSES:
+                self.smtp_replies.labels(stage=stage, code_class=cls)
+        self.sessions_active = Gauge(
+            "ccguard_smtp_sessions_active", "SMTP client sessions open now.", registry=reg
+        )
+
+    def _exposure(self) -> None:
+        reg = self.registry
+        self.visible_external = Histogram(
+            "ccguard_visible_external_recipients",
+            "Visible external recipient addresses per message.",
+            buckets=COUNT_BUCKETS,
+            registry=reg,
+        )
+        self.external_domains = Histogram(
+            "ccguard_external_domains",
+            "Distinct visible external domains per message.",
+            buckets=COUNT_BUCKETS,
+            registry=reg,
+        )
+        self.message_size = Histogram(
+            "ccguard_message_size_bytes",
+            "Size of received messages in bytes.",
+            buckets=SIZE_BUCKETS,
+            registry=reg,
+        )
+        self.inspection_duration = Histogram(
+            "ccguard_inspection_duration_seconds",
+            "Time to inspect a message's headers.",
+            buckets=INSPECTION_BUCKETS,
+            registry=reg,
+        )
+
+    def _upstream(self) -> None:
+        reg = self.registry
+        self.upstream_duration = Histogram(
+            "ccguard_upstream_duration_seconds",
+            "Time to hand a message to the upstream server, by outcome.",
+            ["outcome"],
+            buckets=UPSTREAM_BUCKETS,
+            registry=reg,
+        )
+        for outcome in UPSTREAM_OUTCOMES:
+            self.upstream_duration.labels(outcome=outcome)
+        self.upstream_errors = Counter(
+            "ccguard_upstream_errors",
+            "Failed upstream deliveries by kind of failure.",
+            ["kind"],
+            registry=reg,
+        )
+        for kind in UPSTREAM_ERROR_KINDS:
+            self.upstream_errors.labels(kind=kind)
+
+    def _quarantine(self) -> None:
+        reg = self.registry
+        self.quarantine_messages = Gauge(
+            "ccguard_quarantine_messages",
+            "Messages in the quarantine by status.",
+            ["status"],
+            registry=reg,
+        )
+        for status in QUARANTINE_STATUSES:
+            self.quarantine_messages.labels(status=status)
+        self._quarantine_statuses: set[str] = set(QUARANTINE_STATUSES)
+        self.quarantine_oldest_held = Gauge(
+            "ccguard_quarantine_oldest_held_seconds",
+            "Age of the oldest message still held in the quarantine (0 when none).",
+            registry=reg,
+        )
+        self.store_errors = Counter(
+            "ccguard_store_errors",
+            "Quarantine / ledger store operations that failed.",
+            registry=reg,
+        )
+        self.notifications = Counter(
+            "ccguard_notifications",
+            "Notices sent to senders, by result.",
+            ["result"],
+            registry=reg,
+        )
+        for result in NOTIFICATION_RESULTS:
+            self.notifications.labels(result=result)
+
+    def _info(self, version: str) -> None:
+        reg = self.registry
+        self.build_info = Gauge(
+            "ccguard_build_info",
+            "Always 1; the version label says which ccguard runs.",
+            ["version"],
+            registry=reg,
+        )
+        self.build_info.labels(version=version).set(1)
+        self.policy_mode = Gauge(
+            "ccguard_policy_mode",
+            "1 for the policy mode in force, 0 for the others.",
+            ["mode"],
+            registry=reg,
+        )
+
+    # -- helpers the SMTP path calls -------------------------------------------------
+
+    def set_policy_mode(self, mode: str) -> None:
+        """Mark ``mode`` as the one in force (1) and every other known mode 0."""
+        for known in {*POLICY_MODES, mode}:
+            self.policy_mode.labels(mode=known).set(1 if known == mode else 0)
+
+    def declare_rules(self, rules: Iterable[tuple[str, str]]) -> None:
+        """Create the ``(action, rule)`` series of the configured rules at 0.
+
+        Pass ``(rule.action, rule.name)`` for every rule, plus ``("tag", name)``
+        in monitor mode, so alerts on a rise in rejections see a zero baseline.
+        """
+        for action, rule in rules:
+            self.messages.labels(action=str(action), rule=rule)
+
+    def observe_message(self, verdict: Verdict, size: int, inspect_seconds: float) -> None:
+        """Count one message by its verdict; record exposure, size and inspection time."""
+        self.messages.labels(action=str(verdict.action), rule=verdict.rule or NO_RULE).inc()
+        self.visible_external.observe(verdict.exposure.visible_external)
+        self.external_domains.observe(verdict.exposure.external_domains)
+        self.message_size.observe(size)
+        self.inspection_duration.observe(inspect_seconds)
+
+    def observe_reply(self, stage: str, code: int) -> None:
+        """Count one SMTP reply; unknown stages count as ``other``."""
+        stage = stage if stage in SMTP_STAGES else "other"
+        self.smtp_replies.labels(stage=stage, code_class=code_class(code)).inc()
+
+    def session_opened(self) -> None:
+        """One more SMTP session is open."""
+        self.sessions_active.inc()
+
+    def session_closed(self) -> None:
+        """One SMTP session ended."""
+        self.sessions_active.dec()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """Count a session as open while the block runs."""
+        self.session_opened()
+        try:
+            yield
+        finally:
+            self.session_closed()
+
+    def observe_upstream(self, outcome: str, seconds: float, error_kind: str | None = None) -> None:
+        """Record one upstream delivery attempt (``accepted``, ``refused`` or ``error``)
+        and, for a failure, count it under ``error_kind`` (refused, timeout, ...)."""
+        self.upstream_duration.labels(outcome=outcome).observe(seconds)
+        if error_kind is not None:
+            self.upstream_errors.labels(kind=error_kind).inc()
+
+    def store_error(self) -> None:
+        """Count one failed store operation."""
+        self.store_errors.inc()
+
+    def notification(self, result: str) -> None:
+        """Count one sender notice: ``sent`` or ``failed``."""
+        self.notifications.labels(result=result).inc()
+
+    def set_quarantine(self, counts: Mapping[str, int], oldest_held_age: float | None) -> None:
+        """Set the quarantine gauges from the store's counts by status.
+
+        A status seen before but missing from ``counts`` drops to 0;
+        ``oldest_held_age`` is in seconds, ``None`` when nothing is held.
+        """
+        self._quarantine_statuses.update(counts)
+        for status in self._quarantine_statuses:
+            self.quarantine_messages.labels(status=status).set(counts.get(status, 0))
+        self.quarantine_oldest_held.set(max(oldest_held_age or 0.0, 0.0))
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition (format 0.0.4) and its content type."""
+        return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_PLAIN_0_0_4

@@ -1,0 +1,165 @@
+"""``ccguard`` as a process: config errors, graceful shutdown, swaks through to the sink."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import smtplib
+import subprocess
+from pathlib import Path
+
+from tests.helpers.process import free_port, run_ccguard, start_ccguard, wait_for_port
+from tests.helpers.upstream import RecordingUpstream
+
+BAD = """
+[smtp]
+listen = "localhost"
+max_recipients = 0
+colour = "blue"
+
+[upstream]
+starttls = "sometimes"
+
+[[policy.rules]]
+name = "big"
+action = "shred"
+"""
+EXPECTED_LINES = [
+    "  smtp.listen: expected HOST:PORT, e.g. 127.0.0.1:10025 or [::1]:10025",
+    "  smtp.max_recipients: Input should be greater than 0",
+    "  smtp.colour: unknown key",
+    "  upstream.starttls: Input should be 'off', 'opportunistic' or 'required'",
+    "  policy.rules[0].action: Input should be 'pass', 'tag', 'rewrite', 'split', 'reject' or"
+    " 'quarantine'",
+]
+
+
+def test_config_check_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(BAD)
+    result = run_ccguard("config", "check", "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["ccguard: invalid configuration:", *EXPECTED_LINES]
+
+
+def test_serve_refuses_bad_config_with_same_message(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(BAD)
+    result = run_ccguard("serve", env={"CCGUARD_CONFIG": str(config)})
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[1:] == EXPECTED_LINES
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    config = tmp_path / "ok.toml"
+    config.write_text('[upstream]\nhost = "127.0.0.1"\nport = 2525\n')
+    ok = run_ccguard("config", "check", "--config", str(config))
+    assert ok.returncode == 0, ok.stderr
+    bad = run_ccguard(
+        "--config", str(config), "config", "check", env={"CCGUARD_UPSTREAM__PORT": "70000"}
+    )
+    assert bad.returncode == 2
+    assert "upstream.port: Input should be less than or equal to 65535" in bad.stderr
+
+
+def test_missing_and_unparsable_config_files(tmp_path: Path) -> None:
+    missing = run_ccguard("config", "check", "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and "nope.toml: file not found" in missing.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[smtp\nlisten=")
+    result = run_ccguard("config", "check", "--config", str(broken))
+    assert result.returncode == 2 and "broken.toml: not valid TOML" in result.stderr
+
+
+def write_config(tmp_path: Path, listen_port: int, upstream_port: int, **extra: str) -> Path:
+    config = tmp_path / "ccguard.toml"
+    config.write_text(
+        f'[smtp]\nlisten = "127.0.0.1:{listen_port}"\nhostname = "ccguard.test"\n'
+        f"shutdown_grace = 20\n"
+        f'[upstream]\nhost = "127.0.0.1"\nport = {upstream_port}\nstarttls = "off"\n'
+        f'[quarantine]\ndatabase = "{tmp_path}/ccguard.db"\n'
+        f"[admin]\nenabled = false\n"
+        f'[logging]\nhash_key = "test-key"\n' + "".join(extra.values())
+    )
+    return config
+
+
+def send(port: int) -> dict[str, object]:
+    """Send one message; during shutdown the QUIT that follows may get 421, which is fine."""
+    client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    try:
+        return client.sendmail(
+            "alice@example.org",
+            ["bob@example.com"],
+            b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: last one\r\n\r\nhi\r\n",
+        )
+    finally:
+        client.close()
+
+
+async def test_sigterm_lets_transaction_in_flight_finish(
+    tmp_path: Path, upstream: RecordingUpstream
+) -> None:
+    upstream.data_delay = 1.5
+    port = free_port()
+    proc = start_ccguard("serve", "--config", str(write_config(tmp_path, port, upstream.port)))
+    try:
+        await asyncio.to_thread(wait_for_port, port, proc)
+        client = asyncio.create_task(asyncio.to_thread(send, port))
+        while upstream.data_started == 0:  # wait until the message is with the slow upstream
+            await asyncio.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        assert await client == {}
+        code = await asyncio.to_thread(proc.wait, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        out, err = proc.communicate()
+    assert code == 0, err
+    assert len(upstream.messages) == 1
+    assert b"Subject: last one" in upstream.messages[0].data
+    assert b"ccguard stopped" in out
+    # Nothing about the people involved is in the log in clear.
+    assert b"example.com" not in out + err and b"alice@" not in out + err
+
+
+def test_swaks_through_ccguard_lands_in_sink(tmp_path: Path) -> None:
+    swaks = shutil.which("swaks")
+    assert swaks, (
+        "swaks is not installed (Debian package swaks): run scripts/install-system-deps.sh"
+    )
+    sink_port, relay_port = free_port(), free_port()
+    sink_dir = tmp_path / "sink"
+    sink = start_ccguard("sink", "--listen", f"127.0.0.1:{sink_port}", "--dir", str(sink_dir))
+    relay = start_ccguard("serve", "--config", str(write_config(tmp_path, relay_port, sink_port)))
+    try:
+        wait_for_port(sink_port, sink)
+        wait_for_port(relay_port, relay)
+        result = subprocess.run(
+            [
+                swaks,
+                "--server",
+                f"127.0.0.1:{relay_port}",
+                "--from",
+                "alice@example.org",
+                "--to",
+                "someone@example.com",
+                "--header",
+                "Subject: swaks test",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        emls = sorted(sink_dir.glob("*.eml"))
+        assert len(emls) == 1
+        data = emls[0].read_bytes()
+        assert b"Subject: swaks test" in data and b"by ccguard.test (ccguard)" in data
+        assert '"rcpt_tos": ["someone@example.com"]' in emls[0].with_suffix(".json").read_text()
+    finally:
+        for proc in (relay, sink):
+            proc.terminate()
+            proc.wait(20)
