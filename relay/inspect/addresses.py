@@ -28,7 +28,7 @@ __all__ = [
 _TOKEN = re.compile(
     r"""(?P<ws>[ \t\r\n]+)
       | (?P<q>"(?:[^"\\]|\\.)*")
-      | (?P<lit>\[(?:[^\[\]\\]|\\.)*\])
+      | (?P<lit>\[[^\[\]\\]*\])
       | (?P<cmt>\()
       | (?P<sp>[<>,:;@.])
       | (?P<atom>[^ \t\r\n"\[\]()<>,:;@.\\]+)
@@ -39,9 +39,7 @@ _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]"
 _DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 _NEEDS_ESCAPE = re.compile(r'(["\\])')
-_ADDRESS_LIKE = re.compile(
-    r"""[^\s<>()\[\],;:"@]+@(?:\[[^\[\]\s]*\]|[^\s<>()\[\],;:"@]+)""",
-)
+_NOT_ADDRESS = re.compile(r"""[\s<>(),;:"]+""")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 
 WORD = ("atom", "q")
@@ -106,22 +104,34 @@ def address_like_tokens(text: str) -> list[str]:
     """Every ``something@domain`` in ``text`` (after decoding encoded words),
     normalised, in order, without repeats."""
     seen: dict[str, None] = {}
-    for match in _ADDRESS_LIKE.finditer(decode_encoded_words(text)):
-        token = match.group().strip(".'`")
-        if "@" in token and not token.startswith("@") and not token.endswith("@"):
-            seen.setdefault(normalise_address(token), None)
+    for chunk in _NOT_ADDRESS.split(decode_encoded_words(text)):
+        local, at, domain = chunk.rpartition("@")
+        local = local.strip("[].'`")
+        if domain.startswith("[") and "]" in domain:
+            domain = domain[: domain.index("]") + 1]
+        else:
+            domain = domain.strip("[].'`")
+        if at and local and domain:
+            seen.setdefault(normalise_address(f"{local}@{domain}"), None)
     return list(seen)
 
 
 def _tokenize(value: str) -> list[_Tok]:
     tokens: list[_Tok] = []
+    closes = _paren_matches(value) if "(" in value else {}
+    quotes_close = True
     pos, end = 0, len(value)
     while pos < end:
+        if value[pos] == '"' and not quotes_close:
+            # An earlier quote never closed, so no later one can (see _paren_matches).
+            tokens.append(_Tok("err", '"', pos, pos + 1))
+            pos += 1
+            continue
         match = _TOKEN.match(value, pos)
         assert match is not None  # the "err" alternative matches any character
         kind = match.lastgroup or "err"
         if kind == "cmt":
-            close = _comment_end(value, pos)
+            close = closes.get(pos, -1)
             if close < 0:
                 tokens.append(_Tok("err", "(", pos, pos + 1))
                 pos += 1
@@ -131,27 +141,34 @@ def _tokenize(value: str) -> list[_Tok]:
         if kind == "sp":
             tokens.append(_Tok(match.group(), match.group(), pos, match.end()))
         elif kind != "ws":
+            quotes_close = quotes_close and not (kind == "err" and match.group() == '"')
             tokens.append(_Tok(kind, match.group(), pos, match.end()))
         pos = match.end()
     return tokens
 
 
-def _comment_end(value: str, pos: int) -> int:
-    """Index just past the comment opened at ``pos`` (nested), or -1."""
-    depth, i, end = 0, pos, len(value)
+def _paren_matches(value: str) -> dict[int, int]:
+    """Index of each ``(`` → index just past its ``)``, nested, in one pass.
+
+    Scanning each comment separately is quadratic on ``((((...`` (a denial of
+    service on a 1 MiB header); a stack gives the same pairs in linear time.
+    An unmatched quote after an unclosed one is rejected the same way: every
+    quote the first scan passed over was escaped, so a rescan would fail too.
+    """
+    stack: list[int] = []
+    closes: dict[int, int] = {}
+    i, end = 0, len(value)
     while i < end:
         char = value[i]
         if char == "\\":
             i += 2
             continue
         if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+            stack.append(i)
+        elif char == ")" and stack:
+            closes[stack.pop()] = i + 1
         i += 1
-    return -1
+    return closes
 
 
 def _word_value(tok: _Tok) -> str:

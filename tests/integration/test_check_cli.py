@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import mailbox
+import os
+import pty
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +205,30 @@ def test_not_a_maildir_exits_2(tmp_path: Path) -> None:
     result = _run(tmp_path, "--maildir", str(tmp_path))
     assert result.returncode == 2
     assert "not a maildir" in result.stderr
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
+    path = tmp_path / "sent.mbox"
+    _fill(mailbox.mbox(str(path)))
+    config = tmp_path / "ccguard.toml"
+    config.write_text(CONFIG)
+    argv = [sys.executable, "-m", "relay", "check", "--config", str(config), "--mbox", str(path)]
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdout and stderr are the terminal
+        os.chdir(REPO)
+        os.execv(sys.executable, argv)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    text = output.decode()
+    assert "[##############################] 5/5" in text
+    assert "Impact report" in text
