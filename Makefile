@@ -5,9 +5,7 @@ VENV := .venv
 .PHONY: run test lint venv clean bench
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	PYTHON=$(PYTHON) ./scripts/bootstrap-venv.sh
 	touch $@
 
 venv: $(VENV)/.installed
@@ -16,7 +14,7 @@ run: venv
 	./scripts/run-demo.sh
 
 lint: venv
-	$(VENV)/bin/ruff check relay tests
+	$(VENV)/bin/ruff check relay tests bench
 	$(VENV)/bin/mypy relay
 
 test: venv
