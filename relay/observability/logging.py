@@ -63,6 +63,7 @@ def scrub_addresses(redactor: Redactor) -> Processor:
 def _structure_access_log(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Turn uvicorn's ``client - "GET /path HTTP/1.1" 200`` into fields."""
     args = event_dict.pop("positional_args", ())
+    event_dict.pop("color_message", None)  # uvicorn's ANSI-coloured copy of the event
     record = event_dict.get("_record")
     if record is not None and record.name == "uvicorn.access" and len(args) == 5:
         event_dict.update(zip(_ACCESS_FIELDS, args, strict=True))
