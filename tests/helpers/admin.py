@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from starlette.applications import Starlette
 
 from relay.actions.release import QuarantineReleaser
 from relay.admin import create_admin_app
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB
+from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
 from relay.quarantine import SqliteStore
 from relay.quarantine.store import NewMessage
 from relay.settings import AdminSettings, UpstreamSettings
 from relay.upstream import UpstreamClient
+from tests.helpers.upstream import RecordingUpstream
 
 PASSWORD = "correct horse battery staple"
 EXTERNAL_RCPTS = tuple(
@@ -34,50 +33,9 @@ EXTERNAL_RCPTS = tuple(
 INTERNAL_RCPTS = ("hr@example.org", "boss@example.org")
 
 
-@dataclass
-class Received:
-    """One message the recording upstream accepted."""
-
-    mail_from: str
-    rcpt_tos: list[str]
-    data: bytes
-
-
-@dataclass
-class RecordingUpstream:
-    """A real aiosmtpd server on 127.0.0.1 (ephemeral port) that keeps what it receives."""
-
-    received: list[Received] = field(default_factory=list)
-    port: int = 0
-    _server: asyncio.base_events.Server | None = None
-    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        data = envelope.original_content or b""
-        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), data))
-        self._arrived.set()
-        return "250 2.0.0 Ok: queued as REC1"
-
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: SMTP(self, hostname="upstream.example.net", decode_data=False),
-            "127.0.0.1",
-            self.port,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-
 @contextlib.asynccontextmanager
 async def recording_upstream() -> AsyncIterator[RecordingUpstream]:
-    upstream = RecordingUpstream()
-    await upstream.start()
+    upstream = await RecordingUpstream().start()
     try:
         yield upstream
     finally:
@@ -87,19 +45,12 @@ async def recording_upstream() -> AsyncIterator[RecordingUpstream]:
 @contextlib.asynccontextmanager
 async def serve_app(app: Starlette) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on 127.0.0.1 (ephemeral port) in this loop; yields the URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
+    server = HttpServer("admin", app, "127.0.0.1:0")
+    await server.start()
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{server.port}"
     finally:
-        server.should_exit = True
-        await task
+        await server.stop()
 
 
 class ListLog:

@@ -122,14 +122,14 @@ async def test_release_as_is_delivers_and_second_release_is_409(env: Env) -> Non
     assert resp.status_code == 200, resp.text
     assert resp.json()["status"] == "released"
     assert resp.json()["upstream_reply"].startswith("250")
-    [got] = env.upstream.received
+    [got] = env.upstream.messages
     assert got.data.replace(b"\r\n", b"\n") == new.message.replace(b"\r\n", b"\n")
     assert sorted(got.rcpt_tos) == sorted(new.rcpt_tos)
 
     again = await env.client.post(url, json={"mode": "as-is"}, headers=basic())
     assert again.status_code == 409
     assert again.json()["status"] == "released"
-    assert len(env.upstream.received) == 1
+    assert len(env.upstream.messages) == 1
     stored = await env.store.get(msg_id)
     assert stored is not None and stored.released_by == "alice"
     assert await audit_of(env, msg_id) == [
@@ -157,7 +157,7 @@ async def test_release_with_bad_mode_is_400(env: Env, body: object) -> None:
     resp = await env.client.post(f"/api/quarantine/{msg_id}/release", json=body, headers=basic())
     assert resp.status_code == 400
     assert resp.json()["error"] == "bad_mode"
-    assert env.upstream.received == []
+    assert env.upstream.messages == []
 
 
 async def test_release_with_broken_json_is_400(env: Env) -> None:
@@ -182,7 +182,7 @@ async def test_delete_then_release_or_delete_again_is_409(env: Env) -> None:
         )
         assert again.status_code == 409
         assert again.json()["status"] == "deleted"
-    assert env.upstream.received == []
+    assert env.upstream.messages == []
     assert await audit_of(env, msg_id) == [
         ("alice", "delete", "ok"),
         ("alice", "view", "ok"),
@@ -211,7 +211,7 @@ async def test_release_hidden_delivers_the_rewritten_message(env: Env) -> None:
     )
     assert resp.status_code == 200, resp.text
     assert resp.json()["release_mode"] == "rewrite"
-    [got] = env.upstream.received
+    [got] = env.upstream.messages
     headers = got.data.split(b"\r\n\r\n", 1)[0].decode()
     assert not any(addr in headers for addr in EXTERNAL_RCPTS)
     assert "hr@example.org" in headers

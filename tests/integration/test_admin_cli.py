@@ -98,11 +98,11 @@ async def test_release_hidden_then_again_is_refused(cli: Cli) -> None:
     code, out, err = await cli.run("quarantine", "release", msg_id, "--hidden")
     assert code == 0, err
     assert "hidden" in out and "250" in out
-    [got] = cli.upstream.received
+    [got] = cli.upstream.messages
     assert b"trainee0@example.com" not in got.data.split(b"\r\n\r\n")[0]
     code, _, err = await cli.run("quarantine", "release", msg_id)
     assert code == 1 and "already released" in err
-    assert len(cli.upstream.received) == 1
+    assert len(cli.upstream.messages) == 1
     assert await _audit(cli, msg_id) == [(ACTOR, "release", "ok"), (ACTOR, "release", "conflict")]
 
 

@@ -105,7 +105,7 @@ async def test_login_list_detail_release_logout(env: Env) -> None:
     assert released.status_code == 303
     page = await env.client.get(released.headers["location"])
     assert "Released: the message was delivered as sent." in page.text
-    assert len(env.upstream.received) == 1
+    assert len(env.upstream.messages) == 1
 
     old_cookies = dict(env.client.cookies)
     out = await env.client.post("/logout", data={"csrf_token": _csrf(page.text)})
@@ -132,7 +132,7 @@ async def test_release_form_without_the_right_csrf_token_is_403(
     form = {"mode": "as-is"} | ({"csrf_token": token} if token else {})
     resp = await env.client.post(f"/quarantine/{msg_id}/release", data=form)
     assert resp.status_code == 403
-    assert env.upstream.received == []
+    assert env.upstream.messages == []
     stored = await env.store.get(msg_id)
     assert stored is not None and stored.status == "held"
 
