@@ -24,6 +24,7 @@ class SessionRegistry:
     def __init__(self) -> None:
         self.closing = False
         self._sessions: set[SessionHandler] = set()
+        self._messages: set[asyncio.Future[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -34,9 +35,19 @@ class SessionRegistry:
         self._sessions.discard(session)
         self.update()
 
+    def track(self, task: asyncio.Future[Any]) -> None:
+        """Keep a message being finished alive, and let shutdown wait for it."""
+        self._messages.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._messages.discard(task)
+        self.update()
+
     def update(self) -> None:
         """Recompute whether any transaction is in flight."""
-        if any(s.in_transaction for s in self._sessions):
+        if self._messages or any(s.in_transaction for s in self._sessions):
             self._idle.clear()
         else:
             self._idle.set()

@@ -150,23 +150,36 @@ class SessionHandler:
         return "250 2.0.0 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        txn = self._txn
+        # From here the message's own task owns the upstream transaction, shielded
+        # so a client that hangs up cannot leave a delivery or split half done.
+        txn, self._txn = self._txn, None
         if txn is None:
             return str(codes.UPSTREAM_UNAVAILABLE)
         env = self._envelope(session, envelope)
-        message: bytes = envelope.original_content
-        started = time.monotonic()
-        verdict = await self._ctx.decider.decide(env, message)
-        inspect_seconds = time.monotonic() - started
-        trace = received_header(env, hostname=self._ctx.settings.hostname, now=datetime.now(UTC))
+        task = asyncio.ensure_future(self._finish_message(txn, env, envelope.original_content))
+        self._ctx.sessions.track(task)
+        return str(await asyncio.shield(task))
+
+    async def _finish_message(
+        self, txn: UpstreamTransaction, env: Envelope, message: bytes
+    ) -> Reply:
+        """Decide, act, log and count one message; the transaction is always closed."""
         try:
-            reply = await self._ctx.dispatcher.act(env, message, verdict, txn, trace)
-        except UpstreamError as exc:
-            reply = exc.reply
+            started = time.monotonic()
+            verdict = await self._ctx.decider.decide(env, message)
+            inspect_seconds = time.monotonic() - started
+            now = datetime.now(UTC)
+            trace = received_header(env, hostname=self._ctx.settings.hostname, now=now)
+            try:
+                reply = await self._ctx.dispatcher.act(env, message, verdict, txn, trace)
+            except UpstreamError as exc:
+                reply = exc.reply
+        finally:
+            await txn.abort()  # a no-op when the dispatcher already finished it
         self._log_transaction(env, len(message), verdict, reply, inspect_seconds)
         if self._ctx.metrics is not None:
             self._ctx.metrics.observe_message(verdict, len(message), inspect_seconds)
-        return str(reply)
+        return reply
 
     async def handle_exception(self, error: Exception) -> str:
         ref = self.queue_id or new_queue_id()

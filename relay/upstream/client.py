@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,9 @@ class UpstreamTransaction:
             resp = await self._smtp().rcpt(address, options=list(options), encoding=self._encoding)
         except aiosmtplib.SMTPRecipientRefused as exc:
             return reply_from_response(exc.code, exc.message)
+        except asyncio.CancelledError:
+            self._drop()
+            raise
         except Exception as exc:
             raise await self._fail(exc) from exc
         self.accepted.append(address)
@@ -90,6 +94,9 @@ class UpstreamTransaction:
         started = time.monotonic()
         try:
             resp = await self._smtp().data(message)
+        except asyncio.CancelledError:
+            self._drop()
+            raise
         except Exception as exc:
             error = await self._fail(exc)
             self._client.observe("error", started, error.kind)
@@ -104,6 +111,9 @@ class UpstreamTransaction:
             return
         try:
             await self._conn.smtp.rset()
+        except asyncio.CancelledError:
+            self._drop()
+            raise
         except Exception:
             await self._finish(reusable=False)
         else:
@@ -119,6 +129,13 @@ class UpstreamTransaction:
         else:
             await self._finish(reusable=False)
         return error
+
+    def _drop(self) -> None:
+        # Cancelled with a reply still owed: a late reply could be paired with a
+        # later command, so the connection is closed at once, never pooled.
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     async def _finish(self, *, reusable: bool) -> None:
         conn, self._conn = self._conn, None
@@ -170,6 +187,9 @@ class UpstreamClient:
         params = _mail_params(conn.smtp, options)
         try:
             await conn.smtp.mail(mail_from, options=params, encoding=_encoding(options))
+        except asyncio.CancelledError:
+            conn.close()
+            raise
         except Exception as exc:
             clean = isinstance(exc, aiosmtplib.SMTPResponseException)
             await self.pool.release(conn, reusable=clean)

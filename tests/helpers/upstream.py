@@ -35,6 +35,7 @@ class RecordingUpstream:
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
     data_hook: Callable[[Any], str | None] | None = None
     data_delay: float = 0.0
+    rcpt_delay: float = 0.0
     data_started: int = 0
     connections: int = 0
     mail_commands: int = 0
@@ -90,6 +91,8 @@ class _Handler:
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        if self.up.rcpt_delay:
+            await asyncio.sleep(self.up.rcpt_delay)
         refusal = self.up.refuse_rcpt.get(address)
         if refusal:
             return refusal

@@ -184,3 +184,58 @@ async def test_unexpected_error_is_451_with_reference_and_logged(
     errors = [e for e in log.events() if e["event"] == "internal error"]
     assert errors and errors[0]["queue_id"] == ref and "RuntimeError" in errors[0]["exception"]
     assert upstream.messages == []
+
+
+def hang_up_after(port: int, lines: list[bytes], last: bytes) -> None:
+    """Talk up to ``lines`` (reading each reply), send ``last`` and hang up at once."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        read_reply(sock)
+        for line in lines:
+            sock.sendall(line + b"\r\n")
+            read_reply(sock)
+        sock.sendall(last)
+
+
+def talk_refused(port: int) -> list[tuple[int, bytes]]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.example.org")
+        client.mail("alice@example.org")
+        replies = [client.rcpt("bob@example.com"), client.rcpt("nobody@example.com")]
+        return [*replies, client.data(MESSAGE)]
+
+
+async def test_client_hanging_up_after_data_still_gets_message_delivered_once(
+    upstream: RecordingUpstream,
+) -> None:
+    upstream.data_delay = 0.5
+    head = [
+        b"EHLO client.example.org",
+        b"MAIL FROM:<alice@example.org>",
+        b"RCPT TO:<bob@example.com>",
+        b"DATA",
+    ]
+    async with running_relay(settings_for(upstream.port)) as relay:
+        await asyncio.to_thread(hang_up_after, relay.smtp_port, head, MESSAGE + b".\r\n")
+        await upstream.wait_for(1)
+        upstream.data_delay = 0
+        await asyncio.to_thread(send, relay.smtp_port)
+        await upstream.wait_for(2)
+    assert [m.data.endswith(MESSAGE) for m in upstream.messages] == [True, True]
+
+
+async def test_client_hanging_up_mid_rcpt_never_desynchronises_the_pool(
+    upstream: RecordingUpstream,
+) -> None:
+    upstream.rcpt_delay = 0.3
+    upstream.refuse_rcpt["nobody@example.com"] = "550 5.1.1 no such user"
+    head = [b"EHLO client.example.org", b"MAIL FROM:<alice@example.org>"]
+    async with running_relay(settings_for(upstream.port)) as relay:
+        await asyncio.to_thread(
+            hang_up_after, relay.smtp_port, head, b"RCPT TO:<carol@example.com>\r\n"
+        )
+        await asyncio.sleep(0.6)  # the upstream's late 250 for carol arrives meanwhile
+        replies = await asyncio.to_thread(talk_refused, relay.smtp_port)
+    assert [code for code, _ in replies] == [250, 550, 250]
+    assert replies[1] == (550, b"5.1.1 no such user")
+    (got,) = upstream.messages
+    assert got.rcpt_tos == ["bob@example.com"]
