@@ -19,10 +19,12 @@ __all__ = [
     "INTERNAL_ERROR",
     "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
+    "NEEDS_SMTPUTF8",
     "NEED_MAIL",
     "OK",
     "REJECT_EXPOSURE",
     "REJECT_UNCHECKABLE",
+    "RSET_OK",
     "SENDER_OK",
     "SHUTTING_DOWN",
     "SPLIT_DELIVERED",
@@ -83,6 +85,10 @@ LINE_TOO_LONG = Reply(
 )
 COMMAND_TOO_LONG = Reply(500, "5.5.2", "Command line too long")
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")
+RSET_OK = Reply(250, "2.0.0", "OK")
+NEEDS_SMTPUTF8 = Reply(
+    553, "5.6.7", "Non-ASCII address requires MAIL FROM with SMTPUTF8 (RFC 6531)"
+)
 
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, try again later")
 STORE_FAILED = Reply(451, "4.3.0", "Quarantine store unavailable, try again later")

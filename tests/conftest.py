@@ -31,9 +31,14 @@ def no_clear_addresses_in_logs(request: pytest.FixtureRequest) -> Iterator[None]
     sink = register_stream(io.StringIO())
     configure_logging(LoggingSettings(format="json", level="info", hash_key="test-key"), sink)
     logging.captureWarnings(False)  # leave warnings to pytest (and to tests that capture them)
+    # The scan reads every record as it was logged, before the address safety net
+    # of configure_logging could hide a leak.
+    raw = logging.StreamHandler(register_stream(io.StringIO()))
+    logging.getLogger().addHandler(raw)
     first = len(LOG_STREAMS) - 1
     offsets = [len(s.getvalue()) for s in LOG_STREAMS[:first]]
     yield
+    logging.getLogger().removeHandler(raw)
     texts = [s.getvalue()[o:] for s, o in zip(LOG_STREAMS[:first], offsets, strict=True)]
     texts += [s.getvalue() for s in LOG_STREAMS[first:]]
     leaks = sorted({a for text in texts for a in clear_addresses(text)})

@@ -40,6 +40,8 @@ class SessionHandler:
         self._started = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self.in_transaction = False
+        self._message_taken = False
+        self._rcpt_count = 0
 
     # -- connection ---------------------------------------------------------
 
@@ -83,6 +85,8 @@ class SessionHandler:
         self.queue_id = new_queue_id()
         self._started = time.monotonic()
         self.in_transaction = True
+        self._message_taken = False
+        self._rcpt_count = 0
         self._ctx.sessions.update()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._ctx.settings.transaction_timeout, self._expired)
@@ -103,6 +107,20 @@ class SessionHandler:
         if self.in_transaction:
             self.in_transaction = False
             self._ctx.sessions.update()
+            if not self._message_taken:
+                self._log_abandoned()
+
+    def _log_abandoned(self) -> None:
+        # Still one line per transaction, also when no message came (RSET, QUIT,
+        # a hang-up, a timeout, an upstream refusal at MAIL or RCPT).
+        self._ctx.log.info(
+            "transaction",
+            queue_id=self.queue_id,
+            client_ip=self.client_ip,
+            recipients=self._rcpt_count,
+            outcome="no message",
+            duration_seconds=round(time.monotonic() - self._started, 6),
+        )
 
     # -- aiosmtpd hooks -----------------------------------------------------
 
@@ -111,6 +129,8 @@ class SessionHandler:
     ) -> str:
         if self._ctx.sessions.closing:
             return str(codes.SHUTTING_DOWN)
+        if not address.isascii() and "SMTPUTF8" not in (o.upper() for o in options):
+            return str(codes.NEEDS_SMTPUTF8)
         await self.end_transaction()
         self._begin_transaction()
         try:
@@ -135,19 +155,22 @@ class SessionHandler:
             return str(codes.TOO_MANY_RECIPIENTS)
         if self._txn is None:
             return str(codes.UPSTREAM_UNAVAILABLE)
+        if not address.isascii() and not envelope.smtp_utf8:
+            return str(codes.NEEDS_SMTPUTF8)
         try:
             reply = await self._txn.rcpt(address, options)
         except UpstreamError as exc:
             await self.end_transaction()
             return str(exc.reply)
         if reply.is_success:
+            self._rcpt_count += 1
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.append(tuple(options))
         return str(reply)
 
     async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
         await self.end_transaction()
-        return "250 2.0.0 OK"
+        return str(codes.RSET_OK)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         # From here the message's own task owns the upstream transaction, shielded
@@ -155,6 +178,7 @@ class SessionHandler:
         txn, self._txn = self._txn, None
         if txn is None:
             return str(codes.UPSTREAM_UNAVAILABLE)
+        self._message_taken = True
         env = self._envelope(session, envelope)
         task = asyncio.ensure_future(self._finish_message(txn, env, envelope.original_content))
         self._ctx.sessions.track(task)

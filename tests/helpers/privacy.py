@@ -9,7 +9,10 @@ __all__ = ["LOG_STREAMS", "clear_addresses", "register_stream"]
 
 # A local part followed by @ and a domain: what a leaked address looks like. A bare
 # "*@example.com" (domain only) and "h:…" hashes do not match, by design.
-_ADDRESS = re.compile(r"[\w.%+-]+@(?:[\w-]+\.)+[a-z]{2,}", re.IGNORECASE | re.UNICODE)
+_ADDRESS = re.compile(
+    r"[\w.%+-]+@(?:\[[0-9A-Fa-f:.]+\]|(?:[\w-]+\.)*[\w-]*[a-z][\w-]*)",
+    re.IGNORECASE | re.UNICODE,
+)
 
 LOG_STREAMS: list[io.StringIO] = []
 

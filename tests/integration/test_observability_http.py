@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import json
 import signal
@@ -120,6 +122,7 @@ async def test_readyz_accepts_one_callable_returning_all_results() -> None:
     assert after[0] == 200
 
 
+@pytest.mark.logs_may_contain_addresses  # an address in a URL: the safety net must hide it
 async def test_uvicorn_access_and_error_logs_are_json_without_addresses() -> None:
     with captured_logging(hash_key="k") as out:
         async with serving(create_app(Metrics(version="1", mode="enforce"))) as base:

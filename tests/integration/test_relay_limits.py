@@ -239,3 +239,64 @@ async def test_client_hanging_up_mid_rcpt_never_desynchronises_the_pool(
     assert replies[1] == (550, b"5.1.1 no such user")
     (got,) = upstream.messages
     assert got.rcpt_tos == ["bob@example.com"]
+
+
+async def test_non_ascii_address_without_smtputf8_is_refused_clearly(
+    upstream: RecordingUpstream,
+) -> None:
+    def talk(port: int) -> list[tuple[int, bytes]]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            read_reply(sock)
+            replies = []
+            for line in ["EHLO client.example.org", "MAIL FROM:<zoë@example.org>",
+                         "MAIL FROM:<alice@example.org>", "RCPT TO:<zoë@example.com>",
+                         "RCPT TO:<bob@example.com>"]:
+                sock.sendall(line.encode() + b"\r\n")
+                reply = read_reply(sock).rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
+                replies.append((int(reply[:3]), reply[4:]))
+            return replies
+
+    async with running_relay(settings_for(upstream.port)) as relay:
+        replies = await asyncio.to_thread(talk, relay.smtp_port)
+    refusal = (553, b"5.6.7 Non-ASCII address requires MAIL FROM with SMTPUTF8 (RFC 6531)")
+    assert replies[1] == refusal and replies[3] == refusal
+    assert replies[2][0] == 250 and replies[4][0] == 250  # the transaction goes on
+    assert upstream.mail_commands == 1
+
+
+async def test_upstream_dropping_during_rcpt_gives_451_and_nothing_delivered(
+    upstream: RecordingUpstream,
+) -> None:
+    upstream.rcpt_delay = 5  # the upstream stalls on RCPT; ccguard's timeout is 1 s
+    settings = settings_for(upstream.port, upstream={"timeout": 1})
+
+    def talk(port: int) -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.ehlo("client.example.org")
+            client.mail("alice@example.org")
+            return client.rcpt("bob@example.com")
+
+    async with running_relay(settings) as relay:
+        reply = await asyncio.to_thread(talk, relay.smtp_port)
+    assert reply == (451, b"4.4.2 Upstream server timed out, try again later")
+    assert upstream.messages == []
+
+
+async def test_transaction_without_message_still_gets_its_log_line(
+    upstream: RecordingUpstream,
+) -> None:
+    log = LogCapture()
+
+    def talk(port: int) -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.ehlo("client.example.org")
+            client.mail("alice@example.org")
+            client.rcpt("bob@example.com")
+            client.rset()
+
+    async with running_relay(settings_for(upstream.port), log) as relay:
+        await asyncio.to_thread(talk, relay.smtp_port)
+    lines = [e for e in log.events() if e["event"] == "transaction"]
+    assert len(lines) == 1
+    assert lines[0]["outcome"] == "no message" and lines[0]["recipients"] == 1
+    assert len(lines[0]["queue_id"]) == 12

@@ -6,6 +6,7 @@ import logging
 import re
 import warnings
 
+import pytest
 import structlog
 
 from relay.observability.redact import Redactor
@@ -53,6 +54,7 @@ def test_console_format_is_human_readable_not_json() -> None:
     assert not text.lstrip().startswith("{")
 
 
+@pytest.mark.logs_may_contain_addresses  # it feeds addresses to the safety net on purpose
 def test_safety_net_hashes_clear_addresses_everywhere() -> None:
     key = "net-key"
     with captured_logging(hash_key=key) as out:
