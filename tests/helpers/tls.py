@@ -120,7 +120,8 @@ class TlsUpstream(RecordingUpstream):
         user, password = auth_data.login.decode(), auth_data.password.decode()
         ok = self.users.get(user) == password
         self.auth_attempts.append((user, ok))
-        return AuthResult(success=ok, auth_data=user if ok else None)
+        # handled=False: aiosmtpd answers the failure itself (535 5.7.8).
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
 
 
 class _TlsHandler(_Handler):
