@@ -31,6 +31,7 @@ __all__ = [
     "STORE_FAILED",
     "TOO_MANY_RECIPIENTS",
     "TRANSACTION_TIMEOUT",
+    "UPSTREAM_AUTH_FAILED",
     "UPSTREAM_TEMPFAIL",
     "UPSTREAM_TIMEOUT",
     "UPSTREAM_UNAVAILABLE",
@@ -95,6 +96,10 @@ STORE_FAILED = Reply(451, "4.3.0", "Quarantine store unavailable, try again late
 UPSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Upstream server unavailable, try again later")
 UPSTREAM_TIMEOUT = Reply(451, "4.4.2", "Upstream server timed out, try again later")
 UPSTREAM_TEMPFAIL = Reply(451, "4.4.0", "Upstream server deferred the message, try again later")
+# Wrong [upstream] credentials are ccguard's own misconfiguration: defer, never bounce.
+UPSTREAM_AUTH_FAILED = Reply(
+    451, "4.7.0", "Upstream authentication failed (relay misconfigured), try again later"
+)
 
 # Actions (relay/actions): texts are templates filled with str.format.
 REJECT_EXPOSURE = Reply(

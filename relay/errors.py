@@ -43,7 +43,7 @@ class ConfigError(CCGuardError):
 class UpstreamError(CCGuardError):
     """The next hop did not take the message.
 
-    ``kind`` is the metric label: refused, timeout, disconnect, 4xx, 5xx or tls.
+    ``kind`` is the metric label: refused, timeout, disconnect, 4xx, 5xx, tls or auth.
     """
 
     reply = codes.UPSTREAM_UNAVAILABLE

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: swaks (SMTP client), chromium (admin UI
-# browser tests), prometheus (promtool checks the alert rules), postfix (smtp-source/sink).
+# browser tests), prometheus (promtool checks the alert rules), postfix (smtp-source/sink),
+# openssl (makes the test certificates of the upstream STARTTLS tests).
 set -euo pipefail
 need=()
 command -v swaks >/dev/null || need+=(swaks)
@@ -8,6 +9,7 @@ command -v swaks >/dev/null || need+=(swaks)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v smtp-source >/dev/null || [ -x /usr/sbin/smtp-source ] || need+=(postfix)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

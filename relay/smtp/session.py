@@ -141,6 +141,7 @@ class SessionHandler:
                 queue_id=self.queue_id,
                 kind=exc.kind,
                 reply_code=exc.reply.code,
+                **_loggable_cause(exc),
             )
             await self.end_transaction()
             return str(exc.reply)
@@ -250,3 +251,11 @@ class SessionHandler:
 
 def _sender(address: str) -> str:
     return "" if address in ("<>", "") else address
+
+
+def _loggable_cause(exc: UpstreamError) -> dict[str, str]:
+    """Why the upstream connection failed (e.g. the certificate check), for the log.
+
+    Left out for 4xx/5xx: those texts are the upstream's and may quote the sender.
+    """
+    return {} if exc.kind in ("4xx", "5xx") else {"error": str(exc)}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from relay.settings import UpstreamSettings
-from relay.upstream.replies import error_from_exception
+from relay.upstream.replies import auth_error, error_from_exception, tls_error
 
 __all__ = ["Connection", "ConnectionPool", "open_connection"]
 
@@ -32,20 +32,40 @@ class Connection:
 
 
 def _client(settings: UpstreamSettings, local_hostname: str) -> aiosmtplib.SMTP:
-    start_tls = {"off": False, "opportunistic": None, "required": True}[settings.starttls]
+    # STARTTLS and AUTH are done step by step in open_connection, not by
+    # aiosmtplib's connect(), so that a failure is classified by the step it hit.
     return aiosmtplib.SMTP(
         hostname=settings.host,
         port=settings.port,
         local_hostname=settings.helo_name or local_hostname,
         timeout=settings.timeout,
-        start_tls=start_tls,
+        start_tls=False,
         # Opportunistic TLS protects against passive listeners only (as Postfix's
-        # "may" level); "required" verifies the certificate and the name.
+        # "may" level); "required" verifies the certificate and the name (host).
         validate_certs=settings.starttls == "required",
         cert_bundle=settings.ca_file,
-        username=settings.username,
-        password=settings.password,
     )
+
+
+async def _starttls(smtp: aiosmtplib.SMTP, mode: str) -> None:
+    """Upgrade to TLS if ``mode`` asks for it; ``required`` fails when it is not offered."""
+    if mode == "off" or (mode == "opportunistic" and not smtp.supports_extension("starttls")):
+        return
+    try:
+        await smtp.starttls()
+        await smtp.ehlo()  # extensions learnt in clear are void after STARTTLS (RFC 3207)
+    except Exception as exc:
+        raise tls_error(exc) from exc
+
+
+async def _login(smtp: aiosmtplib.SMTP, settings: UpstreamSettings) -> None:
+    """AUTH with the configured credentials, if any."""
+    if settings.username is None:
+        return
+    try:
+        await smtp.login(settings.username, settings.password or "")
+    except Exception as exc:
+        raise auth_error(exc) from exc
 
 
 async def open_connection(settings: UpstreamSettings, local_hostname: str) -> Connection:
@@ -54,6 +74,8 @@ async def open_connection(settings: UpstreamSettings, local_hostname: str) -> Co
     try:
         await smtp.connect(timeout=settings.connect_timeout)
         await smtp.ehlo()
+        await _starttls(smtp, settings.starttls)
+        await _login(smtp, settings)
     except Exception as exc:
         smtp.close()
         raise error_from_exception(exc) from exc

@@ -11,7 +11,13 @@ from relay import codes
 from relay.codes import Reply
 from relay.errors import UpstreamError, UpstreamPermanentError, UpstreamTransientError
 
-__all__ = ["error_from_exception", "reply_from_response", "transient_reply_for"]
+__all__ = [
+    "auth_error",
+    "error_from_exception",
+    "reply_from_response",
+    "tls_error",
+    "transient_reply_for",
+]
 
 _STATUS = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s*")
 
@@ -44,6 +50,8 @@ def error_from_exception(exc: BaseException) -> UpstreamError:
 
     Refused connections, timeouts, disconnects and TLS failures are transient
     (the client's queue retries); an upstream 5xx is permanent and keeps its reply.
+    Failures while setting up STARTTLS or AUTH are classified by :func:`tls_error`
+    and :func:`auth_error` instead, which know what step failed.
     """
     if isinstance(exc, UpstreamError):
         return exc
@@ -51,10 +59,39 @@ def error_from_exception(exc: BaseException) -> UpstreamError:
         return _from_response(exc)
     if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
         return UpstreamTransientError(str(exc), kind="timeout", reply=codes.UPSTREAM_TIMEOUT)
-    if isinstance(exc, ssl.SSLError) or "STARTTLS" in str(exc) or "TLS" in str(exc):
+    if isinstance(exc, ssl.SSLError):
         return UpstreamTransientError(str(exc), kind="tls", reply=codes.UPSTREAM_UNAVAILABLE)
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return UpstreamTransientError(str(exc), kind="disconnect", reply=codes.UPSTREAM_UNAVAILABLE)
     if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionError | OSError):
         return UpstreamTransientError(str(exc), kind="refused", reply=codes.UPSTREAM_UNAVAILABLE)
     return UpstreamTransientError(repr(exc), kind="disconnect", reply=codes.UPSTREAM_UNAVAILABLE)
+
+
+def tls_error(exc: BaseException) -> UpstreamError:
+    """A failed STARTTLS (not offered, refused, handshake or certificate check): kind ``tls``."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    return UpstreamTransientError(
+        f"STARTTLS failed: {exc}", kind="tls", reply=codes.UPSTREAM_UNAVAILABLE
+    )
+
+
+def auth_error(exc: BaseException) -> UpstreamError:
+    """A failed AUTH: kind ``auth``, answered ``451 4.7.0`` so the client's mail stays queued.
+
+    Wrong or unusable credentials are ccguard's own configuration problem, so even
+    an upstream 535 must not bounce the client's message.  The upstream's text is
+    left out because it may quote the user name (often an address); a timeout or
+    disconnect during AUTH is classified as such.
+    """
+    lost = aiosmtplib.SMTPServerDisconnected | aiosmtplib.SMTPTimeoutError
+    if isinstance(exc, UpstreamError | lost) or not isinstance(exc, aiosmtplib.SMTPException):
+        return error_from_exception(exc)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        why = f"upstream answered {exc.code}"
+    else:
+        why = str(exc)  # aiosmtplib's own words, e.g. AUTH not offered
+    return UpstreamTransientError(
+        f"authentication failed: {why}", kind="auth", reply=codes.UPSTREAM_AUTH_FAILED
+    )
