@@ -67,6 +67,17 @@ class SessionRegistry:
             return False
         return True
 
+    async def cancel_messages(self) -> None:
+        """Cancel messages still being finished after the grace period, and wait for them.
+
+        A cancelled delivery closes its upstream connection mid-DATA, so the
+        upstream discards the message: nothing is half delivered.
+        """
+        tasks = list(self._messages)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def close_all(self) -> None:
         for session in list(self._sessions):
             session.close_for_shutdown()

@@ -142,6 +142,7 @@ class SmtpListener:
         self._ctx.sessions.closing = True
         self._ctx.sessions.close_idle()
         await self._ctx.sessions.wait_idle(grace)
+        await self._ctx.sessions.cancel_messages()
         self._ctx.sessions.close_all()
         await self._server.wait_closed()
         self._server = None
