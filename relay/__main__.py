@@ -2,4 +2,6 @@
 
 from relay.cli import main
 
+__all__: list[str] = []
+
 raise SystemExit(main())

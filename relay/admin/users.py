@@ -18,6 +18,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from relay.errors import CCGuardError
+
 __all__ = ["USERNAME_PATTERN", "UserDB", "UsersFileError", "hash_password", "verify_password"]
 
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
@@ -25,7 +27,7 @@ _N, _R, _P, _DKLEN = 2**14, 8, 1, 32
 _MAXMEM = 64 * 1024 * 1024
 
 
-class UsersFileError(Exception):
+class UsersFileError(CCGuardError):
     """The users file cannot be read, parsed or written, or a name is invalid."""
 
 
