@@ -10,17 +10,13 @@ from dataclasses import dataclass, replace
 
 __all__ = [
     "ACCESS_DENIED_CONNECT",
-    "ACCESS_DENIED_MAIL",
-    "ACCESS_DENIED_RCPT",
     "COMMAND_TOO_LONG",
-    "HEADER_TOO_LARGE",
     "HELD_FOR_REVIEW",
     "IDLE_TIMEOUT",
     "INTERNAL_ERROR",
     "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
     "NEEDS_SMTPUTF8",
-    "NEED_MAIL",
     "OK",
     "REJECT_EXPOSURE",
     "REJECT_UNCHECKABLE",
@@ -69,15 +65,11 @@ class Reply:
 
 
 OK = Reply(250, "2.0.0", "OK")
-NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 
 ACCESS_DENIED_CONNECT = Reply(554, "5.7.1", "Access denied: client network not allowed to relay")
-ACCESS_DENIED_MAIL = Reply(550, "5.7.1", "Access denied: client network not allowed to relay")
-ACCESS_DENIED_RCPT = ACCESS_DENIED_MAIL
 
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
-HEADER_TOO_LARGE = Reply(552, "5.3.4", "Message header block exceeds the configured maximum")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")
 TRANSACTION_TIMEOUT = Reply(421, "4.4.2", "Transaction took too long, closing connection")
 IDLE_TIMEOUT = Reply(421, "4.4.2", "Idle too long, closing connection")
