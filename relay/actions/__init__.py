@@ -6,6 +6,7 @@ bytes in, bytes out.  :class:`Dispatcher` (SMTP path) and
 :class:`QuarantineReleaser` (admin release) do the I/O.
 """
 
+from relay.actions.bounce import build_split_bounce
 from relay.actions.dispatch import Dispatcher, Outcome
 from relay.actions.notices import NOTICE_HEADER, build_notice, is_auto_submitted, should_notify
 from relay.actions.notify import NoticeSender
@@ -14,6 +15,7 @@ from relay.actions.release import HIDDEN, QuarantineReleaser, release_bytes
 from relay.actions.replies import held_reply, reject_reply, split_reply
 from relay.actions.rewrite import RewriteResult, rewrite_message
 from relay.actions.split import SplitCopy, plan_split, split_key
+from relay.actions.split_delivery import SplitDelivery
 from relay.actions.tag import sanitise, tag_message, verdict_tags
 
 __all__ = [
@@ -28,7 +30,9 @@ __all__ = [
     "QuarantineReleaser",
     "RewriteResult",
     "SplitCopy",
+    "SplitDelivery",
     "build_notice",
+    "build_split_bounce",
     "domain_only",
     "held_reply",
     "is_auto_submitted",

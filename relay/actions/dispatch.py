@@ -7,19 +7,19 @@ problem gives a 4xx so the client's queue retries.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from structlog.typing import FilteringBoundLogger
 
 from relay import codes
+from relay.actions.bounce import build_split_bounce
 from relay.actions.notices import build_notice, should_notify
 from relay.actions.notify import NoticeSender
 from relay.actions.ports import ActionMetrics, Deliverer, LiveTransaction, Redact, domain_only
 from relay.actions.replies import held_reply, reject_reply
 from relay.actions.rewrite import rewrite_message
-from relay.actions.split import split_key
 from relay.actions.split_delivery import SplitDelivery
 from relay.actions.tag import sanitise, tag_message, verdict_tags
 from relay.codes import Reply
@@ -72,6 +72,10 @@ class Dispatcher:
         self.notices = NoticeSender(
             upstream, log=log, metrics=metrics, redact=redact, retry_delay=notice_retry_delay
         )
+        self.splitter = SplitDelivery(
+            upstream=upstream, store=store, matcher=matcher, log=log, redact=redact,
+            on_store_error=self._store_failed, on_refused=self._bounce,
+        )  # fmt: skip
         self._handlers: dict[Action, _Handler] = {
             Action.PASS: self._pass,
             Action.TAG: self._tag,
@@ -154,14 +158,7 @@ class Dispatcher:
         self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
     ) -> Outcome:
         await self._abort(live, env)
-        delivery = SplitDelivery(
-            upstream=self._upstream, store=self._store, log=self._log, redact=self._redact,
-            on_store_error=self._store_failed,
-        )  # fmt: skip
-        reply = await delivery.run(
-            env, split_key(env, msg), msg, self._matcher, verdict_tags(verdict), trace
-        )
-        return Outcome(reply)
+        return Outcome(await self.splitter.run(env, msg, verdict_tags(verdict), trace))
 
     # -- helpers -------------------------------------------------------------------
 
@@ -188,3 +185,16 @@ class Dispatcher:
             subject=decode_subject(msg), now=self._clock(),
         )  # fmt: skip
         self.notices.send(env.mail_from, notice)
+
+    def _bounce(self, env: Envelope, msg: bytes, refused: Mapping[str, Reply]) -> None:
+        """Tell the sender (any, but never ``<>``) which split copies were refused
+        for good: after a 250 nobody else will."""
+        if not env.mail_from:
+            return
+        bounce = build_split_bounce(
+            mail_from=env.mail_from, refused=refused,
+            from_address=self._settings.notifications.from_address,
+            hostname=self._settings.smtp.hostname, subject=decode_subject(msg), now=self._clock(),
+        )  # fmt: skip
+        self._log.info("split_bounce", queue_id=env.queue_id, refused=len(refused))
+        self.notices.send(env.mail_from, bounce)

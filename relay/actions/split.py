@@ -8,9 +8,10 @@
   (internal visible addresses stay, external ones go).
 * Message-ID and every other field and the body are kept as they arrived.
 
-Exactly once: :func:`split_key` names the message and ``SplitCopy.copy_id``
-each copy, both stable across a client's retry, so the dispatcher's ledger
-can tell which copies were already accepted.
+Exactly once per recipient: :func:`split_key` names the message (sender and
+the client's bytes only, so any retry, with any subset of the recipients, has
+the same key) and :func:`delivered_id` / :func:`refused_id` name a recipient's
+ledger entry, so the ledger can tell who already got (or was refused) a copy.
 """
 
 from __future__ import annotations
@@ -25,39 +26,68 @@ from relay.envelope import Envelope
 from relay.inspect.addresses import address_like_tokens, normalise_address, parse_address_header
 from relay.inspect.domains import DomainMatcher
 
-__all__ = ["INTERNAL_COPY", "SplitCopy", "plan_split", "split_key"]
+__all__ = [
+    "SplitCopy",
+    "delivered_id",
+    "is_delivered_id",
+    "plan_split",
+    "recipient_identity",
+    "refused_id",
+    "split_key",
+]
 
-INTERNAL_COPY = "internal"
 DEFAULT_TAGS: Tags = ((TAG_ACTION, "split"),)
 _DROPPED = VISIBLE_HEADERS | {"bcc"}
 
 
 @dataclass(frozen=True, slots=True)
 class SplitCopy:
-    """One upstream transaction: ``rcpts`` get ``message``; ``copy_id`` is
-    ``internal`` or ``ext-`` + a hash of the recipient (no address in clear)."""
+    """One upstream transaction: ``rcpts`` get ``message`` (one external
+    recipient, or every internal one)."""
 
-    copy_id: str
     rcpts: tuple[str, ...]
     message: bytes
     internal: bool = False
 
 
 def split_key(envelope: Envelope, message: bytes) -> str:
-    """SHA-256 over the envelope sender, the sorted recipients and the client's
-    message bytes: the same for a client's retry of the same message, and
-    independent of ccguard's queue id, trace header and clock."""
+    """SHA-256 over the envelope sender and the client's message bytes.
+
+    The same for every retry of the message, whichever recipients the client
+    sends it to this time, and independent of ccguard's queue id, trace header
+    and clock.
+    """
     digest = hashlib.sha256()
     digest.update(envelope.mail_from.encode("utf-8", "surrogateescape") + b"\0")
-    for rcpt in sorted({r.lower() for r in envelope.rcpt_tos}):
-        digest.update(rcpt.encode("utf-8", "surrogateescape") + b"\0")
-    digest.update(b"\0")
     digest.update(message)
     return digest.hexdigest()
 
 
-def _copy_id(rcpt: str) -> str:
-    return "ext-" + hashlib.sha256(rcpt.lower().encode("utf-8", "surrogateescape")).hexdigest()[:24]
+def recipient_identity(rcpt: str) -> str:
+    """The form two envelope recipients are the same person in: normalised
+    (IDNA domain) and case-folded."""
+    return normalise_address(rcpt).lower()
+
+
+def _rcpt_hash(rcpt: str) -> str:
+    raw = recipient_identity(rcpt).encode("utf-8", "surrogateescape")
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def delivered_id(rcpt: str) -> str:
+    """Ledger entry: the upstream accepted a copy for ``rcpt`` (hashed, no address)."""
+    return "d-" + _rcpt_hash(rcpt)
+
+
+def is_delivered_id(entry: str) -> bool:
+    """True for a ledger entry made by :func:`delivered_id`."""
+    return entry.startswith("d-")
+
+
+def refused_id(rcpt: str) -> str:
+    """Ledger entry: the upstream refused ``rcpt``'s copy for good and the
+    sender was told (hashed, no address)."""
+    return "f-" + _rcpt_hash(rcpt)
 
 
 def _own_sources(fields: tuple[RawField, ...]) -> dict[str, str]:
@@ -100,23 +130,23 @@ def plan_split(
 ) -> list[SplitCopy]:
     """The copies to deliver: external recipients in envelope order, then one
     copy for every internal recipient (if any).  Recipients repeated in the
-    envelope (any case) get one copy."""
+    envelope (any case, see :func:`recipient_identity`) get one copy."""
     block = parse_header_block(message)
     sources = _own_sources(block.fields)
     copies: list[SplitCopy] = []
     internal: list[str] = []
     seen: set[str] = set()
     for rcpt in envelope.rcpt_tos:
-        if rcpt.lower() in seen:
+        if recipient_identity(rcpt) in seen:
             continue
-        seen.add(rcpt.lower())
+        seen.add(recipient_identity(rcpt))
         if matcher.is_internal_address(rcpt):
             internal.append(rcpt)
             continue
         shown = sources.get(normalise_address(rcpt), rcpt)
         fields = _external_copy(block.fields, shown, block.eol, tags)
-        copies.append(SplitCopy(_copy_id(rcpt), (rcpt,), block.assemble(fields)))
+        copies.append(SplitCopy((rcpt,), block.assemble(fields)))
     if internal:
         rewritten = rewrite_message(message, matcher, tags=tags).message
-        copies.append(SplitCopy(INTERNAL_COPY, tuple(internal), rewritten, internal=True))
+        copies.append(SplitCopy(tuple(internal), rewritten, internal=True))
     return copies

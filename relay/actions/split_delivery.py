@@ -1,38 +1,67 @@
 """Delivering a split message exactly once per recipient, across client retries.
 
-Each planned copy is its own upstream transaction.  Right after the upstream
-accepted a copy, ``(key, copy_id)`` is written to the store's ledger
-(durably), and a copy already in the ledger is never sent again.  So if copy
-k fails transiently, the client gets the 4xx, and its retry of the same
-message (same key) sends only the copies not yet accepted.
+The ledger (in the quarantine store) holds one entry per recipient of a
+message key: *delivered* or *refused for good*.  Each planned copy is its own
+upstream transaction, sent only to its recipients without an entry; right
+after the upstream accepted it, each accepting recipient's entry is committed
+(durably).  So a client's retry, with whatever subset of the recipients,
+sends each recipient at most one copy.
 
-A copy the upstream refuses permanently does not stop the others.  At the
-end: any transient failure → its 4xx (retry); otherwise, if copies were
-refused for good and none was ever accepted → the first 5xx; if some were
-accepted → 250 (SMTP cannot report a partial DATA failure; each refusal is
-logged with the recipient hashed).
+How an attempt ends:
+
+* a ledger write fails → stop at once, ``451 4.3.0``: at most the copy whose
+  entry is missing can be sent again by the retry (better than going on and
+  risking a whole run of duplicates);
+* nobody has the message yet (not now, not in an earlier attempt) → the
+  upstream's answer: its first transient reply (as ``451 4.4.x``), else its
+  first 5xx; the client's queue retries or bounces as usual;
+* otherwise permanent refusals are bounced to the sender and recorded (a
+  retry skips them), and the client gets ``451 4.4.x`` if any recipient was
+  deferred (its retry sends only the missing copies), else ``250``.
+
+A recipient-level 4xx/5xx does not stop the other copies; a failure of the
+connection (refused, timeout, disconnect, TLS) does, since the next copy
+would most likely wait out the same fault.
+
+Deliveries of one key are serialised by an in-process lock (a retry can
+arrive while the first attempt is still being finished).  Several instances
+sharing one database need a claim in the database as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
 
 from relay import codes
+from relay.actions.keylocks import KeyLocks
 from relay.actions.ports import Deliverer, Redact
 from relay.actions.replies import split_reply
-from relay.actions.split import SplitCopy, plan_split
+from relay.actions.split import (
+    SplitCopy,
+    delivered_id,
+    is_delivered_id,
+    plan_split,
+    refused_id,
+    split_key,
+)
 from relay.actions.tag import Tags
 from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.errors import StoreError, UpstreamError, UpstreamPermanentError
 from relay.inspect.domains import DomainMatcher
 from relay.quarantine.store import QuarantineStore
+from relay.upstream.replies import transient_reply_for
 
-__all__ = ["SplitDelivery", "copy_options"]
+__all__ = ["Bounce", "SplitDelivery", "StoreFailed", "copy_options"]
 
 StoreFailed = Callable[[str, Envelope, StoreError], None]
+Bounce = Callable[[Envelope, bytes, Mapping[str, Reply]], None]
+
+# Failures of one copy or recipient; anything else is the connection's.
+_PER_COPY_KINDS = frozenset({"4xx", "5xx"})
 
 
 def copy_options(options: Sequence[str]) -> tuple[str, ...]:
@@ -40,85 +69,157 @@ def copy_options(options: Sequence[str]) -> tuple[str, ...]:
     return tuple(opt for opt in options if not opt.upper().startswith("SIZE="))
 
 
+@dataclass
+class _Attempt:
+    """One attempt's state: the ledger entries, and what went wrong."""
+
+    done: set[str]
+    deferred: Reply | None = None
+    refused: dict[str, Reply] = field(default_factory=dict)
+    halted: Reply | None = None
+
+    def pending(self, copy: SplitCopy) -> tuple[str, ...]:
+        return tuple(
+            r
+            for r in copy.rcpts
+            if delivered_id(r) not in self.done and refused_id(r) not in self.done
+        )
+
+    def delivered_copies(self, copies: Sequence[SplitCopy]) -> int:
+        return sum(1 for c in copies if any(delivered_id(r) in self.done for r in c.rcpts))
+
+    @property
+    def anyone_has_it(self) -> bool:
+        return any(is_delivered_id(entry) for entry in self.done)
+
+
 class SplitDelivery:
-    """One attempt at delivering every copy of a split message."""
+    """Delivers split messages; one instance per dispatcher (it holds the key locks)."""
 
     def __init__(
         self,
         *,
         upstream: Deliverer,
         store: QuarantineStore,
+        matcher: DomainMatcher,
         log: FilteringBoundLogger,
         redact: Redact,
         on_store_error: StoreFailed,
+        on_refused: Bounce,
     ) -> None:
         self._upstream = upstream
         self._store = store
+        self._matcher = matcher
         self._log = log
         self._redact = redact
         self._on_store_error = on_store_error
+        self._on_refused = on_refused
+        self._locks = KeyLocks()
 
-    async def run(
-        self,
-        env: Envelope,
-        key: str,
-        message: bytes,
-        matcher: DomainMatcher,
-        tags: Tags,
-        trace: bytes,
+    @property
+    def busy(self) -> int:
+        """Messages being delivered (or waiting for their key) right now."""
+        return len(self._locks)
+
+    async def run(self, env: Envelope, message: bytes, tags: Tags, trace: bytes) -> Reply:
+        """Deliver the client's ``message`` to every recipient not yet in the
+        ledger; return the reply to end of DATA."""
+        key = split_key(env, message)
+        async with self._locks.hold(key):
+            return await self._attempt(env, key, message, tags, trace)
+
+    async def _attempt(
+        self, env: Envelope, key: str, message: bytes, tags: Tags, trace: bytes
     ) -> Reply:
-        """Deliver the copies of ``message`` not yet in the ledger under ``key``."""
-        copies = plan_split(message, env, matcher, tags=tags)
+        copies = plan_split(message, env, self._matcher, tags=tags)
         try:
-            done = await self._store.copies_done(key)
+            attempt = _Attempt(done=await self._store.copies_done(key))
         except StoreError as exc:  # without the ledger a retry could duplicate: defer
             self._on_store_error("ledger_read", env, exc)
             return codes.STORE_FAILED
-        accepted = sum(1 for c in copies if c.copy_id in done)
-        refused: list[Reply] = []
         for copy in copies:
-            if copy.copy_id in done:
-                continue
-            try:
-                await self._send(env, copy, trace)
-            except UpstreamPermanentError as exc:
-                refused.append(exc.reply)
-                self._log_copy("split_copy_refused", env, copy, exc)
-                continue
-            except UpstreamError as exc:
-                self._log_copy("split_copy_deferred", env, copy, exc)
-                return exc.reply
-            accepted += 1
-            await self._record(env, key, copy)
+            rcpts = attempt.pending(copy)
+            if rcpts and not await self._send(env, key, copy, rcpts, trace, attempt):
+                break
+        reply = await self._conclude(env, key, message, copies, attempt)
         self._log.info(
             "message_split", queue_id=env.queue_id, copies=len(copies),
-            already_delivered=len(done), refused=len(refused),
+            delivered=attempt.delivered_copies(copies), refused=len(attempt.refused),
+            deferred=attempt.deferred is not None, code=reply.code,
         )  # fmt: skip
-        if refused and not accepted:
-            return refused[0]
-        return split_reply(accepted)
+        return reply
 
-    async def _send(self, env: Envelope, copy: SplitCopy, trace: bytes) -> None:
-        result = await self._upstream.deliver(
-            env.mail_from, copy.rcpts, trace + copy.message, copy_options(env.mail_options)
-        )
-        for rcpt, reply in result.refused.items():
-            self._log.warning(
-                "split_recipient_refused", queue_id=env.queue_id, rcpt=self._redact(rcpt),
-                code=reply.code, status=reply.status,
-            )  # fmt: skip
-
-    async def _record(self, env: Envelope, key: str, copy: SplitCopy) -> None:
+    async def _send(
+        self, env: Envelope, key: str, copy: SplitCopy, rcpts: tuple[str, ...], trace: bytes,
+        attempt: _Attempt,
+    ) -> bool:  # fmt: skip
+        """One copy to ``rcpts``; False when the attempt must stop here."""
+        options = copy_options(env.mail_options)
         try:
-            await self._store.record_copy(key, copy.copy_id)
-        except StoreError as exc:
-            # The copy is out; carry on so this attempt can still end in 250.
-            # Only a later 4xx (and the client's retry) could repeat this copy.
-            self._on_store_error("ledger_write", env, exc)
+            result = await self._upstream.deliver(
+                env.mail_from, rcpts, trace + copy.message, options
+            )
+        except UpstreamError as exc:
+            for rcpt in rcpts:
+                self._failed(env, attempt, rcpt, exc.reply, exc)
+            return exc.kind in _PER_COPY_KINDS
+        for rcpt, reply in result.refused.items():
+            self._failed(env, attempt, rcpt, reply, None)
+        accepted = [r for r in rcpts if r not in result.refused]
+        return await self._record(env, key, accepted, attempt)
 
-    def _log_copy(self, event: str, env: Envelope, copy: SplitCopy, exc: UpstreamError) -> None:
-        rcpt = "internal" if copy.internal else self._redact(copy.rcpts[0])
+    def _failed(
+        self, env: Envelope, attempt: _Attempt, rcpt: str, reply: Reply, exc: UpstreamError | None
+    ) -> None:
+        permanent = isinstance(exc, UpstreamPermanentError) or (exc is None and reply.is_permanent)
+        if permanent:
+            attempt.refused[rcpt] = reply
+        elif attempt.deferred is None:
+            # A raised error's reply is already ccguard's 451 4.4.x; a RCPT refusal's is not.
+            attempt.deferred = exc.reply if exc else transient_reply_for(reply)
+        event = "split_copy_refused" if permanent else "split_copy_deferred"
         self._log.warning(
-            event, queue_id=env.queue_id, copy=copy.copy_id, rcpt=rcpt, kind=exc.kind,
-            code=exc.reply.code,
+            event, queue_id=env.queue_id, rcpt=self._redact(rcpt), code=reply.code,
+            kind=exc.kind if exc else "rcpt",
         )  # fmt: skip
+
+    async def _record(self, env: Envelope, key: str, rcpts: list[str], attempt: _Attempt) -> bool:
+        for rcpt in rcpts:
+            try:
+                await self._store.record_copy(key, delivered_id(rcpt))
+            except StoreError as exc:
+                self._halt(env, attempt, exc)
+                return False
+            attempt.done.add(delivered_id(rcpt))
+        return True
+
+    def _halt(self, env: Envelope, attempt: _Attempt, exc: StoreError) -> None:
+        # Going on could leave a run of unrecorded copies for the retry to
+        # repeat; stopping leaves at most this one.
+        self._on_store_error("ledger_write", env, exc)
+        attempt.halted = codes.STORE_FAILED
+
+    async def _conclude(
+        self, env: Envelope, key: str, message: bytes, copies: Sequence[SplitCopy],
+        attempt: _Attempt,
+    ) -> Reply:  # fmt: skip
+        if attempt.halted is not None:
+            return attempt.halted
+        if not attempt.anyone_has_it and (attempt.deferred or attempt.refused):
+            # Nobody has the message: the upstream's own answer, and the
+            # client's queue retries or bounces as for any message.
+            return attempt.deferred or next(iter(attempt.refused.values()))
+        if attempt.refused:
+            self._on_refused(env, message, dict(attempt.refused))
+            await self._record_refusals(env, key, attempt)
+            if attempt.halted is not None:
+                return attempt.halted
+        return attempt.deferred or split_reply(attempt.delivered_copies(copies))
+
+    async def _record_refusals(self, env: Envelope, key: str, attempt: _Attempt) -> None:
+        for rcpt in attempt.refused:
+            try:
+                await self._store.record_copy(key, refused_id(rcpt))
+            except StoreError as exc:  # the retry tries (and bounces) these again
+                self._halt(env, attempt, exc)
+                return

@@ -14,7 +14,7 @@ from relay.codes import Reply
 from relay.errors import UpstreamError, UpstreamPermanentError, UpstreamTransientError
 from relay.settings import UpstreamSettings
 from relay.upstream.pool import Connection, ConnectionPool
-from relay.upstream.replies import error_from_exception, reply_from_response
+from relay.upstream.replies import error_from_exception, reply_from_response, transient_reply_for
 
 __all__ = ["DeliveryResult", "UpstreamClient", "UpstreamMetrics", "UpstreamTransaction"]
 
@@ -235,5 +235,5 @@ def _all_refused(refused: dict[str, Reply]) -> UpstreamError:
     if worst is None:
         return UpstreamPermanentError("no recipients", kind="5xx")
     if worst.is_transient:
-        return UpstreamTransientError(str(worst), kind="4xx", reply=worst)
+        return UpstreamTransientError(str(worst), kind="4xx", reply=transient_reply_for(worst))
     return UpstreamPermanentError(str(worst), kind="5xx", reply=worst)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,10 @@ from relay.quarantine import SqliteStore
 from relay.upstream import UpstreamClient, UpstreamTransaction
 from tests.helpers.actions import MATCHER
 from tests.helpers.relay import LogCapture, settings_for
-from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.upstream import Received, RecordingUpstream
 
-__all__ = ["ENV", "MSG", "RCPTS", "REDACTOR", "TRACE", "act", "client", "dispatcher", "live", "log",
-           "metrics", "store"]  # fmt: skip
+__all__ = ["ENV", "MSG", "RCPTS", "REDACTOR", "TRACE", "act", "client", "dispatcher",
+           "fail_nth_data", "live", "log", "metrics", "notices", "store"]  # fmt: skip
 
 TRACE = (
     b"Received: from mua.example.org ([127.0.0.1])\r\n"
@@ -104,3 +104,20 @@ async def act(
         yield d
     finally:
         await d.close()
+
+
+def fail_nth_data(n: int, reply: str) -> Callable[[Any], str | None]:
+    """A data_hook that answers the n-th DATA (counted over the whole test) with ``reply``."""
+    calls = 0
+
+    def hook(envelope: Any) -> str | None:
+        nonlocal calls
+        calls += 1
+        return reply if calls == n else None
+
+    return hook
+
+
+def notices(upstream: RecordingUpstream) -> list[Received]:
+    """The messages the upstream got with the null envelope sender (notices, bounces)."""
+    return [m for m in upstream.messages if m.mail_from in ("", "<>")]

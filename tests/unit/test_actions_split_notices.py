@@ -15,6 +15,7 @@ from relay.actions import (
     should_notify,
     split_key,
 )
+from relay.actions.split import delivered_id, is_delivered_id, refused_id
 from relay.envelope import Envelope
 from relay.settings import Action, NotificationSettings
 from tests.helpers.actions import MATCHER, exposure_of, field_list, make_verdict
@@ -57,21 +58,28 @@ def test_each_external_copy_shows_only_its_own_recipient() -> None:
 
 def test_the_internal_copy_shows_internal_addresses_only() -> None:
     internal = plan_split(MSG, ENV, MATCHER)[-1]
-    assert internal.internal and internal.copy_id == "internal"
+    assert internal.internal and internal.rcpts == ("bob@example.org", "carol@example.org")
     exposure = exposure_of(internal.message)
     assert exposure.visible_external == 0
     assert set(exposure.internal_addresses) == {"bob@example.org", "carol@example.org"}
     assert dict(field_list(internal.message))["to"] == b" Bob <bob@example.org>\r\n"
 
 
-def test_key_and_copy_ids_are_stable_and_hide_addresses() -> None:
-    reordered = Envelope(ENV.mail_from, tuple(reversed(ENV.rcpt_tos)), queue_id="OTHER")
-    assert split_key(ENV, MSG) == split_key(reordered, MSG)
+def test_key_depends_on_sender_and_bytes_only() -> None:
+    # A retry to a subset of the recipients (e.g. only the deferred ones) has the same key.
+    subset = Envelope(ENV.mail_from, ("g3@example.com",), queue_id="OTHER")
+    assert split_key(ENV, MSG) == split_key(subset, MSG)
     assert split_key(ENV, MSG) != split_key(ENV, MSG + b"x")
     assert split_key(ENV, MSG) != split_key(Envelope("x@example.org", ENV.rcpt_tos), MSG)
-    ids = [c.copy_id for c in plan_split(MSG, ENV, MATCHER)]
-    assert set(ids) == {c.copy_id for c in plan_split(MSG, reordered, MATCHER)}
-    assert len(set(ids)) == len(ids)
+
+
+def test_ledger_ids_are_per_recipient_stable_and_hide_addresses() -> None:
+    assert delivered_id("G1@EXAMPLE.com") == delivered_id("g1@example.com")
+    assert delivered_id("g1@example.com") != delivered_id("g2@example.com")
+    assert delivered_id("g1@example.com") != refused_id("g1@example.com")
+    assert is_delivered_id(delivered_id("g1@example.com"))
+    assert not is_delivered_id(refused_id("g1@example.com"))
+    ids = [delivered_id(r) for r in ENV.rcpt_tos] + [refused_id(r) for r in ENV.rcpt_tos]
     assert not any("@" in i or "example" in i for i in ids)
 
 

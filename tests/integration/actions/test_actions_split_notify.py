@@ -6,9 +6,7 @@ import asyncio
 import email
 import email.policy
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import pytest
 
@@ -20,23 +18,21 @@ from relay.quarantine import SqliteStore
 from relay.settings import Action
 from relay.upstream import UpstreamClient
 from tests.helpers.actions import MATCHER, exposure_of, make_verdict
-from tests.helpers.actions_smtp import ENV, MSG, RCPTS, REDACTOR, TRACE, dispatcher, live
+from tests.helpers.actions_smtp import (
+    ENV,
+    MSG,
+    RCPTS,
+    REDACTOR,
+    TRACE,
+    dispatcher,
+    fail_nth_data,
+    live,
+    notices,
+)  # fmt: skip
 from tests.helpers.relay import LogCapture
 from tests.helpers.upstream import RecordingUpstream
 
 TRACE2 = TRACE.replace(b"id Q1", b"id Q2")
-
-
-def fail_nth_data(n: int, reply: str) -> Callable[[Any], str | None]:
-    """A data_hook that answers the n-th DATA (counted over the whole test) with ``reply``."""
-    calls = 0
-
-    def hook(envelope: Any) -> str | None:
-        nonlocal calls
-        calls += 1
-        return reply if calls == n else None
-
-    return hook
 
 
 async def test_split_gives_everyone_one_copy_showing_only_themselves(
@@ -65,12 +61,14 @@ async def test_split_fault_on_third_copy_then_retry_delivers_each_copy_once(
 ) -> None:
     upstream.data_hook = fail_nth_data(3, "451 4.3.0 Try again later")
     first = await act.act(ENV, MSG, make_verdict(Action.SPLIT), await live(client), TRACE)
-    assert first.code == 451
-    assert len(upstream.messages) == 2
+    assert (first.code, first.status) == (451, "4.4.0")
+    # A deferred copy does not hold up the others: only g3's is missing.
+    assert len(upstream.messages) == 4
     # The client's retry: same message, new transaction, new queue id and trace header.
     retry_env = replace(ENV, queue_id="Q2")
     second = await act.act(retry_env, MSG, make_verdict(Action.SPLIT), await live(client), TRACE2)
     assert second.code == 250
+    assert upstream.messages[-1].rcpt_tos == ["g3@example.com"]
     per_rcpt = Counter(r for m in upstream.messages for r in m.rcpt_tos)
     assert per_rcpt == Counter(RCPTS)
     assert len(upstream.messages) == 5
@@ -79,16 +77,31 @@ async def test_split_fault_on_third_copy_then_retry_delivers_each_copy_once(
     assert third.code == 250 and len(upstream.messages) == 5
 
 
-async def test_split_copy_refused_for_good_does_not_stop_the_others(
+async def test_split_copy_refused_for_good_is_bounced_to_the_sender(
     act: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream, log: LogCapture
 ) -> None:
     upstream.data_hook = fail_nth_data(2, "554 5.7.1 Not for this one")
     reply = await act.act(ENV, MSG, make_verdict(Action.SPLIT), await live(client), TRACE)
     assert str(reply) == "250 2.0.0 OK: delivered as 4 separate copies"
-    assert len(upstream.messages) == 4
+    await act.close()
+    copies = [m for m in upstream.messages if m.mail_from == "ann@example.org"]
+    assert sorted(r for m in copies for r in m.rcpt_tos) == sorted(set(RCPTS) - {"g2@example.net"})
+    [bounce] = notices(upstream)
+    assert bounce.rcpt_tos == ["ann@example.org"]
+    parsed = email.message_from_bytes(bounce.data, policy=email.policy.default)
+    assert parsed["Auto-Submitted"] == "auto-replied"
+    assert parsed.get_content_type() == "text/plain"
+    assert "Training week" in parsed["Subject"]
+    body = parsed.get_content()
+    assert "<g2@example.net>" in body and "554 5.7.1 Not for this one" in body
+    assert "g1@example.com" not in body
     refused = [e for e in log.events() if e["event"] == "split_copy_refused"]
     assert len(refused) == 1 and refused[0]["rcpt"] == REDACTOR.address("g2@example.net")
-    assert "example" not in str(refused)
+    assert "example" not in str([e for e in log.events() if e["event"].startswith("split")])
+    # A retry (the 250 was lost) neither tries g2 again nor bounces again.
+    again = await act.act(ENV, MSG, make_verdict(Action.SPLIT), await live(client), TRACE2)
+    await act.close()
+    assert again.code == 250 and len(upstream.messages) == 5
 
 
 async def test_split_with_every_copy_refused_passes_the_5xx_back(
@@ -97,15 +110,13 @@ async def test_split_with_every_copy_refused_passes_the_5xx_back(
     upstream.data_hook = lambda env: "554 5.7.1 Nobody wants it"
     reply = await act.act(ENV, MSG, make_verdict(Action.SPLIT), await live(client), TRACE)
     assert reply.code == 554 and "Nobody wants it" in reply.text
+    # The client reports the failure itself: no bounce from ccguard too.
+    assert act.notices.pending == 0
 
 
 def notified(metrics: Metrics) -> dict[str, float | None]:
     value = metrics.registry.get_sample_value
     return {r: value("ccguard_notifications_total", {"result": r}) for r in ("sent", "failed")}
-
-
-def notices(upstream: RecordingUpstream) -> list[Any]:
-    return [m for m in upstream.messages if m.mail_from in ("", "<>")]
 
 
 @pytest.fixture

@@ -1,0 +1,39 @@
+"""One asyncio lock per key, kept only while someone holds or waits for it.
+
+This serialises the deliveries of one split message *inside one process*.
+Several ccguard instances sharing one ledger database need a claim in the
+database itself (the PostgreSQL backend's job); this lock cannot see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+__all__ = ["KeyLocks"]
+
+
+class KeyLocks:
+    """``async with locks.hold(key):`` runs one holder of ``key`` at a time."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        """Keys held or waited for right now (0 when idle: nothing accumulates)."""
+        return len(self._locks)
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        """Wait for ``key``'s lock, hold it for the block, forget it when unused."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
