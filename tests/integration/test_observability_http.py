@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 import json
 import signal
+
+import pytest
 
 from relay.inspect.exposure import Exposure
 from relay.observability.http import CheckResult, create_app
