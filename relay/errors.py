@@ -8,6 +8,7 @@ from relay.codes import Reply
 __all__ = [
     "CCGuardError",
     "ConfigError",
+    "QuarantineClaimedError",
     "QuarantineNotFound",
     "QuarantineStateError",
     "StoreError",
@@ -87,3 +88,22 @@ class QuarantineStateError(StoreError):
         super().__init__(
             f"cannot {wanted} quarantined message {message_id!r}: it is already {status}"
         )
+
+
+class QuarantineClaimedError(QuarantineStateError):
+    """The message is held but another release is under way (or, for
+    ``mark_released``, the caller does not hold the claim).
+
+    ``claimed_by`` is the actor holding the claim (None if nobody does).
+    """
+
+    def __init__(self, message_id: str, claimed_by: str | None, wanted: str) -> None:
+        super().__init__(message_id, "being released", wanted)
+        self.claimed_by = claimed_by
+        if claimed_by is None:
+            self.args = (f"cannot {wanted} quarantined message {message_id!r}: not claimed",)
+        else:
+            self.args = (
+                f"cannot {wanted} quarantined message {message_id!r}: "
+                f"it is being released by {claimed_by}",
+            )

@@ -1,16 +1,22 @@
 """Delivering a held message when an administrator releases it.
 
-The caller (admin web UI, CLI) calls :meth:`QuarantineReleaser.release`, and
-only when it returns marks the message released in the store and writes the
-audit entry; an :class:`~relay.errors.UpstreamError` means nothing was
-delivered and the message stays held.
+The caller (the admin review service) claims the message in the store, asks
+:meth:`QuarantineReleaser.release` to deliver it to the recipients that do
+not have it yet, records who got it in the ledger and only then marks it
+released.  The releaser reports per recipient: accepted, deferred (4xx) or
+refused for good (5xx); an :class:`~relay.errors.UpstreamError` means
+nothing was delivered.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
 from structlog.typing import FilteringBoundLogger
 
-from relay.actions.ports import Deliverer, Redact, domain_only
+from relay.actions.ports import Redact, domain_only
 from relay.actions.rewrite import rewrite_message
 from relay.actions.split_delivery import copy_options
 from relay.actions.tag import TAG_ACTION, TAG_EXPOSURE, TAG_RULE, exposure_text, sanitise
@@ -18,10 +24,56 @@ from relay.codes import Reply
 from relay.inspect.domains import DomainMatcher
 from relay.quarantine.store import RELEASE_AS_IS, RELEASE_REWRITE, StoredMessage
 
-__all__ = ["HIDDEN", "QuarantineReleaser", "release_bytes"]
+__all__ = [
+    "HIDDEN",
+    "QuarantineReleaser",
+    "ReleaseAttempt",
+    "ReleaseTransaction",
+    "TransactionOpener",
+    "release_bytes",
+]
 
 HIDDEN = "hidden"
 """Alias of :data:`relay.quarantine.RELEASE_REWRITE` (recipients hidden)."""
+
+
+class ReleaseTransaction(Protocol):
+    """An open upstream transaction (``relay.upstream.UpstreamTransaction``)."""
+
+    async def rcpt(self, address: str, options: Sequence[str] = ()) -> Reply:
+        """The upstream's answer to one RCPT (success or refusal)."""
+        ...
+
+    async def data(self, message: bytes) -> Reply:
+        """Send the message; the 250, or raise UpstreamError."""
+        ...
+
+    async def abort(self) -> None:
+        """RSET: nothing is delivered."""
+        ...
+
+
+class TransactionOpener(Protocol):
+    """Opens upstream transactions (``relay.upstream.UpstreamClient``)."""
+
+    async def begin(self, mail_from: str, options: Sequence[str] = ()) -> ReleaseTransaction:
+        """MAIL FROM accepted, or raise UpstreamError."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseAttempt:
+    """What one delivery attempt did, per recipient.
+
+    ``reply`` is the upstream's answer to DATA, None when nothing was sent
+    (no recipient asked for, or every one refused).  ``deferred`` holds the
+    transient (4xx) refusals, ``refused`` the permanent (5xx) ones.
+    """
+
+    reply: Reply | None = None
+    delivered: tuple[str, ...] = ()
+    deferred: Mapping[str, Reply] = field(default_factory=dict)
+    refused: Mapping[str, Reply] = field(default_factory=dict)
 
 
 def release_bytes(stored: StoredMessage, mode: str, matcher: DomainMatcher) -> bytes:
@@ -47,7 +99,7 @@ class QuarantineReleaser:
 
     def __init__(
         self,
-        upstream: Deliverer,
+        upstream: TransactionOpener,
         matcher: DomainMatcher,
         *,
         log: FilteringBoundLogger | None = None,
@@ -58,20 +110,57 @@ class QuarantineReleaser:
         self._log = log
         self._redact = redact
 
-    async def release(self, stored: StoredMessage, mode: str) -> Reply:
+    async def release(
+        self, stored: StoredMessage, mode: str, rcpts: Sequence[str] | None = None
+    ) -> ReleaseAttempt:
         """Deliver ``stored`` (``mode`` ``as-is`` or ``rewrite``/``hidden``) with its
-        stored envelope; return the upstream's reply or raise UpstreamError.
-        Recipients the upstream refused while accepting the others are logged."""
+        stored sender to ``rcpts`` (default: every stored recipient), in one
+        transaction.  Raises UpstreamError if the upstream took it for nobody
+        because of the connection, MAIL or DATA; refused RCPTs are reported."""
+        wanted = tuple(dict.fromkeys(stored.rcpt_tos if rcpts is None else rcpts))
+        if not wanted:
+            return ReleaseAttempt()
         data = release_bytes(stored, mode, self._matcher)
         options = (
             stored.mail_options if mode == RELEASE_AS_IS else copy_options(stored.mail_options)
         )
-        result = await self._upstream.deliver(stored.mail_from, stored.rcpt_tos, data, options)
-        if self._log is not None:
-            for rcpt, reply in result.refused.items():
+        txn = await self._upstream.begin(stored.mail_from, options)
+        accepted, deferred, refused = await self._recipients(txn, wanted)
+        reply = await txn.data(data) if accepted else None
+        if reply is None:
+            await txn.abort()
+        attempt = ReleaseAttempt(reply, tuple(accepted), deferred, refused)
+        self._report(stored.id, mode, attempt)
+        return attempt
+
+    @staticmethod
+    async def _recipients(
+        txn: ReleaseTransaction, rcpts: Sequence[str]
+    ) -> tuple[list[str], dict[str, Reply], dict[str, Reply]]:
+        accepted: list[str] = []
+        deferred: dict[str, Reply] = {}
+        refused: dict[str, Reply] = {}
+        for rcpt in rcpts:
+            reply = await txn.rcpt(rcpt)
+            if reply.is_success:
+                accepted.append(rcpt)
+            elif reply.is_transient:
+                deferred[rcpt] = reply
+            else:
+                refused[rcpt] = reply
+        return accepted, deferred, refused
+
+    def _report(self, message_id: str, mode: str, attempt: ReleaseAttempt) -> None:
+        if self._log is None:
+            return
+        for kind, replies in (("deferred", attempt.deferred), ("refused", attempt.refused)):
+            for rcpt, reply in replies.items():
                 self._log.warning(
-                    "release_recipient_refused", quarantine_id=stored.id,
+                    "release_recipient_" + kind, quarantine_id=message_id,
                     rcpt=self._redact(rcpt), code=reply.code,
                 )  # fmt: skip
-            self._log.info("message_released", quarantine_id=stored.id, mode=mode)
-        return result.reply
+        self._log.info(
+            "message_release_attempt", quarantine_id=message_id, mode=mode,
+            delivered=len(attempt.delivered), deferred=len(attempt.deferred),
+            refused=len(attempt.refused),
+        )  # fmt: skip

@@ -7,7 +7,7 @@ session cookie (then state-changing calls need the ``X-CSRF-Token`` header).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +17,16 @@ from starlette.routing import Route
 
 from relay.admin.context import AdminContext, basic_credentials, client_ip, context_of
 from relay.admin.preview import preview_message
+from relay.admin.releasing import ReleaseDeferred, ReleaseReport
 from relay.admin.review import PUBLIC_MODES
-from relay.errors import QuarantineNotFound, QuarantineStateError, StoreError, UpstreamError
+from relay.codes import Reply
+from relay.errors import (
+    QuarantineClaimedError,
+    QuarantineNotFound,
+    QuarantineStateError,
+    StoreError,
+    UpstreamError,
+)
 from relay.quarantine.store import STATUSES, MessageSummary, StoredMessage
 
 __all__ = ["api_routes", "iso_time", "summary_json"]
@@ -110,6 +118,11 @@ def _authenticated(
             return await handler(request, actor)
         except QuarantineNotFound:
             return _error(404, "not_found", "no quarantined message with this id")
+        except QuarantineClaimedError as exc:
+            return _error(
+                409, "conflict", f"message is being released by {exc.claimed_by}",
+                status="held", claimed_by=exc.claimed_by,
+            )  # fmt: skip
         except QuarantineStateError as exc:
             return _error(409, "conflict", f"message is already {exc.status}", status=exc.status)
         except StoreError:
@@ -178,7 +191,11 @@ async def _release(request: Request, actor: str) -> Response:
         return _error(400, "bad_mode", f"mode must be one of {', '.join(PUBLIC_MODES)}")
     message_id = request.path_params["id"]
     try:
-        updated, reply = await context_of(request).review.release(message_id, mode, actor)
+        report = await context_of(request).review.release(message_id, mode, actor)
+    except ReleaseDeferred as exc:
+        return _error(
+            502, "recipients_deferred", exc.report.still_held_text(), **_progress_json(exc.report)
+        )
     except UpstreamError as exc:
         return _error(
             502,
@@ -187,9 +204,24 @@ async def _release(request: Request, actor: str) -> Response:
             upstream_reply=str(exc.reply),
             kind=exc.kind,
         )
-    body = summary_json(updated)
-    body["upstream_reply"] = str(reply)
+    body = summary_json(report.message)
+    body["upstream_reply"] = str(report.reply) if report.reply else None
+    body.update(_progress_json(report))
     return JSONResponse(body)
+
+
+def _recipient_replies(replies: Mapping[str, Reply | None]) -> list[dict[str, str | None]]:
+    return [{"rcpt": r, "reply": str(reply) if reply else None} for r, reply in replies.items()]
+
+
+def _progress_json(report: ReleaseReport) -> dict[str, Any]:
+    """Per-recipient outcome of a release (shown only to authenticated admins)."""
+    return {
+        "delivered": report.delivered,
+        "recipients": report.total,
+        "deferred": _recipient_replies(report.deferred),
+        "refused": _recipient_replies(report.refused),
+    }
 
 
 async def _delete(request: Request, actor: str) -> Response:

@@ -7,16 +7,27 @@ details carry ids, modes and reply codes only, never a message's addresses.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import contextlib
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol, TypeVar
 
+from relay.actions.release import ReleaseAttempt
+from relay.admin.releasing import REFUSED_PREFIX, ReleaseDeferred, ReleaseProgress, ReleaseReport
 from relay.codes import Reply
-from relay.errors import QuarantineNotFound, QuarantineStateError, UpstreamError
+from relay.errors import (
+    QuarantineClaimedError,
+    QuarantineNotFound,
+    QuarantineStateError,
+    StoreError,
+    UpstreamError,
+    UpstreamPermanentError,
+)
 from relay.quarantine.store import (
-    HELD,
     RELEASE_AS_IS,
     RELEASE_REWRITE,
     QuarantineStore,
     StoredMessage,
+    release_key,
 )
 
 __all__ = [
@@ -29,6 +40,7 @@ __all__ = [
     "store_mode",
 ]
 
+T = TypeVar("T")
 MODE_AS_IS = "as-is"
 MODE_HIDDEN = "hidden"
 PUBLIC_MODES: tuple[str, ...] = (MODE_AS_IS, MODE_HIDDEN)
@@ -43,8 +55,10 @@ def store_mode(mode: str) -> str:
 class Releaser(Protocol):
     """Delivers a held message upstream (``relay.actions.release.QuarantineReleaser``)."""
 
-    async def release(self, stored: StoredMessage, mode: str) -> Reply:
-        """Deliver ``stored`` (``mode`` is ``as-is`` or ``hidden``); raise UpstreamError if not."""
+    async def release(
+        self, stored: StoredMessage, mode: str, rcpts: Sequence[str] | None = None
+    ) -> ReleaseAttempt:
+        """Deliver ``stored`` to ``rcpts``; per-recipient outcome, or raise UpstreamError."""
         ...
 
 
@@ -56,6 +70,12 @@ class EventLog(Protocol):
         ...
 
 
+def _conflict_detail(exc: QuarantineStateError) -> str:
+    if isinstance(exc, QuarantineClaimedError):
+        return f"status=being-released by={exc.claimed_by}"
+    return f"status={exc.status}"
+
+
 class Review:
     """Audited view / release / delete / purge of quarantined messages."""
 
@@ -63,7 +83,6 @@ class Review:
         self.store = store
         self.releaser = releaser
         self.log = log
-        self._busy: set[str] = set()
 
     async def audit(
         self, actor: str, action: str, target: str, result: str, detail: str = ""
@@ -83,46 +102,93 @@ class Review:
         await self.audit(actor, "view", message_id, "ok")
         return stored
 
-    async def _held(self, message_id: str, actor: str, action: str) -> StoredMessage:
-        stored = await self.store.get(message_id)
-        if stored is None:
+    async def progress(self, message_id: str) -> ReleaseProgress:
+        """Who already got the message from earlier release attempts, who refused it."""
+        return ReleaseProgress.from_ledger(await self.store.copies_done(release_key(message_id)))
+
+    async def _audited(self, actor: str, action: str, message_id: str, op: Awaitable[T]) -> T:
+        """Run a store decision; audit a missing id or a conflict before re-raising."""
+        try:
+            return await op
+        except QuarantineNotFound:
             await self.audit(actor, action, message_id, "not_found")
-            raise QuarantineNotFound(message_id)
-        if stored.status != HELD or message_id in self._busy:
-            status = stored.status if stored.status != HELD else "being released"
-            await self.audit(actor, action, message_id, "conflict", f"status={status}")
-            raise QuarantineStateError(message_id, status, action)
-        return stored
+            raise
+        except QuarantineStateError as exc:
+            await self.audit(actor, action, message_id, "conflict", _conflict_detail(exc))
+            raise
 
-    async def release(self, message_id: str, mode: str, actor: str) -> tuple[StoredMessage, Reply]:
-        """Deliver upstream, then mark released; on UpstreamError it stays held (re-raised).
+    async def release(self, message_id: str, mode: str, actor: str) -> ReleaseReport:
+        """Claim, deliver to the recipients who do not have it yet, then mark released.
 
-        Returns the updated message and the upstream's reply.
+        Raises ReleaseDeferred (some recipients deferred: still held, the others
+        have it), UpstreamError (nobody got it: still held), QuarantineNotFound,
+        QuarantineStateError / QuarantineClaimedError (another release is under
+        way) or StoreError.  Every outcome is audited.
         """
         if mode not in PUBLIC_MODES:
             raise ValueError(f"mode must be one of {', '.join(PUBLIC_MODES)}")
         if self.releaser is None:
             raise RuntimeError("no releaser configured")
-        stored = await self._held(message_id, actor, "release")
-        self._busy.add(message_id)
+        stored = await self._audited(
+            actor, "release", message_id, self.store.claim(message_id, actor)
+        )
         try:
-            try:
-                reply = await self.releaser.release(stored, mode)
-            except UpstreamError as exc:
-                detail = f"mode={mode} kind={exc.kind} reply={exc.reply.code} {exc.reply.status}"
-                await self.audit(actor, "release", message_id, "upstream_failed", detail)
-                raise
-            updated = await self.store.mark_released(message_id, actor, store_mode(mode))
-        finally:
-            self._busy.discard(message_id)
-        detail = f"mode={mode} reply={reply.code} {reply.status}".rstrip()
+            return await self._release_claimed(self.releaser, stored, mode, actor)
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                await self.store.release_claim(message_id, actor)
+            raise
+
+    async def _release_claimed(
+        self, releaser: Releaser, stored: StoredMessage, mode: str, actor: str
+    ) -> ReleaseReport:
+        progress = await self.progress(stored.id)
+        try:
+            attempt = await releaser.release(stored, mode, progress.pending(stored.rcpt_tos))
+        except UpstreamError as exc:
+            detail = f"mode={mode} kind={exc.kind} reply={exc.reply.code} {exc.reply.status}"
+            await self.audit(actor, "release", stored.id, "upstream_failed", detail)
+            raise
+        nobody_has_it = not (progress.delivered or attempt.delivered)
+        await self._record(stored.id, attempt, keep_refusals=not nobody_has_it)
+        report = _report(stored, mode, progress, attempt)
+        if report.deferred:
+            await self.audit(actor, "release", stored.id, "deferred", report.audit_detail())
+            raise ReleaseDeferred(report)
+        if nobody_has_it and attempt.refused:
+            await self.audit(actor, "release", stored.id, "upstream_failed", report.audit_detail())
+            first = next(iter(attempt.refused.values()))
+            raise UpstreamPermanentError(str(first), kind="5xx", reply=first)
+        return await self._mark_released(report, actor)
+
+    async def _record(self, message_id: str, attempt: ReleaseAttempt, keep_refusals: bool) -> None:
+        """Write who got it (and, once someone has it, who refused it for good) to the ledger."""
+        key = release_key(message_id)
+        for rcpt in attempt.delivered:
+            await self.store.record_copy(key, rcpt)
+        if keep_refusals:
+            for rcpt in attempt.refused:
+                await self.store.record_copy(key, REFUSED_PREFIX + rcpt)
+
+    async def _mark_released(self, report: ReleaseReport, actor: str) -> ReleaseReport:
+        message_id, detail = report.message.id, report.audit_detail()
+        try:
+            updated = await self.store.mark_released(message_id, actor, store_mode(report.mode))
+        except StoreError as exc:
+            # Delivered and in the ledger: a retry only marks it released.
+            result = "conflict" if isinstance(exc, QuarantineStateError) else "store_failed"
+            with contextlib.suppress(StoreError):
+                await self.audit(actor, "release", message_id, result, detail)
+            raise
         await self.audit(actor, "release", message_id, "ok", detail)
-        return updated, reply
+        return ReleaseReport(
+            updated, report.mode, report.reply, report.delivered, report.total,
+            report.deferred, report.refused,
+        )  # fmt: skip
 
     async def delete(self, message_id: str, actor: str) -> None:
-        """Mark deleted and wipe the bytes."""
-        await self._held(message_id, actor, "delete")
-        await self.store.delete(message_id, actor)
+        """Mark deleted and wipe the bytes (refused while a release is under way)."""
+        await self._audited(actor, "delete", message_id, self.store.delete(message_id, actor))
         await self.audit(actor, "delete", message_id, "ok")
 
     async def purge(self, cutoff_epoch: float, actor: str) -> int:
@@ -130,3 +196,19 @@ class Review:
         count = await self.store.expire(cutoff_epoch)
         await self.audit(actor, "purge", "*", "ok", f"cutoff={cutoff_epoch:.0f} removed={count}")
         return count
+
+
+def _report(
+    stored: StoredMessage, mode: str, progress: ReleaseProgress, attempt: ReleaseAttempt
+) -> ReleaseReport:
+    refused: dict[str, Reply | None] = dict.fromkeys(sorted(progress.refused))
+    refused.update(attempt.refused)
+    return ReleaseReport(
+        message=stored,
+        mode=mode,
+        reply=attempt.reply,
+        delivered=len(progress.delivered | set(attempt.delivered)),
+        total=len(set(stored.rcpt_tos)),
+        deferred=dict(attempt.deferred),
+        refused=refused,
+    )

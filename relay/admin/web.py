@@ -18,9 +18,15 @@ from starlette.templating import Jinja2Templates
 
 from relay.admin.context import AdminContext, client_ip, context_of
 from relay.admin.preview import explain_exposure, preview_message
+from relay.admin.releasing import ReleaseDeferred
 from relay.admin.review import MODE_AS_IS, MODE_HIDDEN
 from relay.admin.sessions import Session
-from relay.errors import QuarantineNotFound, QuarantineStateError, UpstreamError
+from relay.errors import (
+    QuarantineClaimedError,
+    QuarantineNotFound,
+    QuarantineStateError,
+    UpstreamError,
+)
 from relay.quarantine.store import STATUSES, StoredMessage
 
 __all__ = ["web_routes"]
@@ -29,6 +35,10 @@ PAGE_SIZE = 50
 NOTICES = {
     "released-as-is": "Released: the message was delivered as sent.",
     "released-hidden": "Released: the message was delivered with the external recipients hidden.",
+    "released-refused": (
+        "Released, but the upstream refused some recipients for good: "
+        "they did not get the message (listed below)."
+    ),
     "deleted": "Deleted: the message was removed from the quarantine.",
     "logged-out": "You are logged out.",
 }
@@ -171,7 +181,7 @@ async def _list(request: Request) -> Response:
     )
 
 
-def _detail_page(
+async def _detail_page(
     request: Request,
     session: Session,
     stored: StoredMessage,
@@ -179,6 +189,7 @@ def _detail_page(
     status: int = 200,
     error: str | None = None,
 ) -> Response:
+    progress = await context_of(request).review.progress(stored.id)
     return _render(
         request,
         "detail.html",
@@ -188,6 +199,7 @@ def _detail_page(
         preview=preview_message(stored.message) if stored.message else None,
         explanation=explain_exposure(stored.exposure, stored.rule, stored.reason),
         error=error,
+        progress=progress,
         mode_as_is=MODE_AS_IS,
         mode_hidden=MODE_HIDDEN,
     )
@@ -213,7 +225,7 @@ async def _detail(request: Request) -> Response:
         stored = await ctx.review.view(request.path_params["id"], str(session.user))
     except QuarantineNotFound:
         return _not_found(request, session)
-    return _detail_page(request, session, stored)
+    return await _detail_page(request, session, stored)
 
 
 async def _act(request: Request) -> Response:
@@ -226,10 +238,9 @@ async def _act(request: Request) -> Response:
     mode = _field(form, "mode") or ""
     try:
         if action == "release" and mode in (MODE_AS_IS, MODE_HIDDEN):
-            await ctx.review.release(message_id, mode, actor)
-            return RedirectResponse(
-                f"/quarantine/{message_id}?notice=released-{mode}", status_code=303
-            )
+            report = await ctx.review.release(message_id, mode, actor)
+            notice = "released-refused" if report.refused else f"released-{mode}"
+            return RedirectResponse(f"/quarantine/{message_id}?notice={notice}", status_code=303)
         if action == "delete":
             await ctx.review.delete(message_id, actor)
             return RedirectResponse("/quarantine?notice=deleted", status_code=303)
@@ -243,9 +254,15 @@ async def _act(request: Request) -> Response:
         )
     except QuarantineNotFound:
         return _not_found(request, session)
+    except QuarantineClaimedError as exc:
+        error = f"Nothing was done: this message is being released by {exc.claimed_by}."
+        return await _detail_after_error(request, session, message_id, 409, error)
     except QuarantineStateError as exc:
         error = f"Nothing was done: this message is already {exc.status}."
         return await _detail_after_error(request, session, message_id, 409, error)
+    except ReleaseDeferred as exc:
+        error = _capitalised(exc.report.still_held_text()) + "."
+        return await _detail_after_error(request, session, message_id, 502, error)
     except UpstreamError as exc:
         error = (
             "The upstream mail server did not accept the message "
@@ -254,13 +271,17 @@ async def _act(request: Request) -> Response:
         return await _detail_after_error(request, session, message_id, 502, error)
 
 
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 async def _detail_after_error(
     request: Request, session: Session, message_id: str, status: int, error: str
 ) -> Response:
     stored = await context_of(request).review.store.get(message_id)
     if stored is None:
         return _not_found(request, session)
-    return _detail_page(request, session, stored, status=status, error=error)
+    return await _detail_page(request, session, stored, status=status, error=error)
 
 
 def web_routes() -> list[Route]:

@@ -14,15 +14,23 @@ import json
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TextIO
 
 from relay.admin.api import iso_time, summary_json
 from relay.admin.preview import explain_exposure, preview_message
+from relay.admin.releasing import ReleaseDeferred
 from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Releaser, Review
 from relay.cli.config import load_or_report
-from relay.errors import QuarantineNotFound, QuarantineStateError, StoreError, UpstreamError
+from relay.codes import Reply
+from relay.errors import (
+    QuarantineClaimedError,
+    QuarantineNotFound,
+    QuarantineStateError,
+    StoreError,
+    UpstreamError,
+)
 from relay.quarantine import open_store
 from relay.quarantine.store import STATUSES, StoredMessage
 from relay.settings import Settings
@@ -133,12 +141,24 @@ async def _release(
     review.releaser = await _make_releaser(settings, stack)
     mode = MODE_HIDDEN if args.hidden else MODE_AS_IS
     try:
-        _, reply = await review.release(args.id, mode, _actor())
+        report = await review.release(args.id, mode, _actor())
+    except ReleaseDeferred as exc:
+        _print_recipients("deferred", exc.report.deferred, sys.stderr)
+        return _fail(f"message {args.id} {exc.report.still_held_text()}")
     except UpstreamError as exc:
         return _fail(f"the upstream did not accept the message ({exc.reply}); it is still held")
     how = "with external recipients hidden" if args.hidden else "as sent"
-    print(f"released {args.id} {how}; upstream said: {reply}")
+    said = f"upstream said: {report.reply}" if report.reply else "nothing left to deliver"
+    print(f"released {args.id} {how}; {said}")
+    if report.refused:
+        print(report.refused_text() + ":")
+        _print_recipients("refused", report.refused, sys.stdout)
     return 0
+
+
+def _print_recipients(what: str, replies: Mapping[str, Reply | None], out: TextIO) -> None:
+    for rcpt, reply in replies.items():
+        print(f"  {what}: {rcpt} ({reply or 'on an earlier attempt'})", file=out)
 
 
 async def _delete(review: Review, args: argparse.Namespace, _: Settings, __: Any) -> int:
@@ -163,6 +183,8 @@ async def _run(command: Command, args: argparse.Namespace, settings: Settings) -
             return await command(review, args, settings, stack)
         except QuarantineNotFound:
             return _fail(f"no quarantined message with id {args.id}")
+        except QuarantineClaimedError as exc:
+            return _fail(f"message {args.id} is being released by {exc.claimed_by}; nothing done")
         except QuarantineStateError as exc:
             return _fail(f"message {args.id} is already {exc.status}; nothing done")
 

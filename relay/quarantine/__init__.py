@@ -6,6 +6,7 @@ from relay.quarantine.factory import open_store
 from relay.quarantine.retention import purge_once, run_retention
 from relay.quarantine.sqlite import SqliteStore
 from relay.quarantine.store import (
+    CLAIM_STALE_AFTER,
     DELETED,
     HELD,
     RELEASE_AS_IS,
@@ -20,9 +21,11 @@ from relay.quarantine.store import (
     QuarantineStats,
     QuarantineStore,
     StoredMessage,
+    release_key,
 )
 
 __all__ = [
+    "CLAIM_STALE_AFTER",
     "DELETED",
     "HELD",
     "RELEASED",
@@ -40,5 +43,6 @@ __all__ = [
     "StoredMessage",
     "open_store",
     "purge_once",
+    "release_key",
     "run_retention",
 ]

@@ -29,9 +29,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from relay.errors import QuarantineNotFound, QuarantineStateError, StoreError
+from relay.errors import StoreError
+from relay.quarantine.sqlite_claims import (
+    CLEAR_CLAIM,
+    expire_messages,
+    held_row,
+    refuse_live_claim,
+    require_claim,
+    set_claim,
+)
 from relay.quarantine.sqlite_conn import connect, translate_error, write_transaction
 from relay.quarantine.sqlite_sql import (
     FULL_COLUMNS,
@@ -41,6 +49,7 @@ from relay.quarantine.sqlite_sql import (
     row_to_summary,
 )
 from relay.quarantine.store import (
+    CLAIM_STALE_AFTER,
     DELETED,
     HELD,
     RELEASE_MODES,
@@ -51,12 +60,14 @@ from relay.quarantine.store import (
     Page,
     QuarantineStats,
     StoredMessage,
+    release_key,
 )
 from relay.quarantine.subject import decode_subject
 
 __all__ = ["SqliteStore", "new_message_id"]
 
 T = TypeVar("T")
+_RELEASE_PREFIX = release_key("")
 
 
 def new_message_id() -> str:
@@ -209,66 +220,80 @@ class SqliteStore:
 
         return await self._call("list", run)
 
-    def _decide(
-        self,
-        conn: sqlite3.Connection,
-        message_id: str,
-        wanted: str,
-        sql: str,
-        params: tuple[Any, ...],
-    ) -> None:
-        """Inside one transaction: check the message is held, then apply ``sql``."""
-        with write_transaction(conn):
-            row = conn.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()
-            if row is None:
-                raise QuarantineNotFound(message_id)
-            if row[0] != HELD:
-                raise QuarantineStateError(message_id, row[0], wanted)
-            conn.execute(sql, (*params, message_id))
+    def _full_row(self, conn: sqlite3.Connection, message_id: str) -> StoredMessage:
+        row = conn.execute(
+            f"SELECT {FULL_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+        ).fetchone()
+        return row_to_stored(row)
+
+    async def claim(
+        self, message_id: str, actor: str, stale_after: float = CLAIM_STALE_AFTER
+    ) -> StoredMessage:
+        """Claim a held message for release by ``actor`` (check and set in one transaction)."""
+
+        def run(conn: sqlite3.Connection) -> StoredMessage:
+            now = self._clock()
+            with write_transaction(conn):
+                row = held_row(conn, message_id, "release")
+                refuse_live_claim(row, message_id, "release", now, stale_after)
+                set_claim(conn, message_id, actor, now)
+            return self._full_row(conn, message_id)
+
+        return await self._call("claim", run)
+
+    async def release_claim(self, message_id: str, actor: str) -> None:
+        """Drop ``actor``'s claim on ``message_id``; nothing happens if it is not theirs."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                conn.execute(
+                    f"UPDATE messages SET {CLEAR_CLAIM} WHERE id = ? AND claimed_by = ?",
+                    (message_id, actor),
+                )
+
+        await self._call("release claim", run)
 
     async def mark_released(self, message_id: str, actor: str, mode: str) -> StoredMessage:
-        """held → released by ``actor`` with ``mode`` (one of RELEASE_MODES)."""
+        """held and claimed by ``actor`` → released by ``actor`` with ``mode``."""
         if mode not in RELEASE_MODES:
             raise ValueError(f"release mode must be one of {', '.join(RELEASE_MODES)}")
 
         def run(conn: sqlite3.Connection) -> StoredMessage:
-            self._decide(
-                conn,
-                message_id,
-                "release",
-                "UPDATE messages SET status = ?, released_at = ?, released_by = ?, "
-                "release_mode = ? WHERE id = ?",
-                (RELEASED, self._clock(), actor, mode),
-            )
-            row = conn.execute(
-                f"SELECT {FULL_COLUMNS} FROM messages WHERE id = ?", (message_id,)
-            ).fetchone()
-            return row_to_stored(row)
+            with write_transaction(conn):
+                row = held_row(conn, message_id, "release")
+                require_claim(row, message_id, actor, "release")
+                conn.execute(
+                    "UPDATE messages SET status = ?, released_at = ?, released_by = ?, "
+                    f"release_mode = ?, {CLEAR_CLAIM} WHERE id = ?",
+                    (RELEASED, self._clock(), actor, mode, message_id),
+                )
+            return self._full_row(conn, message_id)
 
         return await self._call("release", run)
 
     async def delete(self, message_id: str, actor: str) -> None:
-        """held → deleted by ``actor``; the message bytes are wiped, the metadata kept."""
+        """held (no release under way) → deleted by ``actor``; bytes wiped, metadata kept."""
 
         def run(conn: sqlite3.Connection) -> None:
-            self._decide(
-                conn,
-                message_id,
-                "delete",
-                "UPDATE messages SET status = ?, deleted_at = ?, deleted_by = ?, "
-                "message = NULL WHERE id = ?",
-                (DELETED, self._clock(), actor),
-            )
+            now = self._clock()
+            with write_transaction(conn):
+                row = held_row(conn, message_id, "delete")
+                refuse_live_claim(row, message_id, "delete", now, CLAIM_STALE_AFTER)
+                conn.execute(
+                    "UPDATE messages SET status = ?, deleted_at = ?, deleted_by = ?, "
+                    f"message = NULL, {CLEAR_CLAIM} WHERE id = ?",
+                    (DELETED, now, actor, message_id),
+                )
 
         await self._call("delete", run)
 
     async def expire(self, cutoff_epoch: float) -> int:
-        """Purge every message received before ``cutoff_epoch``, whatever its status."""
+        """Purge every message received before ``cutoff_epoch`` (any status) and its
+        release ledger rows."""
 
         def run(conn: sqlite3.Connection) -> int:
             with write_transaction(conn):
-                cur = conn.execute("DELETE FROM messages WHERE received_at < ?", (cutoff_epoch,))
-            return int(cur.rowcount)
+                return expire_messages(conn, cutoff_epoch)
 
         return await self._call("expire", run)
 
@@ -326,12 +351,14 @@ class SqliteStore:
         await self._call("ledger write", run)
 
     async def expire_ledger(self, cutoff_epoch: float) -> int:
-        """Drop ledger rows recorded before ``cutoff_epoch``; returns how many."""
+        """Drop split-ledger rows recorded before ``cutoff_epoch``; returns how many.
+        Release rows are kept as long as their message (see :meth:`expire`)."""
 
         def run(conn: sqlite3.Connection) -> int:
             with write_transaction(conn):
                 cur = conn.execute(
-                    "DELETE FROM split_ledger WHERE recorded_at < ?", (cutoff_epoch,)
+                    "DELETE FROM split_ledger WHERE recorded_at < ? AND substr(key, 1, ?) != ?",
+                    (cutoff_epoch, len(_RELEASE_PREFIX), _RELEASE_PREFIX),
                 )
             return int(cur.rowcount)
 

@@ -71,7 +71,14 @@ _V1 = (
     "CREATE TABLE probe (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# v2: a release claims the message first (who, since when), so two admins
+# (web + CLI, or two instances) can never deliver the same message twice.
+_V2 = (
+    "ALTER TABLE messages ADD COLUMN claimed_by TEXT",
+    "ALTER TABLE messages ADD COLUMN claimed_at REAL",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

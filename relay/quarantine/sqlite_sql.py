@@ -14,6 +14,7 @@ _SUMMARY = (
     "id", "received_at", "status", "mail_from", "rcpt_tos", "mail_options", "client_ip",
     "client_helo", "queue_id", "subject", "size", "action", "rule", "reason", "exposure",
     "released_at", "released_by", "release_mode", "deleted_at", "deleted_by",
+    "claimed_by", "claimed_at",
 )  # fmt: skip
 SUMMARY_COLUMNS = ", ".join(_SUMMARY)
 FULL_COLUMNS = SUMMARY_COLUMNS + ", message"

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from relay.policy.verdict import Verdict
 
 __all__ = [
+    "CLAIM_STALE_AFTER",
     "DELETED",
     "HELD",
     "RELEASED",
@@ -40,6 +41,7 @@ __all__ = [
     "QuarantineStats",
     "QuarantineStore",
     "StoredMessage",
+    "release_key",
 ]
 
 HELD = "held"
@@ -52,6 +54,14 @@ RELEASE_AS_IS = "as-is"
 RELEASE_REWRITE = "rewrite"
 """Release mode: deliver with external recipients hidden (the rewrite action)."""
 RELEASE_MODES: tuple[str, ...] = (RELEASE_AS_IS, RELEASE_REWRITE)
+
+CLAIM_STALE_AFTER = 600.0
+"""Seconds after which a release claim counts as abandoned (its holder crashed)."""
+
+
+def release_key(message_id: str) -> str:
+    """The ledger key under which a release records each recipient it is done with."""
+    return f"release:{message_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +132,8 @@ class MessageSummary:
     release_mode: str | None = None
     deleted_at: float | None = None
     deleted_by: str | None = None
+    claimed_by: str | None = None
+    claimed_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,14 +209,30 @@ class QuarantineStore(Protocol):
     ) -> Page:
         """Summaries (no bytes) newest first; ``sender`` matches mail_from case-insensitively."""
 
+    async def claim(
+        self, message_id: str, actor: str, stale_after: float = CLAIM_STALE_AFTER
+    ) -> StoredMessage:
+        """Atomically claim a held message for release by ``actor``; returns it.
+
+        Succeeds only if it is held and nobody holds a claim younger than
+        ``stale_after`` seconds.  Raises QuarantineNotFound, QuarantineStateError
+        (not held) or QuarantineClaimedError (someone else is releasing it).
+        """
+
+    async def release_claim(self, message_id: str, actor: str) -> None:
+        """Drop ``actor``'s claim (the release did not complete); no-op if not theirs."""
+
     async def mark_released(self, message_id: str, actor: str, mode: str) -> StoredMessage:
-        """held → released; raises QuarantineNotFound / QuarantineStateError."""
+        """held (claimed by ``actor``) → released; raises QuarantineNotFound /
+        QuarantineStateError / QuarantineClaimedError (``actor`` holds no claim)."""
 
     async def delete(self, message_id: str, actor: str) -> None:
-        """held → deleted and the bytes wiped; raises QuarantineNotFound / QuarantineStateError."""
+        """held → deleted and the bytes wiped; raises QuarantineNotFound /
+        QuarantineStateError / QuarantineClaimedError (a release is under way)."""
 
     async def expire(self, cutoff_epoch: float) -> int:
-        """Purge messages (any status) received before ``cutoff_epoch``; returns the count."""
+        """Purge messages (any status) received before ``cutoff_epoch`` and their
+        release ledger rows; returns the count."""
 
     async def stats(self) -> QuarantineStats:
         """Count per status and the oldest held ``received_at``."""
@@ -219,7 +247,8 @@ class QuarantineStore(Protocol):
         """Split ledger: copy delivered; durable before it returns; idempotent."""
 
     async def expire_ledger(self, cutoff_epoch: float) -> int:
-        """Drop ledger rows recorded before ``cutoff_epoch``; returns the count."""
+        """Drop split-ledger rows recorded before ``cutoff_epoch``; returns the count.
+        Release rows (:func:`release_key`) live as long as their message."""
 
     async def add_audit(
         self, actor: str, action: str, target: str, result: str, detail: str = ""

@@ -128,9 +128,11 @@ async def test_list_rejects_bad_arguments(store: SqliteStore) -> None:
 async def test_release_once(store: SqliteStore, clock: Clock) -> None:
     mid = await store.put(new_message())
     clock.now = 1_700_000_500.0
+    await store.claim(mid, "admin")
     released = await store.mark_released(mid, "admin", RELEASE_REWRITE)
     assert (released.status, released.released_at) == (RELEASED, 1_700_000_500.0)
     assert (released.released_by, released.release_mode) == ("admin", RELEASE_REWRITE)
+    assert (released.claimed_by, released.claimed_at) == (None, None)
     assert released.message == RAW
     with pytest.raises(QuarantineStateError, match="already released") as info:
         await store.mark_released(mid, "other", RELEASE_AS_IS)
@@ -176,6 +178,7 @@ async def test_missing_id_and_bad_mode(store: SqliteStore) -> None:
 async def test_expire_and_stats(store: SqliteStore) -> None:
     old_held = await store.put(new_message(received_at=100.0))
     old_rel = await store.put(new_message(received_at=150.0))
+    await store.claim(old_rel, "admin")
     await store.mark_released(old_rel, "admin", RELEASE_AS_IS)
     new_held = await store.put(new_message(received_at=300.0))
     stats = await store.stats()
