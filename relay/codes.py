@@ -17,6 +17,7 @@ __all__ = [
     "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
     "NEEDS_SMTPUTF8",
+    "NO_8BITMIME",
     "OK",
     "REJECT_EXPOSURE",
     "REJECT_UNCHECKABLE",
@@ -79,6 +80,9 @@ LINE_TOO_LONG = Reply(
 COMMAND_TOO_LONG = Reply(500, "5.5.2", "Command line too long")
 SENDER_OK = Reply(250, "2.1.0", "Sender OK")
 RSET_OK = Reply(250, "2.0.0", "OK")
+NO_8BITMIME = Reply(
+    554, "5.6.3", "Upstream server does not accept 8-bit data (8BITMIME) and ccguard never converts"
+)
 NEEDS_SMTPUTF8 = Reply(
     553, "5.6.7", "Non-ASCII address requires MAIL FROM with SMTPUTF8 (RFC 6531)"
 )

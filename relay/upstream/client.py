@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import aiosmtplib
 
-from relay.codes import Reply
+from relay.codes import NO_8BITMIME, Reply
 from relay.errors import UpstreamError, UpstreamPermanentError, UpstreamTransientError
 from relay.settings import UpstreamSettings
 from relay.upstream.pool import Connection, ConnectionPool
@@ -39,6 +39,15 @@ class DeliveryResult:
 
 
 def _mail_params(smtp: aiosmtplib.SMTP, options: Sequence[str]) -> list[str]:
+    """The MAIL FROM parameters to send upstream; raise if 8-bit data cannot go there.
+
+    ccguard never converts a message (that would change its bytes), so 8-bit
+    content for a next hop without 8BITMIME is refused as RFC 6152 allows.
+    """
+    if any(o.upper() == "BODY=8BITMIME" for o in options) and not smtp.supports_extension(
+        "8BITMIME"
+    ):
+        raise UpstreamPermanentError("upstream lacks 8BITMIME", kind="5xx", reply=NO_8BITMIME)
     params = []
     for option in options:
         keyword = option.split("=", 1)[0].upper()
@@ -184,7 +193,11 @@ class UpstreamClient:
             raise
 
     async def _mail(self, conn: Connection, mail_from: str, options: Sequence[str]) -> None:
-        params = _mail_params(conn.smtp, options)
+        try:
+            params = _mail_params(conn.smtp, options)
+        except UpstreamError:
+            await self.pool.release(conn, reusable=True)
+            raise
         try:
             await conn.smtp.mail(mail_from, options=params, encoding=_encoding(options))
         except asyncio.CancelledError:

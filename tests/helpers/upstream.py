@@ -36,6 +36,7 @@ class RecordingUpstream:
     data_hook: Callable[[Any], str | None] | None = None
     data_delay: float = 0.0
     rcpt_delay: float = 0.0
+    eight_bit: bool = True  # False: no 8BITMIME in EHLO (aiosmtpd decode_data mode)
     data_started: int = 0
     connections: int = 0
     mail_commands: int = 0
@@ -51,6 +52,7 @@ class RecordingUpstream:
                 _Handler(self),
                 hostname="upstream.test",
                 enable_SMTPUTF8=True,
+                decode_data=not self.eight_bit,
                 data_size_limit=None,
                 loop=loop,
             )

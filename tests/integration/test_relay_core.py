@@ -227,3 +227,28 @@ async def test_pool_recovers_when_upstream_closed_idle_connection(
         finally:
             await fresh.stop()
     assert len(fresh.messages) == 1
+
+
+def send_8bit(port: int, message: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.sendmail(
+            "alice@example.org", ["bob@example.com"], message, mail_options=["BODY=8BITMIME"]
+        )
+
+
+async def test_8bit_message_for_upstream_without_8bitmime_is_refused_not_mangled(
+    upstream: RecordingUpstream,
+) -> None:
+    upstream.eight_bit = False
+    await upstream.stop()
+    await upstream.start(port=upstream.port)
+    message = "Subject: Grüße\r\n\r\nGrüße\r\n".encode()
+    async with running_relay(settings_for(upstream.port)) as relay:
+        with pytest.raises(smtplib.SMTPSenderRefused) as err:
+            await asyncio.to_thread(send_8bit, relay.smtp_port, message)
+        ascii_ok = await asyncio.to_thread(
+            smtplib_send, relay.smtp_port, "alice@example.org", ["bob@example.com"], MESSAGE
+        )
+    assert err.value.smtp_code == 554
+    assert err.value.smtp_error.startswith(b"5.6.3 Upstream server does not accept 8-bit data")
+    assert ascii_ok == {} and len(upstream.messages) == 1
