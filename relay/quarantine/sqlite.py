@@ -149,7 +149,6 @@ class SqliteStore:
 
     async def get(self, message_id: str) -> StoredMessage | None:
         """The message with its bytes, or ``None``."""
-
         return await self._call("get", lambda conn: fetch_stored(conn, message_id))
 
     async def list(
