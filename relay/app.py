@@ -60,7 +60,15 @@ class Relay:
             metrics=self.metrics,
             redact=self.redactor.address,
         )
-        self.front = FrontContext(
+        self.front = self._front_context()
+        self.listener = SmtpListener(self.front)
+        self.http: list[HttpServer] = []
+        self._stop_background = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+
+    def _front_context(self) -> FrontContext:
+        settings = self.settings
+        return FrontContext(
             settings=settings.smtp,
             upstream=self.upstream,
             decider=InspectingDecider(self.matcher, settings.inspect, settings.policy),
@@ -69,10 +77,6 @@ class Relay:
             redact=self.redactor.address,
             metrics=self.metrics,
         )
-        self.listener = SmtpListener(self.front)
-        self.http: list[HttpServer] = []
-        self._stop_background = asyncio.Event()
-        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
