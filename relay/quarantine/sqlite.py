@@ -39,7 +39,7 @@ from relay.quarantine.sqlite_claims import (
     require_claim,
     set_claim,
 )
-from relay.quarantine.sqlite_conn import connect, translate_error, write_transaction
+from relay.quarantine.sqlite_conn import connect, translate_error
 from relay.quarantine.sqlite_sql import (
     FULL_COLUMNS,
     SUMMARY_COLUMNS,
@@ -51,6 +51,7 @@ from relay.quarantine.sqlite_sql import (
     row_to_stored,
     row_to_summary,
 )
+from relay.quarantine.sqlite_tx import write_transaction
 from relay.quarantine.store import (
     CLAIM_STALE_AFTER,
     DELETED,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from relay.quarantine.sqlite_conn import write_transaction
+from relay.quarantine.sqlite_tx import write_transaction
 from relay.quarantine.store import AuditEntry, release_key
 
 __all__ = ["add_audit", "copies_done", "expire_ledger", "list_audit", "record_copy"]

@@ -7,7 +7,7 @@ import secrets
 import sqlite3
 from typing import Any
 
-from relay.quarantine.sqlite_conn import write_transaction
+from relay.quarantine.sqlite_tx import write_transaction
 from relay.quarantine.store import HELD, MessageSummary, NewMessage, StoredMessage
 from relay.quarantine.subject import decode_subject
 
