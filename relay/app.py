@@ -32,7 +32,7 @@ from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.pipeline import InspectingDecider
 from relay.upstream import UpstreamClient
 
-__all__ = ["Relay", "serve"]
+__all__ = ["Relay", "serve", "wait_for_stop_signal"]
 
 
 class Relay:
@@ -196,6 +196,15 @@ class Relay:
         self.log.info("ccguard stopped")
 
 
+async def wait_for_stop_signal() -> None:
+    """Return once SIGTERM or SIGINT arrives (handled on the running loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
     redactor = configure_logging(settings.logging)
@@ -206,10 +215,6 @@ async def serve(settings: Settings) -> int:
         relay.log.error("cannot start", error=str(exc))
         await relay.stop()
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     await relay.stop()
     return 0
