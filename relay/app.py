@@ -32,7 +32,7 @@ from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.pipeline import InspectingDecider
 from relay.upstream import UpstreamClient
 
-__all__ = ["Relay", "serve"]
+__all__ = ["Relay", "serve", "wait_for_stop_signal"]
 
 
 class Relay:
@@ -60,7 +60,15 @@ class Relay:
             metrics=self.metrics,
             redact=self.redactor.address,
         )
-        self.front = FrontContext(
+        self.front = self._front_context()
+        self.listener = SmtpListener(self.front)
+        self.http: list[HttpServer] = []
+        self._stop_background = asyncio.Event()
+        self._background: list[asyncio.Task[None]] = []
+
+    def _front_context(self) -> FrontContext:
+        settings = self.settings
+        return FrontContext(
             settings=settings.smtp,
             upstream=self.upstream,
             decider=InspectingDecider(self.matcher, settings.inspect, settings.policy),
@@ -69,10 +77,6 @@ class Relay:
             redact=self.redactor.address,
             metrics=self.metrics,
         )
-        self.listener = SmtpListener(self.front)
-        self.http: list[HttpServer] = []
-        self._stop_background = asyncio.Event()
-        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
@@ -192,6 +196,15 @@ class Relay:
         self.log.info("ccguard stopped")
 
 
+async def wait_for_stop_signal() -> None:
+    """Return once SIGTERM or SIGINT arrives (handled on the running loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
     redactor = configure_logging(settings.logging)
@@ -202,10 +215,6 @@ async def serve(settings: Settings) -> int:
         relay.log.error("cannot start", error=str(exc))
         await relay.stop()
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     await relay.stop()
     return 0

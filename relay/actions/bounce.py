@@ -11,13 +11,10 @@ the upstream's reply; the log never does.
 
 from __future__ import annotations
 
-import email.message
-import email.policy
-import email.utils
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from relay.actions.notices import NOTICE_HEADER
+from relay.actions.notices import compose_notice
 from relay.codes import Reply
 
 __all__ = ["BOUNCE_KIND", "build_split_bounce"]
@@ -59,14 +56,14 @@ def build_split_bounce(
 ) -> bytes:
     """The bounce to ``mail_from`` listing ``refused`` (address → upstream reply),
     as wire bytes (CRLF).  ``subject`` is the original message's decoded Subject."""
-    notice = email.message.EmailMessage(policy=email.policy.SMTP)
-    notice["From"] = from_address
-    notice["To"] = mail_from
     subject = " ".join(subject.split())
-    notice["Subject"] = f"Undelivered copies of your message: {subject}"
-    notice["Date"] = email.utils.format_datetime(now)
-    notice["Message-ID"] = email.utils.make_msgid("ccguard", domain=hostname)
-    notice["Auto-Submitted"] = "auto-replied"
-    notice[NOTICE_HEADER] = BOUNCE_KIND
-    notice.set_content(_body(refused, subject, now), cte="quoted-printable")
-    return notice.as_bytes()
+    return compose_notice(
+        from_address=from_address,
+        to=mail_from,
+        subject=f"Undelivered copies of your message: {subject}",
+        body=_body(refused, subject, now),
+        kind=BOUNCE_KIND,
+        auto_submitted="auto-replied",
+        hostname=hostname,
+        now=now,
+    )

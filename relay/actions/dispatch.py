@@ -76,7 +76,10 @@ class Dispatcher:
             upstream=upstream, store=store, matcher=matcher, log=log, redact=redact,
             on_store_error=self._store_failed, on_refused=self._bounce,
         )  # fmt: skip
-        self._handlers: dict[Action, _Handler] = {
+        self._handlers = self._handler_table()
+
+    def _handler_table(self) -> dict[Action, _Handler]:
+        return {
             Action.PASS: self._pass,
             Action.TAG: self._tag,
             Action.REWRITE: self._rewrite,

@@ -22,7 +22,7 @@ from relay.inspect.domains import DomainMatcher
 from relay.policy.verdict import Verdict
 from relay.settings import Action, NotificationSettings
 
-__all__ = ["NOTICE_HEADER", "build_notice", "is_auto_submitted", "should_notify"]
+__all__ = ["NOTICE_HEADER", "build_notice", "compose_notice", "is_auto_submitted", "should_notify"]
 
 NOTICE_HEADER = "X-CCGuard-Notice"
 
@@ -121,14 +121,42 @@ def build_notice(
 
     ``subject`` is the original message's decoded Subject.
     """
+    subject = " ".join(subject.split())
+    return compose_notice(
+        from_address=from_address,
+        to=envelope.mail_from,
+        subject=f"{_SUBJECTS.get(verdict.action, 'About your message')}: {subject}",
+        body=_body(verdict, subject, now, quarantine_id),
+        kind=str(verdict.action),
+        auto_submitted="auto-generated",
+        hostname=hostname,
+        now=now,
+    )
+
+
+def compose_notice(
+    *,
+    from_address: str,
+    to: str,
+    subject: str,
+    body: str,
+    kind: str,
+    auto_submitted: str,
+    hostname: str,
+    now: datetime,
+) -> bytes:
+    """A plain-text message from ccguard as wire bytes (CRLF, quoted-printable body).
+
+    ``kind`` goes in the ``X-CCGuard-Notice`` header, ``auto_submitted`` in
+    ``Auto-Submitted`` (RFC 3834), so no notice is ever made about it.
+    """
     notice = email.message.EmailMessage(policy=email.policy.SMTP)
     notice["From"] = from_address
-    notice["To"] = envelope.mail_from
-    subject = " ".join(subject.split())
-    notice["Subject"] = f"{_SUBJECTS.get(verdict.action, 'About your message')}: {subject}"
+    notice["To"] = to
+    notice["Subject"] = subject
     notice["Date"] = email.utils.format_datetime(now)
     notice["Message-ID"] = email.utils.make_msgid("ccguard", domain=hostname)
-    notice["Auto-Submitted"] = "auto-generated"
-    notice[NOTICE_HEADER] = str(verdict.action)
-    notice.set_content(_body(verdict, subject, now, quarantine_id), cte="quoted-printable")
+    notice["Auto-Submitted"] = auto_submitted
+    notice[NOTICE_HEADER] = kind
+    notice.set_content(body, cte="quoted-printable")
     return notice.as_bytes()

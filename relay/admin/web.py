@@ -233,42 +233,50 @@ async def _act(request: Request) -> Response:
     if isinstance(checked, Response):
         return checked
     session, form = checked
-    ctx, actor = context_of(request), str(session.user)
-    message_id, action = request.path_params["id"], request.path_params["action"]
-    mode = _field(form, "mode") or ""
+    message_id = request.path_params["id"]
     try:
-        if action == "release" and mode in (MODE_AS_IS, MODE_HIDDEN):
-            report = await ctx.review.release(message_id, mode, actor)
-            notice = "released-refused" if report.refused else f"released-{mode}"
-            return RedirectResponse(f"/quarantine/{message_id}?notice={notice}", status_code=303)
-        if action == "delete":
-            await ctx.review.delete(message_id, actor)
-            return RedirectResponse("/quarantine?notice=deleted", status_code=303)
-        return _render(
-            request,
-            "error.html",
-            session,
-            400,
-            title="Bad request",
-            message="Unknown action or release mode.",
-        )
+        return await _perform(request, session, message_id, _field(form, "mode") or "")
     except QuarantineNotFound:
         return _not_found(request, session)
-    except QuarantineClaimedError as exc:
-        error = f"Nothing was done: this message is being released by {exc.claimed_by}."
-        return await _detail_after_error(request, session, message_id, 409, error)
-    except QuarantineStateError as exc:
-        error = f"Nothing was done: this message is already {exc.status}."
-        return await _detail_after_error(request, session, message_id, 409, error)
-    except ReleaseDeferred as exc:
-        error = _capitalised(exc.report.still_held_text()) + "."
-        return await _detail_after_error(request, session, message_id, 502, error)
-    except UpstreamError as exc:
-        error = (
-            "The upstream mail server did not accept the message "
-            f"({exc.reply.code} {exc.reply.status}). It is still held; try again later."
-        )
-        return await _detail_after_error(request, session, message_id, 502, error)
+    except (QuarantineStateError, ReleaseDeferred, UpstreamError) as exc:
+        status, error = _action_failure(exc)
+        return await _detail_after_error(request, session, message_id, status, error)
+
+
+async def _perform(request: Request, session: Session, message_id: str, mode: str) -> Response:
+    """Release or delete the message; raises what the review layer raises."""
+    review, actor = context_of(request).review, str(session.user)
+    action = request.path_params["action"]
+    if action == "release" and mode in (MODE_AS_IS, MODE_HIDDEN):
+        report = await review.release(message_id, mode, actor)
+        notice = "released-refused" if report.refused else f"released-{mode}"
+        return RedirectResponse(f"/quarantine/{message_id}?notice={notice}", status_code=303)
+    if action == "delete":
+        await review.delete(message_id, actor)
+        return RedirectResponse("/quarantine?notice=deleted", status_code=303)
+    return _render(
+        request,
+        "error.html",
+        session,
+        400,
+        title="Bad request",
+        message="Unknown action or release mode.",
+    )
+
+
+def _action_failure(exc: Exception) -> tuple[int, str]:
+    """The HTTP status and the detail page's error text for a failed action."""
+    if isinstance(exc, QuarantineClaimedError):
+        return 409, f"Nothing was done: this message is being released by {exc.claimed_by}."
+    if isinstance(exc, QuarantineStateError):
+        return 409, f"Nothing was done: this message is already {exc.status}."
+    if isinstance(exc, ReleaseDeferred):
+        return 502, _capitalised(exc.report.still_held_text()) + "."
+    assert isinstance(exc, UpstreamError)
+    return 502, (
+        "The upstream mail server did not accept the message "
+        f"({exc.reply.code} {exc.reply.status}). It is still held; try again later."
+    )
 
 
 def _capitalised(text: str) -> str:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from pathlib import Path
 from typing import Any
 
-from relay.app import serve
+from relay.app import serve, wait_for_stop_signal
 from relay.cli.config import load_or_report
 from relay.settings import parse_listen
 
@@ -28,11 +27,7 @@ async def _run_sink(host: str, port: int, folder: Path) -> int:
     server = await start_sink(host, port, folder)
     bound = server.sockets[0].getsockname()
     print(f"ccguard sink listening on {bound[0]}:{bound[1]}, writing to {folder}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await wait_for_stop_signal()
     server.close()
     await server.wait_closed()
     return 0

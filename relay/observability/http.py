@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -71,6 +72,38 @@ async def run_checks(checks: ReadinessChecks | None, timeout: float) -> dict[str
     return {name: (bool(ok), str(reason)) for name, (ok, reason) in found.items()}
 
 
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+@dataclass(frozen=True)
+class _Endpoints:
+    """The three observability handlers and what they need."""
+
+    metrics: Metrics
+    checks: ReadinessChecks | None
+    readiness_timeout: float
+    before_render: Callable[[], Awaitable[None]] | None
+
+    async def metrics_endpoint(self, _: Request) -> Response:
+        if self.before_render is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.before_render(), self.readiness_timeout)
+        body, content_type = self.metrics.render()
+        return Response(body, headers={**_NO_STORE, "Content-Type": content_type})
+
+    async def healthz(self, _: Request) -> Response:
+        return JSONResponse({"status": "ok"}, headers=_NO_STORE)
+
+    async def readyz(self, _: Request) -> Response:
+        results = await run_checks(self.checks, self.readiness_timeout)
+        ready = all(ok for ok, _ in results.values())
+        body = {
+            "status": "ok" if ready else "unavailable",
+            "checks": {n: {"ok": ok, "reason": why} for n, (ok, why) in results.items()},
+        }
+        return JSONResponse(body, status_code=200 if ready else 503, headers=_NO_STORE)
+
+
 def observability_routes(
     metrics: Metrics,
     *,
@@ -87,31 +120,11 @@ def observability_routes(
     passes, else 503 ``{"status": "unavailable", "checks": {name: {"ok",
     "reason"}}}``.  Responses are never cached.
     """
-    no_store = {"Cache-Control": "no-store"}
-
-    async def metrics_endpoint(_: Request) -> Response:
-        if before_render is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(before_render(), readiness_timeout)
-        body, content_type = metrics.render()
-        return Response(body, headers={**no_store, "Content-Type": content_type})
-
-    async def healthz(_: Request) -> Response:
-        return JSONResponse({"status": "ok"}, headers=no_store)
-
-    async def readyz(_: Request) -> Response:
-        results = await run_checks(checks, readiness_timeout)
-        ready = all(ok for ok, _ in results.values())
-        body = {
-            "status": "ok" if ready else "unavailable",
-            "checks": {n: {"ok": ok, "reason": why} for n, (ok, why) in results.items()},
-        }
-        return JSONResponse(body, status_code=200 if ready else 503, headers=no_store)
-
+    endpoints = _Endpoints(metrics, checks, readiness_timeout, before_render)
     return [
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", endpoints.metrics_endpoint, methods=["GET"]),
+        Route("/healthz", endpoints.healthz, methods=["GET"]),
+        Route("/readyz", endpoints.readyz, methods=["GET"]),
     ]
 
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import json
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from relay.errors import StoreError
+from relay.quarantine import sqlite_log
 from relay.quarantine.sqlite_claims import (
     CLEAR_CLAIM,
     expire_messages,
@@ -40,14 +39,19 @@ from relay.quarantine.sqlite_claims import (
     require_claim,
     set_claim,
 )
-from relay.quarantine.sqlite_conn import connect, translate_error, write_transaction
+from relay.quarantine.sqlite_conn import connect, translate_error
 from relay.quarantine.sqlite_sql import (
     FULL_COLUMNS,
     SUMMARY_COLUMNS,
+    fetch_stored,
+    insert_message,
     list_where,
+    new_message_id,
+    new_message_row,
     row_to_stored,
     row_to_summary,
 )
+from relay.quarantine.sqlite_tx import write_transaction
 from relay.quarantine.store import (
     CLAIM_STALE_AFTER,
     DELETED,
@@ -60,19 +64,11 @@ from relay.quarantine.store import (
     Page,
     QuarantineStats,
     StoredMessage,
-    release_key,
 )
-from relay.quarantine.subject import decode_subject
 
 __all__ = ["SqliteStore", "new_message_id"]
 
 T = TypeVar("T")
-_RELEASE_PREFIX = release_key("")
-
-
-def new_message_id() -> str:
-    """A new unguessable id: 16 URL-safe characters (96 random bits)."""
-    return secrets.token_urlsafe(12)
 
 
 class SqliteStore:
@@ -143,53 +139,18 @@ class SqliteStore:
     async def put(self, new: NewMessage) -> str:
         """Hold ``new``; committed (fsync'd) before it returns; returns the new id."""
         received_at = new.received_at if new.received_at is not None else self._clock()
-        values = {
-            "received_at": received_at,
-            "status": HELD,
-            "mail_from": new.mail_from,
-            "sender_key": new.mail_from.lower(),
-            "rcpt_tos": json.dumps(list(new.rcpt_tos)),
-            "mail_options": json.dumps(list(new.mail_options)),
-            "client_ip": new.client_ip,
-            "client_helo": new.client_helo,
-            "queue_id": new.queue_id,
-            "size": len(new.message),
-            "action": new.action,
-            "rule": new.rule,
-            "reason": new.reason,
-            "exposure": json.dumps(dict(new.exposure), sort_keys=True),
-            "message": new.message,
-        }
 
         def run(conn: sqlite3.Connection) -> str:
-            row = dict(values, subject=decode_subject(new.message))
-            cols = ", ".join(["id", *row])
-            marks = ", ".join(["?"] * (len(row) + 1))
-            for _ in range(5):
-                message_id = new_message_id()
-                try:
-                    with write_transaction(conn):
-                        conn.execute(
-                            f"INSERT INTO messages ({cols}) VALUES ({marks})",
-                            (message_id, *row.values()),
-                        )
-                    return message_id
-                except sqlite3.IntegrityError:
-                    continue  # id collision: astronomically rare, draw another
-            raise StoreError(f"quarantine store {self.path}: could not draw a unique id")
+            message_id = insert_message(conn, new_message_row(new, received_at))
+            if message_id is None:
+                raise StoreError(f"quarantine store {self.path}: could not draw a unique id")
+            return message_id
 
         return await self._call("put", run)
 
     async def get(self, message_id: str) -> StoredMessage | None:
         """The message with its bytes, or ``None``."""
-
-        def run(conn: sqlite3.Connection) -> StoredMessage | None:
-            row = conn.execute(
-                f"SELECT {FULL_COLUMNS} FROM messages WHERE id = ?", (message_id,)
-            ).fetchone()
-            return None if row is None else row_to_stored(row)
-
-        return await self._call("get", run)
+        return await self._call("get", lambda conn: fetch_stored(conn, message_id))
 
     async def list(
         self,
@@ -330,23 +291,13 @@ class SqliteStore:
 
     async def copies_done(self, key: str) -> set[str]:
         """Ids of the copies of split ``key`` already delivered."""
-
-        def run(conn: sqlite3.Connection) -> set[str]:
-            rows = conn.execute("SELECT copy_id FROM split_ledger WHERE key = ?", (key,))
-            return {r[0] for r in rows}
-
-        return await self._call("ledger read", run)
+        return await self._call("ledger read", lambda conn: sqlite_log.copies_done(conn, key))
 
     async def record_copy(self, key: str, copy_id: str) -> None:
         """Record a delivered copy; fsync'd before it returns; recording twice is harmless."""
 
         def run(conn: sqlite3.Connection) -> None:
-            with write_transaction(conn):
-                conn.execute(
-                    "INSERT OR IGNORE INTO split_ledger (key, copy_id, recorded_at) "
-                    "VALUES (?, ?, ?)",
-                    (key, copy_id, self._clock()),
-                )
+            sqlite_log.record_copy(conn, key, copy_id, self._clock())
 
         await self._call("ledger write", run)
 
@@ -355,12 +306,7 @@ class SqliteStore:
         Release rows are kept as long as their message (see :meth:`expire`)."""
 
         def run(conn: sqlite3.Connection) -> int:
-            with write_transaction(conn):
-                cur = conn.execute(
-                    "DELETE FROM split_ledger WHERE recorded_at < ? AND substr(key, 1, ?) != ?",
-                    (cutoff_epoch, len(_RELEASE_PREFIX), _RELEASE_PREFIX),
-                )
-            return int(cur.rowcount)
+            return sqlite_log.expire_ledger(conn, cutoff_epoch)
 
         return await self._call("ledger expire", run)
 
@@ -372,12 +318,7 @@ class SqliteStore:
         """Append one audit entry; fsync'd before it returns."""
 
         def run(conn: sqlite3.Connection) -> None:
-            with write_transaction(conn):
-                conn.execute(
-                    "INSERT INTO audit (at, actor, action, target, result, detail) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (self._clock(), actor, action, target, result, detail),
-                )
+            sqlite_log.add_audit(conn, self._clock(), actor, action, target, result, detail)
 
         await self._call("audit write", run)
 
@@ -385,14 +326,8 @@ class SqliteStore:
         self, limit: int = 100, target: str | None = None
     ) -> builtins.list[AuditEntry]:
         """Audit entries newest first, optionally only about ``target``."""
-        where, params = (" WHERE target = ?", (target,)) if target is not None else ("", ())
 
         def run(conn: sqlite3.Connection) -> builtins.list[AuditEntry]:
-            rows = conn.execute(
-                "SELECT id, at, actor, action, target, result, detail FROM audit"
-                f"{where} ORDER BY id DESC LIMIT ?",
-                (*params, limit),
-            )
-            return [AuditEntry(*r) for r in rows]
+            return sqlite_log.list_audit(conn, limit, target)
 
         return await self._call("audit read", run)

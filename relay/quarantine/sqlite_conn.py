@@ -1,17 +1,15 @@
-"""Opening the SQLite connection, write transactions and error translation."""
+"""Opening the SQLite connection and error translation."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 from relay.errors import StoreError
 from relay.quarantine.sqlite_schema import migrate
 
-__all__ = ["connect", "translate_error", "write_transaction"]
+__all__ = ["connect", "translate_error"]
 
 _HINTS = {
     "SQLITE_FULL": "the disk is full",
@@ -33,19 +31,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-@contextlib.contextmanager
-def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction: ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def translate_error(path: Path, what: str, exc: BaseException) -> StoreError:

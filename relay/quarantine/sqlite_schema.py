@@ -12,6 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from relay.errors import StoreError
+from relay.quarantine.sqlite_tx import write_transaction
 
 __all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
 
@@ -113,17 +114,11 @@ def migrate(conn: sqlite3.Connection, where: str) -> int:
     before migrating.  Runs under ``BEGIN IMMEDIATE`` so two processes opening
     a new file at once do not both create the tables.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with write_transaction(conn):
         found = _check_identity(conn, where)
         for version in range(found, SCHEMA_VERSION):
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version + 1}")
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return found

@@ -1,14 +1,27 @@
-"""Column lists, the listing filter and row → dataclass conversion for the SQLite backend."""
+"""Column lists, the listing filter and row ↔ dataclass conversion for the SQLite backend."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 from typing import Any
 
-from relay.quarantine.store import MessageSummary, StoredMessage
+from relay.quarantine.sqlite_tx import write_transaction
+from relay.quarantine.store import HELD, MessageSummary, NewMessage, StoredMessage
+from relay.quarantine.subject import decode_subject
 
-__all__ = ["FULL_COLUMNS", "SUMMARY_COLUMNS", "list_where", "row_to_stored", "row_to_summary"]
+__all__ = [
+    "FULL_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "fetch_stored",
+    "insert_message",
+    "list_where",
+    "new_message_id",
+    "new_message_row",
+    "row_to_stored",
+    "row_to_summary",
+]
 
 _SUMMARY = (
     "id", "received_at", "status", "mail_from", "rcpt_tos", "mail_options", "client_ip",
@@ -37,6 +50,58 @@ def row_to_stored(row: sqlite3.Row) -> StoredMessage:
     """A full row; wiped (deleted) bytes come back as ``b""``."""
     message = row["message"]
     return StoredMessage(**_summary_fields(row), message=bytes(message or b""))
+
+
+def new_message_id() -> str:
+    """A new unguessable id: 16 URL-safe characters (96 random bits)."""
+    return secrets.token_urlsafe(12)
+
+
+def new_message_row(new: NewMessage, received_at: float) -> dict[str, Any]:
+    """The column values (all but ``id``) of ``new`` as a freshly held message."""
+    return {
+        "received_at": received_at,
+        "status": HELD,
+        "mail_from": new.mail_from,
+        "sender_key": new.mail_from.lower(),
+        "rcpt_tos": json.dumps(list(new.rcpt_tos)),
+        "mail_options": json.dumps(list(new.mail_options)),
+        "client_ip": new.client_ip,
+        "client_helo": new.client_helo,
+        "queue_id": new.queue_id,
+        "size": len(new.message),
+        "action": new.action,
+        "rule": new.rule,
+        "reason": new.reason,
+        "exposure": json.dumps(dict(new.exposure), sort_keys=True),
+        "message": new.message,
+        "subject": decode_subject(new.message),
+    }
+
+
+def insert_message(conn: sqlite3.Connection, row: dict[str, Any], attempts: int = 5) -> str | None:
+    """Insert ``row`` under a new id (committed); ``None`` if no unique id was drawn."""
+    cols = ", ".join(["id", *row])
+    marks = ", ".join(["?"] * (len(row) + 1))
+    for _ in range(attempts):
+        message_id = new_message_id()
+        try:
+            with write_transaction(conn):
+                conn.execute(
+                    f"INSERT INTO messages ({cols}) VALUES ({marks})", (message_id, *row.values())
+                )
+            return message_id
+        except sqlite3.IntegrityError:
+            continue  # id collision: astronomically rare, draw another
+    return None
+
+
+def fetch_stored(conn: sqlite3.Connection, message_id: str) -> StoredMessage | None:
+    """The full message ``message_id``, or ``None``."""
+    row = conn.execute(
+        f"SELECT {FULL_COLUMNS} FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    return None if row is None else row_to_stored(row)
 
 
 def list_where(
