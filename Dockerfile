@@ -16,7 +16,7 @@ WORKDIR /var/lib/ccguard
 # container and set allowed_networks to your mail servers' addresses.
 EXPOSE 10025 8025
 VOLUME ["/var/lib/ccguard"]
-HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD python -c "import os,sys,urllib.request; from relay.settings import load_settings, parse_listen; s=load_settings(None); h,p=parse_listen(s.metrics.listen or s.admin.listen); h='127.0.0.1' if h in ('0.0.0.0','::','') else h; sys.exit(0 if urllib.request.urlopen(f'http://{h}:{p}/healthz', timeout=4).status==200 else 1)"
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10s --retries=3 \
+  CMD ["ccguard", "health", "--timeout", "5"]
 ENTRYPOINT ["ccguard"]
 CMD ["serve"]

@@ -25,6 +25,7 @@ COMMANDS = (
     "relay.cli.config",
     "relay.cli.check",
     "relay.cli.hash",
+    "relay.cli.health",
     "relay.cli.quarantine",
     "relay.cli.admin",
 )

@@ -48,7 +48,9 @@ def _prepare_directory(path: Path) -> None:
     """Create the database's directory; fail clearly if that is impossible."""
     where = f"quarantine store {path}: open failed:"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Held messages are personal data: new folders and files are the owner's only.
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite's -wal/-shm follow
     except FileExistsError:
         raise StoreError(f"{where} {path.parent} exists but is not a directory") from None
     except OSError as exc:

@@ -88,7 +88,7 @@ async def _status(env: Env, msg_id: str) -> str:
 
 async def test_web_and_cli_releasing_at_once_deliver_exactly_once(env: Env, tmp_path: Path) -> None:
     msg_id = await env.store.put(new_message())
-    env.upstream.data_delay = 3.0  # the API's delivery is still under way when the CLI tries
+    env.upstream.data_delay = 6.0  # the API's delivery is still under way when the CLI tries
     api = asyncio.create_task(_release(env, msg_id, "hidden"))
     while env.upstream.data_started == 0:
         await asyncio.sleep(0.01)

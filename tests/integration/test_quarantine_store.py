@@ -270,3 +270,17 @@ async def test_concurrent_puts_from_two_stores_on_one_file(tmp_path: Path) -> No
     finally:
         await a.close()
         await b.close()
+
+
+async def test_database_files_are_private_to_the_owner(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "state"
+    store = SqliteStore(folder / "q.db")
+    await store.open()
+    try:
+        await store.put(new_message())
+        modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+    finally:
+        await store.close()
+    assert (folder.stat().st_mode & 0o777) == 0o700
+    assert modes["q.db"] == 0o600
+    assert all(mode == 0o600 for name, mode in modes.items() if name.startswith("q.db"))

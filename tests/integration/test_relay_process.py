@@ -163,3 +163,39 @@ def test_swaks_through_ccguard_lands_in_sink(tmp_path: Path) -> None:
         for proc in (relay, sink):
             proc.terminate()
             proc.wait(20)
+
+
+def test_health_command_follows_the_running_relay(tmp_path: Path) -> None:
+    port = free_port()
+    http = free_port()
+    config = write_config(tmp_path, port, free_port())
+    text = config.read_text().replace(
+        "[admin]\nenabled = false\n",
+        f'[admin]\nlisten = "127.0.0.1:{http}"\nusers_file = "{tmp_path}/users.json"\n',
+    )
+    config.write_text(text)
+    down = run_ccguard("health", "--config", str(config), "--timeout", "2")
+    relay = start_ccguard("serve", "--config", str(config))
+    try:
+        wait_for_port(http, relay)
+        up = run_ccguard("health", "--config", str(config))
+    finally:
+        relay.terminate()
+        relay.wait(20)
+    assert down.returncode == 1 and down.stdout.startswith("ccguard is not healthy:")
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert up.stdout.strip() == f"http://127.0.0.1:{http}/healthz answered 200"
+
+
+def test_health_checks_the_smtp_greeting_when_no_http_listener(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(tmp_path, port, free_port())  # admin disabled, no metrics listen
+    relay = start_ccguard("serve", "--config", str(config))
+    try:
+        wait_for_port(port, relay)
+        up = run_ccguard("health", "--config", str(config))
+    finally:
+        relay.terminate()
+        relay.wait(20)
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert up.stdout.strip() == f"SMTP 127.0.0.1:{port} greeted with 220"

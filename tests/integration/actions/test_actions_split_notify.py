@@ -197,10 +197,10 @@ async def test_notice_is_retried_and_a_final_failure_never_fails_the_message(
 async def test_notices_never_hold_up_the_reply(
     noticing: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream
 ) -> None:
-    upstream.data_delay = 0.5
+    upstream.data_delay = 2  # the notice's delivery takes 2 s; the reply must not wait for it
     txn = await live(client)
     reply = await asyncio.wait_for(
-        noticing.act(ENV, MSG, make_verdict(Action.QUARANTINE), txn, TRACE), timeout=0.4
+        noticing.act(ENV, MSG, make_verdict(Action.QUARANTINE), txn, TRACE), timeout=1.5
     )
     assert reply.code == 250 and noticing.notices.pending == 1
     await noticing.close()
