@@ -140,7 +140,7 @@ users_file = "{users}"
 def real_releaser(port: int) -> tuple[QuarantineReleaser, UpstreamClient]:
     """The relay's own releaser and upstream client, pointed at 127.0.0.1:port."""
     settings = UpstreamSettings(
-        host="127.0.0.1", port=port, starttls="off", timeout=5, connect_timeout=2
+        host="127.0.0.1", port=port, starttls="off", timeout=20, connect_timeout=2
     )
     client = UpstreamClient(settings, local_hostname="ccguard.example.org")
     return QuarantineReleaser(client, DomainMatcher(["example.org"])), client
