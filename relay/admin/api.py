@@ -16,9 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.admin.context import AdminContext, basic_credentials, client_ip, context_of
-from relay.admin.preview import preview_message
 from relay.admin.releasing import ReleaseDeferred, ReleaseReport
-from relay.admin.review import PUBLIC_MODES
+from relay.admin.review import PUBLIC_MODES, Viewed
 from relay.codes import Reply
 from relay.errors import (
     QuarantineClaimedError,
@@ -27,7 +26,7 @@ from relay.errors import (
     StoreError,
     UpstreamError,
 )
-from relay.quarantine.store import STATUSES, MessageSummary, StoredMessage
+from relay.quarantine.store import STATUSES, MessageSummary
 
 __all__ = ["api_routes", "iso_time", "summary_json"]
 
@@ -64,11 +63,11 @@ def summary_json(item: MessageSummary) -> dict[str, Any]:
     }
 
 
-def _detail_json(stored: StoredMessage) -> dict[str, Any]:
+def _detail_json(viewed: Viewed) -> dict[str, Any]:
+    stored, preview = viewed.message, viewed.preview
     data = summary_json(stored)
     data["rcpt_tos"] = list(stored.rcpt_tos)
-    if stored.message:
-        preview = preview_message(stored.message)
+    if preview is not None:
         data["headers"] = [[name, value] for name, value in preview.headers]
         data["text_preview"] = preview.text
         data["text_truncated"] = preview.truncated
@@ -76,6 +75,7 @@ def _detail_json(stored: StoredMessage) -> dict[str, Any]:
             {"content_type": p.content_type, "filename": p.filename, "size": p.size}
             for p in preview.parts
         ]
+        data["notes"] = list(preview.notes)
     return data
 
 
@@ -168,8 +168,8 @@ async def _list(request: Request, actor: str) -> Response:
 
 
 async def _detail(request: Request, actor: str) -> Response:
-    stored = await context_of(request).review.view(request.path_params["id"], actor)
-    return JSONResponse(_detail_json(stored))
+    viewed = await context_of(request).review.view(request.path_params["id"], actor)
+    return JSONResponse(_detail_json(viewed))
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

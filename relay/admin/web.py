@@ -7,6 +7,7 @@ redirected (POST-redirect-GET) with a ``notice`` key from a fixed set.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +20,7 @@ from starlette.templating import Jinja2Templates
 from relay.admin.context import AdminContext, client_ip, context_of
 from relay.admin.preview import explain_exposure, preview_message
 from relay.admin.releasing import ReleaseDeferred
-from relay.admin.review import MODE_AS_IS, MODE_HIDDEN
+from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Viewed
 from relay.admin.sessions import Session
 from relay.errors import (
     QuarantineClaimedError,
@@ -27,7 +28,7 @@ from relay.errors import (
     QuarantineStateError,
     UpstreamError,
 )
-from relay.quarantine.store import STATUSES, StoredMessage
+from relay.quarantine.store import STATUSES
 
 __all__ = ["web_routes"]
 
@@ -184,11 +185,12 @@ async def _list(request: Request) -> Response:
 async def _detail_page(
     request: Request,
     session: Session,
-    stored: StoredMessage,
+    viewed: Viewed,
     *,
     status: int = 200,
     error: str | None = None,
 ) -> Response:
+    stored = viewed.message
     progress = await context_of(request).review.progress(stored.id)
     return _render(
         request,
@@ -196,7 +198,7 @@ async def _detail_page(
         session,
         status,
         msg=stored,
-        preview=preview_message(stored.message) if stored.message else None,
+        preview=viewed.preview,
         explanation=explain_exposure(stored.exposure, stored.rule, stored.reason),
         error=error,
         progress=progress,
@@ -222,10 +224,10 @@ async def _detail(request: Request) -> Response:
     if session is None:
         return _to_login(request)
     try:
-        stored = await ctx.review.view(request.path_params["id"], str(session.user))
+        viewed = await ctx.review.view(request.path_params["id"], str(session.user))
     except QuarantineNotFound:
         return _not_found(request, session)
-    return await _detail_page(request, session, stored)
+    return await _detail_page(request, session, viewed)
 
 
 async def _act(request: Request) -> Response:
@@ -289,7 +291,9 @@ async def _detail_after_error(
     stored = await context_of(request).review.store.get(message_id)
     if stored is None:
         return _not_found(request, session)
-    return await _detail_page(request, session, stored, status=status, error=error)
+    preview = await asyncio.to_thread(preview_message, stored.message) if stored.message else None
+    viewed = Viewed(stored, preview)
+    return await _detail_page(request, session, viewed, status=status, error=error)
 
 
 def web_routes() -> list[Route]:
