@@ -97,6 +97,10 @@ async def _actor(request: Request, ctx: AdminContext, *, state_changing: bool) -
             resp = _error(429, "too_many_attempts", "too many failed logins, try again later")
             resp.headers["Retry-After"] = str(int(wait) + 1)
             return resp
+        if outcome == "busy":
+            resp = _error(503, "busy", "too many logins are being checked, try again shortly")
+            resp.headers["Retry-After"] = str(int(wait))
+            return resp
         return _error(401, "unauthorized", "wrong user name or password")
     session = ctx.user_session(request)
     if session is None or session.user is None:

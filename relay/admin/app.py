@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.admin.api import api_routes
 from relay.admin.context import AdminContext
+from relay.admin.hashing import HashingPool
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec
 from relay.admin.throttle import LoginThrottle
@@ -96,11 +97,13 @@ def create_admin_app(
     extra_routes: Sequence[BaseRoute] = (),
     throttle: LoginThrottle | None = None,
     codec: SessionCodec | None = None,
+    hashing: HashingPool | None = None,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
 
     ``extra_routes`` (e.g. /metrics, /healthz) are mounted first and need no login.
-    ``throttle`` and ``codec`` replace the default login throttle and session codec.
+    ``throttle``, ``codec`` and ``hashing`` replace the default login throttle,
+    session codec and password-hashing pool (2 threads, 8 waiting).
     Without ``settings.session_secret`` the session key is random: sessions end at restart.
     """
     codec = codec or SessionCodec(settings.session_secret, settings.session_max_age)
@@ -117,6 +120,7 @@ def create_admin_app(
         users=users,
         codec=codec,
         throttle=throttle or LoginThrottle(),
+        hashing=hashing or HashingPool(),
     )
     app.state.ccguard_templates = _templates()
     return app

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from relay.admin.hashing import HashingBusy, HashingPool
 from relay.admin.review import Review
 from relay.admin.sessions import COOKIE_NAME, Session, SessionCodec
 from relay.admin.throttle import LoginThrottle
@@ -19,7 +21,9 @@ from relay.settings import AdminSettings
 
 __all__ = ["AdminContext", "LoginOutcome", "basic_credentials", "client_ip", "context_of"]
 
-LoginOutcome = Literal["ok", "bad", "throttled"]
+LoginOutcome = Literal["ok", "bad", "throttled", "busy"]
+#: Seconds a client is told to wait when the password checker is swamped.
+BUSY_RETRY_AFTER = 2.0
 
 
 @dataclass(slots=True)
@@ -31,6 +35,7 @@ class AdminContext:
     users: UserDB
     codec: SessionCodec
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    hashing: HashingPool = field(default_factory=HashingPool)
 
     @property
     def secure_cookies(self) -> bool:
@@ -67,19 +72,31 @@ class AdminContext:
         )
 
     async def check_login(self, ip: str, name: str, password: str) -> tuple[LoginOutcome, float]:
-        """Throttled password check; returns the outcome and, if throttled, seconds to wait.
+        """Throttled password check; returns the outcome and, if refused, seconds to wait.
 
-        Failures are audited here; the caller audits successes where they matter.
+        Attempts from one IP are checked one at a time, and each failure is
+        counted before the next attempt is looked at.  Failures are audited
+        here; the caller audits successes where they matter.
         """
+        async with self.throttle.serialised(ip):
+            outcome, wait = await self._check_once(ip, name, password)
+        if outcome in ("throttled", "bad"):
+            result = "failed" if outcome == "bad" else outcome
+            await self.review.audit(self._actor(name), "login", "-", result, f"ip={ip}")
+        return outcome, wait
+
+    async def _check_once(self, ip: str, name: str, password: str) -> tuple[LoginOutcome, float]:
         wait = self.throttle.wait_for(ip, name)
         if wait > 0:
-            await self.review.audit(self._actor(name), "login", "-", "throttled", f"ip={ip}")
             return "throttled", wait
-        if await asyncio.to_thread(self.users.verify, name, password):
+        try:
+            ok = await self.hashing.run(self.users.verify, name, password)
+        except HashingBusy:
+            return "busy", BUSY_RETRY_AFTER
+        if ok:
             self.throttle.success(ip, name)
             return "ok", 0.0
         self.throttle.failure(ip, name)
-        await self.review.audit(self._actor(name), "login", "-", "failed", f"ip={ip}")
         return "bad", 0.0
 
     def _actor(self, name: str) -> str:
@@ -93,9 +110,36 @@ def context_of(request: Request) -> AdminContext:
     return ctx
 
 
+def _trusted(address: str, networks: Sequence[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in networks)
+
+
 def client_ip(request: Request) -> str:
-    """The peer address of the request ("-" if unknown)."""
-    return request.client.host if request.client else "-"
+    """The client's address: the TCP peer ("-" if unknown), or, when the peer is one of
+    ``[admin] trusted_proxies``, the address that proxy saw (X-Forwarded-For, read from
+    the right, skipping other trusted proxies and anything that is not an IP address)."""
+    peer = request.client.host if request.client else "-"
+    proxies = context_of(request).settings.trusted_proxies
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    hops = ",".join(request.headers.getlist("x-forwarded-for")).split(",")
+    for hop in reversed([h.strip() for h in hops if h.strip()]):
+        if not _trusted(hop, proxies):
+            return hop if _is_ip(hop) else peer
+        peer = hop
+    return peer
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def basic_credentials(request: Request) -> tuple[str, str] | None:

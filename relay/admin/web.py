@@ -102,6 +102,9 @@ async def _login(request: Request) -> Response:
     if outcome == "throttled":
         msg = f"Too many failed logins. Try again in {int(wait) + 1} seconds."
         return _login_again(request, ctx, 429, msg, nxt)
+    if outcome == "busy":
+        msg = "The server is busy checking other logins. Try again in a moment."
+        return _login_again(request, ctx, 503, msg, nxt)
     if outcome == "bad":
         return _login_again(request, ctx, 401, "Wrong user name or password.", nxt)
     await ctx.review.audit(name, "login", "-", "ok", f"ip={client_ip(request)}")

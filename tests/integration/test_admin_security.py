@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.admin import Env, admin_env, audit_of, basic, new_message
+from tests.helpers.admin import PASSWORD, Env, admin_env, audit_of, basic, new_message
 
 MALFORMED = b'From: a@example.org\r\nTo: "\r\nCc: a@[\r\nSubject: odd\r\n\r\nHello there\r\n'
 
@@ -50,3 +51,81 @@ async def test_big_headers_do_not_stall_the_server(env: Env) -> None:
         assert resp.status_code == 200
         assert any("larger than" in note for note in resp.json()["notes"])
     assert waited < 1.0, f"a static file took {waited:.1f}s while previews were built"
+
+
+async def test_concurrent_guesses_cannot_outrun_the_throttle(env: Env) -> None:
+    # The helper's throttle lets 5 failures from one IP through, then backs off.
+    guesses = [basic("alice", f"guess{i}") for i in range(99)] + [basic()]
+    responses = await asyncio.gather(
+        *(env.client.get("/api/quarantine", headers=h) for h in guesses)
+    )
+    codes = Counter(r.status_code for r in responses)
+    assert codes[401] == 5, codes
+    assert codes[200] <= 1 and codes[401] + codes[200] + codes[429] == 100, codes
+
+
+async def _login_ips(env: Env) -> list[str]:
+    return [e.detail for e in reversed(await env.store.list_audit()) if e.action == "login"]
+
+
+async def test_forwarded_for_is_ignored_by_default(env: Env) -> None:
+    codes = []
+    for i in range(6):
+        headers = {**basic(f"user{i}", "x"), "X-Forwarded-For": f"203.0.113.{i}"}
+        codes.append((await env.client.get("/api/quarantine", headers=headers)).status_code)
+    assert codes == [401] * 5 + [429]
+    assert set(await _login_ips(env)) == {"ip=127.0.0.1"}
+
+
+async def test_forwarded_for_from_a_trusted_proxy_names_the_client(tmp_path: Path) -> None:
+    async with admin_env(tmp_path, trusted_proxies=["127.0.0.1"]) as env:
+        forged_then_real = {"X-Forwarded-For": "198.51.100.7, 203.0.113.9"}
+        await env.client.get("/api/quarantine", headers={**basic("alice", "x"), **forged_then_real})
+        assert await _login_ips(env) == ["ip=203.0.113.9"]
+
+
+def _from(ip: str, password: str) -> dict[str, str]:
+    return {**basic("alice", password), "X-Forwarded-For": ip}
+
+
+async def test_failed_guesses_at_alice_do_not_lock_her_out(tmp_path: Path) -> None:
+    async with admin_env(tmp_path, trusted_proxies=["127.0.0.1"]) as env:
+        get = env.client.get
+        for _ in range(5):
+            assert (
+                await get("/api/quarantine", headers=_from("203.0.113.5", "x"))
+            ).status_code == 401
+        assert (await get("/api/quarantine", headers=_from("203.0.113.5", "x"))).status_code == 429
+        for i in range(31):  # many attackers, one guess each: past the user-wide limit of 30
+            await get("/api/quarantine", headers=_from(f"203.0.113.{100 + i}", "x"))
+        # Alice, from an address with no failures, still gets in at once ...
+        assert (
+            await get("/api/quarantine", headers=_from("198.51.100.7", PASSWORD))
+        ).status_code == 200
+        # ... while an attacker who failed before is held back by the user-wide limit.
+        for i in range(31):
+            await get("/api/quarantine", headers=_from(f"203.0.113.{100 + i}", "x"))
+        retry = await get("/api/quarantine", headers=_from("203.0.113.100", "x"))
+        assert retry.status_code == 429
+
+
+async def test_login_flood_is_refused_and_leaves_the_default_executor_free(
+    tmp_path: Path,
+) -> None:
+    async with admin_env(tmp_path, trusted_proxies=["127.0.0.1"]) as env:
+        flood = asyncio.gather(
+            *(
+                env.client.get("/api/quarantine", headers=_from(f"10.0.{i // 250}.{i % 250}", "x"))
+                for i in range(200)
+            )
+        )
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await asyncio.to_thread(int)  # what message inspection and SQLite run on
+        waited = time.monotonic() - started
+        responses = await flood
+    codes = Counter(r.status_code for r in responses)
+    assert set(codes) == {401, 503} and codes[503] > 100, codes
+    busy = next(r for r in responses if r.status_code == 503)
+    assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
+    assert waited < 0.5, f"the default executor was busy for {waited:.2f}s"
