@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -110,11 +111,41 @@ async def _actor(request: Request, ctx: AdminContext, *, state_changing: bool) -
     return session.user
 
 
+def _own_origin(origin: str, request: Request) -> bool:
+    """True when ``origin`` names the host this request was sent to (any scheme:
+    a reverse proxy may terminate TLS in front of us)."""
+    netloc = urlsplit(origin).netloc.lower()
+    return bool(netloc) and netloc == request.headers.get("host", "").lower()
+
+
+def _refused_as_cross_site(request: Request) -> Response | None:
+    """The error for a state-changing request a browser may have sent for another site.
+
+    Browsers send cached Basic credentials (and cookies) with cross-site form
+    posts; such a post can only be ``form-urlencoded``, ``multipart`` or
+    ``text/plain``, so requiring ``application/json`` stops it, and the
+    ``Sec-Fetch-Site`` / ``Origin`` checks refuse it outright where browsers say so.
+    """
+    fetch_site = request.headers.get("sec-fetch-site", "same-origin").lower()
+    origin = request.headers.get("origin")
+    if fetch_site not in ("same-origin", "none") or (
+        origin is not None and not _own_origin(origin, request)
+    ):
+        return _error(403, "cross_site", "cross-site requests may not change anything")
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != "application/json":
+        return _error(415, "unsupported_media_type", "send the body as application/json")
+    return None
+
+
 def _authenticated(
     handler: Handler, *, state_changing: bool = False
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         ctx = context_of(request)
+        refused = _refused_as_cross_site(request) if state_changing else None
+        if refused is not None:
+            return refused
         actor = await _actor(request, ctx, state_changing=state_changing)
         if isinstance(actor, Response):
             return actor
@@ -188,9 +219,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 async def _release(request: Request, actor: str) -> Response:
     try:
-        mode = (await _json_body(request)).get("mode", "as-is")
+        mode = (await _json_body(request)).get("mode")
     except ValueError:
         return _error(400, "bad_request", 'the body must be JSON like {"mode": "hidden"}')
+    if mode is None:
+        return _error(400, "bad_mode", f"mode is required: one of {', '.join(PUBLIC_MODES)}")
     if mode not in PUBLIC_MODES:
         return _error(400, "bad_mode", f"mode must be one of {', '.join(PUBLIC_MODES)}")
     message_id = request.path_params["id"]

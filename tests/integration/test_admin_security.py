@@ -129,3 +129,40 @@ async def test_login_flood_is_refused_and_leaves_the_default_executor_free(
     busy = next(r for r in responses if r.status_code == 503)
     assert busy.json()["error"] == "busy" and int(busy.headers["retry-after"]) >= 1
     assert waited < 0.5, f"the default executor was busy for {waited:.2f}s"
+
+
+async def test_cross_site_form_post_with_cached_basic_credentials_changes_nothing(
+    env: Env,
+) -> None:
+    msg_id = await _held(env, MALFORMED)
+    form = {**basic(), "Content-Type": "application/x-www-form-urlencoded"}
+    for action in ("release", "delete"):
+        resp = await env.client.post(f"/api/quarantine/{msg_id}/{action}", headers=form)
+        assert resp.status_code == 415, action
+        assert resp.json()["error"] == "unsupported_media_type"
+    stored = await env.store.get(msg_id)
+    assert stored is not None and stored.status == "held" and env.upstream.messages == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example.net"}, {"Origin": "null"}],
+)
+async def test_cross_site_json_requests_are_refused(env: Env, headers: dict[str, str]) -> None:
+    msg_id = await _held(env, MALFORMED)
+    resp = await env.client.post(
+        f"/api/quarantine/{msg_id}/delete", json={}, headers={**basic(), **headers}
+    )
+    assert resp.status_code == 403 and resp.json()["error"] == "cross_site"
+    assert (await env.store.get(msg_id)).status == "held"  # type: ignore[union-attr]
+
+
+async def test_same_origin_request_and_required_mode(env: Env) -> None:
+    msg_id = await _held(env, MALFORMED)
+    own = {**basic(), "Origin": env.url, "Sec-Fetch-Site": "same-origin"}
+    url = f"/api/quarantine/{msg_id}/release"
+    resp = await env.client.post(url, json={}, headers=own)
+    assert resp.status_code == 400 and resp.json()["error"] == "bad_mode"
+    assert env.upstream.messages == []
+    resp = await env.client.post(url, json={"mode": "hidden"}, headers=own)
+    assert resp.status_code == 200
