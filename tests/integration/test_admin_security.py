@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.helpers.admin import PASSWORD, Env, admin_env, audit_of, basic, new_message
@@ -166,3 +168,21 @@ async def test_same_origin_request_and_required_mode(env: Env) -> None:
     assert env.upstream.messages == []
     resp = await env.client.post(url, json={"mode": "hidden"}, headers=own)
     assert resp.status_code == 200
+
+
+async def _web_login(env: Env, password: str = PASSWORD) -> httpx.Response:
+    page = await env.client.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token is not None
+    form = {"username": "alice", "password": password, "csrf_token": token.group(1)}
+    return await env.client.post("/login", data=form)
+
+
+async def test_broken_users_file_gives_a_clear_503(env: Env, tmp_path: Path) -> None:
+    assert (await _web_login(env)).status_code == 303
+    (tmp_path / "users.json").write_text('{"users": {"alice": ')  # half written
+    resp = await env.client.get("/api/quarantine", headers=basic())
+    assert resp.status_code == 503 and resp.json()["error"] == "users_unavailable"
+    page = await env.client.get("/quarantine")
+    assert page.status_code == 503 and "users file cannot be read" in page.text
+    assert any(name == "admin_users_file_unreadable" for name, _ in env.log.events)
