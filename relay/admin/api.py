@@ -103,7 +103,7 @@ async def _actor(request: Request, ctx: AdminContext, *, state_changing: bool) -
             resp.headers["Retry-After"] = str(int(wait))
             return resp
         return _error(401, "unauthorized", "wrong user name or password")
-    session = ctx.user_session(request)
+    session = await ctx.user_session(request)
     if session is None or session.user is None:
         return _error(401, "unauthorized", "authentication required (HTTP Basic)")
     if state_changing and not session.csrf_ok(request.headers.get("x-csrf-token")):

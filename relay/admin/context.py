@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from relay.admin.review import Review
 from relay.admin.sessions import COOKIE_NAME, Session, SessionCodec
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB
+from relay.errors import StoreError
 from relay.settings import AdminSettings
 
 __all__ = ["AdminContext", "LoginOutcome", "basic_credentials", "client_ip", "context_of"]
@@ -46,12 +48,38 @@ class AdminContext:
         """The request's valid session (logged in or not), or None."""
         return self.codec.decode(request.cookies.get(COOKIE_NAME))
 
-    def user_session(self, request: Request) -> Session | None:
-        """The request's session if it belongs to a user who still exists."""
+    async def user_session(self, request: Request) -> Session | None:
+        """The request's logged-in session, if still valid: its user exists with the
+        same password as at login, and it was not logged out (here or, before a
+        restart or on another instance, as recorded in the audit table)."""
         session = self.session(request)
-        if session is None or session.user is None or not self.users.exists(session.user):
+        if session is None or session.user is None:
             return None
-        return session
+        record = self.users.record(session.user)
+        if record is None or not hmac.compare_digest(
+            session.stamp, self.codec.fingerprint(session.user, record)
+        ):
+            return None
+        return None if await self._logged_out(session) else session
+
+    async def _logged_out(self, session: Session) -> bool:
+        try:
+            entries = await self.review.store.list_audit(1, session.revocation_target)
+        except StoreError:
+            return True  # cannot tell: fail closed
+        if entries:
+            self.codec.revoke(session)
+        return bool(entries)
+
+    def new_user_session(self, user: str) -> Session:
+        """A fresh session for ``user``, bound to the password she has now."""
+        stamp = self.codec.fingerprint(user, self.users.record(user) or "")
+        return Session.new(user, self.codec.now(), stamp)
+
+    async def logout(self, session: Session) -> None:
+        """End ``session`` here and, through the audit entry, everywhere and for good."""
+        self.codec.revoke(session)
+        await self.review.audit(str(session.user), "logout", session.revocation_target, "ok")
 
     def set_cookie(self, response: Response, session: Session) -> None:
         """Attach ``session`` as the HttpOnly, SameSite=Strict session cookie."""

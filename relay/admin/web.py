@@ -72,7 +72,7 @@ def _safe_next(target: str | None) -> str:
 
 async def _login_form(request: Request) -> Response:
     ctx = context_of(request)
-    if ctx.user_session(request) is not None:
+    if await ctx.user_session(request) is not None:
         return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
     session = ctx.session(request) or Session.new(None, ctx.codec.now())
     response = _render(request, "login.html", session, next=request.query_params.get("next", ""))
@@ -109,7 +109,7 @@ async def _login(request: Request) -> Response:
         return _login_again(request, ctx, 401, "Wrong user name or password.", nxt)
     await ctx.review.audit(name, "login", "-", "ok", f"ip={client_ip(request)}")
     response = RedirectResponse(_safe_next(nxt), status_code=303)
-    ctx.set_cookie(response, Session.new(name, ctx.codec.now()))  # new id: no fixation
+    ctx.set_cookie(response, ctx.new_user_session(name))  # new id: no fixation
     return response
 
 
@@ -121,7 +121,7 @@ def _field(form: FormData, name: str) -> str | None:
 async def _checked_post(request: Request) -> tuple[Session, FormData] | Response:
     """The logged-in session and form of a POST whose CSRF token matches, else the error."""
     ctx = context_of(request)
-    session = ctx.user_session(request)
+    session = await ctx.user_session(request)
     if session is None:
         return _to_login(request)
     form = await request.form()
@@ -143,8 +143,7 @@ async def _logout(request: Request) -> Response:
         return checked
     session, _ = checked
     ctx = context_of(request)
-    ctx.codec.revoke(session)
-    await ctx.review.audit(str(session.user), "logout", "-", "ok")
+    await ctx.logout(session)
     response = RedirectResponse("/login?notice=logged-out", status_code=303)
     ctx.clear_cookie(response)
     return response
@@ -156,7 +155,7 @@ async def _home(request: Request) -> Response:
 
 async def _list(request: Request) -> Response:
     ctx = context_of(request)
-    session = ctx.user_session(request)
+    session = await ctx.user_session(request)
     if session is None:
         return _to_login(request)
     q = request.query_params
@@ -223,7 +222,7 @@ def _not_found(request: Request, session: Session) -> Response:
 
 async def _detail(request: Request) -> Response:
     ctx = context_of(request)
-    session = ctx.user_session(request)
+    session = await ctx.user_session(request)
     if session is None:
         return _to_login(request)
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from relay.admin.users import UserDB
 from tests.helpers.admin import PASSWORD, Env, admin_env, audit_of, basic, new_message
 
 MALFORMED = b'From: a@example.org\r\nTo: "\r\nCc: a@[\r\nSubject: odd\r\n\r\nHello there\r\n'
@@ -186,3 +187,38 @@ async def test_broken_users_file_gives_a_clear_503(env: Env, tmp_path: Path) -> 
     page = await env.client.get("/quarantine")
     assert page.status_code == 503 and "users file cannot be read" in page.text
     assert any(name == "admin_users_file_unreadable" for name, _ in env.log.events)
+
+
+async def _still_logged_in(env: Env) -> bool:
+    resp = await env.client.get("/quarantine")
+    return resp.status_code == 200
+
+
+async def test_password_change_or_removal_ends_existing_sessions(env: Env, tmp_path: Path) -> None:
+    users = UserDB(tmp_path / "users.json")
+    await _web_login(env)
+    assert await _still_logged_in(env)
+    users.set_password("alice", "a brand new password")  # e.g. ccguard admin add-user alice
+    assert not await _still_logged_in(env)
+    assert (await _web_login(env, "a brand new password")).status_code == 303
+    assert await _still_logged_in(env)
+    users.remove("alice")
+    assert not await _still_logged_in(env)
+
+
+async def test_logged_out_cookie_stays_invalid_after_a_restart(tmp_path: Path) -> None:
+    cookies = {}
+    async with admin_env(tmp_path, session_secret="s3cret") as env:
+        for who in ("kept", "ended"):
+            env.client.cookies.clear()
+            await _web_login(env)
+            cookies[who] = env.client.cookies["ccguard_session"]
+        page = await env.client.get("/quarantine")
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token is not None
+        await env.client.post("/logout", data={"csrf_token": token.group(1)})
+        assert not await _still_logged_in(env)
+    async with admin_env(tmp_path, session_secret="s3cret") as env:  # ccguard restarted
+        for who, alive in (("kept", True), ("ended", False)):
+            env.client.cookies.set("ccguard_session", cookies[who])
+            assert await _still_logged_in(env) is alive, who
