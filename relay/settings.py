@@ -218,6 +218,13 @@ class AdminSettings(_Section):
     session_max_age: PositiveInt = 8 * 3600
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: Reverse proxies whose X-Forwarded-For is believed (client IP for throttle and audit).
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        return SmtpSettings._networks(value)
 
 
 class MetricsSettings(_Section):

@@ -10,15 +10,15 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay.admin.context import AdminContext, basic_credentials, client_ip, context_of
-from relay.admin.preview import preview_message
 from relay.admin.releasing import ReleaseDeferred, ReleaseReport
-from relay.admin.review import PUBLIC_MODES
+from relay.admin.review import PUBLIC_MODES, Viewed
 from relay.codes import Reply
 from relay.errors import (
     QuarantineClaimedError,
@@ -27,7 +27,7 @@ from relay.errors import (
     StoreError,
     UpstreamError,
 )
-from relay.quarantine.store import STATUSES, MessageSummary, StoredMessage
+from relay.quarantine.store import STATUSES, MessageSummary
 
 __all__ = ["api_routes", "iso_time", "summary_json"]
 
@@ -64,11 +64,11 @@ def summary_json(item: MessageSummary) -> dict[str, Any]:
     }
 
 
-def _detail_json(stored: StoredMessage) -> dict[str, Any]:
+def _detail_json(viewed: Viewed) -> dict[str, Any]:
+    stored, preview = viewed.message, viewed.preview
     data = summary_json(stored)
     data["rcpt_tos"] = list(stored.rcpt_tos)
-    if stored.message:
-        preview = preview_message(stored.message)
+    if preview is not None:
         data["headers"] = [[name, value] for name, value in preview.headers]
         data["text_preview"] = preview.text
         data["text_truncated"] = preview.truncated
@@ -76,6 +76,7 @@ def _detail_json(stored: StoredMessage) -> dict[str, Any]:
             {"content_type": p.content_type, "filename": p.filename, "size": p.size}
             for p in preview.parts
         ]
+        data["notes"] = list(preview.notes)
     return data
 
 
@@ -97,8 +98,12 @@ async def _actor(request: Request, ctx: AdminContext, *, state_changing: bool) -
             resp = _error(429, "too_many_attempts", "too many failed logins, try again later")
             resp.headers["Retry-After"] = str(int(wait) + 1)
             return resp
+        if outcome == "busy":
+            resp = _error(503, "busy", "too many logins are being checked, try again shortly")
+            resp.headers["Retry-After"] = str(int(wait))
+            return resp
         return _error(401, "unauthorized", "wrong user name or password")
-    session = ctx.user_session(request)
+    session = await ctx.user_session(request)
     if session is None or session.user is None:
         return _error(401, "unauthorized", "authentication required (HTTP Basic)")
     if state_changing and not session.csrf_ok(request.headers.get("x-csrf-token")):
@@ -106,11 +111,41 @@ async def _actor(request: Request, ctx: AdminContext, *, state_changing: bool) -
     return session.user
 
 
+def _own_origin(origin: str, request: Request) -> bool:
+    """True when ``origin`` names the host this request was sent to (any scheme:
+    a reverse proxy may terminate TLS in front of us)."""
+    netloc = urlsplit(origin).netloc.lower()
+    return bool(netloc) and netloc == request.headers.get("host", "").lower()
+
+
+def _refused_as_cross_site(request: Request) -> Response | None:
+    """The error for a state-changing request a browser may have sent for another site.
+
+    Browsers send cached Basic credentials (and cookies) with cross-site form
+    posts; such a post can only be ``form-urlencoded``, ``multipart`` or
+    ``text/plain``, so requiring ``application/json`` stops it, and the
+    ``Sec-Fetch-Site`` / ``Origin`` checks refuse it outright where browsers say so.
+    """
+    fetch_site = request.headers.get("sec-fetch-site", "same-origin").lower()
+    origin = request.headers.get("origin")
+    if fetch_site not in ("same-origin", "none") or (
+        origin is not None and not _own_origin(origin, request)
+    ):
+        return _error(403, "cross_site", "cross-site requests may not change anything")
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if content_type != "application/json":
+        return _error(415, "unsupported_media_type", "send the body as application/json")
+    return None
+
+
 def _authenticated(
     handler: Handler, *, state_changing: bool = False
 ) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         ctx = context_of(request)
+        refused = _refused_as_cross_site(request) if state_changing else None
+        if refused is not None:
+            return refused
         actor = await _actor(request, ctx, state_changing=state_changing)
         if isinstance(actor, Response):
             return actor
@@ -168,8 +203,8 @@ async def _list(request: Request, actor: str) -> Response:
 
 
 async def _detail(request: Request, actor: str) -> Response:
-    stored = await context_of(request).review.view(request.path_params["id"], actor)
-    return JSONResponse(_detail_json(stored))
+    viewed = await context_of(request).review.view(request.path_params["id"], actor)
+    return JSONResponse(_detail_json(viewed))
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
@@ -184,9 +219,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
 
 async def _release(request: Request, actor: str) -> Response:
     try:
-        mode = (await _json_body(request)).get("mode", "as-is")
+        mode = (await _json_body(request)).get("mode")
     except ValueError:
         return _error(400, "bad_request", 'the body must be JSON like {"mode": "hidden"}')
+    if mode is None:
+        return _error(400, "bad_mode", f"mode is required: one of {', '.join(PUBLIC_MODES)}")
     if mode not in PUBLIC_MODES:
         return _error(400, "bad_mode", f"mode must be one of {', '.join(PUBLIC_MODES)}")
     message_id = request.path_params["id"]

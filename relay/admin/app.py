@@ -8,17 +8,20 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.admin.api import api_routes
-from relay.admin.context import AdminContext
+from relay.admin.context import AdminContext, context_of
+from relay.admin.hashing import HashingPool
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec
 from relay.admin.throttle import LoginThrottle
-from relay.admin.users import UserDB
+from relay.admin.users import UserDB, UsersFileError
 from relay.admin.web import web_routes
 from relay.quarantine.store import QuarantineStore
 from relay.settings import AdminSettings
@@ -78,6 +81,17 @@ def _size(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
+async def _users_file_broken(request: Request, exc: Exception) -> Response:
+    """503 (JSON under /api, a page elsewhere) when the users file cannot be read."""
+    context_of(request).review.log.info("admin_users_file_unreadable", error=str(exc))
+    text = "The admin users file cannot be read; nobody can log in until it is fixed."
+    if request.url.path.startswith("/api/"):
+        return JSONResponse({"error": "users_unavailable", "message": text}, status_code=503)
+    templates: Jinja2Templates = request.app.state.ccguard_templates
+    values = {"session": None, "title": "Login unavailable", "message": text}
+    return templates.TemplateResponse(request, "error.html", values, status_code=503)
+
+
 def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.autoescape = True
@@ -96,11 +110,13 @@ def create_admin_app(
     extra_routes: Sequence[BaseRoute] = (),
     throttle: LoginThrottle | None = None,
     codec: SessionCodec | None = None,
+    hashing: HashingPool | None = None,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
 
     ``extra_routes`` (e.g. /metrics, /healthz) are mounted first and need no login.
-    ``throttle`` and ``codec`` replace the default login throttle and session codec.
+    ``throttle``, ``codec`` and ``hashing`` replace the default login throttle,
+    session codec and password-hashing pool (2 threads, 8 waiting).
     Without ``settings.session_secret`` the session key is random: sessions end at restart.
     """
     codec = codec or SessionCodec(settings.session_secret, settings.session_max_age)
@@ -110,13 +126,18 @@ def create_admin_app(
         *web_routes(),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={UsersFileError: _users_file_broken},
+    )
     app.state.ccguard_admin = AdminContext(
         settings=settings,
         review=Review(store, releaser, log),
         users=users,
         codec=codec,
         throttle=throttle or LoginThrottle(),
+        hashing=hashing or HashingPool(),
     )
     app.state.ccguard_templates = _templates()
     return app

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
+import hmac
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from relay.admin.hashing import HashingBusy, HashingPool
 from relay.admin.review import Review
 from relay.admin.sessions import COOKIE_NAME, Session, SessionCodec
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB
+from relay.errors import StoreError
 from relay.settings import AdminSettings
 
 __all__ = ["AdminContext", "LoginOutcome", "basic_credentials", "client_ip", "context_of"]
 
-LoginOutcome = Literal["ok", "bad", "throttled"]
+LoginOutcome = Literal["ok", "bad", "throttled", "busy"]
+#: Seconds a client is told to wait when the password checker is swamped.
+BUSY_RETRY_AFTER = 2.0
 
 
 @dataclass(slots=True)
@@ -31,6 +37,7 @@ class AdminContext:
     users: UserDB
     codec: SessionCodec
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    hashing: HashingPool = field(default_factory=HashingPool)
 
     @property
     def secure_cookies(self) -> bool:
@@ -41,12 +48,38 @@ class AdminContext:
         """The request's valid session (logged in or not), or None."""
         return self.codec.decode(request.cookies.get(COOKIE_NAME))
 
-    def user_session(self, request: Request) -> Session | None:
-        """The request's session if it belongs to a user who still exists."""
+    async def user_session(self, request: Request) -> Session | None:
+        """The request's logged-in session, if still valid: its user exists with the
+        same password as at login, and it was not logged out (here or, before a
+        restart or on another instance, as recorded in the audit table)."""
         session = self.session(request)
-        if session is None or session.user is None or not self.users.exists(session.user):
+        if session is None or session.user is None:
             return None
-        return session
+        record = self.users.record(session.user)
+        if record is None or not hmac.compare_digest(
+            session.stamp, self.codec.fingerprint(session.user, record)
+        ):
+            return None
+        return None if await self._logged_out(session) else session
+
+    async def _logged_out(self, session: Session) -> bool:
+        try:
+            entries = await self.review.store.list_audit(1, session.revocation_target)
+        except StoreError:
+            return True  # cannot tell: fail closed
+        if entries:
+            self.codec.revoke(session)
+        return bool(entries)
+
+    def new_user_session(self, user: str) -> Session:
+        """A fresh session for ``user``, bound to the password she has now."""
+        stamp = self.codec.fingerprint(user, self.users.record(user) or "")
+        return Session.new(user, self.codec.now(), stamp)
+
+    async def logout(self, session: Session) -> None:
+        """End ``session`` here and, through the audit entry, everywhere and for good."""
+        self.codec.revoke(session)
+        await self.review.audit(str(session.user), "logout", session.revocation_target, "ok")
 
     def set_cookie(self, response: Response, session: Session) -> None:
         """Attach ``session`` as the HttpOnly, SameSite=Strict session cookie."""
@@ -67,19 +100,31 @@ class AdminContext:
         )
 
     async def check_login(self, ip: str, name: str, password: str) -> tuple[LoginOutcome, float]:
-        """Throttled password check; returns the outcome and, if throttled, seconds to wait.
+        """Throttled password check; returns the outcome and, if refused, seconds to wait.
 
-        Failures are audited here; the caller audits successes where they matter.
+        Attempts from one IP are checked one at a time, and each failure is
+        counted before the next attempt is looked at.  Failures are audited
+        here; the caller audits successes where they matter.
         """
+        async with self.throttle.serialised(ip):
+            outcome, wait = await self._check_once(ip, name, password)
+        if outcome in ("throttled", "bad"):
+            result = "failed" if outcome == "bad" else outcome
+            await self.review.audit(self._actor(name), "login", "-", result, f"ip={ip}")
+        return outcome, wait
+
+    async def _check_once(self, ip: str, name: str, password: str) -> tuple[LoginOutcome, float]:
         wait = self.throttle.wait_for(ip, name)
         if wait > 0:
-            await self.review.audit(self._actor(name), "login", "-", "throttled", f"ip={ip}")
             return "throttled", wait
-        if await asyncio.to_thread(self.users.verify, name, password):
+        try:
+            ok = await self.hashing.run(self.users.verify, name, password)
+        except HashingBusy:
+            return "busy", BUSY_RETRY_AFTER
+        if ok:
             self.throttle.success(ip, name)
             return "ok", 0.0
         self.throttle.failure(ip, name)
-        await self.review.audit(self._actor(name), "login", "-", "failed", f"ip={ip}")
         return "bad", 0.0
 
     def _actor(self, name: str) -> str:
@@ -93,9 +138,36 @@ def context_of(request: Request) -> AdminContext:
     return ctx
 
 
+def _trusted(address: str, networks: Sequence[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in networks)
+
+
 def client_ip(request: Request) -> str:
-    """The peer address of the request ("-" if unknown)."""
-    return request.client.host if request.client else "-"
+    """The client's address: the TCP peer ("-" if unknown), or, when the peer is one of
+    ``[admin] trusted_proxies``, the address that proxy saw (X-Forwarded-For, read from
+    the right, skipping other trusted proxies and anything that is not an IP address)."""
+    peer = request.client.host if request.client else "-"
+    proxies = context_of(request).settings.trusted_proxies
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    hops = ",".join(request.headers.getlist("x-forwarded-for")).split(",")
+    for hop in reversed([h.strip() for h in hops if h.strip()]):
+        if not _trusted(hop, proxies):
+            return hop if _is_ip(hop) else peer
+        peer = hop
+    return peer
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def basic_credentials(request: Request) -> tuple[str, str] | None:

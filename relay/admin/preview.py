@@ -7,18 +7,29 @@ escaped by the templates like any other text.
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.message import EmailMessage, MIMEPart
+from email.header import decode_header, make_header
+from email.message import Message
 from html.parser import HTMLParser
 from typing import Any
+
+from relay.actions.headers import line_ending, parse_header_block
+from relay.inspect.headers import header_end
 
 __all__ = ["MessagePreview", "Part", "explain_exposure", "preview_message"]
 
 MAX_PREVIEW_CHARS = 20_000
 MAX_HEADER_CHARS = 2_000
+#: Only this much of the header block is shown (a 20,000-address Cc is ~500 KiB).
+MAX_HEADER_BYTES = 64 * 1024
+HEADERS_CUT_NOTE = (
+    f"The header block is larger than {MAX_HEADER_BYTES // 1024} KiB; only its start is shown."
+)
+STRUCTURE_NOTE = "The message's MIME structure could not be read; its raw text is shown."
 _HEADER_LABELS = {"to": "To", "cc": "Cc", "resent-to": "Resent-To", "resent-cc": "Resent-Cc"}
 
 
@@ -40,6 +51,7 @@ class MessagePreview:
     truncated: bool
     from_html: bool
     parts: list[Part]
+    notes: tuple[str, ...] = ()
 
 
 class _TextOnly(HTMLParser):
@@ -75,40 +87,102 @@ def html_to_text(html: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def _content(part: MIMEPart) -> str:
+def _capped(raw: bytes) -> tuple[bytes, bool]:
+    """``raw`` with its header block cut to :data:`MAX_HEADER_BYTES` (display only)."""
+    end = header_end(raw)
+    head, body = (raw, b"") if end is None else (raw[:end], raw[end:])
+    if len(head) <= MAX_HEADER_BYTES:
+        return raw, False
+    eol = line_ending(raw)
+    kept = head[:MAX_HEADER_BYTES].rstrip(b"\r")
+    return kept + (b"" if kept.endswith(b"\n") else eol) + eol + body, True
+
+
+def _header_text(raw_value: bytes) -> str:
+    """A header value for display: unfolded, RFC 2047 words decoded where they can be."""
+    value = " ".join(raw_value[: MAX_HEADER_CHARS * 4].decode("utf-8", "replace").split())
+    with contextlib.suppress(Exception):  # a malformed encoded word: show it as written
+        value = str(make_header(decode_header(value)))
+    value = value.encode("utf-8", "replace").decode("utf-8")
+    return value[:MAX_HEADER_CHARS] + ("…" if len(value) > MAX_HEADER_CHARS else "")
+
+
+def _headers(message: bytes) -> list[tuple[str, str]]:
+    """Every header field as (name, value), from the raw fields: nothing here can fail."""
+    return [
+        (field.name, _header_text(field.raw.partition(b":")[2]))
+        for field in parse_header_block(message).fields
+        if field.name
+    ]
+
+
+def _decoded_payload(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
     try:
-        content = part.get_content()
-    except (LookupError, ValueError, AssertionError):
-        payload = part.get_payload(decode=True)
-        content = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    return content if isinstance(content, str) else ""
+        return payload.decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:
+        return payload.decode("utf-8", "replace")
 
 
-def _headers(msg: EmailMessage) -> list[tuple[str, str]]:
-    out = []
-    for name, value in msg.items():
-        text = " ".join(str(value).split())
-        out.append((name, text[:MAX_HEADER_CHARS] + ("…" if len(text) > MAX_HEADER_CHARS else "")))
-    return out
+def _text_part(msg: Message) -> Message | None:
+    """The first inline text/plain part, else the first inline text/html part."""
+    leaves = [
+        p for p in msg.walk()
+        if not p.is_multipart()
+        and p.get_content_maintype() == "text"
+        and not str(p.get("content-disposition", "")).lower().startswith("attachment")
+    ]  # fmt: skip
+    for subtype in ("plain", "html"):
+        for part in leaves:
+            if part.get_content_subtype() == subtype:
+                return part
+    return None
 
 
-def preview_message(raw: bytes) -> MessagePreview:
-    """Headers, a text preview (HTML reduced to text) and the other parts of ``raw``."""
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(msg, EmailMessage)
-    body = msg.get_body(preferencelist=("plain", "html"))
+def _body(message: bytes) -> tuple[str, bool, list[Part]]:
+    """(text, whether it came from HTML, the other parts); may raise on hostile input."""
+    msg = email.message_from_bytes(message, policy=email.policy.compat32)
+    if msg.get_content_maintype() == "multipart" and not msg.is_multipart():
+        raise ValueError("multipart message whose parts could not be found")
+    body = _text_part(msg)
     text, from_html = "", False
     if body is not None:
-        text = _content(body)
-        if body.get_content_type() == "text/html":
+        text = _decoded_payload(body).replace("\r\n", "\n")
+        if body.get_content_subtype() == "html":
             text, from_html = html_to_text(text), True
     parts = [
         Part(p.get_content_type(), p.get_filename() or "", len(p.get_payload(decode=True) or b""))
         for p in msg.walk()
         if not p.is_multipart() and p is not body
     ]
+    return text, from_html, parts
+
+
+def _raw_body(message: bytes) -> str:
+    end = header_end(message)
+    return message[end or len(message) :].decode("utf-8", "replace")
+
+
+def preview_message(raw: bytes) -> MessagePreview:
+    """Headers, a text preview (HTML reduced to text) and the other parts of ``raw``.
+
+    Never raises: headers come from the raw fields, and a body whose MIME
+    structure cannot be parsed is shown as raw text, with a note saying so.
+    Blocking (a big message takes a while): call it in a thread from async code.
+    """
+    message, cut = _capped(raw)
+    notes = [HEADERS_CUT_NOTE] if cut else []
+    try:
+        text, from_html, parts = _body(message)
+    except Exception:  # hostile MIME: any parser failure falls back to the raw text
+        text, from_html, parts = _raw_body(message), False, []
+        notes.append(STRUCTURE_NOTE)
     truncated = len(text) > MAX_PREVIEW_CHARS
-    return MessagePreview(_headers(msg), text[:MAX_PREVIEW_CHARS], truncated, from_html, parts)
+    return MessagePreview(
+        _headers(message), text[:MAX_PREVIEW_CHARS], truncated, from_html, parts, tuple(notes)
+    )
 
 
 def _plural(n: int, one: str, many: str) -> str:

@@ -7,11 +7,14 @@ details carry ids, modes and reply codes only, never a message's addresses.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from relay.actions.release import ReleaseAttempt
+from relay.admin.preview import MessagePreview, preview_message
 from relay.admin.releasing import REFUSED_PREFIX, ReleaseDeferred, ReleaseProgress, ReleaseReport
 from relay.codes import Reply
 from relay.errors import (
@@ -37,6 +40,7 @@ __all__ = [
     "EventLog",
     "Releaser",
     "Review",
+    "Viewed",
     "store_mode",
 ]
 
@@ -76,6 +80,14 @@ def _conflict_detail(exc: QuarantineStateError) -> str:
     return f"status={exc.status}"
 
 
+@dataclass(frozen=True, slots=True)
+class Viewed:
+    """A viewed message and its preview (None when its bytes were wiped)."""
+
+    message: StoredMessage
+    preview: MessagePreview | None
+
+
 class Review:
     """Audited view / release / delete / purge of quarantined messages."""
 
@@ -93,14 +105,26 @@ class Review:
         )
         await self.store.add_audit(actor, action, target, result, detail)
 
-    async def view(self, message_id: str, actor: str) -> StoredMessage:
-        """The message with its body; viewing it is audited."""
+    async def view(self, message_id: str, actor: str) -> Viewed:
+        """The message with its body and its preview; viewing it is audited.
+
+        The preview is built in a worker thread (a big header block takes a
+        while) and the audit entry is written once it is there: ``ok``, with
+        ``preview=partial`` when part of the message could not be shown.
+        """
         stored = await self.store.get(message_id)
         if stored is None:
             await self.audit(actor, "view", message_id, "not_found")
             raise QuarantineNotFound(message_id)
-        await self.audit(actor, "view", message_id, "ok")
-        return stored
+        try:
+            preview = await asyncio.to_thread(preview_message, stored.message)
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                await self.audit(actor, "view", message_id, "error", "preview failed")
+            raise
+        detail = "preview=partial" if preview.notes else ""
+        await self.audit(actor, "view", message_id, "ok", detail)
+        return Viewed(stored, preview if stored.message else None)
 
     async def progress(self, message_id: str) -> ReleaseProgress:
         """Who already got the message from earlier release attempts, who refused it."""

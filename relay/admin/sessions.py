@@ -1,12 +1,18 @@
 """Signed session cookies carrying the user name and the CSRF token.
 
 The cookie is ``base64url(JSON payload) "." base64url(HMAC-SHA256)``; nothing
-in it is secret (the user name, a session id, the CSRF token, the issue time)
-but none of it can be forged without the key.  A session without ``user`` is
-the anonymous one the login form gets, so the login form has a CSRF token too.
-Logout revokes the session id in memory until it would have expired anyway.
-Without ``[admin] session_secret`` the key is random per process: every
-session then ends when ccguard restarts.
+in it is secret (the user name, a session id, the CSRF token, the issue time,
+a keyed fingerprint of the user's password record) but none of it can be
+forged without the key.  A session without ``user`` is the anonymous one the
+login form gets, so the login form has a CSRF token too.
+
+The fingerprint (:meth:`SessionCodec.fingerprint`) changes whenever the
+user's password is set again (new salt), so a password change or removal
+ends every session of that user; the admin context checks it on every
+request.  Logout revocations are kept here in memory and, by the admin
+context, in the store's audit table, so they outlive a restart.  Without
+``[admin] session_secret`` the key is random per process: every session then
+ends when ccguard restarts.
 """
 
 from __future__ import annotations
@@ -34,11 +40,18 @@ class Session:
     csrf: str
     issued_at: float
     user: str | None = None
+    stamp: str = ""
 
     @classmethod
-    def new(cls, user: str | None, now: float) -> Session:
-        """A fresh session with new random id and CSRF token."""
-        return cls(secrets.token_urlsafe(16), secrets.token_urlsafe(32), now, user)
+    def new(cls, user: str | None, now: float, stamp: str = "") -> Session:
+        """A fresh session with new random id and CSRF token; ``stamp`` is the
+        user's :meth:`SessionCodec.fingerprint` at login."""
+        return cls(secrets.token_urlsafe(16), secrets.token_urlsafe(32), now, user, stamp)
+
+    @property
+    def revocation_target(self) -> str:
+        """The audit target recording this session's logout (a hash, not the id)."""
+        return "session:" + hashlib.sha256(self.sid.encode("ascii")).hexdigest()[:24]
 
     def csrf_ok(self, token: str | None) -> bool:
         """Constant-time check of a submitted CSRF token."""
@@ -78,7 +91,13 @@ class SessionCodec:
 
     def encode(self, session: Session) -> str:
         """The cookie value for ``session``."""
-        payload = {"s": session.sid, "c": session.csrf, "t": session.issued_at, "u": session.user}
+        payload = {
+            "s": session.sid,
+            "c": session.csrf,
+            "t": session.issued_at,
+            "u": session.user,
+            "p": session.stamp,
+        }
         body = _b64e(json.dumps(payload, separators=(",", ":")).encode("utf-8"))
         return body + "." + _b64e(self._sign(body.encode("ascii")))
 
@@ -91,15 +110,26 @@ class SessionCodec:
             if not hmac.compare_digest(_b64d(sig), self._sign(body.encode("ascii"))):
                 return None
             data = json.loads(_b64d(body))
-            session = Session(str(data["s"]), str(data["c"]), float(data["t"]), data["u"])
+            session = Session(
+                str(data["s"]), str(data["c"]), float(data["t"]), data["u"], str(data["p"])
+            )
         except (binascii.Error, ValueError, UnicodeError, KeyError, TypeError):
             return None
         if session.user is not None and not isinstance(session.user, str):
             return None
         age = self.now() - session.issued_at
-        if not 0 <= age <= self.max_age or session.sid in self._revoked:
+        if not 0 <= age <= self.max_age or self.is_revoked(session):
             return None
         return session
+
+    def fingerprint(self, user: str, record: str) -> str:
+        """A keyed digest of ``user``'s stored password record: it changes with the password."""
+        digest = hmac.new(self._key, f"record\0{user}\0{record}".encode(), hashlib.sha256)
+        return _b64e(digest.digest()[:12])
+
+    def is_revoked(self, session: Session) -> bool:
+        """True when ``session`` was revoked by this process."""
+        return session.sid in self._revoked
 
     def revoke(self, session: Session) -> None:
         """End ``session`` now (logout), even though its cookie is still validly signed."""

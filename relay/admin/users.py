@@ -123,6 +123,11 @@ class UserDB:
         self._refresh()
         return name in self._users
 
+    def record(self, name: str) -> str | None:
+        """The stored password record of ``name`` (changes with every password set), or None."""
+        self._refresh()
+        return self._users.get(name)
+
     def verify(self, name: str, password: str) -> bool:
         """True when ``name`` exists and ``password`` is right; same cost either way.
 

@@ -7,6 +7,7 @@ redirected (POST-redirect-GET) with a ``notice`` key from a fixed set.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,7 +20,7 @@ from starlette.templating import Jinja2Templates
 from relay.admin.context import AdminContext, client_ip, context_of
 from relay.admin.preview import explain_exposure, preview_message
 from relay.admin.releasing import ReleaseDeferred
-from relay.admin.review import MODE_AS_IS, MODE_HIDDEN
+from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Viewed
 from relay.admin.sessions import Session
 from relay.errors import (
     QuarantineClaimedError,
@@ -27,7 +28,7 @@ from relay.errors import (
     QuarantineStateError,
     UpstreamError,
 )
-from relay.quarantine.store import STATUSES, StoredMessage
+from relay.quarantine.store import STATUSES
 
 __all__ = ["web_routes"]
 
@@ -71,7 +72,7 @@ def _safe_next(target: str | None) -> str:
 
 async def _login_form(request: Request) -> Response:
     ctx = context_of(request)
-    if ctx.user_session(request) is not None:
+    if await ctx.user_session(request) is not None:
         return RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
     session = ctx.session(request) or Session.new(None, ctx.codec.now())
     response = _render(request, "login.html", session, next=request.query_params.get("next", ""))
@@ -101,11 +102,14 @@ async def _login(request: Request) -> Response:
     if outcome == "throttled":
         msg = f"Too many failed logins. Try again in {int(wait) + 1} seconds."
         return _login_again(request, ctx, 429, msg, nxt)
+    if outcome == "busy":
+        msg = "The server is busy checking other logins. Try again in a moment."
+        return _login_again(request, ctx, 503, msg, nxt)
     if outcome == "bad":
         return _login_again(request, ctx, 401, "Wrong user name or password.", nxt)
     await ctx.review.audit(name, "login", "-", "ok", f"ip={client_ip(request)}")
     response = RedirectResponse(_safe_next(nxt), status_code=303)
-    ctx.set_cookie(response, Session.new(name, ctx.codec.now()))  # new id: no fixation
+    ctx.set_cookie(response, ctx.new_user_session(name))  # new id: no fixation
     return response
 
 
@@ -117,7 +121,7 @@ def _field(form: FormData, name: str) -> str | None:
 async def _checked_post(request: Request) -> tuple[Session, FormData] | Response:
     """The logged-in session and form of a POST whose CSRF token matches, else the error."""
     ctx = context_of(request)
-    session = ctx.user_session(request)
+    session = await ctx.user_session(request)
     if session is None:
         return _to_login(request)
     form = await request.form()
@@ -139,8 +143,7 @@ async def _logout(request: Request) -> Response:
         return checked
     session, _ = checked
     ctx = context_of(request)
-    ctx.codec.revoke(session)
-    await ctx.review.audit(str(session.user), "logout", "-", "ok")
+    await ctx.logout(session)
     response = RedirectResponse("/login?notice=logged-out", status_code=303)
     ctx.clear_cookie(response)
     return response
@@ -152,7 +155,7 @@ async def _home(request: Request) -> Response:
 
 async def _list(request: Request) -> Response:
     ctx = context_of(request)
-    session = ctx.user_session(request)
+    session = await ctx.user_session(request)
     if session is None:
         return _to_login(request)
     q = request.query_params
@@ -184,11 +187,12 @@ async def _list(request: Request) -> Response:
 async def _detail_page(
     request: Request,
     session: Session,
-    stored: StoredMessage,
+    viewed: Viewed,
     *,
     status: int = 200,
     error: str | None = None,
 ) -> Response:
+    stored = viewed.message
     progress = await context_of(request).review.progress(stored.id)
     return _render(
         request,
@@ -196,7 +200,7 @@ async def _detail_page(
         session,
         status,
         msg=stored,
-        preview=preview_message(stored.message) if stored.message else None,
+        preview=viewed.preview,
         explanation=explain_exposure(stored.exposure, stored.rule, stored.reason),
         error=error,
         progress=progress,
@@ -218,14 +222,14 @@ def _not_found(request: Request, session: Session) -> Response:
 
 async def _detail(request: Request) -> Response:
     ctx = context_of(request)
-    session = ctx.user_session(request)
+    session = await ctx.user_session(request)
     if session is None:
         return _to_login(request)
     try:
-        stored = await ctx.review.view(request.path_params["id"], str(session.user))
+        viewed = await ctx.review.view(request.path_params["id"], str(session.user))
     except QuarantineNotFound:
         return _not_found(request, session)
-    return await _detail_page(request, session, stored)
+    return await _detail_page(request, session, viewed)
 
 
 async def _act(request: Request) -> Response:
@@ -289,7 +293,9 @@ async def _detail_after_error(
     stored = await context_of(request).review.store.get(message_id)
     if stored is None:
         return _not_found(request, session)
-    return await _detail_page(request, session, stored, status=status, error=error)
+    preview = await asyncio.to_thread(preview_message, stored.message) if stored.message else None
+    viewed = Viewed(stored, preview)
+    return await _detail_page(request, session, viewed, status=status, error=error)
 
 
 def web_routes() -> list[Route]:

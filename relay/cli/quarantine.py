@@ -19,9 +19,9 @@ from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
 from relay.admin.api import iso_time, summary_json
-from relay.admin.preview import explain_exposure, preview_message
+from relay.admin.preview import explain_exposure
 from relay.admin.releasing import ReleaseDeferred
-from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Releaser, Review
+from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Releaser, Review, Viewed
 from relay.cli.config import load_or_report
 from relay.codes import Reply
 from relay.errors import (
@@ -32,7 +32,7 @@ from relay.errors import (
     UpstreamError,
 )
 from relay.quarantine import open_store
-from relay.quarantine.store import STATUSES, StoredMessage
+from relay.quarantine.store import STATUSES
 from relay.settings import Settings
 
 __all__ = ["parse_age", "register"]
@@ -90,7 +90,8 @@ async def _list(review: Review, args: argparse.Namespace, _: Settings, __: Any) 
     return 0
 
 
-def _print_message(stored: StoredMessage) -> None:
+def _print_message(viewed: Viewed) -> None:
+    stored, preview = viewed.message, viewed.preview
     print(f"Id:         {stored.id}")
     print(f"Status:     {stored.status}")
     print(f"Received:   {iso_time(stored.received_at)} from {stored.client_ip or '?'}")
@@ -104,21 +105,22 @@ def _print_message(stored: StoredMessage) -> None:
     print(f"\nRecipients ({len(stored.rcpt_tos)}):")
     for rcpt in stored.rcpt_tos:
         print(f"  {rcpt}")
-    if stored.message:
-        preview = preview_message(stored.message)
+    if preview is not None:
+        for note in preview.notes:
+            print(f"\nNote: {note}")
         print("\n--- text" + (" (from HTML)" if preview.from_html else "") + " ---")
         print(preview.text)
 
 
 async def _show(review: Review, args: argparse.Namespace, _: Settings, __: Any) -> int:
-    stored = await review.view(args.id, _actor())
+    viewed = await review.view(args.id, _actor())
     if args.json:
-        data = summary_json(stored)
-        data["rcpt_tos"] = list(stored.rcpt_tos)
-        data["text_preview"] = preview_message(stored.message).text if stored.message else ""
+        data = summary_json(viewed.message)
+        data["rcpt_tos"] = list(viewed.message.rcpt_tos)
+        data["text_preview"] = viewed.preview.text if viewed.preview else ""
         print(json.dumps(data, indent=2))
     else:
-        _print_message(stored)
+        _print_message(viewed)
     return 0
 
 

@@ -153,13 +153,20 @@ def make_server(app: Any, listen: str, **config: Any) -> uvicorn.Server:
     """A uvicorn server for ``app`` on ``listen`` (``HOST:PORT``) that logs via our handler.
 
     ``log_config=None`` stops uvicorn from installing its own (non-JSON)
-    handlers; extra ``config`` (e.g. ``ssl_certfile``) goes to
-    :class:`uvicorn.Config`.  Run ``await server.serve()`` in a task; set
-    ``server.should_exit = True`` and await the task to stop it.  The server
-    does not touch signal handlers.
+    handlers; ``proxy_headers=False`` keeps uvicorn from believing any
+    X-Forwarded-For (its default trusts 127.0.0.1, so anyone connecting from
+    loopback could pick the client IP the admin throttle and audit see); extra
+    ``config`` (e.g. ``ssl_certfile``) goes to :class:`uvicorn.Config`.  Run
+    ``await server.serve()`` in a task; set ``server.should_exit = True`` and
+    await the task to stop it.  The server does not touch signal handlers.
     """
     host, port = parse_listen(listen)
-    options: dict[str, Any] = {"log_config": None, "lifespan": "off", "access_log": True}
+    options: dict[str, Any] = {
+        "log_config": None,
+        "lifespan": "off",
+        "access_log": True,
+        "proxy_headers": False,
+    }
     options.update(config)
     return EmbeddedServer(uvicorn.Config(app, host=host, port=port, **options))
 

@@ -165,7 +165,8 @@ async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
         store = SqliteStore(tmp_path / "q.db")
         await store.open()
         users = UserDB(tmp_path / "users.json")
-        users.set_password("alice", PASSWORD)
+        if not users.exists("alice"):  # a second env on the same files keeps the same users
+            users.set_password("alice", PASSWORD)
         log = ListLog()
         releaser, upstream_client = real_releaser(upstream.port)
         admin_settings = AdminSettings(users_file=str(tmp_path / "users.json"), **settings)

@@ -33,7 +33,7 @@ async def test_every_endpoint_needs_credentials(env: Env) -> None:
         ("POST", f"/api/quarantine/{msg_id}/delete"),
     ]
     for method, path in calls:
-        resp = await env.client.request(method, path)
+        resp = await env.client.request(method, path, json={} if method == "POST" else None)
         assert resp.status_code == 401, path
         assert resp.headers["www-authenticate"].startswith("Basic")
         assert resp.json()["error"] == "unauthorized"
@@ -107,7 +107,7 @@ async def test_unknown_id_is_404_everywhere(env: Env) -> None:
     for method, path, body in [
         ("GET", "/api/quarantine/nosuchid", None),
         ("POST", "/api/quarantine/nosuchid/release", {"mode": "as-is"}),
-        ("POST", "/api/quarantine/nosuchid/delete", None),
+        ("POST", "/api/quarantine/nosuchid/delete", {}),
     ]:
         resp = await env.client.request(method, path, json=body, headers=basic())
         assert resp.status_code == 404, path
@@ -163,20 +163,22 @@ async def test_release_with_bad_mode_is_400(env: Env, body: object) -> None:
 async def test_release_with_broken_json_is_400(env: Env) -> None:
     msg_id = await env.store.put(new_message())
     resp = await env.client.post(
-        f"/api/quarantine/{msg_id}/release", content=b"{mode", headers=basic()
+        f"/api/quarantine/{msg_id}/release",
+        content=b"{mode",
+        headers={**basic(), "Content-Type": "application/json"},
     )
     assert resp.status_code == 400
 
 
 async def test_delete_then_release_or_delete_again_is_409(env: Env) -> None:
     msg_id = await env.store.put(new_message())
-    resp = await env.client.post(f"/api/quarantine/{msg_id}/delete", headers=basic())
+    resp = await env.client.post(f"/api/quarantine/{msg_id}/delete", json={}, headers=basic())
     assert resp.status_code == 200
     assert resp.json() == {"id": msg_id, "status": "deleted"}
     detail = (await env.client.get(f"/api/quarantine/{msg_id}", headers=basic())).json()
     assert detail["status"] == "deleted" and detail["deleted_by"] == "alice"
     assert "text_preview" not in detail  # the bytes are wiped
-    for path, body in [("delete", None), ("release", {"mode": "hidden"})]:
+    for path, body in [("delete", {}), ("release", {"mode": "hidden"})]:
         again = await env.client.post(
             f"/api/quarantine/{msg_id}/{path}", json=body, headers=basic()
         )
@@ -194,7 +196,7 @@ async def test_delete_then_release_or_delete_again_is_409(env: Env) -> None:
 async def test_log_lines_say_who_what_result_without_addresses(env: Env) -> None:
     msg_id = await env.store.put(new_message())
     await env.client.get(f"/api/quarantine/{msg_id}", headers=basic())
-    await env.client.post(f"/api/quarantine/{msg_id}/delete", headers=basic())
+    await env.client.post(f"/api/quarantine/{msg_id}/delete", json={}, headers=basic())
     events = [kw for name, kw in env.log.events if name == "admin_action"]
     assert [(e["actor"], e["action"], e["target"], e["result"]) for e in events] == [
         ("alice", "view", msg_id, "ok"),

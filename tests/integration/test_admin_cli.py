@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import json
 import os
@@ -91,6 +92,15 @@ async def test_show_prints_recipients_and_text_and_is_audited(cli: Cli) -> None:
     assert await _audit(cli, msg_id) == [(ACTOR, "view", "ok")]
     code, _, err = await cli.run("quarantine", "show", "nosuchid")
     assert code == 1 and "no quarantined message" in err
+
+
+async def test_show_of_a_message_with_malformed_headers_works(cli: Cli) -> None:
+    raw = b'From: a@example.org\r\nTo: "\r\nCc: a@[\r\n\r\nStill readable\r\n'
+    msg_id = await cli.store.put(dataclasses.replace(new_message(), message=raw))
+    code, out, err = await cli.run("quarantine", "show", msg_id)
+    assert (code, err) == (0, "")
+    assert "Still readable" in out
+    assert await _audit(cli, msg_id) == [(ACTOR, "view", "ok")]
 
 
 async def test_release_hidden_then_again_is_refused(cli: Cli) -> None:

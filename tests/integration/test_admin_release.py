@@ -122,7 +122,7 @@ async def test_delete_during_a_release_is_refused(env: Env) -> None:
     api = asyncio.create_task(_release(env, msg_id))
     while env.upstream.data_started == 0:
         await asyncio.sleep(0.01)
-    resp = await env.client.post(f"/api/quarantine/{msg_id}/delete", headers=basic())
+    resp = await env.client.post(f"/api/quarantine/{msg_id}/delete", json={}, headers=basic())
     assert resp.status_code == 409 and resp.json()["claimed_by"] == "alice"
     assert (await api).status_code == 200
     assert await _status(env, msg_id) == "released"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -142,8 +143,9 @@ async def test_cookie_session_on_the_api_needs_the_csrf_header(env: Env) -> None
     await _login(env.client)
     token = _csrf((await env.client.get("/quarantine")).text)
     url = f"/api/quarantine/{msg_id}/delete"
-    assert (await env.client.post(url)).status_code == 403
-    assert (await env.client.post(url, headers={"X-CSRF-Token": token})).status_code == 200
+    assert (await env.client.post(url, json={})).status_code == 403
+    ok = await env.client.post(url, json={}, headers={"X-CSRF-Token": token})
+    assert ok.status_code == 200
 
 
 async def test_upstream_down_page_says_message_is_still_held(env: Env) -> None:
@@ -201,3 +203,12 @@ async def test_login_redirects_only_to_local_pages(env: Env) -> None:
     }
     resp = await env.client.post("/login", data=form)
     assert resp.status_code == 303 and resp.headers["location"] == "/quarantine"
+
+
+async def test_message_with_malformed_headers_has_a_detail_page(env: Env) -> None:
+    raw = b'From: a@example.org\r\nReply-To: undisclosed-recipients:;;;;:\r\nTo: "\r\n\r\nHi\r\n'
+    msg_id = await env.store.put(dataclasses.replace(new_message(), message=raw))
+    await _login(env.client)
+    page = await env.client.get(f"/quarantine/{msg_id}")
+    assert page.status_code == 200
+    assert "undisclosed-recipients:;;;;:" in page.text and "Hi" in page.text

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
+from relay.admin.hashing import HashingPool
 from relay.admin.sessions import Session, SessionCodec
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB, UsersFileError, hash_password, verify_password
@@ -94,22 +97,64 @@ def test_csrf_check() -> None:
     assert not session.csrf_ok(None) and not session.csrf_ok("x")
 
 
-def test_throttle_backs_off_per_ip_and_per_user_and_stays_bounded() -> None:
+def test_throttle_backs_off_per_ip_and_per_ip_and_user_and_stays_bounded() -> None:
     clock = Clock()
-    throttle = LoginThrottle(free=2, base=1.0, cap=8.0, max_keys=4, clock=clock)
+    throttle = LoginThrottle(free=2, user_free=5, base=1.0, cap=8.0, max_keys=6, clock=clock)
     for _ in range(2):
         assert throttle.wait_for("10.0.0.1", "alice") == 0
         throttle.failure("10.0.0.1", "alice")
     throttle.failure("10.0.0.1", "alice")
     assert throttle.wait_for("10.0.0.1", "alice") == 2.0
-    assert throttle.wait_for("10.0.0.9", "ALICE") == 2.0  # same user, other IP
     assert throttle.wait_for("10.0.0.1", "bob") == 2.0  # same IP, other user
+    assert throttle.wait_for("10.0.0.9", "ALICE") == 0  # other IP: alice is not locked out
     for _ in range(10):
         throttle.failure("10.0.0.1", "alice")
-    assert throttle.wait_for("10.0.0.9", "alice") == 8.0  # capped
+    assert throttle.wait_for("10.0.0.1", "alice") == 8.0  # capped
     clock.now += 8
     assert throttle.wait_for("10.0.0.1", "alice") == 0
-    throttle.success("10.0.0.9", "alice")
     for i in range(10):
         throttle.failure(f"10.1.0.{i}", f"user{i}")
-    assert len(throttle._records) == 4
+    assert len(throttle._records) == 6
+
+
+def test_user_wide_limit_holds_back_only_clients_that_failed_before() -> None:
+    clock = Clock()
+    throttle = LoginThrottle(free=3, user_free=5, base=1.0, cap=60.0, clock=clock)
+    for i in range(7):
+        throttle.failure(f"203.0.113.{i}", "alice")  # one guess each, many addresses
+    assert throttle.wait_for("203.0.113.1", "alice") == 4.0
+    assert throttle.wait_for("198.51.100.7", "alice") == 0  # a clean client is always checked
+    throttle.success("198.51.100.7", "alice")
+    assert throttle.wait_for("203.0.113.1", "alice") == 0
+
+
+async def test_attempts_from_one_ip_are_checked_one_at_a_time() -> None:
+    throttle = LoginThrottle()
+    inside: list[int] = []
+    peak = 0
+
+    async def attempt(ip: str) -> None:
+        nonlocal peak
+        async with throttle.serialised(ip):
+            inside.append(1)
+            peak = max(peak, len(inside))
+            await asyncio.sleep(0.01)
+            inside.pop()
+
+    await asyncio.gather(*(attempt("10.0.0.1") for _ in range(5)))
+    assert peak == 1
+    await asyncio.gather(attempt("10.0.0.1"), attempt("10.0.0.2"))
+    assert peak == 2
+    assert len(throttle._locks) == 0  # nothing kept once nobody waits
+
+
+async def test_hashing_pool_refuses_work_beyond_its_queue() -> None:
+    pool = HashingPool(workers=1, max_waiting=2)
+    try:
+        results = await asyncio.gather(
+            *(pool.run(time.sleep, 0.05) for _ in range(6)), return_exceptions=True
+        )
+    finally:
+        pool.close()
+    assert [type(r).__name__ for r in results] == ["NoneType"] * 3 + ["HashingBusy"] * 3
+    assert pool.in_use == 0
