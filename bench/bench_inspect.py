@@ -37,6 +37,10 @@ HOSTILE = {
     "a@a@a@...": "a@",
     "commas": ",",
     "angle brackets <<<<": "<",
+    "bare CRs": "\r",
+    "junk lines , a@b.example<CR>": ", a@b.example\r",
+    'names showing "a@b" <c@d>': '"a@b" <c@d>,',
+    "comments (a@b)": "(a@b)",
 }
 
 

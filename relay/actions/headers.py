@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from relay.inspect.headers import header_end
+from relay.inspect.headers import header_end, iter_raw_fields
 
 __all__ = [
     "HeaderBlock",
@@ -57,24 +57,25 @@ class HeaderBlock:
     eol: bytes
 
     def assemble(self, fields: Iterable[RawField]) -> bytes:
-        """The message with ``fields`` as header fields and the original rest."""
-        return b"".join(f.raw for f in fields) + self.separator + self.body
+        """The message with ``fields`` as header fields and the original rest.
+
+        If an edit left a last line whose ending would not form the blank
+        separator line with ``separator`` (a bare CR, or LF before CRLF), that
+        ending is completed, so the body stays the body.
+        """
+        head = b"".join(f.raw for f in fields)
+        if head and self.separator:
+            if head.endswith(b"\r"):
+                head += b"\n"
+            if self.separator == b"\r\n" and not head.endswith(b"\r\n"):
+                head = head[:-1] + b"\r\n"
+        return head + self.separator + self.body
 
 
 def line_ending(message: bytes) -> bytes:
     """``b"\\r\\n"`` if the first line of ``message`` ends so, else ``b"\\n"``."""
     newline = message.find(b"\n")
     return b"\r\n" if newline > 0 and message[newline - 1 : newline] == b"\r" else b"\n"
-
-
-def _field_name(line: bytes) -> str | None:
-    # Exactly relay.inspect.headers.iter_fields' notion of a field line, so
-    # that every field inspection counted is a field this module can edit.
-    name, colon, _ = line.partition(b":")
-    name = name.strip()
-    if not colon or not name or b" " in name:
-        return None
-    return name.decode("ascii", "replace")
 
 
 def _cut(message: bytes) -> tuple[bytes, bytes, bytes]:
@@ -91,23 +92,15 @@ def _cut(message: bytes) -> tuple[bytes, bytes, bytes]:
 def parse_header_block(message: bytes) -> HeaderBlock:
     """Cut ``message`` into fields, separator and body.
 
-    Lines are split and fields recognised exactly as :mod:`relay.inspect`
-    does (any of CR, LF, CRLF ends a line).  A line that is neither a field
-    nor a continuation is kept as a nameless field, with any continuation
-    lines of its own, so nothing is lost or reordered.
+    Lines are split and fields recognised by the very function
+    :mod:`relay.inspect` uses (:func:`~relay.inspect.headers.iter_raw_fields`),
+    so every field inspection counted is a field this module can edit.  Lines
+    that are neither a field nor a continuation are kept as nameless fields,
+    so nothing is lost or reordered.
     """
     head, sep, body = _cut(message)
-    fields: list[RawField] = []
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and fields and fields[-1].name:
-            fields[-1] = RawField(fields[-1].name, fields[-1].raw + line)
-            continue
-        name = _field_name(line)
-        if name is None and fields and not fields[-1].name:
-            fields[-1] = RawField("", fields[-1].raw + line)
-        else:
-            fields.append(RawField(name or "", line))
-    return HeaderBlock(tuple(fields), sep, body, line_ending(message))
+    fields = tuple(RawField(name, raw) for name, raw in iter_raw_fields(head))
+    return HeaderBlock(fields, sep, body, line_ending(message))
 
 
 def _break_at_spaces(line: str) -> list[str]:

@@ -10,8 +10,11 @@ internal mailbox as it was written (display name, encoded words), joined with
 * Cc, Resent-To, Resent-Cc left empty → the field is dropped (the Resent-*
   block stays valid: its destination fields are optional, RFC 5322 3.6.6).
 * Unparseable address-like text counts as external and is removed (fail closed).
-* An internal mailbox whose display name or comment shows an external
-  address-like token is reduced to its bare address.
+* An internal mailbox whose display name or comment shows any address-like
+  token other than its own address is reduced to its bare address.
+* Lines of the header block that belong to no field (after a bare CR or LF,
+  a mangled field name) and show an address-like token are dropped: inspection
+  counts them as unparseable.
 * Groups in a rebuilt field are flattened (the group name is dropped).
 """
 
@@ -23,12 +26,14 @@ from relay.actions.headers import RawField, fold_list, parse_header_block
 from relay.actions.tag import DKIM_BROKEN, TAG_ACTION, TAG_DKIM, Tags, is_tag_field, tag_fields
 from relay.inspect.addresses import Mailbox, address_like_tokens, parse_address_header
 from relay.inspect.domains import DomainMatcher
+from relay.inspect.headers import decode_header_value
 
 __all__ = [
     "UNDISCLOSED",
     "VISIBLE_HEADERS",
     "RewriteResult",
     "dkim_covered",
+    "junk_addresses",
     "rewrite_message",
     "safe_source",
 ]
@@ -55,14 +60,20 @@ class _Filtered:
     changed: bool
 
 
-def safe_source(mailbox: Mailbox, matcher: DomainMatcher) -> str:
-    """The mailbox as written, unless its text shows an address-like token
-    that is not internal (e.g. ``"bob@example.net" <ann@example.org>``): then
-    only its address."""
-    tokens = address_like_tokens(mailbox.source)
-    if all(matcher.is_internal_address(token) for token in tokens):
-        return mailbox.source
-    return mailbox.address
+def safe_source(mailbox: Mailbox) -> str:
+    """The mailbox as written, unless its display name or comments show an
+    address-like token other than its own address (e.g. ``"bob@example.net"
+    <ann@example.org>``, which inspection counts as unparseable): then only
+    its address."""
+    return mailbox.address if mailbox.shows else mailbox.source
+
+
+def junk_addresses(field: RawField) -> int:
+    """How many address-like tokens a nameless field (lines that belong to no
+    field) shows; 0 for a real field."""
+    if field.name:
+        return 0
+    return len(address_like_tokens(decode_header_value(field.raw)))
 
 
 def _filter(field: RawField, matcher: DomainMatcher) -> _Filtered:
@@ -75,7 +86,7 @@ def _filter(field: RawField, matcher: DomainMatcher) -> _Filtered:
             removed += 1
             changed = True
             continue
-        source = safe_source(mailbox, matcher)
+        source = safe_source(mailbox)
         changed = changed or source != mailbox.source
         items.append(" ".join(source.splitlines()))
     return _Filtered(items, removed, changed)
@@ -104,8 +115,10 @@ def rewrite_fields(
     first_to: tuple[int, str] | None = None
     to_left = False
     for field in fields:
-        if is_tag_field(field):
+        junk = junk_addresses(field)
+        if is_tag_field(field) or junk:
             changed.add(field.key)
+            removed += junk
             continue
         if field.key == "to" and first_to is None:
             first_to = (len(out), field.name)

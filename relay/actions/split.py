@@ -20,10 +20,10 @@ import hashlib
 from dataclasses import dataclass
 
 from relay.actions.headers import RawField, fold_list, parse_header_block
-from relay.actions.rewrite import VISIBLE_HEADERS, dkim_covered, rewrite_message
+from relay.actions.rewrite import VISIBLE_HEADERS, dkim_covered, junk_addresses, rewrite_message
 from relay.actions.tag import DKIM_BROKEN, TAG_ACTION, TAG_DKIM, Tags, is_tag_field, tag_fields
 from relay.envelope import Envelope
-from relay.inspect.addresses import address_like_tokens, normalise_address, parse_address_header
+from relay.inspect.addresses import normalise_address, parse_address_header
 from relay.inspect.domains import DomainMatcher
 
 __all__ = [
@@ -98,7 +98,7 @@ def _own_sources(fields: tuple[RawField, ...]) -> dict[str, str]:
         if field.key not in VISIBLE_HEADERS:
             continue
         for mailbox in parse_address_header(field.value()).mailboxes:
-            if all(token == mailbox.address for token in address_like_tokens(mailbox.source)):
+            if not mailbox.shows:
                 sources.setdefault(mailbox.address, " ".join(mailbox.source.splitlines()))
     return sources
 
@@ -111,12 +111,13 @@ def _external_copy(
     name: str | None = None
     changed = {"to", *(tag.lower() for tag, _ in tags)}
     for field in fields:
-        if is_tag_field(field) or field.key in _DROPPED:
+        gone = is_tag_field(field) or junk_addresses(field) > 0
+        if gone or field.key in _DROPPED:
             changed.add(field.key)
         if field.key in _DROPPED:
             to_at = len(out) if to_at is None else to_at
             name = field.name if name is None and field.key == "to" else name
-        elif not is_tag_field(field):
+        elif not gone:
             out.append(field)
     name = name or "To"
     out.insert(to_at or 0, RawField(name, fold_list(name, [shown], eol)))

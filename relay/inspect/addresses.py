@@ -49,11 +49,14 @@ WORD = ("atom", "q")
 class Mailbox:
     """One recipient: normalised ``address`` and ``domain``, and ``source``,
     the mailbox's own text (display name, comments, angle address) exactly as
-    it appears in the unfolded header value."""
+    it appears in the unfolded header value.  ``shows`` are the address-like
+    tokens its display name and comments show, other than ``address`` itself
+    (every recipient can read them, so they count as unparseable)."""
 
     address: str
     domain: str
     source: str
+    shows: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -61,8 +64,9 @@ class ParsedHeader:
     """Everything one address header discloses.
 
     ``unparseable`` holds the normalised address-like tokens found in parts
-    that do not parse (not also found as a mailbox); ``unparseable_sources``
-    the original text of those parts.
+    that do not parse, in display names, comments and group names (not also
+    found as a mailbox); ``unparseable_sources`` the original text of the
+    parts that do not parse and of group names that show an address.
     """
 
     mailboxes: list[Mailbox] = field(default_factory=list)
@@ -254,6 +258,28 @@ def _parse_mailbox(toks: list[_Tok]) -> tuple[str, str] | None:
     return _parse_addr_spec(inner)
 
 
+def _name_text(value: str, toks: list[_Tok], start: int, end: int) -> str:
+    """The mailbox's text in ``value[start:end]`` without its addr-spec (the
+    angle address of a name-addr): display name and comments."""
+    first = 0
+    if toks[-1].kind == ">":
+        first = next(i for i, tok in enumerate(toks) if tok.kind == "<")
+    pieces: list[str] = []
+    pos = start
+    for tok in toks[first:]:
+        pieces.append(value[pos : tok.start])
+        pos = tok.end
+    pieces.append(value[pos:end])
+    return " ".join(pieces)
+
+
+def _shown_tokens(text: str, own: str) -> tuple[str, ...]:
+    """Address-like tokens in ``text`` other than ``own``."""
+    if "@" not in text and "=?" not in text:
+        return ()
+    return tuple(token for token in address_like_tokens(text) if token != own)
+
+
 class _Collector:
     """Turns segments (one mailbox each) into a :class:`ParsedHeader`."""
 
@@ -263,16 +289,25 @@ class _Collector:
         self.seen: set[str] = set()
 
     def mailbox(self, toks: list[_Tok], start: int, end: int) -> None:
-        if not toks:
-            return
         source = self.value[start:end].strip()
+        if not toks:  # nothing but blanks and comments
+            if _shown_tokens(source, ""):
+                self.broken(source)
+            return
         parsed = _parse_mailbox(toks)
         if parsed is None:
             self.broken(source)
             return
         address = normalise_address(f"{_canonical_local(parsed[0])}@{parsed[1]}")
-        self.result.mailboxes.append(Mailbox(address, address.rpartition("@")[2], source))
+        shows = _shown_tokens(_name_text(self.value, toks, start, end), address)
+        domain = address.rpartition("@")[2]
+        self.result.mailboxes.append(Mailbox(address, domain, source, shows))
+        self.result.unparseable.extend(shows)
         self.seen.add(address)
+
+    def group_name(self, toks: list[_Tok], start: int, end: int) -> None:
+        if not _is_phrase(toks) or _shown_tokens(self.value[start:end], ""):
+            self.broken(self.value[start:end])
 
     def broken(self, source: str) -> None:
         self.result.unparseable_sources.append(source)
@@ -308,8 +343,7 @@ def parse_address_header(value: str) -> ParsedHeader:
             cur, start = [], tok.end
             in_group = in_group and kind == ","
         elif kind == ":" and not in_group:
-            if not _is_phrase(cur):
-                out.broken(value[start : tok.end])
+            out.group_name(cur, start, tok.end)
             cur, start, in_group = [], tok.end, True
         else:
             cur.append(tok)

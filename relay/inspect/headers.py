@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
-__all__ = ["decode_header_value", "header_end", "iter_fields", "split_header_block"]
+__all__ = [
+    "decode_header_value",
+    "field_name",
+    "header_end",
+    "iter_fields",
+    "iter_raw_fields",
+    "split_header_block",
+]
+
+# RFC 5322 ftext: printable US-ASCII except the colon.
+_FTEXT = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 
 
 def header_end(data: bytes) -> int | None:
@@ -30,28 +41,51 @@ def split_header_block(message: bytes) -> tuple[bytes, bytes]:
     return message[:end], message[end:]
 
 
-def iter_fields(head: bytes) -> Iterator[tuple[str, bytes]]:
-    """(lower-case name, raw value with its folding) of every field in ``head``.
+def field_name(line: bytes) -> str | None:
+    """The field name ``line`` starts, as written, or None if it starts none.
 
-    Lines that are neither a field nor a continuation are skipped; whitespace
-    before the colon (obsolete syntax) is tolerated.
+    A name is RFC 5322 ftext (printable ASCII, no colon); blanks between it
+    and the colon (obsolete syntax) are tolerated, blanks before it are not
+    (such a line is a continuation, or junk when there is nothing to continue).
     """
-    name: str | None = None
+    name, colon, _ = line.partition(b":")
+    name = name.rstrip(b" \t")
+    if not colon or not _FTEXT.fullmatch(name):
+        return None
+    return name.decode("ascii")
+
+
+def iter_raw_fields(head: bytes) -> Iterator[tuple[str, bytes]]:
+    """(name as written, exact bytes) of every field in ``head``, in order.
+
+    Any of CR, LF, CRLF ends a line.  A field's bytes include its continuation
+    lines and line endings.  Lines that are neither a field nor a continuation
+    (e.g. after a bare CR, or ``To\\x00: ...``) come as name ``""``, runs of
+    them together with any continuation lines, so nothing is lost.
+    """
+    name = ""
     parts: list[bytes] = []
     for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and name is not None:
+        if name and line[:1] in (b" ", b"\t"):
             parts.append(line)
             continue
-        if name is not None:
+        new = field_name(line)
+        if new is None and parts and not name:
+            parts.append(line)
+            continue
+        if parts:
             yield name, b"".join(parts)
-        field_name, colon, rest = line.partition(b":")
-        if colon and field_name.strip() and b" " not in field_name.strip():
-            name = field_name.strip().decode("ascii", "replace").lower()
-            parts = [rest]
-        else:
-            name, parts = None, []
-    if name is not None:
+        name, parts = new or "", [line]
+    if parts:
         yield name, b"".join(parts)
+
+
+def iter_fields(head: bytes) -> Iterator[tuple[str, bytes]]:
+    """(lower-case name, raw value with its folding) of every field in ``head``;
+    lines that are not part of a field are skipped (see :func:`iter_raw_fields`)."""
+    for name, raw in iter_raw_fields(head):
+        if name:
+            yield name.lower(), raw.partition(b":")[2]
 
 
 def decode_header_value(raw: bytes) -> str:

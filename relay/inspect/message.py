@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from relay.inspect.addresses import parse_address_header
+from relay.inspect.addresses import address_like_tokens, parse_address_header
 from relay.inspect.domains import DomainMatcher
 from relay.inspect.exposure import Exposure
-from relay.inspect.headers import decode_header_value, header_end, iter_fields
+from relay.inspect.headers import decode_header_value, header_end, iter_raw_fields
 
 __all__ = ["VISIBLE_HEADERS", "build_exposure", "inspect_message"]
 
@@ -33,6 +33,12 @@ class _Tally:
             self.unparseable.setdefault(token, None)
             seen.setdefault(token, None)
 
+    def add_junk(self, text: str) -> None:
+        # A line that is no field (after a bare CR/LF, a mangled name) may
+        # still be shown to every recipient by some mail reader: fail closed.
+        for token in address_like_tokens(text):
+            self.unparseable.setdefault(token, None)
+
 
 def inspect_message(message: bytes, matcher: DomainMatcher, *, max_header_bytes: int) -> Exposure:
     """Who ``message`` shows to every recipient; reads only the header block.
@@ -40,15 +46,20 @@ def inspect_message(message: bytes, matcher: DomainMatcher, *, max_header_bytes:
     A header block larger than ``max_header_bytes`` sets ``header_too_large``
     and only its first ``max_header_bytes`` are inspected (what is cut off is
     never counted as zero risk: the policy decides on ``header_too_large``).
+    Address-like text in lines of the header block that belong to no field
+    counts as unparseable (external), like any text that does not parse.
     """
     prefix = message[:max_header_bytes]
     end = header_end(prefix)
     too_large = end is None and len(message) > max_header_bytes
     head = prefix if end is None else prefix[:end]
     tally = _Tally()
-    for name, raw in iter_fields(head):
-        if name in tally.per_header:
-            tally.add_header(name, decode_header_value(raw))
+    for name, raw in iter_raw_fields(head):
+        key = name.lower()
+        if not name:
+            tally.add_junk(decode_header_value(raw))
+        elif key in tally.per_header:
+            tally.add_header(key, decode_header_value(raw.partition(b":")[2]))
     unparseable = [t for t in tally.unparseable if t not in tally.parsed]
     per_header = {name: tuple(seen) for name, seen in tally.per_header.items()}
     return build_exposure(

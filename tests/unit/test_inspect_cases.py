@@ -3,7 +3,7 @@
 Internal domains in every case: ``example.org`` and ``*.corp.example.net``.
 Each case is (id, header lines joined by ``\\n``, total, internal, external,
 external domains, unparseable).  Lines are sent with CRLF endings unless the
-id starts with ``lf-``.
+id starts with ``lf-``; a bare CR is written ``\r`` and a bare LF ``␊``.
 """
 
 from __future__ import annotations
@@ -50,15 +50,34 @@ CASES: list[tuple[str, str, int, int, int, int, int]] = [
      1, 0, 1, 1, 0),
     # --- display names, comments, quoting
     ("name-comma", 'To: "Smith, John" <j@example.com>', 1, 0, 1, 1, 0),
-    ("name-at", 'To: "j@example.net" <j@example.com>', 1, 0, 1, 1, 0),
+    # Every recipient reads a display name or comment, so an address in one
+    # counts (unparseable, so external), unless it is the mailbox's own.
+    ("name-at", 'To: "j@example.net" <j@example.com>', 2, 0, 2, 2, 1),
     ("name-escaped-quotes", 'To: "John \\"JJ\\" Smith" <j@example.com>, k@example.com',
      2, 0, 2, 1, 0),
-    ("name-angle-inside", 'To: "Doe, Jane <jane@example.net>" <jd@example.com>', 1, 0, 1, 1, 0),
+    ("name-angle-inside", 'To: "Doe, Jane <jane@example.net>" <jd@example.com>', 2, 0, 2, 2, 1),
     ("name-unquoted-words", "To: John Q. Public <jqp@example.com>", 1, 0, 1, 1, 0),
     ("comment-after", "To: j@example.com (John, at work), (x) k@example.com", 2, 0, 2, 1, 0),
-    ("comment-nested", "To: j@example.com (a (b, c@example.net) d)", 1, 0, 1, 1, 0),
+    ("comment-nested", "To: j@example.com (a (b, c@example.net) d)", 2, 0, 2, 2, 1),
     ("comment-in-addr-spec", "To: john(c)@(d)example.com\nCc: john@example.com", 1, 0, 1, 1, 0),
-    ("comment-escaped-paren", "To: j@example.com (a \\) b@example.net)", 1, 0, 1, 1, 0),
+    ("comment-escaped-paren", "To: j@example.com (a \\) b@example.net)", 2, 0, 2, 2, 1),
+    ("name-shows-three",
+     'To: "a@x1.example.com, b@x2.example.com, c@x3.example.com" <me@example.org>',
+     4, 1, 3, 3, 3),
+    ("comment-shows-two", "To: me@example.org (a@x1.example.com, b@x2.example.com)",
+     3, 1, 2, 2, 2),
+    ("name-is-own-address", 'To: "bob@example.com" <bob@example.com>', 1, 0, 1, 1, 0),
+    ("name-comment-own-address", 'To: "Bob (bob@example.com)" <bob@example.com>', 1, 0, 1, 1, 0),
+    ("own-address-names-differ",
+     'To: "bob@example.com" <bob@example.com>, Bob <bob@example.com>\nCc: bob@example.com',
+     1, 0, 1, 1, 0),
+    ("name-shows-internal", 'To: "bob@example.org" <ann@example.org>', 2, 1, 1, 1, 1),
+    ("name-shows-listed", 'To: "a@example.com" <me@example.org>, a@example.com', 2, 1, 1, 1, 0),
+    ("name-shows-other-header", 'To: "a@example.com" <me@example.org>\nCc: a@example.com',
+     2, 1, 1, 1, 0),
+    ("group-name-shows", 'To: "Team a@example.com": me@example.org;', 2, 1, 1, 1, 1),
+    ("comment-only-element", "To: me@example.org, (b@example.net)", 2, 1, 1, 1, 1),
+    ("comment-in-angle", "To: Me <me(b@example.net)@example.org>", 2, 1, 1, 1, 1),
     ("quoted-local-space", 'To: "john smith"@example.com', 1, 0, 1, 1, 0),
     ("quoted-local-at", 'To: "a@b"@example.com, "a,b"@example.com', 2, 0, 2, 1, 0),
     # --- folding and encodings
@@ -69,7 +88,10 @@ CASES: list[tuple[str, str, int, int, int, int, int]] = [
     ("rfc2047-q", "To: =?utf-8?q?M=C3=BCller=2C_Hans?= <h@example.com>, k@example.com",
      2, 0, 2, 1, 0),
     ("rfc2047-b", "To: =?utf-8?b?TcO8bGxlciwgSGFucw==?= <h@example.com>", 1, 0, 1, 1, 0),
-    ("rfc2047-at-in-name", "To: =?utf-8?q?x=40example.net?= <h@example.com>", 1, 0, 1, 1, 0),
+    ("rfc2047-at-in-name", "To: =?utf-8?q?x=40example.net?= <h@example.com>", 2, 0, 2, 2, 1),
+    ("rfc2047-name-shows-two",
+     "To: =?utf-8?q?a=40x1=2Eexample=2Ecom=2C_b=40x2=2Eexample=2Ecom?= <me@example.org>",
+     3, 1, 2, 2, 2),
     ("rfc2047-quoted", 'To: "=?iso-8859-1?q?J=F6rg?=" <j@example.com>', 1, 0, 1, 1, 0),
     ("rfc6532-name", "To: Jörg Müller <j@example.com>", 1, 0, 1, 1, 0),
     ("rfc6532-local", "To: jörg@example.com, JÖRG@example.com", 2, 0, 2, 1, 0),
@@ -114,13 +136,29 @@ CASES: list[tuple[str, str, int, int, int, int, int]] = [
     ("group-name-is-address", "To: a@example.com: b@example.net;", 2, 0, 2, 2, 1),
     ("unclosed-comment", "To: (note a@example.com, b@example.net", 2, 0, 2, 2, 1),
     ("stray-angle", "To: a@example.com>, b@example.net", 2, 0, 2, 2, 1),
+    # --- lines that belong to no field: a reader may show them, so they count
+    ("bare-cr-splits-to", "To: a@x1.example.com\r, b@x2.example.com\r, c@x3.example.com",
+     3, 0, 3, 3, 2),
+    ("bare-cr-after-undisclosed",
+     "To: undisclosed-recipients:;\r, b@x2.example.com\r, c@x3.example.com", 2, 0, 2, 2, 2),
+    ("bare-lf-splits-cc", "Cc: a@example.com␊, b@example.net", 2, 0, 2, 2, 1),
+    ("lf-bare-cr", "To: a@example.com\r, b@example.net", 2, 0, 2, 2, 1),
+    ("bare-cr-internal-junk", "To: me@example.org\r, you@example.org", 2, 1, 1, 1, 1),
+    ("nul-in-field-name", "To\x00: x@example.com", 1, 0, 1, 1, 1),
+    ("junk-with-continuation", "To\x00: x@example.com,\n y@example.net", 2, 0, 2, 2, 2),
+    ("junk-after-subject", "Subject: hi\r, a@example.com", 1, 0, 1, 1, 1),
+    ("space-before-name-after-junk", "junk\n To: a@example.com", 1, 0, 1, 1, 1),
+    ("junk-dedup-with-parsed", "To: a@example.com\r, a@example.com", 1, 0, 1, 1, 0),
+    ("junk-without-address", "just words\nTo: a@example.com", 1, 0, 1, 1, 0),
+    ("bare-cr-then-field", "To: a@example.com\rCc: b@example.net", 2, 0, 2, 2, 0),
+    ("bare-cr-then-blank-is-fold", "To: a@example.com,\r b@example.net", 2, 0, 2, 2, 0),
 ]
 # fmt: on
 
 
 def _message(case_id: str, lines: str) -> bytes:
     eol = "\n" if case_id.startswith("lf-") else "\r\n"
-    head = lines.replace("\n", eol)
+    head = lines.replace("\n", eol).replace("␊", "\n")
     return f"From: sender@example.org{eol}{head}{eol}{eol}body{eol}".encode()
 
 

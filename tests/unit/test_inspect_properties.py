@@ -20,7 +20,7 @@ _label = st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=8)
 _domain = st.tuples(_label, st.sampled_from(["example.com", "example.net", "bücher.example"]))
 _address = st.tuples(_local, _domain.map(lambda parts: f"{parts[0]}.{parts[1]}"))
 _name = st.text(
-    st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\r\n"), max_size=20
+    st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\r\n@"), max_size=20
 )
 
 
@@ -118,3 +118,56 @@ def test_one_malformation_never_hides_300_addresses(junk: str, where: int) -> No
     exposure = inspect_message(message, MATCHER, max_header_bytes=1 << 20)
     assert exposure.visible_external == 300
     assert exposure.external_domains == 50
+
+
+@st.composite
+def _shown_in_names(draw: st.DrawFn) -> tuple[bytes, int]:
+    """Internal mailboxes whose display names or comments show external
+    addresses (quoted, encoded or in comments): (message, shown addresses)."""
+    shown = draw(st.lists(_address, min_size=1, max_size=12, unique=True))
+    boxes = []
+    for index, (local, domain) in enumerate(shown):
+        text = f"{local}@{domain}"
+        own = f"me{index}@example.org"
+        style = draw(st.sampled_from(["quoted", "q", "b", "comment", "group"]))
+        if style == "quoted":
+            boxes.append(f"{_quoted('see ' + text)} <{own}>")
+        elif style == "q":
+            boxes.append(f"{_q_encode(text)} <{own}>")
+        elif style == "b":
+            boxes.append(f"{_b_encode(text + ', x')} <{own}>")
+        elif style == "comment":
+            boxes.append(f"{own} (cc {text})")
+        else:
+            boxes.append(f"{_quoted(text)}: {own};")
+    head = "To: " + ",\r\n ".join(boxes) + "\r\n\r\n"
+    return head.encode("utf-8"), len(shown)
+
+
+@settings(max_examples=200)
+@given(_shown_in_names())
+def test_addresses_shown_in_names_and_comments_count(case: tuple[bytes, int]) -> None:
+    message, n = case
+    exposure = inspect_message(message, MATCHER, max_header_bytes=1 << 20)
+    assert exposure.visible_external == n
+    assert exposure.unparseable == n
+    assert exposure.visible_internal == n  # the me<i>@example.org mailboxes
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(_address, min_size=2, max_size=30, unique=True),
+    st.lists(st.sampled_from(["\r", "\n", "\r\n", "\x00"]), min_size=1, max_size=30),
+)
+def test_bare_line_breaks_never_hide_addresses(
+    addresses: list[tuple[str, str]], breaks: list[str]
+) -> None:
+    """Whatever bare CR/LF (or NUL) is put before the commas of a To field,
+    every address still counts."""
+    value = "".join(
+        (breaks[i % len(breaks)] if i else "") + ("," if i else "") + f" {local}@{domain}"
+        for i, (local, domain) in enumerate(addresses)
+    )
+    message = f"Subject: s\r\nTo:{value}\r\n\r\nbody".encode()
+    exposure = inspect_message(message, MATCHER, max_header_bytes=1 << 20)
+    assert exposure.visible_external == len(addresses)
