@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 from relay import __version__
 from relay.actions import Dispatcher, QuarantineReleaser
 from relay.admin import create_admin_app
+from relay.admin.hashing import HashingPool
 from relay.admin.users import UserDB
 from relay.errors import StoreError
 from relay.httpserver import HttpServer
@@ -63,6 +64,7 @@ class Relay:
         self.front = self._front_context()
         self.listener = SmtpListener(self.front)
         self.http: list[HttpServer] = []
+        self.hashing = HashingPool()
         self._stop_background = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
 
@@ -135,6 +137,7 @@ class Relay:
                 users=UserDB(admin.users_file),
                 log=self.log,
                 extra_routes=extra,
+                hashing=self.hashing,
             )
             tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
             servers.append(HttpServer("admin", app, admin.listen, **tls))
@@ -187,6 +190,7 @@ class Relay:
         for server in reversed(self.http):
             await server.stop()
         self.http.clear()
+        self.hashing.close()
         self._stop_background.set()
         for task in self._background:
             with contextlib.suppress(Exception):
