@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import string
 from typing import Any
 
 from relay.quarantine.sqlite_tx import write_transaction
@@ -52,9 +53,16 @@ def row_to_stored(row: sqlite3.Row) -> StoredMessage:
     return StoredMessage(**_summary_fields(row), message=bytes(message or b""))
 
 
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
 def new_message_id() -> str:
-    """A new unguessable id: 16 URL-safe characters (96 random bits)."""
-    return secrets.token_urlsafe(12)
+    """A new unguessable id: 16 letters and digits (95 random bits).
+
+    No ``-`` or ``_``: an id starting with ``-`` would read as an option to
+    ``ccguard quarantine show ID``, and both break double-click selection.
+    """
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
 
 
 def new_message_row(new: NewMessage, received_at: float) -> dict[str, Any]:

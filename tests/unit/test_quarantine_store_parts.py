@@ -9,6 +9,7 @@ from relay.errors import ConfigError
 from relay.inspect.exposure import Exposure
 from relay.policy.verdict import Verdict
 from relay.quarantine import NewMessage, Page, SqliteStore, open_store
+from relay.quarantine.sqlite_sql import new_message_id
 from relay.quarantine.subject import MAX_SUBJECT_CHARS, decode_subject
 from relay.settings import Action, QuarantineSettings
 
@@ -77,3 +78,9 @@ def test_new_message_from_verdict() -> None:
 def test_page_has_more() -> None:
     assert Page(items=(), total=5, limit=2, offset=5).has_more is False
     assert Page(items=(), total=5, limit=2, offset=0).has_more is True
+
+
+def test_message_ids_are_alphanumeric_so_the_cli_never_reads_one_as_an_option() -> None:
+    ids = {new_message_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 16 and i.isascii() and i.isalnum() for i in ids)
