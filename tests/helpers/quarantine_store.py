@@ -34,3 +34,13 @@ def new_message(**overrides: Any) -> NewMessage:
     }
     fields.update(overrides)
     return NewMessage(**fields)
+
+
+class Clock:
+    """A settable clock so decision and ledger timestamps are predictable."""
+
+    def __init__(self, now: float = 1_700_000_100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

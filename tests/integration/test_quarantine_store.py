@@ -20,17 +20,7 @@ from relay.quarantine import (
     SqliteStore,
     StoredMessage,
 )
-from tests.helpers.quarantine_store import RAW, new_message
-
-
-class Clock:
-    """A settable clock so decision and ledger timestamps are predictable."""
-
-    def __init__(self, now: float = 1_700_000_100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers.quarantine_store import RAW, Clock, new_message
 
 
 @pytest.fixture

@@ -19,15 +19,7 @@ from relay.quarantine import (
     release_key,
 )
 from relay.quarantine.sqlite_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
-from tests.helpers.quarantine_store import RAW, new_message
-
-
-class Clock:
-    def __init__(self, now: float = 1_700_000_100.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers.quarantine_store import RAW, Clock, new_message
 
 
 @pytest.fixture
