@@ -19,7 +19,7 @@ from relay import __version__
 from relay.actions import Dispatcher, QuarantineReleaser
 from relay.admin import create_admin_app
 from relay.admin.hashing import HashingPool
-from relay.admin.users import UserDB
+from relay.admin.users import UserDB, UsersFileError
 from relay.errors import StoreError
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
@@ -89,6 +89,7 @@ class Relay:
             await server.start()
             self.http.append(server)
         self._background.append(asyncio.create_task(self._retention()))
+        self._warn_without_admins()
         self.log.info(
             "ccguard started",
             version=__version__,
@@ -98,6 +99,22 @@ class Relay:
             policy_mode=self.settings.policy.mode,
             rules=len(self.settings.policy.rules),
         )
+
+    def _warn_without_admins(self) -> None:
+        admin = self.settings.admin
+        if not admin.enabled:
+            return
+        try:
+            users = UserDB(admin.users_file).names()
+        except UsersFileError as exc:
+            self.log.warning("admin_users_file_unreadable", error=str(exc))
+            return
+        if not users:
+            self.log.warning(
+                "no_admin_users",
+                detail="nobody can log in to the review UI yet: "
+                "run `ccguard admin add-user NAME` with the same --config",
+            )
 
     @property
     def smtp_port(self) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +25,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from relay.errors import ConfigError
 
@@ -49,6 +55,8 @@ __all__ = [
 ]
 
 CONFIG_ENV = "CCGUARD_CONFIG"
+ENV_PREFIX = "CCGUARD_"
+_JSON_HINT = "lists and tables must be JSON, e.g. CCGUARD_SMTP__ALLOWED_NETWORKS='[\"10.0.0.0/8\"]'"
 MiB = 1024 * 1024
 
 
@@ -313,6 +321,18 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path | None:
     return Path(chosen) if chosen else None
 
 
+def _environment_problems(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``CCGUARD_*`` variables that name no section: a typo must not pass silently."""
+    problems = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV:
+            continue
+        section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if section not in Settings.model_fields:
+            problems.append((f"environment {name}", "no such section"))
+    return problems
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Load and validate the configuration; raise :class:`ConfigError` on any problem.
 
@@ -321,7 +341,15 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """
     chosen = config_path(path)
     data = _read_toml(chosen) if chosen is not None else {}
+    problems = _environment_problems(os.environ)
+    if problems:
+        raise ConfigError(problems)
     try:
         return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc)) from None
+    except SettingsError as exc:  # an environment value that is not valid JSON
+        field = str(exc).split('"')[1] if '"' in str(exc) else "environment"
+        raise ConfigError(
+            [(f"environment CCGUARD_{field.upper()}__*", f"{exc}; {_JSON_HINT}")]
+        ) from None

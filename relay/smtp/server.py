@@ -27,6 +27,10 @@ _TRANSLATED = {
 }
 
 
+# The metric's stages: EHLO and HELO both greet.
+_STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
+
+
 class GuardSMTP(SMTP):
     """aiosmtpd's SMTP with ccguard's access check, replies, timeouts and cleanup."""
 
@@ -46,7 +50,8 @@ class GuardSMTP(SMTP):
         self._guard = handler
         self.stage = "connect"
         self._smtp_methods = {
-            name: self._staged(name.lower(), method) for name, method in self._smtp_methods.items()
+            name: self._staged(_STAGE_OF.get(name, name.lower()), method)
+            for name, method in self._smtp_methods.items()
         }
 
     def _staged(self, stage: str, method: Callable[[str], Any]) -> Callable[[str], Any]:

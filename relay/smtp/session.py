@@ -137,7 +137,7 @@ class SessionHandler:
             self._txn = await self._ctx.upstream.begin(_sender(address), options)
         except UpstreamError as exc:
             self._ctx.log.warning(
-                "upstream refused MAIL",
+                "upstream did not accept MAIL FROM",
                 queue_id=self.queue_id,
                 kind=exc.kind,
                 reply_code=exc.reply.code,

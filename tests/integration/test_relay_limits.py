@@ -300,3 +300,11 @@ async def test_transaction_without_message_still_gets_its_log_line(
     assert len(lines) == 1
     assert lines[0]["outcome"] == "no message" and lines[0]["recipients"] == 1
     assert len(lines[0]["queue_id"]) == 12
+
+
+async def test_start_without_admin_users_says_how_to_add_one(upstream: RecordingUpstream) -> None:
+    log = LogCapture()
+    async with running_relay(settings_for(upstream.port), log):
+        pass
+    (warning,) = [e for e in log.events() if e["event"] == "no_admin_users"]
+    assert "ccguard admin add-user NAME" in warning["detail"]

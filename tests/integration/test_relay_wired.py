@@ -92,6 +92,7 @@ async def test_known_mix_shows_exact_counts_on_metrics(upstream: RecordingUpstre
     data = "ccguard_smtp_replies_total"
     assert got[(data, (("code_class", "2xx"), ("stage", "data")))] == 4
     assert got[(data, (("code_class", "5xx"), ("stage", "data")))] == 1
+    assert got[(data, (("code_class", "2xx"), ("stage", "helo")))] == 5  # one EHLO per message
     assert got[("ccguard_quarantine_messages", (("status", "held"),))] == 1
     # Only the passed and rewritten messages reached the upstream; the rewrite hid them.
     assert len(upstream.messages) == 3

@@ -89,7 +89,7 @@ def assert_refused_for_tls(
     assert outcome.text.startswith("4.4.1 ")
     assert up.messages == []
     assert upstream_errors(relay, "tls") == 1
-    (event,) = [e for e in log.events() if e.get("event") == "upstream refused MAIL"]
+    (event,) = [e for e in log.events() if e.get("event") == "upstream did not accept MAIL FROM"]
     assert event["kind"] == "tls"
     assert why in event["error"]
 
@@ -226,7 +226,7 @@ async def test_auth_wrong_password_defers_and_logs_without_password(
     assert outcome.text.startswith("4.7.0 ")
     assert "authentication failed" in outcome.text.lower()
     assert up.messages == [] and up.auth_attempts[0] == ("relay-user", False)
-    (event,) = [e for e in log.events() if e.get("event") == "upstream refused MAIL"]
+    (event,) = [e for e in log.events() if e.get("event") == "upstream did not accept MAIL FROM"]
     assert event["kind"] == "auth"
     assert event["error"] == "authentication failed: upstream answered 535"
     assert PASSWORD not in log.text
@@ -242,7 +242,7 @@ async def test_auth_configured_but_not_offered_defers(start_upstream: Any) -> No
     assert (outcome.stage, outcome.code) == ("MAIL", 451)
     assert outcome.text.startswith("4.7.0 ")
     assert up.mail_commands == 0  # never sent mail unauthenticated
-    (event,) = [e for e in log.events() if e.get("event") == "upstream refused MAIL"]
+    (event,) = [e for e in log.events() if e.get("event") == "upstream did not accept MAIL FROM"]
     assert event["kind"] == "auth"
     assert "AUTH extension is not supported" in event["error"]
     assert PASSWORD not in log.text
