@@ -16,6 +16,7 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
+from relay.actions.headers import parse_header_block
 from relay.actions.ports import Redact, domain_only
 from relay.actions.rewrite import rewrite_message
 from relay.actions.split_delivery import copy_options
@@ -79,7 +80,8 @@ class ReleaseAttempt:
 def release_bytes(stored: StoredMessage, mode: str, matcher: DomainMatcher) -> bytes:
     """What a release delivers: ``as-is`` → the held bytes (minus any foreign
     ``X-CCGuard-*`` field); ``rewrite``/``hidden`` → the rewrite action applied,
-    tagged ``X-CCGuard-Action: rewrite; released``."""
+    tagged ``X-CCGuard-Action: rewrite; released`` below ccguard's Received
+    header, as in live delivery."""
     if not stored.message:
         raise ValueError(f"quarantined message {stored.id} has no bytes (deleted)")
     if mode == RELEASE_AS_IS:
@@ -90,8 +92,21 @@ def release_bytes(stored: StoredMessage, mode: str, matcher: DomainMatcher) -> b
             (TAG_RULE, stored.rule or "none"),
             (TAG_EXPOSURE, exposure_text(stored.exposure)),
         ]
-        return rewrite_message(stored.message, matcher, tags=tags).message
+        trace, client_bytes = _split_trace(stored.message)
+        return trace + rewrite_message(client_bytes, matcher, tags=tags).message
     raise ValueError(f"unknown release mode {mode!r}; use {RELEASE_AS_IS!r} or {RELEASE_REWRITE!r}")
+
+
+def _split_trace(message: bytes) -> tuple[bytes, bytes]:
+    """(ccguard's Received header, the client's bytes) of a held message.
+
+    The SMTP front stored its trace header first; live delivery puts the tags
+    below it, so a release must too.  Nothing is split off a message that
+    does not start with a Received field."""
+    fields = parse_header_block(message).fields
+    if fields and fields[0].key == "received" and message.startswith(fields[0].raw):
+        return fields[0].raw, message[len(fields[0].raw) :]
+    return b"", message
 
 
 class QuarantineReleaser:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from relay.admin.context import AdminContext, basic_credentials, client_ip, context_of
 from relay.admin.releasing import ReleaseDeferred, ReleaseReport
-from relay.admin.review import PUBLIC_MODES, Viewed
+from relay.admin.review import PUBLIC_MODES, Viewed, public_mode
 from relay.codes import Reply
 from relay.errors import (
     QuarantineClaimedError,
@@ -43,7 +43,8 @@ def iso_time(epoch: float | None) -> str | None:
 
 
 def summary_json(item: MessageSummary) -> dict[str, Any]:
-    """A message summary as JSON (no recipients, no bytes)."""
+    """A message summary as JSON (no recipients, no bytes); ``release_mode`` is
+    the public name (``as-is`` / ``hidden``), as a release request gives it."""
     return {
         "id": item.id,
         "received_at": iso_time(item.received_at),
@@ -58,7 +59,7 @@ def summary_json(item: MessageSummary) -> dict[str, Any]:
         "exposure": dict(item.exposure),
         "released_at": iso_time(item.released_at),
         "released_by": item.released_by,
-        "release_mode": item.release_mode,
+        "release_mode": public_mode(item.release_mode),
         "deleted_at": iso_time(item.deleted_at),
         "deleted_by": item.deleted_by,
     }

@@ -41,6 +41,7 @@ __all__ = [
     "Releaser",
     "Review",
     "Viewed",
+    "public_mode",
     "store_mode",
 ]
 
@@ -54,6 +55,13 @@ _STORE_MODES = {MODE_AS_IS: RELEASE_AS_IS, MODE_HIDDEN: RELEASE_REWRITE}
 def store_mode(mode: str) -> str:
     """The store's release-mode constant for a public mode (``as-is`` / ``hidden``)."""
     return _STORE_MODES[mode]
+
+
+def public_mode(stored: str | None) -> str | None:
+    """The public name (``as-is`` / ``hidden``) of a stored release mode; None stays None."""
+    if stored is None:
+        return None
+    return next((public for public, kept in _STORE_MODES.items() if kept == stored), stored)
 
 
 class Releaser(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,7 @@ __all__ = ["COMMANDS", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command whose reader went away
 
 COMMANDS = (
     "relay.cli.serve",
@@ -63,7 +65,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.config = None
     try:
         code: int = args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
-    sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
     return code
+
+
+def _reader_gone() -> int:
+    """stdout was closed by its reader (``ccguard ... | head``): stop quietly.
+
+    stdout is pointed at /dev/null so the interpreter's final flush of what
+    is still buffered cannot fail again and print a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return EXIT_PIPE

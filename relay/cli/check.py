@@ -88,10 +88,15 @@ def _record(name: str, verdict: Verdict) -> dict[str, Any]:
     }
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _line(name: str, verdict: Verdict) -> str:
     action = verdict.action.value
-    if verdict.monitor and verdict.matched_action is not None:
-        action += f" (enforced: {verdict.matched_action.value})"
+    enforced = verdict.matched_action
+    if verdict.monitor and enforced is not None and enforced != verdict.action:
+        action += f" (enforced: {enforced.value})"
     return f"{name}: {action} — {verdict.reason}"
 
 
@@ -192,11 +197,14 @@ def _open_mailbox(args: argparse.Namespace) -> tuple[str, mailbox.Mailbox[Any]]:
 
 
 def _iter_mailbox(box: mailbox.Mailbox[Any], impact: _Impact) -> Iterator[tuple[str, bytes]]:
+    """(label, bytes) per message: an mbox message is labelled by its 1-based
+    position in the file, a maildir message by its file name."""
     keys = sorted(box.keys())
     progress = _Progress(len(keys))
+    by_position = isinstance(box, mailbox.mbox)
     for done, key in enumerate(keys, 1):
         try:
-            yield str(key), box.get_bytes(key)
+            yield str(done) if by_position else str(key), box.get_bytes(key)
         except (OSError, KeyError):
             impact.unreadable += 1
         progress.update(done)
@@ -212,6 +220,8 @@ def _check_mailbox(checker: _Checker, args: argparse.Namespace, out: TextIO) -> 
             impact.add(key, message, verdict)
             if args.json:
                 print(json.dumps(_record(f"{path}#{key}", verdict)), file=out)
+    except BrokenPipeError:
+        raise  # stdout closed by the reader (e.g. `| head`): not a mailbox problem
     except (OSError, mailbox.Error) as exc:
         print(f"ccguard check: cannot read mailbox: {exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -237,7 +247,8 @@ def _summary(path: str, impact: _Impact) -> dict[str, Any]:
 
 
 def _print_report(path: str, impact: _Impact, mode: str, out: TextIO) -> None:
-    print(f"Impact report for {path}: {impact.total} messages (policy mode: {mode})", file=out)
+    total = _plural(impact.total, "message")
+    print(f"Impact report for {path}: {total} (policy mode: {mode})", file=out)
     print(f"  would pass: {impact.passed}", file=out)
     for (rule, action), count in impact.by_rule.most_common():
         print(f"  rule {rule} ({action}): {count}", file=out)
@@ -248,8 +259,9 @@ def _print_report(path: str, impact: _Impact, mode: str, out: TextIO) -> None:
         return
     print(f"Largest exposures (top {len(impact.largest)}):", file=out)
     for count, _, info in impact.largest:
+        domains = "domain " if info["external_domains"] == 1 else "domains"
         print(
-            f"  {count:>6} external / {info['external_domains']:>4} domains"
+            f"  {count:>6} external / {info['external_domains']:>4} {domains}"
             f"  rule {info['rule']}  #{info['key']}  {info['date'] or '(no date)'}"
             f"  {info['subject'] or '(no subject)'}",
             file=out,
@@ -281,7 +293,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="show what the policy would do with saved messages (sends nothing)",
         description="Inspect .eml files, an mbox or a maildir and print the policy verdict. "
         "Exit status is 0 even when messages would be caught, 2 on unreadable input "
-        "or an invalid configuration.",
+        "or an invalid configuration, 141 when the reader of the output went away "
+        "(e.g. | head).",
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help=".eml file, or - for stdin")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -289,6 +302,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--sender", metavar="ADDR", help="envelope sender to assume (default: Return-Path/From)"
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--mbox", metavar="FILE", help="impact report over an mbox file")
-    source.add_argument("--maildir", metavar="DIR", help="impact report over a maildir")
+    source.add_argument(
+        "--mbox",
+        metavar="FILE",
+        help="impact report over an mbox file; messages are shown as #N, N counting from 1",
+    )
+    source.add_argument(
+        "--maildir",
+        metavar="DIR",
+        help="impact report over a maildir; messages are shown by file name, as #<file name>",
+    )
     parser.set_defaults(func=run_check)

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from relay.admin.api import iso_time, summary_json
 from relay.admin.preview import explain_exposure
 from relay.admin.releasing import ReleaseDeferred
-from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Releaser, Review, Viewed
+from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Releaser, Review, Viewed, public_mode
 from relay.cli.config import load_or_report
 from relay.codes import Reply
 from relay.errors import (
@@ -94,6 +94,11 @@ def _print_message(viewed: Viewed) -> None:
     stored, preview = viewed.message, viewed.preview
     print(f"Id:         {stored.id}")
     print(f"Status:     {stored.status}")
+    if stored.status == "released":
+        when, mode = iso_time(stored.released_at), public_mode(stored.release_mode)
+        print(f"Released:   {when} by {stored.released_by} ({mode})")
+    if stored.status == "deleted":
+        print(f"Deleted:    {iso_time(stored.deleted_at)} by {stored.deleted_by}")
     print(f"Received:   {iso_time(stored.received_at)} from {stored.client_ip or '?'}")
     print(f"Sender:     {stored.mail_from or '<>'}")
     print(f"Subject:    {stored.subject}")

@@ -212,10 +212,14 @@ async def test_release_hidden_delivers_the_rewritten_message(env: Env) -> None:
         f"/api/quarantine/{msg_id}/release", json={"mode": "hidden"}, headers=basic()
     )
     assert resp.status_code == 200, resp.text
-    assert resp.json()["release_mode"] == "rewrite"
+    assert resp.json()["release_mode"] == "hidden"  # the name the request used
+    listed = await env.client.get("/api/quarantine?status=released", headers=basic())
+    assert [item["release_mode"] for item in listed.json()["items"]] == ["hidden"]
+    shown = await env.client.get(f"/api/quarantine/{msg_id}", headers=basic())
+    assert shown.json()["release_mode"] == "hidden"
     [got] = env.upstream.messages
     headers = got.data.split(b"\r\n\r\n", 1)[0].decode()
     assert not any(addr in headers for addr in EXTERNAL_RCPTS)
     assert "hr@example.org" in headers
     assert sorted(got.rcpt_tos) == sorted(new.rcpt_tos)  # everyone still gets it
-    assert await audit_of(env, msg_id) == [("alice", "release", "ok")]
+    assert await audit_of(env, msg_id) == [("alice", "release", "ok"), ("alice", "view", "ok")]

@@ -156,3 +156,21 @@ async def test_add_and_remove_users(cli: Cli) -> None:
     assert code == 1 and "no admin user" in err
     code, _, err = await cli.run("admin", "add-user", "bad name", "--password-stdin", stdin=b"x\n")
     assert code == 1 and "invalid user name" in err
+
+
+async def test_release_modes_are_shown_by_their_public_names(cli: Cli) -> None:
+    hidden = await cli.store.put(new_message("hidden one"))
+    as_sent = await cli.store.put(new_message("as sent"))
+    assert (await cli.run("quarantine", "release", hidden, "--hidden"))[0] == 0
+    assert (await cli.run("quarantine", "release", as_sent))[0] == 0
+    _, out, _ = await cli.run("quarantine", "list", "--status", "released", "--json")
+    modes = {row["id"]: row["release_mode"] for row in json.loads(out)}
+    assert modes == {hidden: "hidden", as_sent: "as-is"}
+    _, out, _ = await cli.run("quarantine", "show", hidden, "--json")
+    assert json.loads(out)["release_mode"] == "hidden"
+    code, out, err = await cli.run("quarantine", "show", hidden)
+    assert code == 0
+    assert f"by {ACTOR} (hidden)" in out and "Released:" in out
+    assert err == ""  # CLI actions go to the audit table only, no log line on stderr
+    viewed = (ACTOR, "view", "ok")
+    assert await _audit(cli, hidden) == [(ACTOR, "release", "ok"), viewed, viewed]

@@ -279,6 +279,7 @@ async def test_web_page_says_still_held_and_lists_refused_recipients(env: Env) -
     assert resp.headers["location"].endswith("notice=released-refused")
     page = await env.client.get(resp.headers["location"])
     assert "the upstream refused some recipients for good" in page.text
+    assert f"Delivered to {len(ALL) - 1} of {len(ALL)} recipients." in page.text
     refused = page.text.split("Refused for good by the upstream")[1].split("</ul>")[0]
     assert UNKNOWN in refused and BUSY not in refused
 

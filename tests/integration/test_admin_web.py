@@ -13,6 +13,7 @@ import pytest
 from relay.admin import CONTENT_SECURITY_POLICY
 from tests.helpers.admin import (
     EXTERNAL_RCPTS,
+    INTERNAL_RCPTS,
     PASSWORD,
     Env,
     admin_env,
@@ -212,3 +213,22 @@ async def test_message_with_malformed_headers_has_a_detail_page(env: Env) -> Non
     page = await env.client.get(f"/quarantine/{msg_id}")
     assert page.status_code == 200
     assert "undisclosed-recipients:;;;;:" in page.text and "Hi" in page.text
+
+
+def _progress_box(html: str) -> str:
+    assert "<h2>Release progress</h2>" in html
+    return html.split("<h2>Release progress</h2>")[1].split("</section>")[0]
+
+
+async def test_released_page_says_how_many_recipients_got_it(env: Env) -> None:
+    msg_id = await env.store.put(new_message())
+    await _login(env.client)
+    detail = await env.client.get(f"/quarantine/{msg_id}")
+    assert "<h2>Release progress</h2>" not in detail.text  # nothing delivered yet
+    form = {"csrf_token": _csrf(detail.text), "mode": "hidden"}
+    released = await env.client.post(f"/quarantine/{msg_id}/release", data=form)
+    page = await env.client.get(released.headers["location"])
+    total = len(EXTERNAL_RCPTS) + len(INTERNAL_RCPTS)
+    box = " ".join(re.sub(r"<[^>]+>", " ", _progress_box(page.text)).split())
+    assert box == f"Delivered to {total} of {total} recipients."
+    assert "(recipients hidden)" in page.text

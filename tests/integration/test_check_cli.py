@@ -6,6 +6,7 @@ import json
 import mailbox
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -232,3 +233,82 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path) -> None:
     text = output.decode()
     assert "[##############################] 5/5" in text
     assert "Impact report" in text
+
+
+def test_mbox_messages_are_numbered_from_one(tmp_path: Path) -> None:
+    path = tmp_path / "sent.mbox"
+    box = mailbox.mbox(str(path))
+    for count in (0, 3, 20):
+        box.add(_message(count))
+    box.flush()
+    records = [
+        json.loads(line)
+        for line in _run(tmp_path, "--mbox", str(path), "--json").stdout.splitlines()
+    ]
+    assert [r["file"] for r in records[:-1]] == [f"{path}#1", f"{path}#2", f"{path}#3"]
+    assert records[2]["action"] == "quarantine"  # the third message, 20 external
+    report = _run(tmp_path, "--mbox", str(path)).stdout
+    largest = report.split("Largest exposures")[1].splitlines()[1:]
+    assert "#3 " in largest[0] and "#2 " in largest[1]
+
+
+def test_maildir_messages_are_named_by_file(tmp_path: Path) -> None:
+    path = tmp_path / "Maildir"
+    box = mailbox.Maildir(str(path), create=True)
+    box.add(_message(20))
+    box.flush()
+    (name,) = os.listdir(path / "new")
+    result = _run(tmp_path, "--maildir", str(path), "--json")
+    assert json.loads(result.stdout.splitlines()[0])["file"] == f"{path}#{name}"
+    assert "by file name" in " ".join(_run(tmp_path, "--help").stdout.split())
+
+
+def test_one_message_and_one_domain_are_singular(tmp_path: Path) -> None:
+    path = tmp_path / "sent.mbox"
+    box = mailbox.mbox(str(path))
+    box.add(_message(1))
+    box.flush()
+    out = _run(tmp_path, "--mbox", str(path)).stdout
+    assert f"Impact report for {path}: 1 message (policy mode: enforce)" in out
+    assert re.search(r"\b1 external / +1 domain +rule -", out)
+    assert "1 messages" not in out and "1 domains" not in out
+
+
+def test_monitor_mode_names_the_enforced_action_only_when_it_differs(tmp_path: Path) -> None:
+    config = tmp_path / "monitor.toml"
+    config.write_text(
+        '[organisation]\ninternal_domains = ["example.org"]\n[policy]\nmode = "monitor"\n'
+        '[[policy.rules]]\nname = "hold"\naction = "quarantine"\nmin_visible_external = 15\n'
+        '[[policy.rules]]\nname = "mark"\naction = "tag"\nmin_visible_external = 5\n'
+    )
+    held, marked = tmp_path / "held.eml", tmp_path / "marked.eml"
+    held.write_bytes(_message(20))
+    marked.write_bytes(_message(6))
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "check", "--config", str(config), str(held), str(marked)],
+        capture_output=True, text=True, cwd=REPO, timeout=60, check=True,
+    )  # fmt: skip
+    first, second = result.stdout.splitlines()
+    assert first.startswith(f"{held}: tag (enforced: quarantine) — ")
+    assert second.startswith(f"{marked}: tag — ")
+
+
+def test_reader_going_away_ends_quietly(tmp_path: Path) -> None:
+    """`ccguard check --mbox big --json | head -3`: no "cannot read mailbox" complaint."""
+    path = tmp_path / "big.mbox"
+    one = b"From coord@example.org Tue May 12 09:00:00 2020\n" + _message(3).replace(b"\r\n", b"\n")
+    path.write_bytes(one * 3000)  # far more JSON than a pipe holds
+    config = tmp_path / "ccguard.toml"
+    config.write_text(CONFIG)
+    argv = ["check", "--config", str(config), "--json", "--mbox", str(path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay", *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    head = [proc.stdout.readline() for _ in range(3)]
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert [json.loads(line)["file"] for line in head] == [f"{path}#{n}" for n in (1, 2, 3)]
+    assert err == ""

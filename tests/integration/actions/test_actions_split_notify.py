@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 
 from relay.actions import Dispatcher, QuarantineReleaser
+from relay.actions.headers import parse_header_block
 from relay.envelope import Envelope
 from relay.errors import UpstreamError
 from relay.observability.metrics import Metrics
@@ -215,10 +216,18 @@ async def test_release_as_is_and_hidden(
     releaser = QuarantineReleaser(client, MATCHER)
     assert (await releaser.release(stored, "as-is")).delivered == RCPTS
     assert (await releaser.release(stored, "hidden")).reply.code == 250  # type: ignore[union-attr]
-    as_is, hidden = upstream.messages
+    as_is, hidden = upstream.messages[:2]
     assert as_is.data == TRACE + MSG and tuple(as_is.rcpt_tos) == RCPTS
     assert tuple(hidden.rcpt_tos) == RCPTS
-    assert hidden.data.startswith(b"X-CCGuard-Action: rewrite; released\r\n")
+    # Like a live delivery: ccguard's Received header first, then the tags.
+    assert hidden.data.startswith(TRACE + b"X-CCGuard-Action: rewrite; released\r\n")
+    live_rewrite = await act.act(ENV, MSG, make_verdict(Action.REWRITE), await live(client), TRACE)
+    assert live_rewrite.code == 250
+    live_names = [f.key for f in parse_header_block(upstream.messages[-1].data).fields]
+    hidden_names = [f.key for f in parse_header_block(hidden.data).fields]
+    assert hidden_names[:4] == live_names[:4] == [
+        "received", "x-ccguard-action", "x-ccguard-rule", "x-ccguard-exposure",
+    ]  # fmt: skip
     assert exposure_of(hidden.data).visible_external == 0
     await upstream.stop()
     down = UpstreamClient(client.settings, local_hostname="ccguard.test")
