@@ -77,7 +77,8 @@ def _health(args: argparse.Namespace) -> int:
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add ``health``."""
     health = subparsers.add_parser(
-        "health", help="check that the local ccguard answers (exit 0) or not (exit 1)",
+        "health",
+        help="check that the local ccguard answers (exit 0) or not (exit 1)",
         parents=[common],
     )
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")

@@ -248,9 +248,13 @@ async def test_non_ascii_address_without_smtputf8_is_refused_clearly(
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             read_reply(sock)
             replies = []
-            for line in ["EHLO client.example.org", "MAIL FROM:<zoë@example.org>",
-                         "MAIL FROM:<alice@example.org>", "RCPT TO:<zoë@example.com>",
-                         "RCPT TO:<bob@example.com>"]:
+            for line in [
+                "EHLO client.example.org",
+                "MAIL FROM:<zoë@example.org>",
+                "MAIL FROM:<alice@example.org>",
+                "RCPT TO:<zoë@example.com>",
+                "RCPT TO:<bob@example.com>",
+            ]:
                 sock.sendall(line.encode() + b"\r\n")
                 reply = read_reply(sock).rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1]
                 replies.append((int(reply[:3]), reply[4:]))
