@@ -125,13 +125,14 @@ async def test_monitor_tags_once_and_counts_what_it_delivers(upstream: Recording
 
 
 async def test_bare_line_endings_in_the_body_arrive_as_crlf(upstream: RecordingUpstream) -> None:
-    body = b"one\rtwo\nthree\r\n\rfour\nfive\r\n"
+    # "\n.\r\n" is no end of data for ccguard; normalised, its dot line is
+    # dot-stuffed on the way out, so it is no end of data upstream either.
+    body = b"one\rtwo\nthree\r\n\rfour\n.\r\nfive\r\n"
     async with running_relay(settings_for(upstream.port)) as relay:
         code, _ = await relay_send(relay, message(b"To: p1@example.com\r\n", body), EXTERNALS[:1])
     assert code == 250
-    assert upstream.messages[0].data.endswith(
-        b"\r\n\r\none\r\ntwo\r\nthree\r\n\r\nfour\r\nfive\r\n"
-    )
+    [got] = upstream.messages
+    assert got.data.endswith(b"\r\n\r\none\r\ntwo\r\nthree\r\n\r\nfour\r\n.\r\nfive\r\n")
 
 
 async def test_lf_header_lines_end_at_the_crlf_blank_line(upstream: RecordingUpstream) -> None:
