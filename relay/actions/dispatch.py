@@ -217,7 +217,7 @@ class Dispatcher:
         notice = build_notice(
             envelope=env, verdict=verdict, quarantine_id=quarantine_id,
             from_address=notifications.from_address, hostname=self._settings.smtp.hostname,
-            subject=decode_subject(msg.data), now=self._clock(),
+            subject=decode_subject(msg), now=self._clock(),
         )  # fmt: skip
         self.notices.send(env.mail_from, notice)
 
@@ -229,7 +229,7 @@ class Dispatcher:
         bounce = build_split_bounce(
             mail_from=env.mail_from, refused=refused,
             from_address=self._settings.notifications.from_address,
-            hostname=self._settings.smtp.hostname, subject=decode_subject(msg.data),
+            hostname=self._settings.smtp.hostname, subject=decode_subject(msg),
             now=self._clock(),
         )  # fmt: skip
         self._log.info("split_bounce", queue_id=env.queue_id, refused=len(refused))
