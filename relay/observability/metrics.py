@@ -123,6 +123,12 @@ class Metrics:
         self.sessions_active = Gauge(
             "ccguard_smtp_sessions_active", "SMTP client sessions open now.", registry=reg
         )
+        self.line_endings_normalised = Counter(
+            "ccguard_messages_line_endings_normalised",
+            "Messages received with bare CR or bare LF line endings, normalised to CRLF "
+            "before inspection.",
+            registry=reg,
+        )
 
     def _exposure(self) -> None:
         reg = self.registry
@@ -240,6 +246,10 @@ class Metrics:
         self.external_domains.observe(verdict.exposure.external_domains)
         self.message_size.observe(size)
         self.inspection_duration.observe(inspect_seconds)
+
+    def line_endings_normalised_message(self) -> None:
+        """One message arrived with bare CR/LF and was normalised to CRLF."""
+        self.line_endings_normalised.inc()
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""
