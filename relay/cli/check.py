@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, TextIO
 
 from relay.cli.config import load_or_report
 from relay.envelope import Envelope
-from relay.inspect import DomainMatcher, inspect_message, parse_address_header
+from relay.inspect import CalendarLimits, DomainMatcher, inspect_message, parse_address_header
 from relay.inspect.encoded_words import decode_encoded_words
 from relay.inspect.headers import decode_header_value, iter_fields, split_header_block
 from relay.policy import Verdict, evaluate
@@ -36,18 +36,28 @@ class _Checker:
     settings: Settings
     sender: str | None
     matcher: DomainMatcher = field(init=False)
+    calendar: CalendarLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.matcher = DomainMatcher(self.settings.organisation.internal_domains)
+        inspect = self.settings.inspect
+        self.calendar = CalendarLimits(
+            inspect.max_calendar_bytes, inspect.max_mime_parts, inspect.max_mime_depth
+        )
 
     @property
     def read_limit(self) -> int:
-        # One byte past the cap is enough to tell "over the cap" from "exactly at it".
-        return self.settings.inspect.max_header_bytes + 1
+        # One byte past the header cap tells "over the cap" from "exactly at it"; the
+        # body (calendar parts) is read as far as the relay would accept a message.
+        inspect = self.settings.inspect
+        return max(inspect.max_header_bytes + 1, self.settings.smtp.max_message_size)
 
     def verdict(self, message: bytes) -> Verdict:
         exposure = inspect_message(
-            message, self.matcher, max_header_bytes=self.settings.inspect.max_header_bytes
+            message,
+            self.matcher,
+            max_header_bytes=self.settings.inspect.max_header_bytes,
+            calendar_limits=self.calendar,
         )
         sender = self.sender if self.sender is not None else _sender_of(message)
         return evaluate(exposure, Envelope(mail_from=sender, rcpt_tos=()), self.settings.policy)
