@@ -27,6 +27,8 @@ EXPECTED_TYPES = {
     "ccguard_external_domains": "histogram",
     "ccguard_message_size_bytes": "histogram",
     "ccguard_inspection_duration_seconds": "histogram",
+    "ccguard_calendar_messages_total": "counter",
+    "ccguard_calendar_fallbacks_total": "counter",
     "ccguard_upstream_duration_seconds": "histogram",
     "ccguard_upstream_errors_total": "counter",
     "ccguard_quarantine_messages": "gauge",
@@ -37,7 +39,7 @@ EXPECTED_TYPES = {
     "ccguard_policy_mode": "gauge",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
-                  "version", "mode", "le"}  # fmt: skip
+                  "version", "mode", "le", "truncated", "replaced"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
