@@ -94,6 +94,7 @@ def _record(name: str, verdict: Verdict) -> dict[str, Any]:
         "matched_action": verdict.matched_action.value if verdict.matched_action else None,
         "monitor": verdict.monitor,
         "reason": verdict.reason,
+        "calendar_fallback": str(verdict.calendar_fallback) if verdict.calendar_fallback else None,
         "exposure": verdict.exposure.counts(),
     }
 
@@ -107,7 +108,18 @@ def _line(name: str, verdict: Verdict) -> str:
     enforced = verdict.matched_action
     if verdict.monitor and enforced is not None and enforced != verdict.action:
         action += f" (enforced: {enforced.value})"
-    return f"{name}: {action} — {verdict.reason}"
+    return f"{name}: {action} — {verdict.reason}{_calendar_note(verdict)}"
+
+
+def _calendar_note(verdict: Verdict) -> str:
+    exposure = verdict.exposure
+    if not (exposure.calendar or exposure.calendar_truncated):
+        return ""
+    note = (
+        f" [calendar invitation: {exposure.calendar_attendees_external} external, "
+        f"{exposure.calendar_attendees_internal} internal attendees"
+    )
+    return note + (", not fully read]" if exposure.calendar_truncated else "]")
 
 
 def _read(name: str, limit: int) -> bytes:
@@ -173,6 +185,7 @@ def _describe_message(key: str, message: bytes, verdict: Verdict) -> dict[str, A
         "rule": verdict.rule or "-",
         "visible_external": verdict.exposure.visible_external,
         "external_domains": verdict.exposure.external_domains,
+        "calendar_attendees_external": verdict.exposure.calendar_attendees_external,
     }
 
 
