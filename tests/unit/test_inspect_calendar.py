@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from relay.inspect import CalendarLimits, DomainMatcher, Exposure, inspect_message
@@ -300,3 +302,32 @@ def test_header_block_over_the_cap_reads_no_body() -> None:
     exposure = inspect_message(message, MATCHER, max_header_bytes=40)
     assert exposure.header_too_large is True
     assert exposure.calendar is False
+
+
+def test_encoded_attachment_names_ending_in_ics_are_calendars() -> None:
+    body = ics(attendee_lines(2))
+    for extra in [
+        'Content-Disposition: attachment; filename="=?utf-8?q?Einladung=2Eics?="\r\n',
+        "Content-Disposition: attachment; filename*=utf-8''Einladung%20%C3%BC.ics\r\n",
+        'Content-Disposition: attachment;\r\n filename*0="Ein"; filename*1="ladung.ics"\r\n',
+    ]:
+        mixed = multipart("mixed", "b", [part(body, "application/octet-stream", "base64", extra)])
+        assert _inspect(invitation(mixed)).calendar_attendees_external == 2, extra
+
+
+def test_delimiter_look_alikes_count_against_the_part_bound() -> None:
+    lookalikes = b"".join(b"--b-not-a-delimiter\r\n" for _ in range(10_000))
+    calendar = part(ics(attendee_lines(2)))
+    body = b"--b\r\n" + part(lookalikes.decode(), "text/plain") + b"\r\n--b\r\n" + calendar
+    message = invitation(b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + body)
+    exposure = _inspect(message, CalendarLimits(max_parts=256))
+    assert exposure.calendar_truncated is True
+
+
+def test_a_body_full_of_dashes_is_walked_in_linear_time() -> None:
+    dashes = "-" * 4_000_000
+    mixed = multipart("mixed", "b", [part(dashes, "text/plain"), part(ics(attendee_lines(2)))])
+    started = time.process_time()
+    exposure = _inspect(invitation(mixed))
+    assert time.process_time() - started < 1.0  # seconds of CPU: ~10 ms when linear
+    assert exposure.calendar_attendees_external == 2
