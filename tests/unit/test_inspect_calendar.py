@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.inspect import CalendarLimits, DomainMatcher, Exposure, inspect_message
 from relay.inspect.calendar import NO_CALENDAR, find_calendar, parse_calendar, wants_body
@@ -331,3 +333,23 @@ def test_a_body_full_of_dashes_is_walked_in_linear_time() -> None:
     exposure = _inspect(invitation(mixed))
     assert time.process_time() - started < 1.0  # seconds of CPU: ~10 ms when linear
     assert exposure.calendar_attendees_external == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    count=st.integers(min_value=1, max_value=40),
+    encoding=st.sampled_from(["7bit", "base64", "quoted-printable"]),
+    depth=st.integers(min_value=0, max_value=4),
+    line_ends=st.sampled_from([b"\r\n", b"\n"]),
+)
+def test_every_attendee_counts_whatever_the_encoding_and_nesting(
+    count: int, encoding: str, depth: int, line_ends: bytes
+) -> None:
+    entity = part(ics(attendee_lines(count)), encoding=encoding)
+    for level in range(depth):
+        entity = multipart(["mixed", "alternative", "related"][level % 3], f"lvl-{level}", [entity])
+    message = invitation(entity).replace(b"\r\n", line_ends)
+    exposure = _inspect(message)
+    assert exposure.calendar_attendees_external >= count
+    assert exposure.visible_external >= count
+    assert not exposure.calendar_truncated
