@@ -49,6 +49,9 @@ UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
 NOTIFICATION_RESULTS = ("sent", "failed")
 POLICY_MODES = ("enforce", "monitor")
 QUARANTINE_STATUSES = ("held",)
+#: Actions a calendar fallback replaces, and what it may become.
+CALENDAR_REPLACED = ("rewrite", "split")
+CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -156,6 +159,25 @@ class Metrics:
             buckets=INSPECTION_BUCKETS,
             registry=reg,
         )
+        self.calendar_messages = Counter(
+            "ccguard_calendar_messages",
+            'Messages carrying calendar data; truncated="true" when some of it '
+            "was not read (over [inspect] max_calendar_bytes, the MIME bounds, or malformed).",
+            ["truncated"],
+            registry=reg,
+        )
+        for flag in ("true", "false"):
+            self.calendar_messages.labels(truncated=flag)
+        self.calendar_fallbacks = Counter(
+            "ccguard_calendar_fallbacks",
+            "Rewrite/split rules replaced by [policy] calendar_fallback because the message "
+            "shows calendar attendees (counted in monitor mode too: what enforcing would do).",
+            ["replaced", "action"],
+            registry=reg,
+        )
+        for replaced in CALENDAR_REPLACED:
+            for action in CALENDAR_FALLBACKS:
+                self.calendar_fallbacks.labels(replaced=replaced, action=action)
 
     def _upstream(self) -> None:
         reg = self.registry
@@ -246,6 +268,14 @@ class Metrics:
         self.external_domains.observe(verdict.exposure.external_domains)
         self.message_size.observe(size)
         self.inspection_duration.observe(inspect_seconds)
+        exposure = verdict.exposure
+        if exposure.calendar or exposure.calendar_truncated:
+            self.calendar_messages.labels(truncated=str(exposure.calendar_truncated).lower()).inc()
+        if verdict.calendar_fallback is not None:
+            instead = verdict.matched_action or verdict.action
+            self.calendar_fallbacks.labels(
+                replaced=str(verdict.calendar_fallback), action=str(instead)
+            ).inc()
 
     def line_endings_normalised_message(self) -> None:
         """One message arrived with bare CR/LF and was normalised to CRLF."""

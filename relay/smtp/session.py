@@ -255,6 +255,7 @@ class SessionHandler:
             line_endings_normalised=message.normalised,
             action=str(verdict.action),
             rule=verdict.rule,
+            calendar_fallback=str(verdict.calendar_fallback) if verdict.calendar_fallback else None,
             exposure=verdict.exposure.counts(),
             reply_code=reply.code,
             reply_status=reply.status,
