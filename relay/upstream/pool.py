@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from relay.settings import UpstreamSettings
-from relay.upstream.replies import auth_error, error_from_exception, tls_error
+from relay.upstream.replies import auth_error, setup_error, tls_error
 
 __all__ = ["Connection", "ConnectionPool", "open_connection"]
 
@@ -82,7 +82,7 @@ async def open_connection(settings: UpstreamSettings, local_hostname: str) -> Co
         raise
     except Exception as exc:
         smtp.close()
-        raise error_from_exception(exc) from exc
+        raise setup_error(exc) from exc
     return Connection(smtp=smtp, last_used=time.monotonic())
 
 

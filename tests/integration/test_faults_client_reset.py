@@ -51,7 +51,7 @@ async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
     loop.set_exception_handler(previous)
 
 
-def send(port: int) -> dict[str, object]:
+def send(port: int) -> dict[str, tuple[int, bytes]]:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         return client.sendmail("alice@example.org", ["bob@example.com"], MESSAGE)
 
@@ -133,7 +133,7 @@ async def test_reset_arriving_with_the_upstreams_reply_leaks_nothing(
             gate = upstream.gate = Gate(command)
             sock = await asyncio.to_thread(talk_up_to, relay.smtp_port, lines, last)
             await asyncio.to_thread(gate.reached.wait, 10)
-            gate.then = lambda sock=sock: reset(sock)  # type: ignore[misc]
+            gate.then = lambda sock=sock: reset(sock)
             gate.released.set()
             await wait_until(lambda: len(relay.front.sessions) == 0, lambda: "session open")
         await no_upstream_connection_left_over(relay, upstream)
