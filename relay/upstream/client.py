@@ -91,7 +91,7 @@ class UpstreamTransaction:
         except aiosmtplib.SMTPRecipientRefused as exc:
             return reply_from_response(exc.code, exc.message)
         except asyncio.CancelledError:
-            self.drop()
+            self._drop()
             raise
         except Exception as exc:
             raise await self._fail(exc) from exc
@@ -104,7 +104,7 @@ class UpstreamTransaction:
         try:
             resp = await self._smtp().data(message)
         except asyncio.CancelledError:
-            self.drop()
+            self._drop()
             raise
         except Exception as exc:
             error = await self._fail(exc)
@@ -121,10 +121,10 @@ class UpstreamTransaction:
         try:
             await self._conn.smtp.rset()
         except asyncio.CancelledError:
-            self.drop()
+            self._drop()
             raise
         except Exception:
-            self.drop()
+            self._drop()
         else:
             await self._finish(reusable=True)
 
@@ -138,11 +138,10 @@ class UpstreamTransaction:
         if clean:
             await self.abort()
         else:
-            self.drop()
+            self._drop()
         return error
 
-    def drop(self) -> None:
-        """Close the connection at once, never pooled (a no-op once finished)."""
+    def _drop(self) -> None:
         # Cancelled with a reply still owed: a late reply could be paired with a
         # later command, so the connection is closed at once, never pooled.
         conn, self._conn = self._conn, None
@@ -224,18 +223,15 @@ class UpstreamClient:
         it accepted it for nobody.
         """
         txn = await self.begin(mail_from, options)
-        try:
-            refused: dict[str, Reply] = {}
-            for rcpt in rcpts:
-                reply = await txn.rcpt(rcpt)
-                if not reply.is_success:
-                    refused[rcpt] = reply
-            if not txn.accepted:
-                await txn.abort()
-                raise _all_refused(refused)
-            return DeliveryResult(reply=await txn.data(message), refused=refused)
-        finally:
-            txn.drop()  # a no-op when finished; otherwise its state is unknown: close it
+        refused: dict[str, Reply] = {}
+        for rcpt in rcpts:
+            reply = await txn.rcpt(rcpt)
+            if not reply.is_success:
+                refused[rcpt] = reply
+        if not txn.accepted:
+            await txn.abort()
+            raise _all_refused(refused)
+        return DeliveryResult(reply=await txn.data(message), refused=refused)
 
     async def ping(self) -> None:
         """Check the upstream answers EHLO now (for readiness); raise :class:`UpstreamError`."""
