@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import smtplib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from relay.app import Relay
 from tests.helpers.hangup import hang_up, reset, talk_up_to
+from tests.helpers.process import free_port, start_ccguard, wait_for_port
 from tests.helpers.relay import LogCapture, running_relay, settings_for
 from tests.helpers.upstream import Gate, RecordingUpstream, wait_until
 
@@ -141,3 +144,40 @@ async def test_reset_arriving_with_the_upstreams_reply_leaks_nothing(
     gc.collect()
     assert [c["message"] for c in loop_errors] == []
     assert "Traceback" not in log.text
+
+
+async def test_ccguard_serve_logs_each_reset_once_at_info_and_no_traceback(
+    tmp_path: Path, upstream: RecordingUpstream
+) -> None:
+    """The same through a real ``ccguard serve`` and its own logging set-up (stdlib,
+    aiosmtpd and asyncio loggers included): what an administrator's log shows."""
+    port = free_port()
+    config = tmp_path / "ccguard.toml"
+    config.write_text(
+        f'[smtp]\nlisten = "127.0.0.1:{port}"\nhostname = "ccguard.test"\n'
+        f'[upstream]\nhost = "127.0.0.1"\nport = {upstream.port}\nstarttls = "off"\n'
+        f"pool_size = 0\n"
+        f'[quarantine]\ndatabase = "{tmp_path}/ccguard.db"\n'
+        f'[admin]\nenabled = false\n[logging]\nhash_key = "test-key"\nformat = "json"\n'
+    )
+    proc = start_ccguard("serve", "--config", str(config))
+    try:
+        await asyncio.to_thread(wait_for_port, port, proc)
+        for n in range(RESETS):
+            gate = upstream.gate = Gate("EHLO")
+            await asyncio.to_thread(hang_up, port, [EHLO], MAIL + b"\r\n", after=gate.reached)
+            await wait_until(
+                lambda: upstream.open_connections == 0, lambda n=n: f"reset {n}: leaked"
+            )
+            gate.released.set()
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    text = (out + err).decode()
+    assert "Traceback" not in text and "never retrieved" not in text
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    hung_up = [e for e in lines if e.get("outcome") == "client disconnected"]
+    assert len(hung_up) == RESETS and {e["level"] for e in hung_up} == {"info"}
+    assert {e["stage"] for e in hung_up} == {"mail"}
+    assert not [e for e in lines if e["level"] in ("error", "critical")]
