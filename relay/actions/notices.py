@@ -15,10 +15,10 @@ import email.policy
 import email.utils
 from datetime import UTC, datetime
 
-from relay.actions.headers import parse_header_block
 from relay.actions.replies import exposure_phrase
 from relay.envelope import Envelope
 from relay.inspect.domains import DomainMatcher
+from relay.inspect.parsed import ParsedMessage
 from relay.policy.verdict import Verdict
 from relay.settings import Action, NotificationSettings
 
@@ -62,10 +62,10 @@ _OUTCOMES = {
 }
 
 
-def is_auto_submitted(message: bytes) -> bool:
+def is_auto_submitted(message: ParsedMessage) -> bool:
     """True if ``message`` is a ccguard notice or any automatic message
     (``Auto-Submitted`` other than ``no``): such messages never get a notice."""
-    for field in parse_header_block(message).fields:
+    for field in message.fields:
         if field.key == NOTICE_HEADER.lower():
             return True
         if field.key == "auto-submitted":
@@ -80,7 +80,7 @@ def should_notify(
     matcher: DomainMatcher,
     envelope: Envelope,
     verdict: Verdict,
-    message: bytes,
+    message: ParsedMessage,
 ) -> bool:
     """Notices are on, the action is one of ``on_actions``, the envelope sender
     is internal (and not ``<>``), and ``message`` is not itself automatic."""

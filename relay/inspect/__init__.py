@@ -10,17 +10,22 @@ from relay.inspect.domains import DomainMatcher, normalise_domain
 from relay.inspect.exposure import Exposure
 from relay.inspect.headers import split_header_block
 from relay.inspect.message import VISIBLE_HEADERS, build_exposure, inspect_message
+from relay.inspect.parsed import HeaderField, ParsedMessage, normalise_line_endings, parse_message
 
 __all__ = [
     "VISIBLE_HEADERS",
     "DomainMatcher",
     "Exposure",
+    "HeaderField",
     "Mailbox",
     "ParsedHeader",
+    "ParsedMessage",
     "build_exposure",
     "inspect_message",
     "normalise_address",
     "normalise_domain",
+    "normalise_line_endings",
     "parse_address_header",
+    "parse_message",
     "split_header_block",
 ]

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from relay.inspect.addresses import address_like_tokens, parse_address_header
 from relay.inspect.domains import DomainMatcher
 from relay.inspect.exposure import Exposure
-from relay.inspect.headers import decode_header_value, header_end, iter_raw_fields
+from relay.inspect.headers import decode_header_value
+from relay.inspect.parsed import ParsedMessage, parse_message
 
 __all__ = ["VISIBLE_HEADERS", "build_exposure", "inspect_message"]
 
@@ -40,8 +41,13 @@ class _Tally:
             self.unparseable.setdefault(token, None)
 
 
-def inspect_message(message: bytes, matcher: DomainMatcher, *, max_header_bytes: int) -> Exposure:
+def inspect_message(
+    message: ParsedMessage | bytes, matcher: DomainMatcher, *, max_header_bytes: int
+) -> Exposure:
     """Who ``message`` shows to every recipient; reads only the header block.
+
+    ``message`` is the :class:`ParsedMessage` every stage shares; raw bytes
+    are parsed first (:func:`parse_message`: line endings normalised).
 
     A header block larger than ``max_header_bytes`` sets ``header_too_large``
     and only its first ``max_header_bytes`` are inspected (what is cut off is
@@ -49,17 +55,14 @@ def inspect_message(message: bytes, matcher: DomainMatcher, *, max_header_bytes:
     Address-like text in lines of the header block that belong to no field
     counts as unparseable (external), like any text that does not parse.
     """
-    prefix = message[:max_header_bytes]
-    end = header_end(prefix)
-    too_large = end is None and len(message) > max_header_bytes
-    head = prefix if end is None else prefix[:end]
+    parsed = parse_message(message) if isinstance(message, bytes) else message
+    too_large = parsed.header_too_large(max_header_bytes)
     tally = _Tally()
-    for name, raw in iter_raw_fields(head):
-        key = name.lower()
-        if not name:
-            tally.add_junk(decode_header_value(raw))
-        elif key in tally.per_header:
-            tally.add_header(key, decode_header_value(raw.partition(b":")[2]))
+    for fld in parsed.fields_within(max_header_bytes):
+        if not fld.name:
+            tally.add_junk(decode_header_value(fld.raw))
+        elif fld.key in tally.per_header:
+            tally.add_header(fld.key, decode_header_value(fld.raw_value))
     unparseable = [t for t in tally.unparseable if t not in tally.parsed]
     per_header = {name: tuple(seen) for name, seen in tally.per_header.items()}
     return build_exposure(

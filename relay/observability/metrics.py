@@ -135,6 +135,12 @@ class Metrics:
         )
         for stage in HANGUP_STAGES:
             self.client_hangups.labels(stage=stage)
+        self.line_endings_normalised = Counter(
+            "ccguard_messages_line_endings_normalised",
+            "Messages received with bare CR or bare LF line endings, normalised to CRLF "
+            "before inspection.",
+            registry=reg,
+        )
 
     def _exposure(self) -> None:
         reg = self.registry
@@ -252,6 +258,10 @@ class Metrics:
         self.external_domains.observe(verdict.exposure.external_domains)
         self.message_size.observe(size)
         self.inspection_duration.observe(inspect_seconds)
+
+    def line_endings_normalised_message(self) -> None:
+        """One message arrived with bare CR/LF and was normalised to CRLF."""
+        self.line_endings_normalised.inc()
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""

@@ -17,6 +17,7 @@ from relay import codes
 from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.errors import UpstreamError
+from relay.inspect import ParsedMessage, parse_message
 from relay.policy.verdict import Verdict
 from relay.smtp.context import FrontContext
 from relay.smtp.trace import new_queue_id, received_header
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from relay.smtp.server import GuardSMTP
 
 __all__ = ["SessionHandler"]
+
+_PARSE_INLINE_BYTES = 256 * 1024
 
 
 class SessionHandler:
@@ -225,12 +228,15 @@ class SessionHandler:
         self._ctx.sessions.track(task)
         return str(await asyncio.shield(task))
 
-    async def _finish_message(
-        self, txn: UpstreamTransaction, env: Envelope, message: bytes
-    ) -> Reply:
-        """Decide, act, log and count one message; the transaction is always closed."""
+    async def _finish_message(self, txn: UpstreamTransaction, env: Envelope, data: bytes) -> Reply:
+        """Decide, act, log and count one message; the transaction is always closed.
+
+        The client's bytes are parsed once, here (line endings normalised to
+        CRLF): every later stage sees that one message."""
         try:
             started = time.monotonic()
+            message = await _parse(data)
+            del data  # only the normalised bytes travel on
             verdict = await self._ctx.decider.decide(env, message)
             inspect_seconds = time.monotonic() - started
             now = datetime.now(UTC)
@@ -241,9 +247,11 @@ class SessionHandler:
                 reply = exc.reply
         finally:
             await txn.abort()  # a no-op when the dispatcher already finished it
-        self._log_transaction(env, len(message), verdict, reply, inspect_seconds)
+        self._log_transaction(env, message, verdict, reply, inspect_seconds)
         if self._ctx.metrics is not None:
-            self._ctx.metrics.observe_message(verdict, len(message), inspect_seconds)
+            self._ctx.metrics.observe_message(verdict, message.size, inspect_seconds)
+            if message.normalised:
+                self._ctx.metrics.line_endings_normalised_message()
         return reply
 
     async def handle_exception(self, error: Exception) -> str:
@@ -269,7 +277,12 @@ class SessionHandler:
         )
 
     def _log_transaction(
-        self, env: Envelope, size: int, verdict: Verdict, reply: Reply, inspect_seconds: float
+        self,
+        env: Envelope,
+        message: ParsedMessage,
+        verdict: Verdict,
+        reply: Reply,
+        inspect_seconds: float,
     ) -> None:
         redact = self._ctx.redact
         self._ctx.log.info(
@@ -278,7 +291,8 @@ class SessionHandler:
             client_ip=env.client_ip,
             sender=redact(env.mail_from) if env.mail_from else "<>",
             recipients=len(env.rcpt_tos),
-            size=size,
+            size=message.size,
+            line_endings_normalised=message.normalised,
             action=str(verdict.action),
             rule=verdict.rule,
             exposure=verdict.exposure.counts(),
@@ -287,6 +301,14 @@ class SessionHandler:
             inspect_seconds=round(inspect_seconds, 6),
             duration_seconds=round(time.monotonic() - self._started, 6),
         )
+
+
+async def _parse(data: bytes) -> ParsedMessage:
+    """:func:`parse_message`, in a worker thread for a big message (normalising
+    many megabytes of bare line endings must not stall every other session)."""
+    if len(data) < _PARSE_INLINE_BYTES:
+        return parse_message(data)
+    return await asyncio.to_thread(parse_message, data)
 
 
 def _sender(address: str) -> str:

@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from relay.envelope import Envelope
+from relay.inspect import ParsedMessage
 from relay.policy.verdict import Verdict
 from tests.helpers.relay import LogCapture, running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream
@@ -165,7 +166,7 @@ async def test_idle_timeout_closes_with_421(upstream: RecordingUpstream) -> None
 
 
 class ExplodingDecider:
-    async def decide(self, envelope: Envelope, message: bytes) -> Verdict:
+    async def decide(self, envelope: Envelope, message: ParsedMessage) -> Verdict:
         raise RuntimeError("inspection bug")
 
 

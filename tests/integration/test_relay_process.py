@@ -202,9 +202,7 @@ def test_health_checks_the_smtp_greeting_when_no_http_listener(tmp_path: Path) -
 
 
 def test_environment_mistakes_are_config_errors_not_tracebacks() -> None:
-    not_json = run_ccguard(
-        "config", "check", env={"CCGUARD_SMTP__ALLOWED_NETWORKS": "10.0.0.0/8"}
-    )
+    not_json = run_ccguard("config", "check", env={"CCGUARD_SMTP__ALLOWED_NETWORKS": "10.0.0.0/8"})
     typo = run_ccguard("config", "check", env={"CCGUARD_UPSTREAMS__HOST": "mail.example.org"})
     assert not_json.returncode == 2 and "Traceback" not in not_json.stderr
     assert "environment CCGUARD_SMTP__*:" in not_json.stderr

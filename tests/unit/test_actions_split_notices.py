@@ -18,7 +18,7 @@ from relay.actions import (
 from relay.actions.split import delivered_id, is_delivered_id, refused_id
 from relay.envelope import Envelope
 from relay.settings import Action, NotificationSettings
-from tests.helpers.actions import MATCHER, exposure_of, field_list, make_verdict
+from tests.helpers.actions import MATCHER, exposure_of, field_list, make_verdict, parsed
 
 MSG = (
     b"From: Ann <ann@example.org>\r\n"
@@ -37,7 +37,7 @@ ENV = Envelope(
 
 
 def test_each_external_copy_shows_only_its_own_recipient() -> None:
-    copies = plan_split(MSG, ENV, MATCHER)
+    copies = plan_split(parsed(MSG), ENV, MATCHER)
     assert [c.rcpts for c in copies] == [
         ("g1@example.com",), ("g2@example.net",), ("g3@example.com",), ("hidden@example.net",),
         ("bob@example.org", "carol@example.org"),
@@ -57,7 +57,7 @@ def test_each_external_copy_shows_only_its_own_recipient() -> None:
 
 
 def test_the_internal_copy_shows_internal_addresses_only() -> None:
-    internal = plan_split(MSG, ENV, MATCHER)[-1]
+    internal = plan_split(parsed(MSG), ENV, MATCHER)[-1]
     assert internal.internal and internal.rcpts == ("bob@example.org", "carol@example.org")
     exposure = exposure_of(internal.message)
     assert exposure.visible_external == 0
@@ -121,20 +121,20 @@ def test_notice_is_short_plain_text_with_the_facts_and_no_recipient_list() -> No
 
 
 def test_a_notice_is_recognised_as_automatic() -> None:
-    assert is_auto_submitted(_notice())
-    assert is_auto_submitted(b"Auto-Submitted: auto-replied\r\n\r\n")
-    assert not is_auto_submitted(b"Auto-Submitted: no\r\n\r\n")
-    assert not is_auto_submitted(MSG)
+    assert is_auto_submitted(parsed(_notice()))
+    assert is_auto_submitted(parsed(b"Auto-Submitted: auto-replied\r\n\r\n"))
+    assert not is_auto_submitted(parsed(b"Auto-Submitted: no\r\n\r\n"))
+    assert not is_auto_submitted(parsed(MSG))
 
 
 def test_who_gets_a_notice() -> None:
     on = NotificationSettings(enabled=True, on_actions=[Action.QUARANTINE])
     held = make_verdict(Action.QUARANTINE)
-    assert should_notify(on, MATCHER, ENV, held, MSG)
-    assert not should_notify(NotificationSettings(), MATCHER, ENV, held, MSG)
-    assert not should_notify(on, MATCHER, ENV, make_verdict(Action.REWRITE), MSG)
+    assert should_notify(on, MATCHER, ENV, held, parsed(MSG))
+    assert not should_notify(NotificationSettings(), MATCHER, ENV, held, parsed(MSG))
+    assert not should_notify(on, MATCHER, ENV, make_verdict(Action.REWRITE), parsed(MSG))
     external = Envelope("someone@example.com", ENV.rcpt_tos)
-    assert not should_notify(on, MATCHER, external, held, MSG)
+    assert not should_notify(on, MATCHER, external, held, parsed(MSG))
     null = Envelope("", ENV.rcpt_tos)
-    assert not should_notify(on, MATCHER, null, held, MSG)
-    assert not should_notify(on, MATCHER, ENV, held, _notice())
+    assert not should_notify(on, MATCHER, null, held, parsed(MSG))
+    assert not should_notify(on, MATCHER, ENV, held, parsed(_notice()))

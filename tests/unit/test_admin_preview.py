@@ -123,3 +123,11 @@ def test_no_mutation_of_a_message_makes_the_preview_raise(raw: bytes) -> None:
     preview = preview_message(raw)
     json.dumps([preview.headers, preview.text, [p.filename for p in preview.parts]])
     assert all(name for name, _ in preview.headers)
+
+
+def test_a_row_with_bare_line_endings_is_previewed_as_it_would_be_released() -> None:
+    # Rows stored by older versions may hold bare CR/LF: normalised like on receipt.
+    raw = b"Subject: x\rX-Note: y\nTo: a@example.org\n\r\nTo: b@example.com\rline two\n"
+    preview = preview_message(raw)
+    assert preview.headers == [("Subject", "x"), ("X-Note", "y"), ("To", "a@example.org")]
+    assert preview.text == "To: b@example.com\nline two\n"
