@@ -27,6 +27,10 @@ _TRANSLATED = {
 }
 
 
+# At shutdown, how long closed sessions get to RSET (or close) their upstream
+# transaction before the pool is closed under them.
+_CLEANUP_SECONDS = 5.0
+
 # The metric's stages: EHLO and HELO both greet.
 _STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
 
@@ -175,5 +179,6 @@ class SmtpListener:
         await self._ctx.sessions.wait_idle(grace)
         await self._ctx.sessions.cancel_messages()
         self._ctx.sessions.close_all()
+        await self._ctx.sessions.wait_gone(_CLEANUP_SECONDS)
         await self._server.wait_closed()
         self._server = None

@@ -181,3 +181,19 @@ async def test_ccguard_serve_logs_each_reset_once_at_info_and_no_traceback(
     assert len(hung_up) == RESETS and {e["level"] for e in hung_up} == {"info"}
     assert {e["stage"] for e in hung_up} == {"mail"}
     assert not [e for e in lines if e["level"] in ("error", "critical")]
+
+
+async def test_shutdown_with_a_transaction_open_leaves_no_upstream_connection(
+    upstream: RecordingUpstream,
+) -> None:
+    settings = settings_for(upstream.port, smtp={"shutdown_grace": 0.2})
+    relay = Relay(settings, log=LogCapture().logger)
+    await relay.start()
+    try:
+        sock = await asyncio.to_thread(talk_up_to, relay.smtp_port, [EHLO, MAIL, RCPT])
+    finally:
+        await relay.stop()  # the grace runs out with the transaction still open
+    with sock:
+        assert sock.recv(100).startswith(b"421 4.3.2")
+    await wait_until(lambda: upstream.open_connections == 0, lambda: "upstream left open")
+    assert upstream.messages == []
