@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIONS",
     "COUNT_BUCKETS",
+    "HANGUP_STAGES",
     "NOTIFICATION_RESULTS",
     "NO_RULE",
     "POLICY_MODES",
@@ -43,6 +44,8 @@ __all__ = [
 NO_RULE = "none"
 ACTIONS = ("pass", "tag", "rewrite", "split", "reject", "quarantine")
 SMTP_STAGES = ("connect", "helo", "mail", "rcpt", "data", "other")
+#: Where a client that hung up without QUIT was: ``none`` = between transactions.
+HANGUP_STAGES = ("none", "mail", "rcpt", "data")
 CODE_CLASSES = ("2xx", "4xx", "5xx")
 UPSTREAM_ERROR_KINDS = ("refused", "timeout", "disconnect", "4xx", "5xx", "tls", "auth")
 UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
@@ -126,6 +129,15 @@ class Metrics:
         self.sessions_active = Gauge(
             "ccguard_smtp_sessions_active", "SMTP client sessions open now.", registry=reg
         )
+        self.client_hangups = Counter(
+            "ccguard_smtp_client_hangups",
+            "Clients that hung up without QUIT (reset or close), by where their "
+            'transaction was (stage="none": between transactions).',
+            ["stage"],
+            registry=reg,
+        )
+        for stage in HANGUP_STAGES:
+            self.client_hangups.labels(stage=stage)
         self.line_endings_normalised = Counter(
             "ccguard_messages_line_endings_normalised",
             "Messages received with bare CR or bare LF line endings, normalised to CRLF "
@@ -293,6 +305,10 @@ class Metrics:
     def session_closed(self) -> None:
         """One SMTP session ended."""
         self.sessions_active.dec()
+
+    def client_hung_up(self, stage: str) -> None:
+        """Count one client that hung up without QUIT; unknown stages count as ``none``."""
+        self.client_hangups.labels(stage=stage if stage in HANGUP_STAGES else "none").inc()
 
     @contextmanager
     def session(self) -> Iterator[None]:

@@ -23,6 +23,7 @@ EXPECTED_TYPES = {
     "ccguard_messages_total": "counter",
     "ccguard_smtp_replies_total": "counter",
     "ccguard_smtp_sessions_active": "gauge",
+    "ccguard_smtp_client_hangups_total": "counter",
     "ccguard_messages_line_endings_normalised_total": "counter",
     "ccguard_visible_external_recipients": "histogram",
     "ccguard_external_domains": "histogram",
