@@ -155,6 +155,7 @@ class Relay:
                 log=self.log,
                 extra_routes=extra,
                 hashing=self.hashing,
+                metrics=self.metrics,
             )
             tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
             servers.append(HttpServer("admin", app, admin.listen, **tls))

@@ -19,6 +19,7 @@ from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
+from relay.observability.metrics import Metrics
 from relay.quarantine import SqliteStore
 from relay.quarantine.store import NewMessage
 from relay.settings import AdminSettings, UpstreamSettings
@@ -156,6 +157,12 @@ class Env:
     log: ListLog
     client: httpx.AsyncClient
     settings: AdminSettings
+    metrics: Metrics
+
+    def refused(self, reason: str) -> float:
+        """How many admin requests were refused for ``reason`` so far."""
+        name = "ccguard_admin_requests_refused_total"
+        return self.metrics.registry.get_sample_value(name, {"reason": reason}) or 0.0
 
 
 @contextlib.asynccontextmanager
@@ -170,6 +177,7 @@ async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
         log = ListLog()
         releaser, upstream_client = real_releaser(upstream.port)
         admin_settings = AdminSettings(users_file=str(tmp_path / "users.json"), **settings)
+        metrics = Metrics()
         app = create_admin_app(
             settings=admin_settings,
             store=store,
@@ -177,10 +185,11 @@ async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
             users=users,
             log=log,
             throttle=LoginThrottle(free=5, base=30.0),
+            metrics=metrics,
         )
         try:
             async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
-                yield Env(url, store, upstream, log, client, admin_settings)
+                yield Env(url, store, upstream, log, client, admin_settings, metrics)
         finally:
             await upstream_client.close()
             await store.close()
