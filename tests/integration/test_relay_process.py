@@ -9,6 +9,7 @@ import smtplib
 import subprocess
 from pathlib import Path
 
+from tests.helpers.mounts import read_only_tmpfs
 from tests.helpers.process import free_port, run_ccguard, start_ccguard, wait_for_port
 from tests.helpers.upstream import RecordingUpstream
 
@@ -202,12 +203,28 @@ def test_health_checks_the_smtp_greeting_when_no_http_listener(tmp_path: Path) -
 
 
 def test_environment_mistakes_are_config_errors_not_tracebacks() -> None:
-    not_json = run_ccguard(
-        "config", "check", env={"CCGUARD_SMTP__ALLOWED_NETWORKS": "10.0.0.0/8"}
-    )
+    not_json = run_ccguard("config", "check", env={"CCGUARD_SMTP__ALLOWED_NETWORKS": "10.0.0.0/8"})
     typo = run_ccguard("config", "check", env={"CCGUARD_UPSTREAMS__HOST": "mail.example.org"})
     assert not_json.returncode == 2 and "Traceback" not in not_json.stderr
     assert "environment CCGUARD_SMTP__*:" in not_json.stderr
     assert "lists and tables must be JSON" in not_json.stderr
     assert typo.returncode == 2
     assert typo.stderr.splitlines()[1] == "  environment CCGUARD_UPSTREAMS__HOST: no such section"
+
+
+def test_serve_on_a_read_only_filesystem_says_it_is_not_writable(tmp_path: Path) -> None:
+    with read_only_tmpfs(tmp_path / "ro") as ro:
+        config = tmp_path / "ro.toml"
+        config.write_text(
+            f'[smtp]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[quarantine]\ndatabase = "{ro}/q.db"\n[admin]\nenabled = false\n'
+        )
+        result = run_ccguard("serve", "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "ccguard: cannot start:",
+        f"  quarantine.database: quarantine store {ro}/q.db: open failed: "
+        f"directory {ro} is not writable: Read-only file system",
+    ]
+    assert "cannot create" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
