@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import email
+import email.policy
 import json
 import signal
 import smtplib
@@ -120,6 +123,32 @@ async def test_readyz_follows_the_upstream(upstream: RecordingUpstream) -> None:
     assert down["checks"]["upstream"]["ok"] is False
     assert down["checks"]["store"]["ok"] is True and down["checks"]["smtp"]["ok"] is True
     assert back_status == 200 and health == 200
+
+
+CONTROLS = [chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))]
+
+
+async def test_notice_subject_carries_no_control_characters(upstream: RecordingUpstream) -> None:
+    hostile = "Pay\x00roll\x1b[31m\x7f\x85 week\r\nBcc: p9@example.com\x07"
+    encoded = base64.b64encode(hostile.encode()).decode()
+    raw = message(8).replace(b"Subject: hello", f"Subject: =?utf-8?b?{encoded}?=".encode())
+    notices = {"enabled": True, "from": "postmaster@example.org"}
+    settings = settings_for(upstream.port, policy=RULES, notifications=notices)
+    async with running_relay(settings) as relay:
+        code, text = await asyncio.to_thread(send, relay.smtp_port, raw)
+        assert code == 250 and b"held" in text.lower(), text
+        [notice] = await upstream.wait_for(1, timeout=30)
+    assert notice.rcpt_tos == ["alice@example.org"] and notice.mail_from == "<>"
+    parsed = email.message_from_bytes(notice.data, policy=email.policy.default)
+    subject = str(parsed["Subject"]).strip()  # the stdlib may fold right after "Subject:"
+    assert subject == "Your message is held for review: Pay roll [31m week Bcc: p9@example.com"
+    assert not any(c in subject for c in CONTROLS)
+    head = notice.data.split(b"\r\n\r\n", 1)[0]
+    assert b"\x00" not in head and b"\nBcc:" not in head
+    body = parsed.get_body(preferencelist=("plain",))
+    assert body is not None
+    [line] = [x for x in body.get_content().splitlines() if x.startswith("Subject:")]
+    assert line == "Subject:       Pay roll [31m week Bcc: p9@example.com"
 
 
 def write_config(tmp_path: Path, smtp_port: int, upstream_port: int) -> Path:
