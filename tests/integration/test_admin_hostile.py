@@ -128,6 +128,19 @@ async def test_oversized_chunked_body_is_refused_once_it_passes_the_cap(env: Env
     await _assert_refused_early(env, headers, _chunked(HUGE))
 
 
+async def test_body_longer_than_its_content_length_is_not_read_either(env: Env) -> None:
+    msg_id = await env.store.put(new_message())
+    headers = {**basic(), "Content-Type": "application/json", "Content-Length": "2"}
+    head = _request(f"/api/quarantine/{msg_id}/release", headers)
+    with peak_rss_growth() as growth:
+        answer, sent = await _push(_port(env), head, _plain(HUGE))
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]  # b"xx" is no JSON
+    assert sent < HUGE / 2, f"the server read {sent} bytes of a {HUGE}-byte body"
+    # The password check runs here (scrypt: 16 MiB of its own), the body adds nothing.
+    assert growth[0] < 32 * MiB, f"peak RSS grew by {growth[0] / MiB:.0f} MiB"
+    assert (await env.store.get(msg_id)).status == "held"  # type: ignore[union-attr]
+
+
 async def test_body_just_over_the_cap_gets_413_and_at_the_cap_is_read(env: Env) -> None:
     msg_id = await env.store.put(new_message())
     url = f"/api/quarantine/{msg_id}/release"
