@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 
 from relay.actions.release import QuarantineReleaser
 from relay.admin import create_admin_app
+from relay.admin.hashing import HashingPool
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB
 from relay.httpserver import HttpServer
@@ -166,8 +167,11 @@ class Env:
 
 
 @contextlib.asynccontextmanager
-async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
-    """Upstream + SQLite store + users file (alice) + admin app on uvicorn + httpx client."""
+async def admin_env(
+    tmp_path: Path, hashing: HashingPool | None = None, **settings: Any
+) -> AsyncIterator[Env]:
+    """Upstream + SQLite store + users file (alice) + admin app on uvicorn + httpx client;
+    ``hashing`` replaces the default password-check pool."""
     async with recording_upstream() as upstream:
         store = SqliteStore(tmp_path / "q.db")
         await store.open()
@@ -186,6 +190,7 @@ async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
             log=log,
             throttle=LoginThrottle(free=5, base=30.0),
             metrics=metrics,
+            hashing=hashing,
         )
         try:
             async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
