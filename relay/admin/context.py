@@ -165,14 +165,18 @@ def is_cross_site(request: Request) -> bool:
 
     Browsers send cookies and cached Basic credentials with cross-site form
     posts, and a stolen or leaked CSRF token would then be enough; the
-    ``Sec-Fetch-Site`` and ``Origin`` headers tell such a post apart.  Clients
-    that send neither (curl, scripts) are not browsers and are not refused.
+    ``Sec-Fetch-Site`` and ``Origin`` headers tell such a post apart.
+    ``Sec-Fetch-Site`` decides when present: pages cannot forge it, and under
+    our ``Referrer-Policy: no-referrer`` a browser's own same-origin form post
+    says ``Origin: null``.  Without it, any ``Origin`` but our own host
+    (``null`` included) is refused.  Clients that send neither (curl,
+    scripts) are not browsers and are not refused.
     """
-    fetch_site = request.headers.get("sec-fetch-site", "same-origin").lower()
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site.strip().lower() not in ("same-origin", "none")
     origin = request.headers.get("origin")
-    return fetch_site not in ("same-origin", "none") or (
-        origin is not None and not _own_origin(origin, request)
-    )
+    return origin is not None and not _own_origin(origin, request)
 
 
 def _trusted(address: str, networks: Sequence[str]) -> bool:
