@@ -237,6 +237,8 @@ class AdminSettings(_Section):
     tls_key: str | None = None
     #: Reverse proxies whose X-Forwarded-For is believed (client IP for throttle and audit).
     trusted_proxies: list[str] = []
+    #: Largest request body (JSON or form) the admin server reads; larger ones get 413.
+    max_request_bytes: Annotated[int, Field(ge=1024, le=MiB)] = 8192
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIONS",
+    "ADMIN_REFUSAL_REASONS",
     "COUNT_BUCKETS",
     "HANGUP_STAGES",
     "NOTIFICATION_RESULTS",
@@ -55,6 +56,7 @@ QUARANTINE_STATUSES = ("held",)
 #: Actions a calendar fallback replaces, and what it may become.
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
+ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -104,6 +106,7 @@ class Metrics:
         self._exposure()
         self._upstream()
         self._quarantine()
+        self._admin()
         self._info(version)
         self.set_policy_mode(mode)
 
@@ -241,6 +244,17 @@ class Metrics:
         for result in NOTIFICATION_RESULTS:
             self.notifications.labels(result=result)
 
+    def _admin(self) -> None:
+        self.admin_refused_requests = Counter(
+            "ccguard_admin_requests_refused",
+            "Admin web/API requests refused before any work: body too large, "
+            "JSON nested too deep, or sent by another site.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in ADMIN_REFUSAL_REASONS:
+            self.admin_refused_requests.labels(reason=reason)
+
     def _info(self, version: str) -> None:
         reg = self.registry
         self.build_info = Gauge(
@@ -329,6 +343,11 @@ class Metrics:
     def store_error(self) -> None:
         """Count one failed store operation."""
         self.store_errors.inc()
+
+    def admin_refused(self, reason: str) -> None:
+        """Count one refused admin request; ``reason`` is one of ADMIN_REFUSAL_REASONS."""
+        if reason in ADMIN_REFUSAL_REASONS:
+            self.admin_refused_requests.labels(reason=reason).inc()
 
     def notification(self, result: str) -> None:
         """Count one sender notice: ``sent`` or ``failed``."""

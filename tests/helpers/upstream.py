@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,9 @@ class RecordingUpstream:
     Faults: ``refuse_rcpt`` maps an address to the reply its RCPT gets;
     ``data_hook(envelope)`` may return a reply string for DATA (e.g. ``"451 4.3.0 later"``),
     ``"HANG"`` to never answer, or ``"DISCONNECT"`` to drop the connection.
+    ``data_gate(envelope)`` / ``rcpt_gate(address)`` are awaited before DATA / RCPT
+    is answered (e.g. ``tests.helpers.waiting.Gate.hold``): tests wait for events,
+    not for sleeps.
     """
 
     messages: list[Received] = field(default_factory=list)
@@ -77,6 +80,9 @@ class RecordingUpstream:
     data_hook: Callable[[Any], str | None] | None = None
     data_delay: float = 0.0
     rcpt_delay: float = 0.0
+    data_gate: Callable[[Any], Awaitable[None]] | None = None
+    rcpt_gate: Callable[[str], Awaitable[None]] | None = None
+    rcpts_answered: list[str] = field(default_factory=list)
     eight_bit: bool = True  # False: no 8BITMIME in EHLO (aiosmtpd decode_data mode)
     data_started: int = 0
     connections: int = 0
@@ -178,6 +184,9 @@ class _Handler:
             await asyncio.sleep(self.up.rcpt_delay)
         if self.up.gate is not None:
             await self.up.gate.hold("RCPT")
+        if self.up.rcpt_gate is not None:
+            await self.up.rcpt_gate(address)
+        self.up.rcpts_answered.append(address)
         refusal = self.up.refuse_rcpt.get(address)
         if refusal:
             return refusal
@@ -188,6 +197,8 @@ class _Handler:
         self.up.data_started += 1
         if self.up.data_delay:
             await asyncio.sleep(self.up.data_delay)
+        if self.up.data_gate is not None:
+            await self.up.data_gate(envelope)
         fault = self.up.data_hook(envelope) if self.up.data_hook else None
         if fault == "HANG":
             await asyncio.sleep(3600)

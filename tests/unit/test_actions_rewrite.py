@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from relay.actions import rewrite_message, tag_message
 from relay.settings import Action
 from tests.helpers.actions import MATCHER, exposure_of, field_list, make_verdict, parsed
@@ -178,3 +180,34 @@ def test_tag_action_adds_counts_only_and_keeps_the_rest() -> None:
         b"X-CCGuard-Exposure: visible_external=312; external_domains=41; visible_total=320;"
         b" unparseable=0\r\n" + ORIGINAL
     )
+
+
+@pytest.mark.parametrize("changed", ["Cc", "Resent-To", "Resent-Cc"])
+def test_dkim_covering_only_a_changed_cc_or_resent_field_is_tagged(changed: str) -> None:
+    # To stays as it was: only ``changed`` loses an address, and only it is in h=.
+    dkim = (
+        f"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=s1;\r\n"
+        f"\th=From : Subject : {changed.upper()}; bh=x; b=y\r\n"
+    ).encode()
+    rest = (
+        f"From: ann@example.org\r\nTo: bob@example.org\r\n"
+        f"{changed}: guest@example.com, carol@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
+    ).encode()
+    result = rewrite_message(parsed(dkim + rest), MATCHER)
+    assert result.dkim_broken is True and result.removed == 1
+    assert result.message == (
+        b"X-CCGuard-Action: rewrite\r\nX-CCGuard-DKIM: broken-by-rewrite\r\n" + dkim
+        + rest.replace(b"guest@example.com, ", b"")
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("changed", ["Cc", "Resent-To", "Resent-Cc"])
+def test_dkim_not_covering_the_changed_cc_or_resent_field_is_not_tagged(changed: str) -> None:
+    dkim = b"DKIM-Signature: v=1; d=example.org; h=from:to:subject; bh=x; b=y\r\n"
+    rest = (
+        f"From: ann@example.org\r\nTo: bob@example.org\r\n"
+        f"{changed}: guest@example.com, carol@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
+    ).encode()
+    result = rewrite_message(parsed(dkim + rest), MATCHER)
+    assert result.dkim_broken is False and result.removed == 1
+    assert b"X-CCGuard-DKIM" not in result.message

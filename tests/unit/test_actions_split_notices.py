@@ -15,7 +15,9 @@ from relay.actions import (
     should_notify,
     split_key,
 )
+from relay.actions.bounce import build_split_bounce
 from relay.actions.split import delivered_id, is_delivered_id, refused_id
+from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.settings import Action, NotificationSettings
 from tests.helpers.actions import MATCHER, exposure_of, field_list, make_verdict, parsed
@@ -138,3 +140,20 @@ def test_who_gets_a_notice() -> None:
     null = Envelope("", ENV.rcpt_tos)
     assert not should_notify(on, MATCHER, null, held, parsed(MSG))
     assert not should_notify(on, MATCHER, ENV, held, parsed(_notice()))
+
+
+def test_bounce_copies_no_control_characters_from_subject_or_server_reply() -> None:
+    raw = build_split_bounce(
+        mail_from="ann@example.org",
+        refused={"g1@example.com": Reply(550, "5.1.1", "No\x00such\x1b user\x85")},
+        from_address="postmaster@example.org", hostname="ccguard.example.org",
+        subject="Pay\x00roll\r\nBcc: g2@example.net\x7f", now=datetime(2026, 1, 2, tzinfo=UTC),
+    )  # fmt: skip
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert (
+        str(parsed["Subject"]) == "Undelivered copies of your message: Pay roll Bcc: g2@example.net"
+    )
+    assert parsed["Bcc"] is None
+    text = parsed.get_content().replace("\r\n", "\n")
+    assert "    server said: 550 5.1.1 No such user\n" in text
+    assert not any(chr(c) in text for c in (*range(0x0A), *range(0x0B, 0x20), *range(0x7F, 0xA0)))

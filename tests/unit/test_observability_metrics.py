@@ -37,11 +37,12 @@ EXPECTED_TYPES = {
     "ccguard_quarantine_oldest_held_seconds": "gauge",
     "ccguard_store_errors_total": "counter",
     "ccguard_notifications_total": "counter",
+    "ccguard_admin_requests_refused_total": "counter",
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
-                  "version", "mode", "le", "truncated", "replaced"}  # fmt: skip
+                  "version", "mode", "le", "truncated", "replaced", "reason"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
@@ -62,6 +63,8 @@ def test_alerting_label_values_exist_at_zero_before_anything_happens() -> None:
             assert scrape.value("ccguard_smtp_replies_total", stage=stage, code_class=cls) == 0
     assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE) == 0
     assert scrape.value("ccguard_store_errors_total") == 0
+    for reason in ("too_large", "too_deep", "cross_site"):
+        assert scrape.value("ccguard_admin_requests_refused_total", reason=reason) == 0
     assert scrape.value("ccguard_notifications_total", result="failed") == 0
     assert scrape.value("ccguard_upstream_duration_seconds_count", outcome="accepted") == 0
     assert scrape.value("ccguard_quarantine_messages", status="held") == 0

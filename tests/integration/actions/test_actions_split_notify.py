@@ -31,6 +31,7 @@ from tests.helpers.actions_smtp import (
 )  # fmt: skip
 from tests.helpers.relay import LogCapture
 from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.waiting import Gate, wait_until
 
 TRACE2 = TRACE.replace(b"id Q1", b"id Q2")
 
@@ -205,13 +206,17 @@ async def test_notice_is_retried_and_a_final_failure_never_fails_the_message(
 async def test_notices_never_hold_up_the_reply(
     noticing: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream
 ) -> None:
-    upstream.data_delay = 2  # the notice's delivery takes 2 s; the reply must not wait for it
+    gate = Gate()  # the notice's delivery waits in DATA until the reply is in
+    upstream.data_gate = gate.hold
     txn = await live(client)
-    reply = await asyncio.wait_for(
-        noticing.act(ENV, parsed(MSG), make_verdict(Action.QUARANTINE), txn, TRACE), timeout=1.5
-    )
+    acting = noticing.act(ENV, parsed(MSG), make_verdict(Action.QUARANTINE), txn, TRACE)
+    reply = await asyncio.wait_for(acting, 30)  # a reply that waited for the notice: never
     assert reply.code == 250 and noticing.notices.pending == 1
+    await wait_until(lambda: gate.waiting == 1, "the notice is with the upstream")
+    assert noticing.notices.pending == 1 and notices(upstream) == []
+    gate.open()
     await noticing.close()
+    assert len(notices(upstream)) == 1
 
 
 async def test_release_as_is_and_hidden(

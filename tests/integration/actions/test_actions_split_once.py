@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from relay.actions import Dispatcher
+from relay.actions import Dispatcher, split_key
 from relay.envelope import Envelope
 from relay.observability.metrics import Metrics
 from relay.quarantine import SqliteStore
@@ -24,6 +24,7 @@ from tests.helpers.actions import make_verdict, parsed
 from tests.helpers.actions_smtp import ENV, MSG, RCPTS, TRACE, fail_nth_data, live, notices
 from tests.helpers.relay import LogCapture
 from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.waiting import Gate, wait_until
 
 SPLIT = make_verdict(Action.SPLIT)
 
@@ -110,12 +111,18 @@ async def test_null_sender_gets_no_bounce(
 async def test_concurrent_attempts_of_one_message_send_each_copy_once(
     act: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream
 ) -> None:
-    upstream.data_delay = 0.05
+    gate = Gate(first=1)  # the first attempt's first copy waits in DATA ...
+    upstream.data_gate = gate.hold
     retry_env = replace(ENV, queue_id="Q2")
-    replies = await asyncio.gather(
-        act.act(ENV, parsed(MSG), SPLIT, await live(client), TRACE),
-        act.act(retry_env, parsed(MSG), SPLIT, await live(client, retry_env), TRACE),
+    first = asyncio.ensure_future(act.act(ENV, parsed(MSG), SPLIT, await live(client), TRACE))
+    await wait_until(lambda: gate.waiting == 1, "the first attempt is in DATA")
+    retry = asyncio.ensure_future(
+        act.act(retry_env, parsed(MSG), SPLIT, await live(client, retry_env), TRACE)
     )
+    key = split_key(ENV, MSG)  # ... until the retry waits for the same message's key
+    await wait_until(lambda: act.splitter._locks.users(key) == 2, "the retry waits its turn")
+    gate.open()
+    replies = await asyncio.gather(first, retry)
     assert [r.code for r in replies] == [250, 250]
     assert per_rcpt(upstream) == Counter(RCPTS)
     assert act.splitter.busy == 0  # no lock left behind
@@ -125,15 +132,15 @@ async def test_other_messages_are_not_held_up_by_a_busy_key(
     act: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream
 ) -> None:
     other = Envelope("ann@example.org", ("g1@example.com",))
-    upstream.data_delay = 1.0
+    gate = Gate(first=1)  # the slow message's first copy waits in DATA until opened
+    upstream.data_gate = gate.hold
     slow = asyncio.ensure_future(act.act(ENV, parsed(MSG), SPLIT, await live(client), TRACE))
-    while not upstream.data_started:  # the slow message's first copy is in DATA
-        await asyncio.sleep(0.005)
-    upstream.data_delay = 0.0
+    await wait_until(lambda: gate.waiting == 1, "the slow message's first copy is in DATA")
     quick = await act.act(
         other, parsed(MSG + b"other\r\n"), SPLIT, await live(client, other), TRACE
     )
-    assert quick.code == 250 and not slow.done()
+    assert quick.code == 250 and not slow.done() and gate.waiting == 1
+    gate.open()
     assert (await slow).code == 250
 
 
