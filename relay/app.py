@@ -18,8 +18,8 @@ from starlette.routing import BaseRoute
 from relay import __version__
 from relay.actions import Dispatcher, QuarantineReleaser
 from relay.admin import create_admin_app
-from relay.admin.hashing import HashingPool
-from relay.admin.users import UserDB, UsersFileError
+from relay.credentials.hashing import HashingPool
+from relay.credentials.users import UserDB, UsersFileError
 from relay.errors import StoreError
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher

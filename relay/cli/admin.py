@@ -7,8 +7,8 @@ import getpass
 import sys
 from typing import Any
 
-from relay.admin.users import UserDB, UsersFileError
 from relay.cli.config import load_or_report
+from relay.credentials.users import UserDB, UsersFileError
 
 __all__ = ["register"]
 

@@ -15,8 +15,8 @@ from starlette.applications import Starlette
 
 from relay.actions.release import QuarantineReleaser
 from relay.admin import create_admin_app
-from relay.admin.throttle import LoginThrottle
-from relay.admin.users import UserDB
+from relay.credentials.throttle import LoginThrottle
+from relay.credentials.users import UserDB
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
 from relay.quarantine import SqliteStore

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.admin.users import UserDB
+from relay.credentials.users import UserDB
 from tests.helpers.admin import PASSWORD, Env, admin_env, audit_of, basic, new_message
 
 MALFORMED = b'From: a@example.org\r\nTo: "\r\nCc: a@[\r\nSubject: odd\r\n\r\nHello there\r\n'
