@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult
+from aiosmtpd.smtp import SMTP, AuthResult, Session
 
 from relay import codes
 from relay.smtp.auth import PendingLogin, capture_credentials
@@ -37,6 +37,19 @@ _MECHANISMS = ("LOGIN", "PLAIN")
 
 # The metric's stages: EHLO and HELO both greet.
 _STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
+
+
+class _Session(Session):
+    """aiosmtpd's Session without the deprecation warning its ``login_data``
+    setter logs on every successful AUTH (smtp_AUTH sets it itself)."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
 
 
 class GuardSMTP(SMTP):
@@ -83,6 +96,9 @@ class GuardSMTP(SMTP):
             return await method(arg)
 
         return run
+
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None

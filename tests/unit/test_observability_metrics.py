@@ -61,7 +61,9 @@ def test_alerting_label_values_exist_at_zero_before_anything_happens() -> None:
             assert scrape.value("ccguard_smtp_replies_total", stage=stage, code_class=cls) == 0
     assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE) == 0
     for mechanism in ("PLAIN", "LOGIN"):
-        value = scrape.value("ccguard_smtp_auth_attempts_total", mechanism=mechanism, result="failure")
+        value = scrape.value(
+            "ccguard_smtp_auth_attempts_total", mechanism=mechanism, result="failure"
+        )
         assert value == 0
     assert scrape.value("ccguard_store_errors_total") == 0
     assert scrape.value("ccguard_notifications_total", result="failed") == 0
