@@ -233,6 +233,9 @@ class RuleSettings(_Section):
     senders: list[str] = []
     exempt_senders: list[str] = []
     exempt_recipients: list[str] = []
+    #: SMTP AUTH users the rule applies to: names, "*" (anyone logged in) or
+    #: "-" (clients that did not log in); empty: everybody.
+    auth_users: list[str] = []
 
 
 class PolicySettings(_Section):

@@ -8,15 +8,18 @@ only possible after AUTH.  Certificates are made by the ``openssl`` command.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import httpx
 import pytest
 
 from relay.app import Relay
 from relay.credentials import UserDB
+from tests.helpers.admin import basic
 from tests.helpers.observability import parse_metrics
 from tests.helpers.relay import LogCapture, running_relay, settings_for
 from tests.helpers.smtp_clients import openssl_certificate_subject, openssl_smtp, swaks
@@ -290,3 +293,47 @@ async def test_implicit_tls_listener_with_auth(
     assert b"with ESMTPSA id" in message.data
     (line,) = transactions(log)
     assert line["auth_user"] == "app1" and line["tls"] in ("TLSv1.2", "TLSv1.3")
+
+
+# -- the AUTH user in policy, quarantine and review --------------------------------
+
+HOLD_APPS = {
+    "name": "hold-app-bulk", "action": "quarantine", "auth_users": ["app1"],
+    "min_visible_external": 2,
+}  # fmt: skip
+
+
+async def test_auth_user_is_stored_with_a_held_message_and_shown_to_the_reviewer(
+    upstream: RecordingUpstream, pki: Pki, users_file: Path
+) -> None:
+    settings = settings_for(
+        upstream.port,
+        smtp=tls_smtp(pki, users_file, allowed_networks=OUTSIDE),
+        policy={"rules": [HOLD_APPS]},
+    )
+    UserDB(settings.admin.users_file).set_password("alice", "reviewer-Pa55word")
+    to = ("--header", "To: p1@example.com, p2@example.net, p3@example.com")
+    async with running_relay(settings) as relay:
+        held = await swaks(relay.smtp_port, "--tls", "--auth", "PLAIN", "--auth-user", "app1",
+                           "--auth-password", PASSWORD, *to)  # fmt: skip
+        assert any(r.startswith("250 2.0.0 held for review as") for r in held.replies())
+        # The same message from app2 is not in the rule's auth_users: it passes.
+        passed = await swaks(relay.smtp_port, "--tls", "--auth", "PLAIN", "--auth-user", "app2",
+                             "--auth-password", "app2-Pa55word", *to)  # fmt: skip
+        assert passed.returncode == 0 and len(upstream.messages) == 1
+        (item,) = (await relay.store.list()).items
+        assert (item.auth_user, item.rule) == ("app1", "hold-app-bulk")
+        url = f"http://127.0.0.1:{relay.http_port('admin')}"
+        async with httpx.AsyncClient(base_url=url) as http:
+            api = await http.get(
+                f"/api/quarantine/{item.id}", headers=basic("alice", "reviewer-Pa55word")
+            )
+            assert api.status_code == 200 and api.json()["auth_user"] == "app1"
+            page = await http.get("/login")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+            assert token is not None
+            form = {"username": "alice", "password": "reviewer-Pa55word",
+                    "csrf_token": token.group(1)}  # fmt: skip
+            assert (await http.post("/login", data=form)).status_code == 303
+            detail = await http.get(f"/quarantine/{item.id}")
+            assert "<dt>Logged in as</dt><dd><code>app1</code> (SMTP AUTH)" in detail.text
