@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from relay.credentials import UserDB
 from tests.helpers.postfix import (
     PostfixInstance,
     instance_dir,
@@ -25,6 +26,7 @@ from tests.helpers.postfix import (
 )
 from tests.helpers.process import free_port
 from tests.helpers.relay import running_relay, settings_for
+from tests.helpers.tls import make_pki
 from tests.helpers.upstream import Received, RecordingUpstream
 
 pytestmark = pytest.mark.postfix
@@ -241,9 +243,6 @@ async def test_postfix_with_tls_encrypt_and_sasl_relays_through_ccguard(
 ) -> None:
     """The README's "TLS + AUTH for applications" shape with Postfix as the application:
     ccguard allows no network (loopback is "outside"), so only AUTH after STARTTLS works."""
-    from relay.credentials import UserDB
-    from tests.helpers.tls import make_pki
-
     pki = make_pki(tmp_path)
     users = tmp_path / "smtp-users.json"
     UserDB(users).set_password("postfix-site", "site-Pa55word")

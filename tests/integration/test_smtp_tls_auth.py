@@ -8,7 +8,9 @@ only possible after AUTH.  Certificates are made by the ``openssl`` command.
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,57 @@ async def test_repeated_failures_are_throttled_even_with_the_right_password(
     assert (
         scrape.value("ccguard_smtp_auth_attempts_total", mechanism="PLAIN", result="throttled") == 1
     )
+
+
+async def _until(condition: Any, what: str) -> None:
+    for _ in range(1000):  # bounded: 10 s
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_password_checks_run_on_the_hashing_pool_not_the_event_loop(relay: Relay) -> None:
+    gate = threading.Event()
+    busy = [asyncio.ensure_future(relay.hashing.run(gate.wait, 30)) for _ in range(2)]
+    try:
+        async with (
+            aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.smtp_port, validate_certs=False,
+                            timeout=10) as first,
+            aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.smtp_port, validate_certs=False,
+                            timeout=10) as second,
+        ):  # fmt: skip
+            await first.ehlo()
+            login = asyncio.ensure_future(first.auth_plain("app1", PASSWORD))
+            await _until(lambda: relay.hashing.in_use == 3, "the check to queue on the pool")
+            # While the password check waits for a hashing thread, other clients are served.
+            assert (await second.noop()).code == 250
+            assert not login.done()
+            gate.set()
+            assert (await login).code == 235
+    finally:
+        gate.set()
+        await asyncio.gather(*busy)
+
+
+async def test_a_swamped_password_checker_answers_454_at_once(relay: Relay) -> None:
+    gate = threading.Event()
+    full = [asyncio.ensure_future(relay.hashing.run(gate.wait, 30)) for _ in range(10)]
+    try:
+        await _until(lambda: relay.hashing.in_use == 10, "the pool to fill")
+        async with aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=relay.smtp_port, validate_certs=False, timeout=10
+        ) as client:
+            await client.ehlo()
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError) as busy:
+                await client.auth_plain("app1", PASSWORD)
+            assert (busy.value.code, busy.value.message) == (
+                454, "4.7.0 Temporary authentication failure, try again later",
+            )  # fmt: skip
+    finally:
+        gate.set()
+        await asyncio.gather(*full)
+    assert auth_attempts(relay, "PLAIN", "busy") == 1
 
 
 # -- policy: required, sender binding ----------------------------------------------
