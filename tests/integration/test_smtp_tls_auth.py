@@ -101,7 +101,12 @@ async def test_auth_is_offered_only_after_starttls(relay: Relay) -> None:
 async def test_openssl_negotiates_tls_1_2_or_newer_only(relay: Relay) -> None:
     run = await openssl_certificate_subject(relay.smtp_port)
     assert "Protocol version: TLSv1.3" in run.stderr + run.stdout, run.stderr
-    old = await openssl_certificate_subject(relay.smtp_port, extra=("-tls1_1",))
+    v12 = await openssl_certificate_subject(relay.smtp_port, extra=("-tls1_2",))
+    assert "Protocol version: TLSv1.2" in v12.stderr, v12.stderr
+    # A client willing to speak TLS 1.1 (its own security level lowered) is refused.
+    old = await openssl_certificate_subject(
+        relay.smtp_port, extra=("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+    )
     assert old.returncode != 0
     assert "Protocol version" not in old.stderr + old.stdout
 
@@ -390,3 +395,32 @@ async def test_auth_user_is_stored_with_a_held_message_and_shown_to_the_reviewer
             assert (await http.post("/login", data=form)).status_code == 303
             detail = await http.get(f"/quarantine/{item.id}")
             assert "<dt>Logged in as</dt><dd><code>app1</code> (SMTP AUTH)" in detail.text
+
+
+async def test_allow_plaintext_offers_auth_in_clear_and_warns_at_start(
+    upstream: RecordingUpstream, users_file: Path, log: LogCapture
+) -> None:
+    smtp = {"allowed_networks": OUTSIDE,
+            "auth": {"users_file": str(users_file), "allow_plaintext": True}}  # fmt: skip
+    async with running_relay(settings_for(upstream.port, smtp=smtp), log) as relay:
+        (warning,) = [e for e in log.events() if e["event"] == "smtp auth allowed in plaintext"]
+        assert warning["level"] == "warning" and "loopback tests only" in warning["detail"]
+        run = await swaks(relay.smtp_port, "--auth", "PLAIN", "--auth-user", "app1",
+                          "--auth-password", PASSWORD)  # fmt: skip
+        assert run.returncode == 0, run.stdout
+    (message,) = upstream.messages
+    assert b"with ESMTPA id" in message.data  # authenticated, not encrypted
+
+
+async def test_a_user_name_that_is_an_address_is_hashed_in_logs(
+    upstream: RecordingUpstream, pki: Pki, users_file: Path, log: LogCapture
+) -> None:
+    UserDB(users_file).set_password("mailer@example.org", "mailer-Pa55word")
+    smtp = tls_smtp(pki, users_file, allowed_networks=OUTSIDE)
+    async with running_relay(settings_for(upstream.port, smtp=smtp), log) as relay:
+        run = await swaks(relay.smtp_port, "--tls", "--auth", "LOGIN", "--auth-user",
+                          "mailer@example.org", "--auth-password", "mailer-Pa55word")  # fmt: skip
+        assert run.returncode == 0, run.stdout
+    (line,) = transactions(log)
+    assert line["auth_user"] == relay.redactor.address("mailer@example.org")
+    assert "mailer@example.org" not in log.text  # (the suite-wide scan checks this too)
