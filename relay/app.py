@@ -131,7 +131,7 @@ class Relay:
             self.http.append(server)
         self._background.append(asyncio.create_task(self._retention()))
         self._warn_without_admins()
-        self._warn_plaintext_auth()
+        self._warn_smtp_auth()
         self.log.info(
             "ccguard started",
             version=__version__,
@@ -161,8 +161,14 @@ class Relay:
                 "run `ccguard admin add-user NAME` with the same --config",
             )
 
-    def _warn_plaintext_auth(self) -> None:
+    def _warn_smtp_auth(self) -> None:
         auth = self.settings.smtp.auth
+        if self.front.auth is not None and not self.front.auth.users.names():
+            self.log.warning(
+                "no_smtp_users",
+                detail="nobody can log in with SMTP AUTH yet: run "
+                "`ccguard smtp-user add NAME` with the same --config",
+            )
         if auth.users_file and auth.allow_plaintext:
             self.log.warning(
                 "smtp auth allowed in plaintext",

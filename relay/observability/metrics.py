@@ -54,7 +54,7 @@ POLICY_MODES = ("enforce", "monitor")
 QUARANTINE_STATUSES = ("held",)
 #: SMTP AUTH: mechanisms offered and how an attempt ended (never a user name).
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
-AUTH_RESULTS = ("success", "failure", "throttled", "busy")
+AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
 #: TLS protocol versions the listener accepts (1.2 minimum); anything else is "other".
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
@@ -245,7 +245,8 @@ class Metrics:
             self.smtp_tls_sessions.labels(version=version)
         self.smtp_auth_attempts = Counter(
             "ccguard_smtp_auth_attempts",
-            "SMTP AUTH attempts by mechanism and result (success, failure, throttled, busy).",
+            "SMTP AUTH attempts by mechanism and result "
+            "(success, failure, throttled, busy, error).",
             ["mechanism", "result"],
             registry=reg,
         )

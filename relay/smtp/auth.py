@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from relay import codes
-from relay.credentials import HashingBusy, HashingPool, LoginThrottle, UserDB
+from relay.credentials import HashingBusy, HashingPool, LoginThrottle, UserDB, UsersFileError
 
 __all__ = ["AuthMetrics", "PendingLogin", "SmtpAuthenticator", "capture_credentials"]
 
@@ -76,7 +76,8 @@ class SmtpAuthenticator:
         """The AUTH result for ``pending`` from ``client_ip`` (``auth_data`` = user name).
 
         A wrong password and an unknown user get the same 535; a client over
-        its failure budget, or a swamped hashing pool, gets 454 without a check.
+        its failure budget, a swamped hashing pool or an unreadable users file
+        gets 454 (temporary) without a check.
         """
         name = pending.login.decode("utf-8", "replace")
         password = pending.password.decode("utf-8", "replace")
@@ -85,9 +86,11 @@ class SmtpAuthenticator:
         self._report(client_ip, pending.mechanism, name, result)
         if result == "success":
             return AuthResult(success=True, auth_data=name, message=str(codes.AUTH_OK))
-        reply = {"throttled": codes.AUTH_THROTTLED, "busy": codes.AUTH_BUSY}.get(
-            result, codes.AUTH_INVALID
-        )
+        reply = {
+            "throttled": codes.AUTH_THROTTLED,
+            "busy": codes.AUTH_BUSY,
+            "error": codes.AUTH_BUSY,
+        }.get(result, codes.AUTH_INVALID)
         return AuthResult(success=False, handled=False, message=str(reply))
 
     async def _check_once(self, ip: str, name: str, password: str) -> str:
@@ -97,6 +100,9 @@ class SmtpAuthenticator:
             ok = await self._hashing.run(self.users.verify, name, password)
         except HashingBusy:
             return "busy"
+        except UsersFileError as exc:  # broken file: nobody can log in until it is fixed
+            self._log.error("smtp users file unreadable", client_ip=ip, error=str(exc))
+            return "error"
         if ok:
             self._throttle.success(ip, name)
             return "success"
@@ -110,9 +116,15 @@ class SmtpAuthenticator:
             self._log.info("smtp auth", client_ip=ip, mechanism=mechanism, user=self.loggable(name))
             return
         # A name that is no user may be a password typed in the wrong field: never log it.
-        user = self.loggable(name) if self.users.exists(name) else "(unknown user)"
+        user = self.loggable(name) if self._known(name) else "(unknown user)"
         self._log.warning("smtp auth failed", client_ip=ip, mechanism=mechanism, result=result,
                           user=user)  # fmt: skip
+
+    def _known(self, name: str) -> bool:
+        try:
+            return self.users.exists(name)
+        except UsersFileError:
+            return False
 
     def loggable(self, name: str) -> str:
         """``name`` as it may appear in logs: redacted when it is an email address."""

@@ -424,3 +424,19 @@ async def test_a_user_name_that_is_an_address_is_hashed_in_logs(
     (line,) = transactions(log)
     assert line["auth_user"] == relay.redactor.address("mailer@example.org")
     assert "mailer@example.org" not in log.text  # (the suite-wide scan checks this too)
+
+
+async def test_empty_users_file_warns_and_a_broken_one_defers_auth(
+    upstream: RecordingUpstream, pki: Pki, tmp_path: Path, log: LogCapture
+) -> None:
+    users = tmp_path / "not-yet.json"
+    smtp = tls_smtp(pki, users, allowed_networks=OUTSIDE)
+    async with running_relay(settings_for(upstream.port, smtp=smtp), log) as relay:
+        assert any(e["event"] == "no_smtp_users" for e in log.events())
+        users.write_text("{not json")
+        run = await swaks(relay.smtp_port, "--tls", "--auth", "PLAIN", "--auth-user", "app1",
+                          "--auth-password", PASSWORD)  # fmt: skip
+        assert "454 4.7.0 Temporary authentication failure, try again later" in run.replies()
+        (error,) = [e for e in log.events() if e["event"] == "smtp users file unreadable"]
+        assert "not valid JSON" in error["error"]
+        assert auth_attempts(relay, "PLAIN", "error") == 1
