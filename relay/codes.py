@@ -13,6 +13,7 @@ __all__ = [
     "AUTH_BUSY",
     "AUTH_INVALID",
     "AUTH_NEEDS_TLS",
+    "AUTH_NOT_ENABLED",
     "AUTH_OK",
     "AUTH_REQUIRED",
     "AUTH_THROTTLED",
@@ -88,6 +89,7 @@ AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authent
 AUTH_THROTTLED = Reply(454, "4.7.0", "Too many failed authentication attempts, try again later")
 AUTH_BUSY = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by user")
+AUTH_NOT_ENABLED = Reply(503, "5.5.1", "Authentication not enabled")  # Postfix's words
 
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")

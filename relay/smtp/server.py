@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Session, syntax
 
 from relay import codes
 from relay.smtp.auth import PendingLogin, capture_credentials
@@ -121,6 +121,13 @@ class GuardSMTP(SMTP):
             return None
         user = self.session.auth_data
         return user if isinstance(user, str) else None
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self._ctx.auth is None:  # not "538 encryption required": TLS would not help
+            await self.push(str(codes.AUTH_NOT_ENABLED))
+            return
+        await super().smtp_AUTH(arg)
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._checked(await super().auth_PLAIN(_, args))

@@ -136,8 +136,11 @@ async def test_tls_without_auth_configured_offers_no_auth_and_keeps_connect_refu
 ) -> None:
     settings = settings_for(upstream.port, smtp=tls_smtp(pki, None))
     async with running_relay(settings) as relay:
-        run = await openssl_smtp(relay.smtp_port, [b"EHLO client.example.org", b"QUIT"])
-        assert "250-8BITMIME" in run.stdout and "AUTH" not in run.stdout, run.stdout
+        run = await openssl_smtp(
+            relay.smtp_port, [b"EHLO client.example.org", b"AUTH PLAIN AGFwcDEAeA==", b"QUIT"]
+        )
+        assert "250-8BITMIME" in run.stdout and "250-AUTH" not in run.stdout, run.stdout
+        assert "503 5.5.1 Authentication not enabled" in run.stdout.splitlines()
     outside = settings_for(upstream.port, smtp=tls_smtp(pki, None, allowed_networks=OUTSIDE))
     async with running_relay(outside) as relay:
         refused = await swaks(relay.smtp_port, "--tls")
