@@ -124,6 +124,8 @@ async def test_starttls_required_refuses_mail_in_clear(
             assert (refused.value.code, refused.value.message) == (
                 530, "5.7.0 Must issue a STARTTLS command first",
             )  # fmt: skip
+        clear = await swaks(relay.smtp_port)
+        assert "530 5.7.0 Must issue a STARTTLS command first" in clear.replies(), clear.stdout
         # After STARTTLS the same client relays (loopback is an allowed network here).
         ok = await swaks(relay.smtp_port, "--tls")
         assert ok.returncode == 0, ok.stdout
