@@ -9,27 +9,29 @@ only possible after AUTH.  Certificates are made by the ``openssl`` command.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiosmtplib
-import httpx
 import pytest
 
 from relay.app import Relay
-from relay.credentials import UserDB
-from tests.helpers.admin import basic
 from tests.helpers.observability import parse_metrics
 from tests.helpers.relay import LogCapture, running_relay, settings_for
+from tests.helpers.smtp_auth import (
+    APP2_PASSWORD,
+    OUTSIDE,
+    PASSWORD,
+    auth_attempts,
+    make_users_file,
+    tls_smtp,
+    transactions,
+    until,
+)  # fmt: skip
 from tests.helpers.smtp_clients import openssl_certificate_subject, openssl_smtp, swaks
 from tests.helpers.tls import Pki, make_pki
 from tests.helpers.upstream import RecordingUpstream
-
-PASSWORD = "app1-Pa55word"
-OUTSIDE = ["192.0.2.0/24"]  # TEST-NET-1: loopback clients are "outside"
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +41,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 @pytest.fixture
 def users_file(tmp_path: Path) -> Path:
-    path = tmp_path / "smtp-users.json"
-    UserDB(path).set_password("app1", PASSWORD)
-    UserDB(path).set_password("app2", "app2-Pa55word")
-    return path
-
-
-def tls_smtp(pki: Pki, users_file: Path | None, **extra: Any) -> dict[str, Any]:
-    cert, key = pki.localhost
-    smtp: dict[str, Any] = {"tls_cert": str(cert), "tls_key": str(key)}
-    if users_file is not None:
-        smtp["auth"] = {"users_file": str(users_file), **extra.pop("auth", {})}
-    smtp.update(extra)
-    return smtp
+    return make_users_file(tmp_path / "smtp-users.json")
 
 
 @pytest.fixture
@@ -66,15 +56,6 @@ async def relay(
     settings = settings_for(upstream.port, smtp=tls_smtp(pki, users_file, allowed_networks=OUTSIDE))
     async with running_relay(settings, log) as running:
         yield running
-
-
-def auth_attempts(relay: Relay, mechanism: str, result: str) -> float:
-    scrape = parse_metrics(relay.metrics.render()[0])
-    return scrape.value("ccguard_smtp_auth_attempts_total", mechanism=mechanism, result=result)
-
-
-def transactions(log: LogCapture) -> list[dict[str, Any]]:
-    return [e for e in log.events() if e["event"] == "transaction" and "action" in e]
 
 
 # -- STARTTLS and what is offered when ---------------------------------------------
@@ -178,10 +159,8 @@ async def test_swaks_auth_relays_from_outside(
     assert line["auth_user"] == "app1"
     assert line["tls"] in ("TLSv1.2", "TLSv1.3") and line["tls_cipher"]
     assert PASSWORD not in log.text
+    assert auth_attempts(relay, mechanism, "success") == 1
     scrape = parse_metrics(relay.metrics.render()[0])
-    assert (
-        scrape.value("ccguard_smtp_auth_attempts_total", mechanism=mechanism, result="success") == 1
-    )
     assert scrape.value("ccguard_smtp_tls_sessions_total", version=line["tls"]) == 1
 
 
@@ -225,21 +204,8 @@ async def test_repeated_failures_are_throttled_even_with_the_right_password(
         assert (slowed.value.code, slowed.value.message) == (
             454, "4.7.0 Too many failed authentication attempts, try again later",
         )  # fmt: skip
-    scrape = parse_metrics(relay.metrics.render()[0])
-    assert (
-        scrape.value("ccguard_smtp_auth_attempts_total", mechanism="PLAIN", result="failure") == 3
-    )
-    assert (
-        scrape.value("ccguard_smtp_auth_attempts_total", mechanism="PLAIN", result="throttled") == 1
-    )
-
-
-async def _until(condition: Any, what: str) -> None:
-    for _ in range(1000):  # bounded: 10 s
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+    assert auth_attempts(relay, "PLAIN", "failure") == 3
+    assert auth_attempts(relay, "PLAIN", "throttled") == 1
 
 
 async def test_password_checks_run_on_the_hashing_pool_not_the_event_loop(relay: Relay) -> None:
@@ -254,7 +220,7 @@ async def test_password_checks_run_on_the_hashing_pool_not_the_event_loop(relay:
         ):  # fmt: skip
             await first.ehlo()
             login = asyncio.ensure_future(first.auth_plain("app1", PASSWORD))
-            await _until(lambda: relay.hashing.in_use == 3, "the check to queue on the pool")
+            await until(lambda: relay.hashing.in_use == 3, "the check to queue on the pool")
             # While the password check waits for a hashing thread, other clients are served.
             assert (await second.noop()).code == 250
             assert not login.done()
@@ -269,7 +235,7 @@ async def test_a_swamped_password_checker_answers_454_at_once(relay: Relay) -> N
     gate = threading.Event()
     full = [asyncio.ensure_future(relay.hashing.run(gate.wait, 30)) for _ in range(10)]
     try:
-        await _until(lambda: relay.hashing.in_use == 10, "the pool to fill")
+        await until(lambda: relay.hashing.in_use == 10, "the pool to fill")
         async with aiosmtplib.SMTP(
             hostname="127.0.0.1", port=relay.smtp_port, validate_certs=False, timeout=10
         ) as client:
@@ -297,7 +263,7 @@ async def test_auth_required_demands_auth_even_from_allowed_networks(
         assert "530 5.7.0 Authentication required" in refused.replies(), refused.stdout
         ok = await swaks(
             relay.smtp_port, "--tls", "--auth", "LOGIN",
-            "--auth-user", "app2", "--auth-password", "app2-Pa55word",
+            "--auth-user", "app2", "--auth-password", APP2_PASSWORD,
         )  # fmt: skip
         assert ok.returncode == 0, ok.stdout
     assert len(upstream.messages) == 1
@@ -326,9 +292,9 @@ async def test_sender_patterns_bind_users_to_their_addresses(
             "bot@apps.example.org",  # app1 has its own entry: "*" not used
         )
         assert "250 2.1.0 Sender OK" in await send("app1", PASSWORD, "noreply@EXAMPLE.org")
-        assert "250 2.1.0 Sender OK" in await send("app2", "app2-Pa55word", "bot@apps.example.org")
+        assert "250 2.1.0 Sender OK" in await send("app2", APP2_PASSWORD, "bot@apps.example.org")
         assert "553 5.7.1 Sender address not owned by user" in await send(
-            "app2", "app2-Pa55word", "noreply@example.org"
+            "app2", APP2_PASSWORD, "noreply@example.org"
         )
     assert len(upstream.messages) == 2
 
@@ -356,92 +322,3 @@ async def test_implicit_tls_listener_with_auth(
     assert b"with ESMTPSA id" in message.data
     (line,) = transactions(log)
     assert line["auth_user"] == "app1" and line["tls"] in ("TLSv1.2", "TLSv1.3")
-
-
-# -- the AUTH user in policy, quarantine and review --------------------------------
-
-HOLD_APPS = {
-    "name": "hold-app-bulk", "action": "quarantine", "auth_users": ["app1"],
-    "min_visible_external": 2,
-}  # fmt: skip
-
-
-async def test_auth_user_is_stored_with_a_held_message_and_shown_to_the_reviewer(
-    upstream: RecordingUpstream, pki: Pki, users_file: Path
-) -> None:
-    settings = settings_for(
-        upstream.port,
-        smtp=tls_smtp(pki, users_file, allowed_networks=OUTSIDE),
-        policy={"rules": [HOLD_APPS]},
-    )
-    UserDB(settings.admin.users_file).set_password("alice", "reviewer-Pa55word")
-    to = ("--header", "To: p1@example.com, p2@example.net, p3@example.com")
-    async with running_relay(settings) as relay:
-        held = await swaks(relay.smtp_port, "--tls", "--auth", "PLAIN", "--auth-user", "app1",
-                           "--auth-password", PASSWORD, *to)  # fmt: skip
-        assert any(r.startswith("250 2.0.0 held for review as") for r in held.replies())
-        # The same message from app2 is not in the rule's auth_users: it passes.
-        passed = await swaks(relay.smtp_port, "--tls", "--auth", "PLAIN", "--auth-user", "app2",
-                             "--auth-password", "app2-Pa55word", *to)  # fmt: skip
-        assert passed.returncode == 0 and len(upstream.messages) == 1
-        (item,) = (await relay.store.list()).items
-        assert (item.auth_user, item.rule) == ("app1", "hold-app-bulk")
-        url = f"http://127.0.0.1:{relay.http_port('admin')}"
-        async with httpx.AsyncClient(base_url=url) as http:
-            api = await http.get(
-                f"/api/quarantine/{item.id}", headers=basic("alice", "reviewer-Pa55word")
-            )
-            assert api.status_code == 200 and api.json()["auth_user"] == "app1"
-            page = await http.get("/login")
-            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
-            assert token is not None
-            form = {"username": "alice", "password": "reviewer-Pa55word",
-                    "csrf_token": token.group(1)}  # fmt: skip
-            assert (await http.post("/login", data=form)).status_code == 303
-            detail = await http.get(f"/quarantine/{item.id}")
-            assert "<dt>Logged in as</dt><dd><code>app1</code> (SMTP AUTH)" in detail.text
-
-
-async def test_allow_plaintext_offers_auth_in_clear_and_warns_at_start(
-    upstream: RecordingUpstream, users_file: Path, log: LogCapture
-) -> None:
-    smtp = {"allowed_networks": OUTSIDE,
-            "auth": {"users_file": str(users_file), "allow_plaintext": True}}  # fmt: skip
-    async with running_relay(settings_for(upstream.port, smtp=smtp), log) as relay:
-        (warning,) = [e for e in log.events() if e["event"] == "smtp auth allowed in plaintext"]
-        assert warning["level"] == "warning" and "loopback tests only" in warning["detail"]
-        run = await swaks(relay.smtp_port, "--auth", "PLAIN", "--auth-user", "app1",
-                          "--auth-password", PASSWORD)  # fmt: skip
-        assert run.returncode == 0, run.stdout
-    (message,) = upstream.messages
-    assert b"with ESMTPA id" in message.data  # authenticated, not encrypted
-
-
-async def test_a_user_name_that_is_an_address_is_hashed_in_logs(
-    upstream: RecordingUpstream, pki: Pki, users_file: Path, log: LogCapture
-) -> None:
-    UserDB(users_file).set_password("mailer@example.org", "mailer-Pa55word")
-    smtp = tls_smtp(pki, users_file, allowed_networks=OUTSIDE)
-    async with running_relay(settings_for(upstream.port, smtp=smtp), log) as relay:
-        run = await swaks(relay.smtp_port, "--tls", "--auth", "LOGIN", "--auth-user",
-                          "mailer@example.org", "--auth-password", "mailer-Pa55word")  # fmt: skip
-        assert run.returncode == 0, run.stdout
-    (line,) = transactions(log)
-    assert line["auth_user"] == relay.redactor.address("mailer@example.org")
-    assert "mailer@example.org" not in log.text  # (the suite-wide scan checks this too)
-
-
-async def test_empty_users_file_warns_and_a_broken_one_defers_auth(
-    upstream: RecordingUpstream, pki: Pki, tmp_path: Path, log: LogCapture
-) -> None:
-    users = tmp_path / "not-yet.json"
-    smtp = tls_smtp(pki, users, allowed_networks=OUTSIDE)
-    async with running_relay(settings_for(upstream.port, smtp=smtp), log) as relay:
-        assert any(e["event"] == "no_smtp_users" for e in log.events())
-        users.write_text("{not json")
-        run = await swaks(relay.smtp_port, "--tls", "--auth", "PLAIN", "--auth-user", "app1",
-                          "--auth-password", PASSWORD)  # fmt: skip
-        assert "454 4.7.0 Temporary authentication failure, try again later" in run.replies()
-        (error,) = [e for e in log.events() if e["event"] == "smtp users file unreadable"]
-        assert "not valid JSON" in error["error"]
-        assert auth_attempts(relay, "PLAIN", "error") == 1
