@@ -47,6 +47,7 @@ __all__ = [
     "QuarantineSettings",
     "RuleSettings",
     "Settings",
+    "SmtpAuthSettings",
     "SmtpSettings",
     "SplitSettings",
     "UpstreamSettings",
@@ -104,10 +105,40 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SmtpAuthSettings(_Section):
+    """SMTP AUTH (PLAIN, LOGIN) for clients outside ``allowed_networks``."""
+
+    #: Users file (same format and tools as the admin users); unset: no AUTH.
+    users_file: str | None = None
+    #: Demand AUTH from every client, even from ``allowed_networks``.
+    required: bool = False
+    #: Offer AUTH without TLS: for loopback tests only (a warning is logged at start).
+    allow_plaintext: bool = False
+    #: User name (or ``"*"`` for every other user) → MAIL FROM patterns it may use.
+    sender_patterns: dict[str, list[str]] = {}
+
+    @model_validator(mode="after")
+    def _needs_users(self) -> SmtpAuthSettings:
+        if self.users_file is None and (self.required or self.sender_patterns):
+            raise ValueError("required and sender_patterns need users_file")
+        return self
+
+
+StartTls = Literal["off", "offer", "required"]
+
+
 class SmtpSettings(_Section):
     """The SMTP listener that clients send to."""
 
     listen: ListenAddress = "127.0.0.1:10025"
+    #: Server certificate chain and private key (PEM), re-read on SIGHUP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    #: Default: "offer" with a certificate, "off" without.
+    starttls: StartTls = "off"
+    #: Optional implicit-TLS listener (RFC 8314 "submissions"), e.g. "127.0.0.1:10465".
+    tls_listen: ListenAddress | None = None
+    auth: SmtpAuthSettings = SmtpAuthSettings()
     hostname: str = "ccguard.localdomain"
     allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]
     max_message_size: PositiveInt = 50 * MiB
@@ -125,6 +156,34 @@ class SmtpSettings(_Section):
             except ValueError as exc:
                 raise ValueError(f"{net!r} is not an IP network ({exc})") from None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_starttls(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "starttls" not in data:
+            return {**data, "starttls": "offer" if data.get("tls_cert") else "off"}
+        return data
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> SmtpSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        if self.tls_cert is None and self.starttls != "off":
+            raise ValueError(f'starttls = "{self.starttls}" needs tls_cert and tls_key')
+        if self.tls_cert is None and self.tls_listen is not None:
+            raise ValueError("tls_listen needs tls_cert and tls_key")
+        auth = self.auth
+        if auth.users_file and not auth.allow_plaintext and not self.tls_enabled:
+            raise ValueError(
+                "auth.users_file: AUTH is offered only after TLS; set tls_cert and tls_key "
+                "(or auth.allow_plaintext = true on loopback tests)"
+            )
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when some listener speaks TLS (STARTTLS offered or implicit TLS)."""
+        return self.tls_cert is not None and (self.starttls != "off" or bool(self.tls_listen))
 
 
 class UpstreamSettings(_Section):
@@ -181,6 +240,9 @@ class RuleSettings(_Section):
     senders: list[str] = []
     exempt_senders: list[str] = []
     exempt_recipients: list[str] = []
+    #: SMTP AUTH users the rule applies to: names, "*" (anyone logged in) or
+    #: "-" (clients that did not log in); empty: everybody.
+    auth_users: list[str] = []
 
 
 class PolicySettings(_Section):

@@ -29,12 +29,15 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIONS",
     "ADMIN_REFUSAL_REASONS",
+    "AUTH_MECHANISMS",
+    "AUTH_RESULTS",
     "COUNT_BUCKETS",
     "HANGUP_STAGES",
     "NOTIFICATION_RESULTS",
     "NO_RULE",
     "POLICY_MODES",
     "SMTP_STAGES",
+    "TLS_VERSIONS",
     "UPSTREAM_ERROR_KINDS",
     "UPSTREAM_OUTCOMES",
     "Metrics",
@@ -57,6 +60,11 @@ QUARANTINE_STATUSES = ("held",)
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
+#: SMTP AUTH: mechanisms offered and how an attempt ended (never a user name).
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")
+AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
+#: TLS protocol versions the listener accepts (1.2 minimum); anything else is "other".
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -108,6 +116,7 @@ class Metrics:
         self._quarantine()
         self._admin()
         self._info(version)
+        self._front_door()
         self.set_policy_mode(mode)
 
     def _traffic(self) -> None:
@@ -271,6 +280,28 @@ class Metrics:
             registry=reg,
         )
 
+    def _front_door(self) -> None:
+        reg = self.registry
+        self.smtp_tls_sessions = Counter(
+            "ccguard_smtp_tls_sessions",
+            "SMTP client sessions that completed a TLS handshake (STARTTLS or implicit TLS), "
+            "by protocol version.",
+            ["version"],
+            registry=reg,
+        )
+        for version in TLS_VERSIONS:
+            self.smtp_tls_sessions.labels(version=version)
+        self.smtp_auth_attempts = Counter(
+            "ccguard_smtp_auth_attempts",
+            "SMTP AUTH attempts by mechanism and result "
+            "(success, failure, throttled, busy, error).",
+            ["mechanism", "result"],
+            registry=reg,
+        )
+        for mechanism in AUTH_MECHANISMS:
+            for result in AUTH_RESULTS:
+                self.smtp_auth_attempts.labels(mechanism=mechanism, result=result)
+
     # -- helpers the SMTP path calls -------------------------------------------------
 
     def set_policy_mode(self, mode: str) -> None:
@@ -352,6 +383,16 @@ class Metrics:
     def notification(self, result: str) -> None:
         """Count one sender notice: ``sent`` or ``failed``."""
         self.notifications.labels(result=result).inc()
+
+    def smtp_tls_session(self, version: str) -> None:
+        """Count one client session encrypted with ``version`` (e.g. ``TLSv1.3``)."""
+        self.smtp_tls_sessions.labels(version=version if version in TLS_VERSIONS else "other").inc()
+
+    def smtp_auth_attempt(self, mechanism: str, result: str) -> None:
+        """Count one SMTP AUTH attempt; unknown mechanisms and results are kept out of labels."""
+        mechanism = mechanism if mechanism in AUTH_MECHANISMS else "other"
+        result = result if result in AUTH_RESULTS else "failure"
+        self.smtp_auth_attempts.labels(mechanism=mechanism, result=result).inc()
 
     def set_quarantine(self, counts: Mapping[str, int], oldest_held_age: float | None) -> None:
         """Set the quarantine gauges from the store's counts by status.

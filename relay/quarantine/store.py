@@ -84,6 +84,7 @@ class NewMessage:
     reason: str = ""
     exposure: Mapping[str, Any] = field(default_factory=dict)
     received_at: float | None = None
+    auth_user: str | None = None
 
     @classmethod
     def from_verdict(cls, envelope: Envelope, message: bytes, verdict: Verdict) -> NewMessage:
@@ -100,6 +101,7 @@ class NewMessage:
             rule=verdict.rule,
             reason=verdict.reason,
             exposure=verdict.exposure.counts(),
+            auth_user=envelope.auth_user,
         )
 
 
@@ -134,6 +136,8 @@ class MessageSummary:
     deleted_by: str | None = None
     claimed_by: str | None = None
     claimed_at: float | None = None
+    #: The SMTP AUTH user that sent it (``None``: the client did not log in).
+    auth_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

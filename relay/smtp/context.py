@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relay.settings import SmtpSettings
-from relay.smtp.access import NetworkAccess
+from relay.smtp.access import RelayAccess
+from relay.smtp.auth import SmtpAuthenticator
 from relay.smtp.pipeline import Decider, Dispatcher, SmtpMetrics
+from relay.smtp.tls import ServerTls
 from relay.upstream import UpstreamClient
 
 if TYPE_CHECKING:
@@ -111,8 +113,12 @@ class FrontContext:
     log: Any
     redact: Callable[[str], str]
     metrics: SmtpMetrics | None = None
-    access: NetworkAccess = field(init=False)
+    #: The listener's certificate (``None``: no TLS configured).
+    tls: ServerTls | None = None
+    #: SMTP AUTH checks (``None``: no ``[smtp.auth] users_file``, AUTH not offered).
+    auth: SmtpAuthenticator | None = None
+    access: RelayAccess = field(init=False)
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
 
     def __post_init__(self) -> None:
-        self.access = NetworkAccess(self.settings.allowed_networks)
+        self.access = RelayAccess(self.settings)

@@ -65,6 +65,10 @@ class SmtpMetrics(Protocol):
 
     def line_endings_normalised_message(self) -> None: ...
 
+    def smtp_tls_session(self, version: str) -> None: ...
+
+    def smtp_auth_attempt(self, mechanism: str, result: str) -> None: ...
+
 
 class InspectingDecider:
     """Inspection then policy, in a worker thread (a huge header block takes a while)."""

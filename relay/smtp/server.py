@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult, Session, syntax
 
 from relay import codes
+from relay.smtp.auth import PendingLogin, capture_credentials
 from relay.smtp.context import FrontContext
 from relay.smtp.session import SessionHandler
+from relay.smtp.tls import TlsInfo, tls_info
 
 __all__ = ["GuardSMTP", "SmtpListener"]
 
@@ -24,7 +28,11 @@ _TRANSLATED = {
     ).encode(),
     b"500 Line too long (see RFC5321 4.5.3.1.6)": str(codes.LINE_TOO_LONG).encode(),
     b"500 Command line too long": str(codes.COMMAND_TOO_LONG).encode(),
+    b"530 Must issue a STARTTLS command first": str(codes.STARTTLS_FIRST).encode(),
 }
+# What aiosmtpd's EHLO says when no AUTH mechanism is left (AUTH not configured).
+_EMPTY_AUTH_LINE = b"250-AUTH "
+_MECHANISMS = ("LOGIN", "PLAIN")
 
 
 # At shutdown, how long closed sessions get to RSET (or close) their upstream
@@ -35,22 +43,50 @@ _CLEANUP_SECONDS = 5.0
 _STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
 
 
+class _Session(Session):
+    """aiosmtpd's Session without the deprecation warning its ``login_data``
+    setter logs on every successful AUTH (smtp_AUTH sets it itself)."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 class GuardSMTP(SMTP):
     """aiosmtpd's SMTP with ccguard's access check, replies, timeouts and cleanup."""
 
-    def __init__(self, handler: SessionHandler, ctx: FrontContext) -> None:
+    def __init__(
+        self, handler: SessionHandler, ctx: FrontContext, *, implicit_tls: bool = False
+    ) -> None:
         settings = ctx.settings
-        super().__init__(
-            handler,
-            hostname=settings.hostname,
-            ident="ESMTP ccguard",
-            data_size_limit=settings.max_message_size,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            timeout=settings.idle_timeout,
-            loop=asyncio.get_running_loop(),
-        )
+        starttls = ctx.tls is not None and settings.starttls != "off" and not implicit_tls
+        with warnings.catch_warnings():
+            # aiosmtpd warns when AUTH is required without auth_require_tls; on the
+            # implicit-TLS listener the whole connection is encrypted, and
+            # allow_plaintext is warned about once at start.
+            warnings.simplefilter("ignore", UserWarning)
+            super().__init__(
+                handler,
+                hostname=settings.hostname,
+                ident="ESMTP ccguard",
+                data_size_limit=settings.max_message_size,
+                enable_SMTPUTF8=True,
+                decode_data=False,
+                timeout=settings.idle_timeout,
+                tls_context=ctx.tls.current if starttls and ctx.tls else None,
+                require_starttls=starttls and settings.starttls == "required",
+                authenticator=capture_credentials if ctx.auth else None,
+                auth_required=settings.auth.required,
+                auth_require_tls=not (implicit_tls or settings.auth.allow_plaintext),
+                auth_exclude_mechanism=() if ctx.auth else _MECHANISMS,
+                loop=asyncio.get_running_loop(),
+            )
         self._ctx = ctx
+        self.implicit_tls = implicit_tls
         self._guard = handler
         self.stage = "connect"
         # The command the client had got to when it hung up without QUIT, if it did.
@@ -69,11 +105,50 @@ class GuardSMTP(SMTP):
 
         return run
 
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         super().connection_made(transport)
         if first and self.session is not None:
             self._guard.connected(self, self.session.peer)
+        if (not first or self.implicit_tls) and self._ctx.metrics is not None:
+            info = self.tls  # the STARTTLS handshake (or the implicit one) completed
+            self._ctx.metrics.smtp_tls_session(info.version if info else "unknown")
+
+    @property
+    def tls(self) -> TlsInfo | None:
+        """The TLS protocol and cipher of this connection, ``None`` while in clear."""
+        return tls_info(self.transport)
+
+    @property
+    def authenticated_user(self) -> str | None:
+        """The user this session authenticated as, if any."""
+        if self.session is None or not self.session.authenticated:
+            return None
+        user = self.session.auth_data
+        return user if isinstance(user, str) else None
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self._ctx.auth is None:  # not "538 encryption required": TLS would not help
+            await self.push(str(codes.AUTH_NOT_ENABLED))
+            return
+        await super().smtp_AUTH(arg)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_LOGIN(_, args))
+
+    async def _checked(self, result: AuthResult) -> AuthResult:
+        """aiosmtpd's parsed credentials, checked without blocking the loop (relay.smtp.auth)."""
+        pending = result.auth_data
+        if self._ctx.auth is None or not isinstance(pending, PendingLogin):
+            return result
+        return await self._ctx.auth.check(self._guard.client_ip, pending)
 
     def connection_lost(self, error: Exception | None) -> None:
         self._client_left()
@@ -122,6 +197,8 @@ class GuardSMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
         raw = _TRANSLATED.get(raw, raw)
+        if raw == _EMPTY_AUTH_LINE:
+            return
         if len(raw) == 3 or raw[3:4] == b" ":
             self._guard.observe_reply(self.stage, int(raw[:3]))
         await super().push(raw)
@@ -142,18 +219,28 @@ class GuardSMTP(SMTP):
 class SmtpListener:
     """The listening socket(s), started with ``loop.create_server`` in the running loop."""
 
-    def __init__(self, ctx: FrontContext) -> None:
+    def __init__(self, ctx: FrontContext, *, implicit_tls: bool = False) -> None:
         self._ctx = ctx
+        self._implicit_tls = implicit_tls
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
-        """Bind and start accepting; ``port`` 0 picks a free port (see :attr:`port`)."""
+        """Bind and start accepting; ``port`` 0 picks a free port (see :attr:`port`).
+
+        With ``implicit_tls`` every connection starts with a TLS handshake (RFC 8314).
+        """
         loop = asyncio.get_running_loop()
+        tls: ssl.SSLContext | None = None
+        if self._implicit_tls:
+            assert self._ctx.tls is not None, "implicit TLS needs [smtp] tls_cert"
+            tls = self._ctx.tls.listener_context()
+        implicit = self._implicit_tls
         self._server = await loop.create_server(
-            lambda: GuardSMTP(SessionHandler(self._ctx), self._ctx),
+            lambda: GuardSMTP(SessionHandler(self._ctx), self._ctx, implicit_tls=implicit),
             host=host,
             port=port,
             reuse_address=True,
+            ssl=tls,
         )
 
     @property

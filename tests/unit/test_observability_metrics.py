@@ -40,9 +40,12 @@ EXPECTED_TYPES = {
     "ccguard_admin_requests_refused_total": "counter",
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
+    "ccguard_smtp_tls_sessions_total": "counter",
+    "ccguard_smtp_auth_attempts_total": "counter",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
-                  "version", "mode", "le", "truncated", "replaced", "reason"}  # fmt: skip
+                  "version", "mode", "le", "truncated", "replaced", "reason",
+                  "mechanism"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
@@ -62,6 +65,11 @@ def test_alerting_label_values_exist_at_zero_before_anything_happens() -> None:
         for cls in ("2xx", "4xx", "5xx"):
             assert scrape.value("ccguard_smtp_replies_total", stage=stage, code_class=cls) == 0
     assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE) == 0
+    for mechanism in ("PLAIN", "LOGIN"):
+        value = scrape.value(
+            "ccguard_smtp_auth_attempts_total", mechanism=mechanism, result="failure"
+        )
+        assert value == 0
     assert scrape.value("ccguard_store_errors_total") == 0
     for reason in ("too_large", "too_deep", "cross_site"):
         assert scrape.value("ccguard_admin_requests_refused_total", reason=reason) == 0
