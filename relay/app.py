@@ -78,6 +78,7 @@ class Relay:
             log=self.log,
             redact=self.redactor.address,
             metrics=self.metrics,
+            limits=settings.limits,
         )
 
     async def start(self) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 __all__ = [
     "ACCESS_DENIED_CONNECT",
     "COMMAND_TOO_LONG",
+    "EARLY_TALKER",
     "HELD_FOR_REVIEW",
     "IDLE_TIMEOUT",
     "INTERNAL_ERROR",
@@ -19,6 +20,7 @@ __all__ = [
     "NEEDS_SMTPUTF8",
     "NO_8BITMIME",
     "OK",
+    "RATE_LIMITED",
     "REJECT_EXPOSURE",
     "REJECT_UNCHECKABLE",
     "RSET_OK",
@@ -26,6 +28,7 @@ __all__ = [
     "SHUTTING_DOWN",
     "SPLIT_DELIVERED",
     "STORE_FAILED",
+    "TOO_MANY_CONNECTIONS",
     "TOO_MANY_RECIPIENTS",
     "TRANSACTION_TIMEOUT",
     "UPSTREAM_AUTH_FAILED",
@@ -69,6 +72,11 @@ OK = Reply(250, "2.0.0", "OK")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 
 ACCESS_DENIED_CONNECT = Reply(554, "5.7.1", "Access denied: client network not allowed to relay")
+
+# Abuse limits ([limits]): connection counts, message rate, early talkers.
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+RATE_LIMITED = Reply(451, "4.7.1", "Rate limit exceeded, try again later")
+EARLY_TALKER = Reply(554, "5.5.0", "Protocol error: client sent data before the greeting")
 
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")

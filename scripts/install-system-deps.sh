@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the test suite drives for real: swaks (SMTP client), chromium (admin UI
 # browser tests), prometheus (promtool checks the alert rules), postfix (smtp-source/sink),
-# openssl (makes the test certificates of the upstream STARTTLS tests).
+# openssl (makes the test certificates of the upstream STARTTLS tests), haproxy (a real
+# load balancer in front of ccguard sending PROXY protocol v2 headers).
 set -euo pipefail
 need=()
 command -v swaks >/dev/null || need+=(swaks)
@@ -10,6 +11,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v smtp-source >/dev/null || [ -x /usr/sbin/smtp-source ] || need+=(postfix)
 command -v sqlite3 >/dev/null || need+=(sqlite3)
 command -v openssl >/dev/null || need+=(openssl)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -32,6 +32,8 @@ __all__ = [
     "NOTIFICATION_RESULTS",
     "NO_RULE",
     "POLICY_MODES",
+    "PROXY_FAILURES",
+    "REFUSAL_REASONS",
     "SMTP_STAGES",
     "UPSTREAM_ERROR_KINDS",
     "UPSTREAM_OUTCOMES",
@@ -49,6 +51,16 @@ UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
 NOTIFICATION_RESULTS = ("sent", "failed")
 POLICY_MODES = ("enforce", "monitor")
 QUARANTINE_STATUSES = ("held",)
+#: Why a connection was refused (or closed unanswered) before its greeting.
+REFUSAL_REASONS = (
+    "network",
+    "max_connections",
+    "max_connections_per_ip",
+    "early_talker",
+    "proxy",
+)
+#: Why a PROXY protocol header was not accepted.
+PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -95,6 +107,7 @@ class Metrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._traffic()
+        self._front_door()
         self._exposure()
         self._upstream()
         self._quarantine()
@@ -129,6 +142,31 @@ class Metrics:
             "before inspection.",
             registry=reg,
         )
+
+    def _front_door(self) -> None:
+        reg = self.registry
+        self.connections_refused = Counter(
+            "ccguard_smtp_connections_refused",
+            "SMTP connections refused before the greeting, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in REFUSAL_REASONS:
+            self.connections_refused.labels(reason=reason)
+        self.rate_limited_messages = Counter(
+            "ccguard_smtp_rate_limited_messages",
+            "MAIL FROM commands refused by [limits] messages_per_minute.",
+            registry=reg,
+        )
+        self.proxy_header_failures = Counter(
+            "ccguard_smtp_proxy_header_failures",
+            "Connections closed because their PROXY protocol header was missing, "
+            "invalid or from an untrusted peer.",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in PROXY_FAILURES:
+            self.proxy_header_failures.labels(reason=reason)
 
     def _exposure(self) -> None:
         reg = self.registry
@@ -250,6 +288,18 @@ class Metrics:
     def line_endings_normalised_message(self) -> None:
         """One message arrived with bare CR/LF and was normalised to CRLF."""
         self.line_endings_normalised.inc()
+
+    def connection_refused(self, reason: str) -> None:
+        """Count one connection refused at the door (see :data:`REFUSAL_REASONS`)."""
+        self.connections_refused.labels(reason=reason).inc()
+
+    def rate_limited(self) -> None:
+        """Count one MAIL FROM refused by the message rate limit."""
+        self.rate_limited_messages.inc()
+
+    def proxy_header_failure(self, reason: str) -> None:
+        """Count one PROXY header not accepted (see :data:`PROXY_FAILURES`)."""
+        self.proxy_header_failures.labels(reason=reason).inc()
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""

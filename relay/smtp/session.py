@@ -20,6 +20,7 @@ from relay.errors import UpstreamError
 from relay.inspect import ParsedMessage, parse_message
 from relay.policy.verdict import Verdict
 from relay.smtp.context import FrontContext
+from relay.smtp.limits import session_user
 from relay.smtp.trace import new_queue_id, received_header
 from relay.upstream import UpstreamTransaction
 
@@ -71,8 +72,13 @@ class SessionHandler:
             return codes.SHUTTING_DOWN
         if not self._ctx.access.allows(self.client_ip):
             self._ctx.log.warning("client refused", client_ip=self.client_ip, reason="network")
+            self._ctx.refused("network")
             return codes.ACCESS_DENIED_CONNECT
         return None
+
+    async def handle_PROXY(self, server: GuardSMTP, session: Any, envelope: Any, data: Any) -> bool:
+        """aiosmtpd hook: a trusted load balancer's PROXY header names the real client."""
+        return await server.admit_proxied(data)
 
     def close_for_shutdown(self) -> None:
         if self._server is not None:
@@ -134,6 +140,8 @@ class SessionHandler:
             return str(codes.SHUTTING_DOWN)
         if not address.isascii() and "SMTPUTF8" not in (o.upper() for o in options):
             return str(codes.NEEDS_SMTPUTF8)
+        if not self._ctx.rate.allow(session_user(session), self.client_ip):
+            return self._rate_limited()
         await self.end_transaction()
         self._begin_transaction()
         try:
@@ -151,6 +159,12 @@ class SessionHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return str(codes.SENDER_OK)
+
+    def _rate_limited(self) -> str:
+        self._ctx.log.warning("rate limited", client_ip=self.client_ip)
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.rate_limited()
+        return str(codes.RATE_LIMITED)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
