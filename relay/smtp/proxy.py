@@ -29,16 +29,21 @@ class ProxyGate:
         return self._trusted.allows(peer_ip)
 
     @staticmethod
+    def speaks_for_itself(data: ProxyData) -> bool:
+        """True for a v2 ``LOCAL`` header (HAProxy's own health checks) or a v1
+        ``UNKNOWN`` one: they name no client, the proxy itself is talking."""
+        return data.valid and (data.command == V2_CMD.LOCAL or data.family == AF.UNSPEC)
+
+    @staticmethod
     def client_ip(data: ProxyData, peer_ip: str) -> str | None:
         """The real client's IP from a parsed header, or ``None`` when it gives none usable.
 
-        A v2 ``LOCAL`` header (HAProxy's own health checks) and a v1 ``UNKNOWN``
-        one carry no client: the protocol says to use the connection's own
-        addresses, so the proxy itself is the client then.
+        For a header that names no client (:meth:`speaks_for_itself`) the
+        protocol says to use the connection's own addresses: the proxy's.
         """
         if not data.valid:
             return None
-        if data.command == V2_CMD.LOCAL or data.family == AF.UNSPEC:
+        if ProxyGate.speaks_for_itself(data):
             return peer_ip
         src = data.src_addr
         if not isinstance(src, ipaddress.IPv4Address | ipaddress.IPv6Address):

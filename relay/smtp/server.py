@@ -107,11 +107,11 @@ class GuardSMTP(SMTP):
             return False
         self._guard.client_ip = ip
         self.stage = "connect"
-        return await self._admit()
+        return await self._admit(trusted_proxy=ProxyGate.speaks_for_itself(data))
 
-    async def _admit(self) -> bool:
+    async def _admit(self, *, trusted_proxy: bool = False) -> bool:
         """Apply the checks before the greeting; False after a refusal was written."""
-        refusal = self._guard.refusal_at_connect()
+        refusal = self._guard.refusal_at_connect(trusted_proxy=trusted_proxy)
         if refusal is None:
             refusal = self._claim_slot()
         if refusal is None:

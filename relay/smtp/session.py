@@ -66,11 +66,14 @@ class SessionHandler:
         if self._txn is not None:
             asyncio.get_running_loop().create_task(self.end_transaction())
 
-    def refusal_at_connect(self) -> Reply | None:
-        """The reply that refuses this client outright, or ``None`` to greet it."""
+    def refusal_at_connect(self, *, trusted_proxy: bool = False) -> Reply | None:
+        """The reply that refuses this client outright, or ``None`` to greet it.
+
+        ``trusted_proxy``: the client is a ``proxy_trusted`` load balancer speaking
+        for itself (its health checks), which passes the network check."""
         if self._ctx.sessions.closing:
             return codes.SHUTTING_DOWN
-        if not self._ctx.access.allows(self.client_ip):
+        if not trusted_proxy and not self._ctx.access.allows(self.client_ip):
             self._ctx.log.warning("client refused", client_ip=self.client_ip, reason="network")
             self._ctx.refused("network")
             return codes.ACCESS_DENIED_CONNECT

@@ -33,6 +33,8 @@ class Frontend:
     port: int
     set_src: str | None = None
     send_proxy: str = "send-proxy-v2"
+    #: HAProxy health checks of ccguard every 100 ms (they send a v2 LOCAL header).
+    check: bool = False
 
 
 def _config(frontends: Sequence[Frontend], backend_port: int, probe_port: int) -> str:
@@ -56,7 +58,8 @@ def _config(frontends: Sequence[Frontend], backend_port: int, probe_port: int) -
         lines += [
             f"    default_backend b{i}",
             f"backend b{i}",
-            f"    server s 127.0.0.1:{backend_port} {front.send_proxy}",
+            f"    server s 127.0.0.1:{backend_port} {front.send_proxy}"
+            + (" check inter 100ms" if front.check else ""),
         ]
     return "\n".join(lines) + "\n"
 

@@ -80,7 +80,10 @@ async def test_haproxy_send_proxy_v2_real_client_address_is_checked_logged_and_s
     log = LogCapture()
     settings = settings_for(upstream.port, smtp=behind_proxy(upstream), policy={"rules": HOLD})
     inside, outside = free_port(), free_port()
-    fronts = [Frontend(inside, set_src="192.0.2.10"), Frontend(outside, set_src="198.51.100.7")]
+    fronts = [
+        Frontend(inside, set_src="192.0.2.10", check=True),
+        Frontend(outside, set_src="198.51.100.7"),
+    ]
     async with running_relay(settings, log) as relay:
         with running_haproxy(fronts, relay.smtp_port):
             refused_rcpts = await asyncio.to_thread(send, inside)
@@ -101,6 +104,29 @@ async def test_haproxy_send_proxy_v2_real_client_address_is_checked_logged_and_s
     refusals = [e for e in log.events() if e.get("event") == "client refused"]
     assert [(e["client_ip"], e["reason"]) for e in refusals] == [("198.51.100.7", "network")]
     assert network_refusals == 1
+
+
+async def test_load_balancer_health_check_is_greeted_without_counting_as_a_refusal(
+    upstream: RecordingUpstream,
+) -> None:
+    # The exact bytes HAProxy 2.6 sends for `check` with send-proxy-v2: a v2 LOCAL
+    # header with no addresses.  127.0.0.1 is not in allowed_networks.
+    local = b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00"
+
+    def check(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(local)
+            greeting = sock.recv(4096)
+            sock.sendall(b"QUIT\r\n")
+            return greeting
+
+    settings = settings_for(upstream.port, smtp=behind_proxy(upstream))
+    async with running_relay(settings) as relay:
+        greeting = await asyncio.to_thread(check, relay.smtp_port)
+        network = refused(relay, "ccguard_smtp_connections_refused", "network")
+        proxy = refused(relay, "ccguard_smtp_connections_refused", "proxy")
+    assert greeting == b"220 ccguard.test ESMTP ccguard\r\n"
+    assert network == 0 and proxy == 0
 
 
 async def test_without_proxy_header_the_connection_is_closed(upstream: RecordingUpstream) -> None:
