@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 import socket
+import subprocess
+import textwrap
+from pathlib import Path
 
 import pytest
 
 from relay.app import Relay
-from tests.helpers.haproxy import Frontend, free_port, running_haproxy
+from tests.helpers.haproxy import HAPROXY, Frontend, free_port, running_haproxy
 from tests.helpers.relay import LogCapture, running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream
 
@@ -181,3 +185,14 @@ async def test_v1_header_limits_count_the_real_client(upstream: RecordingUpstrea
     assert (first_code, over_code, sent) == (250, 421, {})
     assert per_ip == 1
     assert b"([192.0.2.6])" in upstream.messages[0].data
+
+
+def test_readme_haproxy_config_is_accepted_by_haproxy(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(r"# /etc/haproxy/haproxy.cfg\n(.*?)\n *```", readme, re.S)
+    assert found is not None
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(textwrap.dedent(found.group(1)) + "\n")
+    check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, timeout=30)
+    assert check.returncode == 0, check.stderr.decode()
+    assert "send-proxy-v2" in cfg.read_text()
