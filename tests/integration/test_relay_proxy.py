@@ -196,3 +196,22 @@ def test_readme_haproxy_config_is_accepted_by_haproxy(tmp_path: Path) -> None:
     check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, timeout=30)
     assert check.returncode == 0, check.stderr.decode()
     assert "send-proxy-v2" in cfg.read_text()
+
+
+async def test_early_talker_behind_the_proxy_is_refused(upstream: RecordingUpstream) -> None:
+    # The pregreet test starts after the header: HAProxy sends the header and the
+    # client's bytes together, and only the client's early bytes count.
+    settings = settings_for(
+        upstream.port, smtp=behind_proxy(upstream), limits={"pregreet_wait": 1.0}
+    )
+    early = v1("192.0.2.10") + b"EHLO spam.example.net\r\n"
+    async with running_relay(settings) as relay:
+        got = await asyncio.to_thread(closed_unanswered, relay.smtp_port, early)
+        served = await asyncio.to_thread(
+            lambda: ProxiedSMTP(v1("192.0.2.11"), "127.0.0.1", relay.smtp_port).quit()
+        )
+    assert got == (
+        b"220-ccguard.test ESMTP ccguard\r\n"
+        b"554 5.5.0 Protocol error: client sent data before the greeting\r\n"
+    )
+    assert served[0] == 221
