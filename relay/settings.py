@@ -193,6 +193,11 @@ class InspectSettings(_Section):
     """Limits of the header inspection."""
 
     max_header_bytes: PositiveInt = 1 * MiB
+    #: Most bytes of calendar parts (as transmitted) decoded and parsed per message.
+    max_calendar_bytes: PositiveInt = 1 * MiB
+    #: Bounds of the MIME walk that looks for calendar parts.
+    max_mime_parts: PositiveInt = 256
+    max_mime_depth: PositiveInt = 8
 
 
 class RuleSettings(_Section):
@@ -205,6 +210,8 @@ class RuleSettings(_Section):
     min_visible_total: Annotated[int, Field(ge=0)] | None = None
     min_unparseable: Annotated[int, Field(ge=0)] | None = None
     header_too_large: bool | None = None
+    calendar: bool | None = None
+    calendar_truncated: bool | None = None
     senders: list[str] = []
     exempt_senders: list[str] = []
     exempt_recipients: list[str] = []
@@ -214,6 +221,8 @@ class PolicySettings(_Section):
     """Ordered rules; the first that matches wins, none matching means pass."""
 
     mode: Literal["enforce", "monitor"] = "enforce"
+    #: What a rewrite or split rule does instead when calendar attendees are exposed.
+    calendar_fallback: Literal["quarantine", "reject", "tag"] = "quarantine"
     rules: list[RuleSettings] = []
 
     @field_validator("rules")

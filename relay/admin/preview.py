@@ -186,6 +186,22 @@ def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
 
 
+def _calendar_lines(calendar: Mapping[str, Any]) -> list[str]:
+    if not (calendar.get("invitation") or calendar.get("truncated")):
+        return []
+    ext = int(calendar.get("attendees_external", 0))
+    internal = int(calendar.get("attendees_internal", 0))
+    lines = [
+        f"It is a calendar invitation: its attendee list shows "
+        f"{_plural(ext, 'external attendee', 'external attendees')} and {internal} of our own "
+        "to every invitee (counted above). Releasing it with recipients hidden does not "
+        "hide them."
+    ]
+    if calendar.get("truncated"):
+        lines.append("Its calendar data could not be read completely; there may be more.")
+    return lines
+
+
 def explain_exposure(exposure: Mapping[str, Any], rule: str | None, reason: str) -> list[str]:
     """Plain-language sentences saying what the message would have disclosed and why it is held."""
     ext = int(exposure.get("visible_external", 0))
@@ -211,6 +227,7 @@ def explain_exposure(exposure: Mapping[str, Any], rule: str | None, reason: str)
         )
     if exposure.get("header_too_large"):
         lines.append("The header block was too large to inspect completely.")
+    lines.extend(_calendar_lines(exposure.get("calendar") or {}))
     held_by = f"rule “{rule}”" if rule else "the policy"
     why = f": {reason.rstrip('.')}." if reason else "."
     lines.append(f"It was held by {held_by}{why}")

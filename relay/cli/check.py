@@ -16,6 +16,7 @@ from typing import Any, BinaryIO, TextIO
 from relay.cli.config import load_or_report
 from relay.envelope import Envelope
 from relay.inspect import (
+    CalendarLimits,
     DomainMatcher,
     ParsedMessage,
     inspect_message,
@@ -42,19 +43,29 @@ class _Checker:
     settings: Settings
     sender: str | None
     matcher: DomainMatcher = field(init=False)
+    calendar: CalendarLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.matcher = DomainMatcher(self.settings.organisation.internal_domains)
+        inspect = self.settings.inspect
+        self.calendar = CalendarLimits(
+            inspect.max_calendar_bytes, inspect.max_mime_parts, inspect.max_mime_depth
+        )
 
     @property
     def read_limit(self) -> int:
-        # One byte past the cap is enough to tell "over the cap" from "exactly at it".
-        return self.settings.inspect.max_header_bytes + 1
+        # One byte past the header cap tells "over the cap" from "exactly at it"; the
+        # body (calendar parts) is read as far as the relay would accept a message.
+        inspect = self.settings.inspect
+        return max(inspect.max_header_bytes + 1, self.settings.smtp.max_message_size)
 
     def verdict(self, message: ParsedMessage) -> Verdict:
         """The verdict on ``message``, parsed as the SMTP front parses it."""
         exposure = inspect_message(
-            message, self.matcher, max_header_bytes=self.settings.inspect.max_header_bytes
+            message,
+            self.matcher,
+            max_header_bytes=self.settings.inspect.max_header_bytes,
+            calendar_limits=self.calendar,
         )
         sender = self.sender if self.sender is not None else _sender_of(message)
         return evaluate(exposure, Envelope(mail_from=sender, rcpt_tos=()), self.settings.policy)
@@ -90,6 +101,7 @@ def _record(name: str, verdict: Verdict) -> dict[str, Any]:
         "matched_action": verdict.matched_action.value if verdict.matched_action else None,
         "monitor": verdict.monitor,
         "reason": verdict.reason,
+        "calendar_fallback": str(verdict.calendar_fallback) if verdict.calendar_fallback else None,
         "exposure": verdict.exposure.counts(),
     }
 
@@ -103,7 +115,18 @@ def _line(name: str, verdict: Verdict) -> str:
     enforced = verdict.matched_action
     if verdict.monitor and enforced is not None and enforced != verdict.action:
         action += f" (enforced: {enforced.value})"
-    return f"{name}: {action} — {verdict.reason}"
+    return f"{name}: {action} — {verdict.reason}{_calendar_note(verdict)}"
+
+
+def _calendar_note(verdict: Verdict) -> str:
+    exposure = verdict.exposure
+    if not (exposure.calendar or exposure.calendar_truncated):
+        return ""
+    note = (
+        f" [calendar invitation: {exposure.calendar_attendees_external} external, "
+        f"{exposure.calendar_attendees_internal} internal attendees"
+    )
+    return note + (", not fully read]" if exposure.calendar_truncated else "]")
 
 
 def _read(name: str, limit: int) -> bytes:
@@ -169,6 +192,7 @@ def _describe_message(key: str, message: ParsedMessage, verdict: Verdict) -> dic
         "rule": verdict.rule or "-",
         "visible_external": verdict.exposure.visible_external,
         "external_domains": verdict.exposure.external_domains,
+        "calendar_attendees_external": verdict.exposure.calendar_attendees_external,
     }
 
 

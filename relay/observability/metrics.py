@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIONS",
     "COUNT_BUCKETS",
+    "HANGUP_STAGES",
     "NOTIFICATION_RESULTS",
     "NO_RULE",
     "POLICY_MODES",
@@ -45,6 +46,8 @@ __all__ = [
 NO_RULE = "none"
 ACTIONS = ("pass", "tag", "rewrite", "split", "reject", "quarantine")
 SMTP_STAGES = ("connect", "helo", "mail", "rcpt", "data", "other")
+#: Where a client that hung up without QUIT was: ``none`` = between transactions.
+HANGUP_STAGES = ("none", "mail", "rcpt", "data")
 CODE_CLASSES = ("2xx", "4xx", "5xx")
 UPSTREAM_ERROR_KINDS = ("refused", "timeout", "disconnect", "4xx", "5xx", "tls", "auth")
 UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
@@ -61,6 +64,9 @@ REFUSAL_REASONS = (
 )
 #: Why a PROXY protocol header was not accepted.
 PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
+#: Actions a calendar fallback replaces, and what it may become.
+CALENDAR_REPLACED = ("rewrite", "split")
+CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -136,6 +142,15 @@ class Metrics:
         self.sessions_active = Gauge(
             "ccguard_smtp_sessions_active", "SMTP client sessions open now.", registry=reg
         )
+        self.client_hangups = Counter(
+            "ccguard_smtp_client_hangups",
+            "Clients that hung up without QUIT (reset or close), by where their "
+            'transaction was (stage="none": between transactions).',
+            ["stage"],
+            registry=reg,
+        )
+        for stage in HANGUP_STAGES:
+            self.client_hangups.labels(stage=stage)
         self.line_endings_normalised = Counter(
             "ccguard_messages_line_endings_normalised",
             "Messages received with bare CR or bare LF line endings, normalised to CRLF "
@@ -194,6 +209,25 @@ class Metrics:
             buckets=INSPECTION_BUCKETS,
             registry=reg,
         )
+        self.calendar_messages = Counter(
+            "ccguard_calendar_messages",
+            'Messages carrying calendar data; truncated="true" when some of it '
+            "was not read (over [inspect] max_calendar_bytes, the MIME bounds, or malformed).",
+            ["truncated"],
+            registry=reg,
+        )
+        for flag in ("true", "false"):
+            self.calendar_messages.labels(truncated=flag)
+        self.calendar_fallbacks = Counter(
+            "ccguard_calendar_fallbacks",
+            "Rewrite/split rules replaced by [policy] calendar_fallback because the message "
+            "shows calendar attendees (counted in monitor mode too: what enforcing would do).",
+            ["replaced", "action"],
+            registry=reg,
+        )
+        for replaced in CALENDAR_REPLACED:
+            for action in CALENDAR_FALLBACKS:
+                self.calendar_fallbacks.labels(replaced=replaced, action=action)
 
     def _upstream(self) -> None:
         reg = self.registry
@@ -284,6 +318,14 @@ class Metrics:
         self.external_domains.observe(verdict.exposure.external_domains)
         self.message_size.observe(size)
         self.inspection_duration.observe(inspect_seconds)
+        exposure = verdict.exposure
+        if exposure.calendar or exposure.calendar_truncated:
+            self.calendar_messages.labels(truncated=str(exposure.calendar_truncated).lower()).inc()
+        if verdict.calendar_fallback is not None:
+            instead = verdict.matched_action or verdict.action
+            self.calendar_fallbacks.labels(
+                replaced=str(verdict.calendar_fallback), action=str(instead)
+            ).inc()
 
     def line_endings_normalised_message(self) -> None:
         """One message arrived with bare CR/LF and was normalised to CRLF."""
@@ -313,6 +355,10 @@ class Metrics:
     def session_closed(self) -> None:
         """One SMTP session ended."""
         self.sessions_active.dec()
+
+    def client_hung_up(self, stage: str) -> None:
+        """Count one client that hung up without QUIT; unknown stages count as ``none``."""
+        self.client_hangups.labels(stage=stage if stage in HANGUP_STAGES else "none").inc()
 
     @contextmanager
     def session(self) -> Iterator[None]:

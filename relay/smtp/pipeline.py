@@ -15,7 +15,7 @@ from typing import Protocol
 
 from relay.codes import Reply
 from relay.envelope import Envelope
-from relay.inspect import ParsedMessage, inspect_message
+from relay.inspect import CalendarLimits, ParsedMessage, inspect_message
 from relay.inspect.domains import DomainMatcher
 from relay.policy import evaluate
 from relay.policy.verdict import Verdict
@@ -59,6 +59,8 @@ class SmtpMetrics(Protocol):
 
     def session_closed(self) -> None: ...
 
+    def client_hung_up(self, stage: str) -> None: ...
+
     def observe_message(self, verdict: Verdict, size: int, inspect_seconds: float) -> None: ...
 
     def line_endings_normalised_message(self) -> None: ...
@@ -78,11 +80,19 @@ class InspectingDecider:
     ) -> None:
         self._matcher = matcher
         self._max_header_bytes = inspect.max_header_bytes
+        self._calendar = CalendarLimits(
+            inspect.max_calendar_bytes, inspect.max_mime_parts, inspect.max_mime_depth
+        )
         self._policy = policy
 
     def decide_now(self, envelope: Envelope, message: ParsedMessage) -> Verdict:
         """The verdict, computed in the calling thread."""
-        exposure = inspect_message(message, self._matcher, max_header_bytes=self._max_header_bytes)
+        exposure = inspect_message(
+            message,
+            self._matcher,
+            max_header_bytes=self._max_header_bytes,
+            calendar_limits=self._calendar,
+        )
         return evaluate(exposure, envelope, self._policy)
 
     async def decide(self, envelope: Envelope, message: ParsedMessage) -> Verdict:

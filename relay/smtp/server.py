@@ -30,6 +30,10 @@ _TRANSLATED = {
 }
 
 
+# At shutdown, how long closed sessions get to RSET (or close) their upstream
+# transaction before the pool is closed under them.
+_CLEANUP_SECONDS = 5.0
+
 # The metric's stages: EHLO and HELO both greet.
 _STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
 
@@ -53,6 +57,10 @@ class GuardSMTP(SMTP):
         self._ctx = ctx
         self._guard = handler
         self.stage = "connect"
+        # The command the client had got to when it hung up without QUIT, if it did.
+        self.hung_up_at: str | None = None
+        self._closing_ours = False  # ccguard closes (timeout, shutdown, refusal)
+        self._serving = False
         self._slot_ip: str | None = None  # counted in ctx.connections while set
         self._proxy_seen = False
         self._smtp_methods = {
@@ -77,10 +85,31 @@ class GuardSMTP(SMTP):
         if self._slot_ip is not None:
             self._ctx.connections.release(self._slot_ip)
             self._slot_ip = None
-        self._guard.disconnected()
+        self._client_left()
+        self._guard.disconnected(serving=self._serving)
         super().connection_lost(error)
 
+    def eof_received(self) -> bool | None:
+        self._client_left()
+        return super().eof_received()
+
+    def _client_left(self) -> None:
+        if self.hung_up_at is None and not self._closing_ours and self.stage != "quit":
+            self.hung_up_at = self.stage
+
     async def _handle_client(self) -> None:
+        self._serving = True
+        try:
+            await self._admit_and_serve()
+        except ConnectionError:
+            # The client reset the connection while a reply was being written:
+            # a normal hang-up (counted and logged by session_over), no traceback.
+            pass
+        finally:
+            self._serving = False
+            await self._guard.session_over(self.hung_up_at)
+
+    async def _admit_and_serve(self) -> None:
         if self._ctx.proxy is None:
             if await self._admit():
                 await super()._handle_client()
@@ -118,6 +147,7 @@ class GuardSMTP(SMTP):
             refusal = await self._early_talker()
         if refusal is None:
             return True
+        self._closing_ours = True
         await self.push(str(refusal))
         return False
 
@@ -150,6 +180,7 @@ class GuardSMTP(SMTP):
         return codes.EARLY_TALKER
 
     def _proxy_failed(self, reason: str) -> None:
+        self._closing_ours = True  # ccguard closes: not a client hang-up
         peer = self.session.peer if self.session is not None else None
         peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
         self._ctx.log.warning("proxy header refused", peer_ip=peer_ip, reason=reason)
@@ -166,7 +197,9 @@ class GuardSMTP(SMTP):
         finally:
             # aiosmtpd skips the DATA hook on an oversized message or an
             # over-long line: the upstream transaction must not stay open.
-            await self._guard.end_transaction()
+            # (After a hang-up, session_over ends it and says so.)
+            if self.hung_up_at is None:
+                await self._guard.end_transaction()
 
     async def push(self, status: str | bytes) -> None:
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
@@ -188,6 +221,7 @@ class GuardSMTP(SMTP):
         """Write ``reply`` and close the connection (timeouts, shutdown)."""
         if self.transport is None or self.transport.is_closing():
             return
+        self._closing_ours = True
         with contextlib.suppress(Exception):
             self._writer.write(str(reply).encode() + b"\r\n")
         self.transport.close()
@@ -234,5 +268,6 @@ class SmtpListener:
         await self._ctx.sessions.wait_idle(grace)
         await self._ctx.sessions.cancel_messages()
         self._ctx.sessions.close_all()
+        await self._ctx.sessions.wait_gone(_CLEANUP_SECONDS)
         await self._server.wait_closed()
         self._server = None

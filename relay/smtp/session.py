@@ -46,6 +46,7 @@ class SessionHandler:
         self.in_transaction = False
         self._message_taken = False
         self._rcpt_count = 0
+        self._forgotten = False
 
     # -- connection ---------------------------------------------------------
 
@@ -56,15 +57,47 @@ class SessionHandler:
         if self._ctx.metrics is not None:
             self._ctx.metrics.session_opened()
 
-    def disconnected(self) -> None:
-        if self._server is None:
-            return
+    def disconnected(self, *, serving: bool) -> None:
+        """The connection is gone; ``serving`` if the session's task still runs
+        (its :meth:`session_over` then ends the transaction and forgets the session)."""
         self._server = None
+        if not serving:
+            self._forget()
+
+    async def session_over(self, hung_up_at: str | None) -> None:
+        """However the session ended (QUIT, hang-up, timeout, shutdown), close or
+        return its upstream transaction.  Called last by the session's own task.
+
+        ``hung_up_at`` is the command the client had got to when it hung up
+        (reset or close without QUIT), ``None`` if it did not.
+        """
+        stage = self._hangup_stage(hung_up_at)
+        if stage is not None and self._ctx.metrics is not None:
+            self._ctx.metrics.client_hung_up(stage)
+        try:
+            if self._txn is not None or self.in_transaction:
+                outcome = "client disconnected" if stage is not None else "no message"
+                # Its own task, so a second cancellation of the session (EOF, then
+                # the connection lost) cannot cut the RSET short; shutdown waits for it.
+                ending = asyncio.ensure_future(self.end_transaction(outcome, stage=stage))
+                self._ctx.sessions.track(ending)
+                await asyncio.shield(ending)
+        finally:
+            self._forget()
+
+    def _hangup_stage(self, hung_up_at: str | None) -> str | None:
+        if hung_up_at is None:
+            return None
+        in_flight = self.in_transaction and hung_up_at in ("mail", "rcpt", "data")
+        return hung_up_at if in_flight else "none"
+
+    def _forget(self) -> None:
+        if self._forgotten:
+            return
+        self._forgotten = True
         self._ctx.sessions.discard(self)
         if self._ctx.metrics is not None:
             self._ctx.metrics.session_closed()
-        if self._txn is not None:
-            asyncio.get_running_loop().create_task(self.end_transaction())
 
     def refusal_at_connect(self, *, trusted_proxy: bool = False) -> Reply | None:
         """The reply that refuses this client outright, or ``None`` to greet it.
@@ -108,21 +141,27 @@ class SessionHandler:
         if self._server is not None:
             self._server.say_and_close(codes.TRANSACTION_TIMEOUT)
 
-    async def end_transaction(self) -> None:
-        """Abort whatever is still open upstream and forget the transaction."""
+    async def end_transaction(self, outcome: str = "no message", stage: str | None = None) -> None:
+        """Abort whatever is still open upstream and forget the transaction.
+
+        ``outcome`` and ``stage`` go into the transaction's log line when no
+        message came (e.g. ``client disconnected`` at ``rcpt``).
+        """
         txn, self._txn = self._txn, None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if txn is not None:
-            await txn.abort()
-        if self.in_transaction:
-            self.in_transaction = False
-            self._ctx.sessions.update()
-            if not self._message_taken:
-                self._log_abandoned()
+        try:
+            if txn is not None:
+                await txn.abort()
+        finally:
+            if self.in_transaction:
+                self.in_transaction = False
+                self._ctx.sessions.update()
+                if not self._message_taken:
+                    self._log_abandoned(outcome, stage)
 
-    def _log_abandoned(self) -> None:
+    def _log_abandoned(self, outcome: str, stage: str | None) -> None:
         # Still one line per transaction, also when no message came (RSET, QUIT,
         # a hang-up, a timeout, an upstream refusal at MAIL or RCPT).
         self._ctx.log.info(
@@ -130,7 +169,8 @@ class SessionHandler:
             queue_id=self.queue_id,
             client_ip=self.client_ip,
             recipients=self._rcpt_count,
-            outcome="no message",
+            outcome=outcome,
+            **({"stage": stage} if stage else {}),
             duration_seconds=round(time.monotonic() - self._started, 6),
         )
 
@@ -272,6 +312,7 @@ class SessionHandler:
             line_endings_normalised=message.normalised,
             action=str(verdict.action),
             rule=verdict.rule,
+            calendar_fallback=str(verdict.calendar_fallback) if verdict.calendar_fallback else None,
             exposure=verdict.exposure.counts(),
             reply_code=reply.code,
             reply_status=reply.status,

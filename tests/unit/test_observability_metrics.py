@@ -25,6 +25,7 @@ EXPECTED_TYPES = {
     "ccguard_messages_total": "counter",
     "ccguard_smtp_replies_total": "counter",
     "ccguard_smtp_sessions_active": "gauge",
+    "ccguard_smtp_client_hangups_total": "counter",
     "ccguard_messages_line_endings_normalised_total": "counter",
     "ccguard_smtp_connections_refused_total": "counter",
     "ccguard_smtp_rate_limited_messages_total": "counter",
@@ -33,6 +34,8 @@ EXPECTED_TYPES = {
     "ccguard_external_domains": "histogram",
     "ccguard_message_size_bytes": "histogram",
     "ccguard_inspection_duration_seconds": "histogram",
+    "ccguard_calendar_messages_total": "counter",
+    "ccguard_calendar_fallbacks_total": "counter",
     "ccguard_upstream_duration_seconds": "histogram",
     "ccguard_upstream_errors_total": "counter",
     "ccguard_quarantine_messages": "gauge",
@@ -43,7 +46,7 @@ EXPECTED_TYPES = {
     "ccguard_policy_mode": "gauge",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
-                  "version", "mode", "le", "reason"}  # fmt: skip
+                  "version", "mode", "le", "truncated", "replaced", "reason"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
@@ -185,3 +188,31 @@ def test_instances_do_not_share_state() -> None:
     first.store_error()
     assert parse_metrics(second.render()[0]).value("ccguard_store_errors_total") == 0
     assert parse_metrics(first.render()[0]).value("ccguard_store_errors_total") == 1
+
+
+def test_calendar_messages_and_fallbacks_are_counted() -> None:
+    metrics = Metrics(version="1", mode="enforce")
+    zero = parse_metrics(metrics.render()[0])
+    for replaced in ("rewrite", "split"):
+        for action in ("quarantine", "reject", "tag"):
+            value = zero.value("ccguard_calendar_fallbacks_total", replaced=replaced, action=action)
+            assert value == 0
+    assert zero.value("ccguard_calendar_messages_total", truncated="true") == 0
+    invite = Exposure(visible_external=20, calendar=True, calendar_attendees_external=20)
+    fallback = Verdict(
+        Action.QUARANTINE, "hide", "test", invite, Action.QUARANTINE, calendar_fallback=Action.SPLIT
+    )
+    metrics.observe_message(fallback, 5000, 0.001)
+    metrics.observe_message(Verdict(Action.PASS, None, "test", Exposure()), 500, 0.001)
+    cut = Exposure(calendar_truncated=True)
+    metrics.observe_message(Verdict(Action.PASS, None, "test", cut), 500, 0.001)
+    scrape = parse_metrics(metrics.render()[0])
+    assert (
+        scrape.value("ccguard_calendar_fallbacks_total", replaced="split", action="quarantine") == 1
+    )
+    assert (
+        scrape.value("ccguard_calendar_fallbacks_total", replaced="rewrite", action="quarantine")
+        == 0
+    )
+    assert scrape.value("ccguard_calendar_messages_total", truncated="false") == 1
+    assert scrape.value("ccguard_calendar_messages_total", truncated="true") == 1
