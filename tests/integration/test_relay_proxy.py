@@ -47,6 +47,12 @@ def refused(relay: Relay, metric: str, reason: str) -> float:
     return value or 0.0
 
 
+def hangups(relay: Relay) -> float:
+    """Client hang-ups counted so far: ccguard closing a connection is not one."""
+    metric = relay.metrics.client_hangups
+    return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
+
+
 def send(port: int, message: bytes = MESSAGE) -> dict[str, tuple[int, bytes]]:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         rcpts = ["bob@example.com", "carol@example.net"]
@@ -139,8 +145,9 @@ async def test_without_proxy_header_the_connection_is_closed(upstream: Recording
         # A plain SMTP client talking straight to ccguard, from the trusted address.
         got = await asyncio.to_thread(closed_unanswered, relay.smtp_port, b"EHLO x.example.org\r\n")
         invalid = refused(relay, "ccguard_smtp_proxy_header_failures", "invalid")
+        hung_up = hangups(relay)
     assert got == b""  # not even a greeting
-    assert invalid == 1
+    assert invalid == 1 and hung_up == 0
     assert upstream.connections == 0
 
 
@@ -149,7 +156,8 @@ async def test_silent_connection_is_closed_after_proxy_timeout(upstream: Recordi
     async with running_relay(settings) as relay:
         got = await asyncio.to_thread(closed_unanswered, relay.smtp_port, b"")
         timeouts = refused(relay, "ccguard_smtp_proxy_header_failures", "timeout")
-    assert got == b"" and timeouts == 1
+        hung_up = hangups(relay)
+    assert got == b"" and timeouts == 1 and hung_up == 0
 
 
 async def test_header_from_untrusted_peer_is_closed_unread(upstream: RecordingUpstream) -> None:
@@ -159,7 +167,8 @@ async def test_header_from_untrusted_peer_is_closed_unread(upstream: RecordingUp
     async with running_relay(settings) as relay:
         got = await asyncio.to_thread(closed_unanswered, relay.smtp_port, v1("192.0.2.10"))
         untrusted = refused(relay, "ccguard_smtp_proxy_header_failures", "untrusted_peer")
-    assert got == b"" and untrusted == 1
+        hung_up = hangups(relay)
+    assert got == b"" and untrusted == 1 and hung_up == 0
 
 
 async def test_v1_header_limits_count_the_real_client(upstream: RecordingUpstream) -> None:
