@@ -84,6 +84,7 @@ class Relay:
             metrics=self.metrics,
             tls=self._server_tls(),
             auth=self._smtp_auth(),
+            limits=settings.limits,
         )
 
     def _server_tls(self) -> ServerTls | None:

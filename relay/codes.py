@@ -18,6 +18,7 @@ __all__ = [
     "AUTH_REQUIRED",
     "AUTH_THROTTLED",
     "COMMAND_TOO_LONG",
+    "EARLY_TALKER",
     "HELD_FOR_REVIEW",
     "IDLE_TIMEOUT",
     "INTERNAL_ERROR",
@@ -26,6 +27,7 @@ __all__ = [
     "NEEDS_SMTPUTF8",
     "NO_8BITMIME",
     "OK",
+    "RATE_LIMITED",
     "REJECT_EXPOSURE",
     "REJECT_UNCHECKABLE",
     "RSET_OK",
@@ -35,6 +37,7 @@ __all__ = [
     "SPLIT_DELIVERED",
     "STARTTLS_FIRST",
     "STORE_FAILED",
+    "TOO_MANY_CONNECTIONS",
     "TOO_MANY_RECIPIENTS",
     "TRANSACTION_TIMEOUT",
     "UPSTREAM_AUTH_FAILED",
@@ -90,6 +93,11 @@ AUTH_THROTTLED = Reply(454, "4.7.0", "Too many failed authentication attempts, t
 AUTH_BUSY = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
 SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by user")
 AUTH_NOT_ENABLED = Reply(503, "5.5.1", "Authentication not enabled")  # Postfix's words
+
+# Abuse limits ([limits]): connection counts, message rate, early talkers.
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+RATE_LIMITED = Reply(451, "4.7.1", "Rate limit exceeded, try again later")
+EARLY_TALKER = Reply(554, "5.5.0", "Protocol error: client sent data before the greeting")
 
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")

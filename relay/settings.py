@@ -38,6 +38,7 @@ __all__ = [
     "Action",
     "AdminSettings",
     "InspectSettings",
+    "LimitsSettings",
     "ListenAddress",
     "LoggingSettings",
     "MetricsSettings",
@@ -146,8 +147,15 @@ class SmtpSettings(_Section):
     idle_timeout: PositiveFloat = 300.0
     transaction_timeout: PositiveFloat = 600.0
     shutdown_grace: Annotated[float, Field(ge=0)] = 30.0
+    #: Listen queue length; the kernel caps it at net.core.somaxconn.
+    backlog: Annotated[int, Field(ge=1, le=65535)] = 1024
+    #: Expect a PROXY v1/v2 header (HAProxy ``send-proxy-v2``) from a ``proxy_trusted`` peer.
+    proxy_protocol: bool = False
+    proxy_trusted: list[str] = []
+    #: Seconds a trusted proxy has to send the header (aiosmtpd warns below 3).
+    proxy_timeout: Annotated[float, Field(ge=3)] = 10.0
 
-    @field_validator("allowed_networks")
+    @field_validator("allowed_networks", "proxy_trusted")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for net in value:
@@ -184,6 +192,32 @@ class SmtpSettings(_Section):
     def tls_enabled(self) -> bool:
         """True when some listener speaks TLS (STARTTLS offered or implicit TLS)."""
         return self.tls_cert is not None and (self.starttls != "off" or bool(self.tls_listen))
+
+    @model_validator(mode="after")
+    def _proxy_needs_trusted(self) -> SmtpSettings:
+        if self.proxy_protocol and not self.proxy_trusted:
+            raise ValueError(
+                "proxy_protocol = true needs proxy_trusted (the load balancers' networks)"
+            )
+        return self
+
+
+class LimitsSettings(_Section):
+    """Abuse limits of the SMTP front (Postfix anvil / postscreen style)."""
+
+    max_connections: PositiveInt = 1000
+    max_connections_per_ip: PositiveInt = 50
+    #: MAIL FROM commands per minute per authenticated user, else per client IP; unset = off.
+    messages_per_minute: PositiveInt | None = None
+    rate_exempt_networks: list[str] = []
+    #: Seconds to wait after a ``220-`` first greeting line; a client talking in that
+    #: window is refused as an early talker.  0 turns the test off.
+    pregreet_wait: Annotated[float, Field(ge=0, le=30)] = 0.0
+
+    @field_validator("rate_exempt_networks")
+    @classmethod
+    def _exempt(cls, value: list[str]) -> list[str]:
+        return SmtpSettings._networks(value)
 
 
 class UpstreamSettings(_Section):
@@ -335,6 +369,7 @@ class Settings(BaseSettings):
     )
 
     smtp: SmtpSettings = SmtpSettings()
+    limits: LimitsSettings = LimitsSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     organisation: OrganisationSettings = OrganisationSettings()
     inspect: InspectSettings = InspectSettings()

@@ -36,6 +36,8 @@ __all__ = [
     "NOTIFICATION_RESULTS",
     "NO_RULE",
     "POLICY_MODES",
+    "PROXY_FAILURES",
+    "REFUSAL_REASONS",
     "SMTP_STAGES",
     "TLS_VERSIONS",
     "UPSTREAM_ERROR_KINDS",
@@ -56,6 +58,16 @@ UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
 NOTIFICATION_RESULTS = ("sent", "failed")
 POLICY_MODES = ("enforce", "monitor")
 QUARANTINE_STATUSES = ("held",)
+#: Why a connection was refused (or closed unanswered) before its greeting.
+REFUSAL_REASONS = (
+    "network",
+    "max_connections",
+    "max_connections_per_ip",
+    "early_talker",
+    "proxy",
+)
+#: Why a PROXY protocol header was not accepted.
+PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
 #: Actions a calendar fallback replaces, and what it may become.
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
@@ -111,12 +123,13 @@ class Metrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._traffic()
+        self._front_door()
+        self._tls_auth()
         self._exposure()
         self._upstream()
         self._quarantine()
         self._admin()
         self._info(version)
-        self._front_door()
         self.set_policy_mode(mode)
 
     def _traffic(self) -> None:
@@ -156,6 +169,31 @@ class Metrics:
             "before inspection.",
             registry=reg,
         )
+
+    def _front_door(self) -> None:
+        reg = self.registry
+        self.connections_refused = Counter(
+            "ccguard_smtp_connections_refused",
+            "SMTP connections refused before the greeting, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in REFUSAL_REASONS:
+            self.connections_refused.labels(reason=reason)
+        self.rate_limited_messages = Counter(
+            "ccguard_smtp_rate_limited_messages",
+            "MAIL FROM commands refused by [limits] messages_per_minute.",
+            registry=reg,
+        )
+        self.proxy_header_failures = Counter(
+            "ccguard_smtp_proxy_header_failures",
+            "Connections closed because their PROXY protocol header was missing, "
+            "invalid or from an untrusted peer.",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in PROXY_FAILURES:
+            self.proxy_header_failures.labels(reason=reason)
 
     def _exposure(self) -> None:
         reg = self.registry
@@ -280,7 +318,7 @@ class Metrics:
             registry=reg,
         )
 
-    def _front_door(self) -> None:
+    def _tls_auth(self) -> None:
         reg = self.registry
         self.smtp_tls_sessions = Counter(
             "ccguard_smtp_tls_sessions",
@@ -337,6 +375,18 @@ class Metrics:
     def line_endings_normalised_message(self) -> None:
         """One message arrived with bare CR/LF and was normalised to CRLF."""
         self.line_endings_normalised.inc()
+
+    def connection_refused(self, reason: str) -> None:
+        """Count one connection refused at the door (see :data:`REFUSAL_REASONS`)."""
+        self.connections_refused.labels(reason=reason).inc()
+
+    def rate_limited(self) -> None:
+        """Count one MAIL FROM refused by the message rate limit."""
+        self.rate_limited_messages.inc()
+
+    def proxy_header_failure(self, reason: str) -> None:
+        """Count one PROXY header not accepted (see :data:`PROXY_FAILURES`)."""
+        self.proxy_header_failures.labels(reason=reason).inc()
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""

@@ -7,10 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from relay.settings import SmtpSettings
+from relay.settings import LimitsSettings, SmtpSettings
 from relay.smtp.access import RelayAccess
 from relay.smtp.auth import SmtpAuthenticator
+from relay.smtp.limits import ConnectionLimits, MessageRate
 from relay.smtp.pipeline import Decider, Dispatcher, SmtpMetrics
+from relay.smtp.proxy import ProxyGate
 from relay.smtp.tls import ServerTls
 from relay.upstream import UpstreamClient
 
@@ -117,8 +119,23 @@ class FrontContext:
     tls: ServerTls | None = None
     #: SMTP AUTH checks (``None``: no ``[smtp.auth] users_file``, AUTH not offered).
     auth: SmtpAuthenticator | None = None
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     access: RelayAccess = field(init=False)
+    connections: ConnectionLimits = field(init=False)
+    rate: MessageRate = field(init=False)
+    #: Set when ``[smtp] proxy_protocol`` is on.
+    proxy: ProxyGate | None = field(init=False)
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
 
     def __post_init__(self) -> None:
         self.access = RelayAccess(self.settings)
+        self.connections = ConnectionLimits(self.limits)
+        self.rate = MessageRate(self.limits)
+        self.proxy = (
+            ProxyGate(self.settings.proxy_trusted) if self.settings.proxy_protocol else None
+        )
+
+    def refused(self, reason: str) -> None:
+        """Count one connection refused (or closed unanswered) at the door."""
+        if self.metrics is not None:
+            self.metrics.connection_refused(reason)

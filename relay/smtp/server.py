@@ -10,11 +10,14 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from aiosmtpd.proxy_protocol import ProxyData
 from aiosmtpd.smtp import SMTP, AuthResult, Session, syntax
 
 from relay import codes
+from relay.codes import Reply
 from relay.smtp.auth import PendingLogin, capture_credentials
 from relay.smtp.context import FrontContext
+from relay.smtp.proxy import ProxyGate
 from relay.smtp.session import SessionHandler
 from relay.smtp.tls import TlsInfo, tls_info
 
@@ -83,6 +86,9 @@ class GuardSMTP(SMTP):
                 auth_required=settings.auth.required,
                 auth_require_tls=not (implicit_tls or settings.auth.allow_plaintext),
                 auth_exclude_mechanism=() if ctx.auth else _MECHANISMS,
+                proxy_protocol_timeout=(
+                    settings.proxy_timeout if ctx.proxy is not None else None
+                ),
                 loop=asyncio.get_running_loop(),
             )
         self._ctx = ctx
@@ -93,6 +99,8 @@ class GuardSMTP(SMTP):
         self.hung_up_at: str | None = None
         self._closing_ours = False  # ccguard closes (timeout, shutdown, refusal)
         self._serving = False
+        self._slot_ip: str | None = None  # counted in ctx.connections while set
+        self._proxy_seen = False
         self._smtp_methods = {
             name: self._staged(_STAGE_OF.get(name, name.lower()), method)
             for name, method in self._smtp_methods.items()
@@ -151,6 +159,9 @@ class GuardSMTP(SMTP):
         return await self._ctx.auth.check(self._guard.client_ip, pending)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._slot_ip is not None:
+            self._ctx.connections.release(self._slot_ip)
+            self._slot_ip = None
         self._client_left()
         self._guard.disconnected(serving=self._serving)
         super().connection_lost(error)
@@ -166,13 +177,7 @@ class GuardSMTP(SMTP):
     async def _handle_client(self) -> None:
         self._serving = True
         try:
-            refusal = self._guard.refusal_at_connect()
-            if refusal is not None:
-                self._closing_ours = True
-                await self.push(str(refusal))
-                self._writer.close()
-                return
-            await super()._handle_client()
+            await self._admit_and_serve()
         except ConnectionError:
             # The client reset the connection while a reply was being written:
             # a normal hang-up (counted and logged by session_over), no traceback.
@@ -180,6 +185,85 @@ class GuardSMTP(SMTP):
         finally:
             self._serving = False
             await self._guard.session_over(self.hung_up_at)
+
+    async def _admit_and_serve(self) -> None:
+        if self._ctx.proxy is None:
+            if await self._admit():
+                await super()._handle_client()
+            else:
+                self._writer.close()
+            return
+        if not self._ctx.proxy.trusts(self._guard.client_ip):
+            self._proxy_failed("untrusted_peer")
+            self._writer.close()
+            return
+        self.stage = "proxy"
+        # aiosmtpd reads the header, then calls handle_PROXY -> admit_proxied.
+        await super()._handle_client()
+        if not self._proxy_seen:
+            self._proxy_failed("invalid")
+
+    async def admit_proxied(self, data: ProxyData) -> bool:
+        """A trusted proxy's valid header arrived: admit the client it names, or refuse it."""
+        self._proxy_seen = True
+        self._reset_timeout()
+        ip = ProxyGate.client_ip(data, self._guard.client_ip)
+        if ip is None:
+            self._proxy_failed("no_address")
+            return False
+        self._guard.client_ip = ip
+        self.stage = "connect"
+        return await self._admit(trusted_proxy=ProxyGate.speaks_for_itself(data))
+
+    async def _admit(self, *, trusted_proxy: bool = False) -> bool:
+        """Apply the checks before the greeting; False after a refusal was written."""
+        refusal = self._guard.refusal_at_connect(trusted_proxy=trusted_proxy)
+        if refusal is None:
+            refusal = self._claim_slot()
+        if refusal is None:
+            refusal = await self._early_talker()
+        if refusal is None:
+            return True
+        self._closing_ours = True
+        await self.push(str(refusal))
+        return False
+
+    def _claim_slot(self) -> Reply | None:
+        ip = self._guard.client_ip
+        over = self._ctx.connections.admit(ip)
+        if over is None:
+            self._slot_ip = ip
+            return None
+        reply, reason = over
+        self._ctx.log.warning("client refused", client_ip=ip, reason=reason)
+        self._ctx.refused(reason)
+        return reply
+
+    async def _early_talker(self) -> Reply | None:
+        # Postfix postscreen's pregreet test: a first greeting line, then silence.
+        # A real SMTP client waits for the last line; spam engines talk at once.
+        wait = self._ctx.limits.pregreet_wait
+        if wait <= 0:
+            return None
+        await self.push(f"220-{self.hostname} {self.__ident__}")
+        try:
+            await asyncio.wait_for(self._reader.read(1), wait)
+        except TimeoutError:
+            return None
+        self._ctx.log.warning(
+            "client refused", client_ip=self._guard.client_ip, reason="early_talker"
+        )
+        self._ctx.refused("early_talker")
+        return codes.EARLY_TALKER
+
+    def _proxy_failed(self, reason: str) -> None:
+        self._closing_ours = True  # ccguard closes: not a client hang-up
+        peer = self.session.peer if self.session is not None else None
+        peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        self._ctx.log.warning("proxy header refused", peer_ip=peer_ip, reason=reason)
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.proxy_header_failure(reason)
+        self._ctx.refused("proxy")
 
     async def smtp_DATA(self, arg: str) -> None:
         if arg or self.envelope is None or not self.envelope.rcpt_tos:
@@ -204,6 +288,12 @@ class GuardSMTP(SMTP):
         await super().push(raw)
 
     def _timeout_cb(self) -> None:
+        if self.stage == "proxy":  # the load balancer sent no header: nothing to say
+            self._proxy_seen = True
+            self._proxy_failed("timeout")
+            if self.transport is not None:
+                self.transport.close()
+            return
         self.say_and_close(codes.IDLE_TIMEOUT)
 
     def say_and_close(self, reply: codes.Reply) -> None:
@@ -241,6 +331,7 @@ class SmtpListener:
             port=port,
             reuse_address=True,
             ssl=tls,
+            backlog=self._ctx.settings.backlog,
         )
 
     @property

@@ -21,6 +21,7 @@ from relay.errors import UpstreamError
 from relay.inspect import ParsedMessage, parse_message
 from relay.policy.verdict import Verdict
 from relay.smtp.context import FrontContext
+from relay.smtp.limits import session_user
 from relay.smtp.trace import new_queue_id, received_header
 from relay.upstream import UpstreamTransaction
 
@@ -99,14 +100,22 @@ class SessionHandler:
         if self._ctx.metrics is not None:
             self._ctx.metrics.session_closed()
 
-    def refusal_at_connect(self) -> Reply | None:
-        """The reply that refuses this client outright, or ``None`` to greet it."""
+    def refusal_at_connect(self, *, trusted_proxy: bool = False) -> Reply | None:
+        """The reply that refuses this client outright, or ``None`` to greet it.
+
+        ``trusted_proxy``: the client is a ``proxy_trusted`` load balancer speaking
+        for itself (its health checks), which passes the network check."""
         if self._ctx.sessions.closing:
             return codes.SHUTTING_DOWN
-        if self._ctx.access.refused_at_connect(self.client_ip):
+        if not trusted_proxy and self._ctx.access.refused_at_connect(self.client_ip):
             self._ctx.log.warning("client refused", client_ip=self.client_ip, reason="network")
+            self._ctx.refused("network")
             return codes.ACCESS_DENIED_CONNECT
         return None
+
+    async def handle_PROXY(self, server: GuardSMTP, session: Any, envelope: Any, data: Any) -> bool:
+        """aiosmtpd hook: a trusted load balancer's PROXY header names the real client."""
+        return await server.admit_proxied(data)
 
     def close_for_shutdown(self) -> None:
         if self._server is not None:
@@ -178,6 +187,8 @@ class SessionHandler:
         refusal = self._mail_refusal(address)
         if refusal is not None:
             return str(refusal)
+        if not self._ctx.rate.allow(session_user(session), self.client_ip):
+            return self._rate_limited()
         await self.end_transaction()
         self._begin_transaction()
         try:
@@ -195,6 +206,12 @@ class SessionHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return str(codes.SENDER_OK)
+
+    def _rate_limited(self) -> str:
+        self._ctx.log.warning("rate limited", client_ip=self.client_ip)
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.rate_limited()
+        return str(codes.RATE_LIMITED)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
