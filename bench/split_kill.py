@@ -98,6 +98,7 @@ class Upstream:
     trap: Trap | None = None
     watch_db: Path | None = None  # window mode: time each copy's ledger rows in this file
     windows: list[float] = field(default_factory=list)
+    timings: set[asyncio.Future[float]] = field(default_factory=set)
 
     def record(self, data: bytes, rcpts: list[str]) -> None:
         found = _RUN.search(data)
@@ -114,9 +115,17 @@ class Upstream:
                     pass
                 os.kill(trap.pid, signal.SIGKILL)
                 trap.fired, self.trap = True, None
-        elif self.watch_db is not None:
+        elif self.watch_db is not None:  # timed aside: this session goes on meanwhile
             ids = [delivered_id(r) for r in rcpts]
-            self.windows.append(await asyncio.to_thread(_wait_rows, self.watch_db, ids, started))
+            timing = asyncio.ensure_future(
+                asyncio.to_thread(_wait_rows, self.watch_db, ids, started)
+            )
+            self.timings.add(timing)
+            timing.add_done_callback(self._timed)
+
+    def _timed(self, timing: asyncio.Future[float]) -> None:
+        self.timings.discard(timing)
+        self.windows.append(timing.result())
 
 
 def _wait_rows(db: Path, ids: list[str], started: float, timeout: float = 5.0) -> float:
