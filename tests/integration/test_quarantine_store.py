@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -204,6 +206,42 @@ async def test_split_ledger(store: SqliteStore, clock: Clock) -> None:
     assert await store.expire_ledger(clock.now) == 1  # only k1/c1 is older
     assert await store.copies_done("k1") == {"c2"}
     assert await store.copies_done("k2") == {"c1"}
+
+
+async def test_ledger_write_commits_all_entries_of_a_copy_together(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.db", busy_timeout=0.2)
+    await store.open()
+    locker = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    try:
+        await store.record_copies("k", ["d-a", "d-b"])
+        await store.record_copies("k", ["d-b", "d-c"])  # d-b again: harmless
+        assert await store.copies_done("k") == {"d-a", "d-b", "d-c"}
+        locker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="ledger write failed"):
+            await store.record_copies("k", ["d-x", "d-y"])
+        locker.rollback()
+        assert await store.copies_done("k") == {"d-a", "d-b", "d-c"}  # neither, not one
+    finally:
+        locker.close()
+        await store.close()
+
+
+async def test_ledger_write_does_not_wait_behind_other_store_work(store: SqliteStore) -> None:
+    loop, running, gate = asyncio.get_running_loop(), asyncio.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        loop.call_soon_threadsafe(running.set)
+        gate.wait(30)
+
+    busy = asyncio.ensure_future(store._call("busy", hold))
+    try:
+        await running.wait()  # the store's own thread is busy now
+        await store.record_copies("k", ["d-a"])
+        assert not busy.done()
+    finally:
+        gate.set()
+        await busy
+    assert await store.copies_done("k") == {"d-a"}
 
 
 async def test_audit_newest_first_and_by_target(store: SqliteStore, clock: Clock) -> None:
