@@ -2,23 +2,15 @@
 """Split exactly-once under SIGKILL: kill ``ccguard serve`` right after the upstream's
 250 for one copy, restart it on the same database, retry, count duplicates and losses.
 
-Not part of the test suite.  A real ``ccguard serve`` per code tree (``--tree
-NAME=PATH``: ``python -m relay`` with that tree first on the path, its own SQLite
-file), one real aiosmtpd upstream on 127.0.0.1 (port 0) in this process that
-records every copy it accepts.  In ``kill`` mode the upstream itself sends the
-250 for copy *k* of the attempt, lets the write reach the socket, waits
-``--delay-ms`` (busy-waiting, for sub-millisecond precision) and SIGKILLs the
-ccguard process; the script restarts ccguard on the same database and sends the
-same message again, as a client's queue would, until it gets a 250 (at most 3
-retries).  Runs alternate between the trees, so each is measured under the same
-load.  A *duplicate* is a recipient with two copies of one message, a *loss* a
-recipient with none.
-
-In ``window`` mode nothing is killed: after each 250 the upstream times how long
-until the copy's ledger rows are visible in the database file from this process
-(the window a kill can hit), polling from a thread.
-
-Every loop is bounded in count and time; every process started is stopped.
+Not part of the test suite.  One real ``ccguard serve`` per code tree (``--tree
+NAME=PATH``, its own SQLite file) and one real aiosmtpd upstream on 127.0.0.1 (port
+0) in this process that records every copy.  ``kill`` mode: the upstream writes its
+250 for copy *k*, lets it reach the socket, busy-waits ``--delay-ms`` and SIGKILLs
+ccguard; the script restarts ccguard and resends the message as a client's queue
+would, until 250 (at most 3 retries).  Runs alternate between the trees (same load).
+``window`` mode: nothing is killed; the upstream times how long after each 250 the
+copy's ledger rows are visible in the database file.  Every loop is bounded in count
+and time; every process started is stopped.
 
 Usage:
   python bench/split_kill.py --runs 50 --delay-ms 0 --tree old=/tmp/base --tree new=.
@@ -190,8 +182,7 @@ async def start_upstream(up: Upstream) -> tuple[asyncio.Server, int]:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -206,7 +197,7 @@ class Target:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log: IO[bytes] | None = None
-    starts: int = 0
+    addr: tuple[str, int] = ("127.0.0.1", 0)
 
     @property
     def db(self) -> Path:
@@ -227,6 +218,7 @@ class Target:
 
     def start(self) -> None:
         self.port = free_port()
+        self.addr = ("127.0.0.1", self.port)
         env = {k: v for k, v in os.environ.items() if not k.startswith("CCGUARD_")}
         env["PYTHONPATH"] = str(self.tree)
         self.log = self.log or (self.folder / "ccguard.log").open("ab")
@@ -234,18 +226,14 @@ class Target:
             [sys.executable, "-m", "relay", "serve", "--config", str(self.config())],
             stdout=self.log, stderr=self.log, env=env, cwd=self.tree,
         )  # fmt: skip
-        self.starts += 1
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise SystemExit(f"{self.name}: ccguard exited {self.proc.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(self.address(), 1):
+            with contextlib.suppress(OSError), socket.create_connection(self.addr, 1):
                 return
             time.sleep(0.02)
         raise SystemExit(f"{self.name}: ccguard not listening after 30 s")
-
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
 
     def wait_dead(self) -> None:
         if self.proc is not None:
@@ -285,7 +273,6 @@ class Tally:
     duplicate_runs: int = 0
     extra_copies: int = 0
     lossy_runs: int = 0
-    lost: int = 0
     unfinished: int = 0
     by_copy: Counter[int] = field(default_factory=Counter)
 
@@ -297,9 +284,8 @@ async def kill_run(up: Upstream, target: Target, run: int, copy: int, delay: flo
         await asyncio.to_thread(target.start)
     assert target.proc is not None
     trap = up.trap = Trap(target.proc.pid, copy, delay)
-    first = await asyncio.to_thread(send, target.port, data, rcpts(run))
+    outcome = await asyncio.to_thread(send, target.port, data, rcpts(run))
     up.trap = None
-    outcome = first
     if trap.fired:
         await asyncio.to_thread(target.wait_dead)
         await asyncio.to_thread(target.start)
@@ -322,7 +308,6 @@ def tally(t: Tally, got: Counter[str], run: int, copy: int) -> None:
     t.duplicate_runs += extra > 0
     t.extra_copies += extra
     t.lossy_runs += lost > 0
-    t.lost += lost
     if extra:
         t.by_copy[copy] += 1
 
