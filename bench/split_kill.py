@@ -235,10 +235,6 @@ class Target:
             time.sleep(0.02)
         raise SystemExit(f"{self.name}: ccguard not listening after 30 s")
 
-    def wait_dead(self) -> None:
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
@@ -287,7 +283,7 @@ async def kill_run(up: Upstream, target: Target, run: int, copy: int, delay: flo
     outcome = await asyncio.to_thread(send, target.port, data, rcpts(run))
     up.trap = None
     if trap.fired:
-        await asyncio.to_thread(target.wait_dead)
+        await asyncio.to_thread(target.proc.wait, 10)
         await asyncio.to_thread(target.start)
         for _ in range(3):  # the client's queue retrying, bounded
             outcome = await asyncio.to_thread(send, target.port, data, rcpts(run))
