@@ -1,13 +1,12 @@
 """SQLite backend of :class:`relay.quarantine.store.QuarantineStore`.
 
-Concurrency design: two connections, each owned by one dedicated worker
-thread (:class:`SqliteWorker`): one for everything, one only for split-ledger
-writes, so a ledger row is never queued behind other work.  Every method
-hands a small blocking function to a thread and awaits it, so the event loop
-never blocks on disk and no connection is shared between threads.  Writers
-are serialised by SQLite itself; other processes on the same file (several
-workers, the CLI) are coordinated by SQLite's own locking, WAL mode and the
-busy timeout.
+Concurrency design: one connection, owned by one dedicated worker thread
+(:class:`SqliteWorker`).  Every method hands a small blocking function to
+that thread and awaits it, so the event loop never blocks on disk and the
+connection is never shared between threads.  Work is serialised, which is
+what SQLite does with writers anyway; other processes on the same file
+(several workers, the CLI) are coordinated by SQLite's own locking, WAL mode
+and the busy timeout.
 
 Durability: WAL with ``synchronous=FULL`` means every ``COMMIT`` fsyncs the
 WAL before it returns, so :meth:`SqliteStore.put`, :meth:`record_copy` and
@@ -83,8 +82,6 @@ class SqliteStore:
         self.busy_timeout = busy_timeout
         self._clock = clock
         self._main = SqliteWorker(self.path, busy_timeout, "ccguard-store")
-        # The split ledger's writes wait behind no other store work (see record_copies).
-        self._ledger = SqliteWorker(self.path, busy_timeout, "ccguard-ledger")
 
     # -- plumbing ---------------------------------------------------------
 
@@ -94,19 +91,13 @@ class SqliteStore:
     async def open(self) -> None:
         """Create the directory and file if needed, migrate the schema, check it is usable.
 
-        Opens the ledger's own connection too, so the first ledger write after
-        an upstream's 250 does not pay for connecting.
+        The connection stays open (warm) until :meth:`close`: no write, the
+        split ledger's included, pays for connecting.
         """
         await self._main.open()
-        try:
-            await self._ledger.open()
-        except BaseException:
-            await self._main.close()
-            raise
 
     async def close(self) -> None:
-        """Close the connections and stop the worker threads; safe to call twice."""
-        await self._ledger.close()
+        """Close the connection and stop the worker thread; safe to call twice."""
         await self._main.close()
 
     # -- messages ---------------------------------------------------------
@@ -276,16 +267,16 @@ class SqliteStore:
         """Record several entries of ``key`` in one transaction (all or none);
         fsync'd before it returns; recording twice is harmless.
 
-        Runs on the ledger's own thread and connection, so it never queues
-        behind a listing, a quarantine insert or a readiness probe: the
-        commit starts as soon as the caller asks for it.
+        Not on a connection of its own: a second connection to the file in
+        this process showed stale reads after another process's writes (SQLite
+        3.40), and a stale ledger read is a duplicate.  See docs/actions.md.
         """
         ids = tuple(copy_ids)
 
         def run(conn: sqlite3.Connection) -> None:
             sqlite_log.record_copies(conn, key, ids, self._clock())
 
-        await self._ledger.call("ledger write", run)
+        await self._call("ledger write", run)
 
     async def expire_ledger(self, cutoff_epoch: float) -> int:
         """Drop split-ledger rows recorded before ``cutoff_epoch``; returns how many.

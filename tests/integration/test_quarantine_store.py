@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -224,24 +223,6 @@ async def test_ledger_write_commits_all_entries_of_a_copy_together(tmp_path: Pat
     finally:
         locker.close()
         await store.close()
-
-
-async def test_ledger_write_does_not_wait_behind_other_store_work(store: SqliteStore) -> None:
-    loop, running, gate = asyncio.get_running_loop(), asyncio.Event(), threading.Event()
-
-    def hold(conn: sqlite3.Connection) -> None:
-        loop.call_soon_threadsafe(running.set)
-        gate.wait(30)
-
-    busy = asyncio.ensure_future(store._call("busy", hold))
-    try:
-        await running.wait()  # the store's own thread is busy now
-        await store.record_copies("k", ["d-a"])
-        assert not busy.done()
-    finally:
-        gate.set()
-        await busy
-    assert await store.copies_done("k") == {"d-a"}
 
 
 async def test_audit_newest_first_and_by_target(store: SqliteStore, clock: Clock) -> None:
