@@ -17,7 +17,7 @@ admin (web UI, CLI) calls :meth:`QuarantineStore.add_audit` with the result.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -249,6 +249,10 @@ class QuarantineStore(Protocol):
 
     async def record_copy(self, key: str, copy_id: str) -> None:
         """Split ledger: copy delivered; durable before it returns; idempotent."""
+
+    async def record_copies(self, key: str, copy_ids: Sequence[str]) -> None:
+        """Split ledger: several entries in one transaction (all durable, or none);
+        durable before it returns; idempotent."""
 
     async def expire_ledger(self, cutoff_epoch: float) -> int:
         """Drop split-ledger rows recorded before ``cutoff_epoch``; returns the count.

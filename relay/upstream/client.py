@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,7 +16,17 @@ from relay.settings import UpstreamSettings
 from relay.upstream.pool import Connection, ConnectionPool
 from relay.upstream.replies import error_from_exception, reply_from_response, transient_reply_for
 
-__all__ = ["DeliveryResult", "UpstreamClient", "UpstreamMetrics", "UpstreamTransaction"]
+__all__ = [
+    "AcceptHook",
+    "DeliveryResult",
+    "UpstreamClient",
+    "UpstreamMetrics",
+    "UpstreamTransaction",
+]
+
+# Awaited with the accepted recipients the moment the upstream's 250 to DATA
+# is read, before anything else (metrics, pooling, QUIT) happens.
+AcceptHook = Callable[[Sequence[str]], Awaitable[None]]
 
 # MAIL FROM parameters worth carrying to the next hop, if it supports them.
 # A pooled connection that fails like this was stale: retry once on a new one.
@@ -98,8 +108,14 @@ class UpstreamTransaction:
         self.accepted.append(address)
         return reply_from_response(resp.code, resp.message)
 
-    async def data(self, message: bytes) -> Reply:
-        """Send the message; return the upstream's 250 or raise :class:`UpstreamError`."""
+    async def data(self, message: bytes, on_accept: AcceptHook | None = None) -> Reply:
+        """Send the message; return the upstream's 250 or raise :class:`UpstreamError`.
+
+        ``on_accept(accepted recipients)`` is awaited right after the 250 is
+        read, before the connection is pooled or closed (a QUIT is a round
+        trip); whatever it raises is raised here, after the connection is
+        released.
+        """
         started = time.monotonic()
         try:
             resp = await self._smtp().data(message)
@@ -110,8 +126,12 @@ class UpstreamTransaction:
             error = await self._fail(exc)
             self._client.observe("error", started, error.kind)
             raise error from exc
-        self._client.observe("accepted", started, None)
-        await self._finish(reusable=True)
+        try:
+            if on_accept is not None:
+                await on_accept(tuple(self.accepted))
+        finally:
+            self._client.observe("accepted", started, None)
+            await self._finish(reusable=True)
         return reply_from_response(resp.code, resp.message)
 
     async def abort(self) -> None:
@@ -213,14 +233,21 @@ class UpstreamClient:
             raise error_from_exception(exc) from exc
 
     async def deliver(
-        self, mail_from: str, rcpts: Sequence[str], message: bytes, options: Sequence[str] = ()
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        message: bytes,
+        options: Sequence[str] = (),
+        *,
+        on_accept: AcceptHook | None = None,
     ) -> DeliveryResult:
         """A whole transaction: MAIL, every RCPT, DATA.
 
         Returns when the upstream accepted the message for at least one
         recipient (the others are in ``refused``); raises
         :class:`UpstreamTransientError` / :class:`UpstreamPermanentError` when
-        it accepted it for nobody.
+        it accepted it for nobody.  ``on_accept``: see
+        :meth:`UpstreamTransaction.data`.
         """
         txn = await self.begin(mail_from, options)
         refused: dict[str, Reply] = {}
@@ -231,7 +258,7 @@ class UpstreamClient:
         if not txn.accepted:
             await txn.abort()
             raise _all_refused(refused)
-        return DeliveryResult(reply=await txn.data(message), refused=refused)
+        return DeliveryResult(reply=await txn.data(message, on_accept), refused=refused)
 
     async def ping(self) -> None:
         """Check the upstream answers EHLO now (for readiness); raise :class:`UpstreamError`."""
