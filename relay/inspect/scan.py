@@ -62,8 +62,16 @@ class Scanner:
                 continue
             local = self._local(at).strip(_EDGES)
             domain = self._domain(at)
-            if local and domain:
+            if local and domain and (self._dotted(domain) or not self._spaced(at)):
                 yield at, normalise_address(f"{local}@{domain}")
+
+    def _spaced(self, at: int) -> bool:
+        return self._skip_left(at) != at or self._skip_right(at + 1) != at + 1
+
+    @staticmethod
+    def _dotted(domain: str) -> bool:
+        # "Team @ Home" in a display name is prose; "a1 @ example.com" an address.
+        return domain.startswith("[") or any(dot in domain for dot in _DOTS)
 
     # --- left of the at-sign
 
@@ -86,7 +94,9 @@ class Scanner:
         """Start of the word (atom run or quoted string) ending at ``pos``."""
         if pos > 0 and self.text[pos - 1] == '"':
             opened = self._quote_pairs()[1].get(pos - 1)
-            return pos if opened is None else opened
+            if opened is None:  # the quotes pair up differently: take the nearest
+                opened = self.text.rfind('"', 0, pos - 1)
+            return pos if opened < 0 else opened
         start = pos
         while True:
             match = _LOCAL_RUN.match(self.rev, self.end - start)
@@ -121,8 +131,11 @@ class Scanner:
             if close >= 0 and not _AT.search(self.text, pos, close):
                 return self.text[pos : close + 1]
             pos += 1
-        elif char == '"' and (quoted := self._quote_pairs()[0].get(pos)) is not None:
-            return self.text[pos + 1 : quoted].strip()
+        elif char == '"':
+            quoted = self._quote_pairs()[0].get(pos)
+            if quoted is not None:
+                return self.text[pos + 1 : quoted].strip()
+            pos += 1
         return self._labels(pos).strip(_DOTS)
 
     def _labels(self, pos: int) -> str:
