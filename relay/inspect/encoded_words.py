@@ -18,7 +18,7 @@ _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 def _charset(name: str) -> str:
     try:
         return codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name (found by fuzzing)
         return "utf-8"
 
 

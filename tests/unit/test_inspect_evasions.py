@@ -211,3 +211,10 @@ def test_header_without_blank_line_one_byte_over_the_cap_is_flagged() -> None:
     exact = inspect_message(head, MATCHER, max_header_bytes=len(head))
     assert not exact.header_too_large
     assert exact.visible_external == 1
+
+
+# --- found by the fuzzer (tests/fuzz/fuzz_inspect.py)
+
+
+def test_nul_in_an_encoded_word_charset_is_no_traceback() -> None:
+    assert _counts("=?u\x00?q?a=40example.com?= <me@example.org>") == (2, 1, 1, 1)
