@@ -100,12 +100,14 @@ class _Spec:
 
 @dataclass(slots=True)
 class _Segment:
-    """One list element, or a group name (``spec`` None and ``group`` set)."""
+    """One list element (``spec`` None if it does not parse), or ``quiet``: a
+    well-formed group name or an element of comments only, which count only
+    for the addresses they show."""
 
     start: int
     end: int
     spec: _Spec | None
-    group: bool = False
+    quiet: bool = False
     found: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -258,7 +260,7 @@ def _segments(value: str) -> list[_Segment]:
         if cur:
             segments.append(_Segment(start, end, _parse_mailbox(cur)))
         elif "@" in value[start:end] or "=?" in value[start:end]:
-            segments.append(_Segment(start, end, None))  # comments only: scanned
+            segments.append(_Segment(start, end, None, quiet=True))  # comments only
 
     for tok in _tokenize(value):
         kind = tok.kind
@@ -273,7 +275,7 @@ def _segments(value: str) -> list[_Segment]:
             cur, start = [], tok.end
             in_group = in_group and kind == ","
         elif kind == ":" and not in_group:
-            segments.append(_Segment(start, tok.end, None, group=_is_phrase(cur)))
+            segments.append(_Segment(start, tok.end, None, quiet=_is_phrase(cur)))
             cur, start, in_group = [], tok.end, True
         else:
             cur.append(tok)
@@ -310,9 +312,7 @@ def _collect(value: str, segments: list[_Segment], out: ParsedHeader) -> set[str
             tokens.append(normalise_address(f"{canonical_local(spec.local)}@{spec.domain}"))
             spec = None
         if spec is None:
-            if seg.group and not tokens:
-                continue
-            if seg.group or tokens or value[seg.start : seg.end].strip(" \t\r\n,;:"):
+            if tokens or not seg.quiet:
                 out.unparseable_sources.append(source)
             out.unparseable.extend(tokens)
             continue
