@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 
 from relay.inspect.syntax import normalise_address, paren_matches
 
@@ -36,6 +36,10 @@ _DOMAIN_RUN = re.compile(r"[\w.\u3002\uff0e\uff61-]+")
 _QUOTE_OR_PAIR = re.compile(r'\\.|"', re.S)
 _BLANKS = " \t\r\n"
 _EDGES = "'`."  # quote marks around an address in prose, dots at its ends
+# Next to a run, these may continue the local part or domain (blanks or a
+# comment before a dot, a quoted word): read those the slow, full way.
+_SLOW_BEFORE = frozenset(' \t\r\n)"')
+_SLOW_AFTER = frozenset(" \t\r\n(")
 
 
 def _is_mark(char: str) -> bool:
@@ -53,17 +57,48 @@ class Scanner:
         self._parens: tuple[dict[int, int], dict[int, int]] | None = None
         self._bracket = (-1, -1)  # (searched from, first "]" at or after it)
 
-    def tokens(self, skip: Collection[int] = ()) -> Iterator[tuple[int, str]]:
+    def tokens(self, skip: Collection[int] = ()) -> list[tuple[int, str]]:
         """(index of the at-sign, normalised ``local@domain``) for every
         at-sign not in ``skip`` with something on both sides of it."""
+        found: list[tuple[int, str]] = []
+        memo: dict[str, str] = {}  # the same raw token repeats in hostile input
         for match in _AT.finditer(self.text):
             at = match.start()
             if at in skip:
                 continue
-            local = self._local(at).strip(_EDGES)
-            domain = self._domain(at)
-            if local and domain and (self._dotted(domain) or not self._spaced(at)):
-                yield at, normalise_address(f"{local}@{domain}")
+            pair = self._simple(at) or self._full(at)
+            if pair is None:
+                continue
+            raw = f"{pair[0]}@{pair[1]}"
+            if (token := memo.get(raw)) is None:
+                token = memo[raw] = normalise_address(raw)
+            found.append((at, token))
+        return found
+
+    def _simple(self, at: int) -> tuple[str, str] | None:
+        """The common ``local@domain`` with nothing to read around it, or None."""
+        left = _LOCAL_RUN.match(self.rev, self.end - at)
+        right = _DOMAIN_RUN.match(self.text, at + 1)
+        if left is None or right is None:
+            return None
+        start, stop = self.end - left.end(), right.end()
+        if (start and self.text[start - 1] in _SLOW_BEFORE) or (
+            stop < self.end and self.text[stop] in _SLOW_AFTER
+        ):
+            return None
+        if not self.text[start - 1 if start else 0].isascii():
+            return None  # maybe a combining mark
+        if stop < self.end and not self.text[stop].isascii():
+            return None
+        local, domain = self.text[start:at].strip(_EDGES), self.text[at + 1 : stop].strip(_DOTS)
+        return (local, domain) if local and domain else None
+
+    def _full(self, at: int) -> tuple[str, str] | None:
+        local = self._local(at).strip(_EDGES)
+        domain = self._domain(at)
+        if local and domain and (self._dotted(domain) or not self._spaced(at)):
+            return local, domain
+        return None
 
     def _spaced(self, at: int) -> bool:
         return self._skip_left(at) != at or self._skip_right(at + 1) != at + 1
@@ -217,4 +252,4 @@ def scan_addresses(text: str, skip: Collection[int] = ()) -> list[tuple[int, str
     domain after it, in order.  Never raises; linear in ``len(text)``."""
     if not _AT.search(text):
         return []
-    return list(Scanner(text).tokens(skip))
+    return Scanner(text).tokens(skip)
