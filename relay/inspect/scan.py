@@ -30,9 +30,15 @@ __all__ = ["AT_SIGNS", "Scanner", "scan_addresses"]
 AT_SIGNS = "@\ufe6b\uff20"
 _AT = re.compile(f"[{AT_SIGNS}]")
 _DOTS = ".\u3002\uff0e\uff61"  # the dots IDNA (UTS-46) maps to "."
+# Invisible format characters (zero-width, bidi controls, soft hyphen, BOM): a
+# reader sees the text around them joined, so they are part of a run and dropped
+# from the address (cutting there would make "info@e<ZWSP>xample.com" and
+# "info@e<ZWSP>xample.net" one address).
+_INVISIBLE = "\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff"
+_INVISIBLES = re.compile(f"[{_INVISIBLE}]+")
 # Runs read backwards (on the reversed text) for local parts, forwards for domains.
-_LOCAL_RUN = re.compile(r"[\w!#$%&'*+=?^`{}~.-]+")
-_DOMAIN_RUN = re.compile(r"[\w.\u3002\uff0e\uff61-]+")
+_LOCAL_RUN = re.compile(f"[\\w!#$%&'*+=?^`{{}}~.{_INVISIBLE}-]+")
+_DOMAIN_RUN = re.compile(f"[\\w.\u3002\uff0e\uff61{_INVISIBLE}-]+")
 _QUOTE_OR_PAIR = re.compile(r'\\.|"', re.S)
 _BLANKS = " \t\r\n"
 _EDGES = "'`."  # quote marks around an address in prose, dots at its ends
@@ -71,7 +77,7 @@ class Scanner:
                 continue
             raw = f"{pair[0]}@{pair[1]}"
             if (token := memo.get(raw)) is None:
-                token = memo[raw] = normalise_address(raw)
+                token = memo[raw] = normalise_address(_INVISIBLES.sub("", raw))
             found.append((at, token))
         return found
 

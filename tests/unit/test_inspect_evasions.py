@@ -85,6 +85,14 @@ def test_a_token_with_several_at_signs_yields_each() -> None:
     assert _counts("a1@x1.example.coma2@x2.example.coma3@x3.example.com")[0] == 3
 
 
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200d", "\u00ad", "\u202e", "\ufeff"], ids=ascii)
+def test_invisible_characters_neither_cut_nor_merge_addresses(invisible: str) -> None:
+    """A reader sees the text around a zero-width or bidi character joined."""
+    domains = [f"e{invisible}xample{i}.com" for i in range(20)]
+    assert _counts(" ".join(f"info@{domain}" for domain in domains))[0] == 20
+    assert _counts(f"a1@x.com{invisible}a2@x.com")[0] == 2
+
+
 # --- 2. addresses the old scan never reached
 
 SHAPES = {
