@@ -42,10 +42,13 @@ _DOMAIN_RUN = re.compile(f"[\\w.\u3002\uff0e\uff61{_INVISIBLE}-]+")
 _QUOTE_OR_PAIR = re.compile(r'\\.|"', re.S)
 _BLANKS = " \t\r\n"
 _EDGES = "'`."  # quote marks around an address in prose, dots at its ends
-# Next to a run, these may continue the local part or domain (blanks or a
-# comment before a dot, a quoted word): read those the slow, full way.
-_SLOW_BEFORE = frozenset(' \t\r\n)"')
-_SLOW_AFTER = frozenset(" \t\r\n(")
+# What may hold or continue an address next to a run (a quoted word, a comment,
+# blanks, a dot): where these are found, the address is read the full way.
+_BEFORE_AT = frozenset(' \t\r\n)"')
+_AFTER_AT = frozenset(' \t\r\n("[')
+_GOES_ON_LEFT = frozenset(")" + _DOTS)
+_GOES_ON_RIGHT = frozenset("(" + _DOTS)
+_FULL = ("", "")
 
 
 def _is_mark(char: str) -> bool:
@@ -72,7 +75,9 @@ class Scanner:
             at = match.start()
             if at in skip:
                 continue
-            pair = self._simple(at) or self._full(at)
+            pair = self._simple(at)
+            if pair is _FULL:
+                pair = self._full(at)
             if pair is None:
                 continue
             raw = f"{pair[0]}@{pair[1]}"
@@ -82,22 +87,42 @@ class Scanner:
         return found
 
     def _simple(self, at: int) -> tuple[str, str] | None:
-        """The common ``local@domain`` with nothing to read around it, or None."""
-        left = _LOCAL_RUN.match(self.rev, self.end - at)
-        right = _DOMAIN_RUN.match(self.text, at + 1)
-        if left is None or right is None:
-            return None
-        start, stop = self.end - left.end(), right.end()
-        if (start and self.text[start - 1] in _SLOW_BEFORE) or (
-            stop < self.end and self.text[stop] in _SLOW_AFTER
-        ):
-            return None
-        if not self.text[start - 1 if start else 0].isascii():
-            return None  # maybe a combining mark
-        if stop < self.end and not self.text[stop].isascii():
-            return None
-        local, domain = self.text[start:at].strip(_EDGES), self.text[at + 1 : stop].strip(_DOTS)
+        """The common ``local@domain`` with nothing to read around it; None
+        where nothing can be an address; :data:`_FULL` for the full reading."""
+        text, end = self.text, self.end
+        left = _LOCAL_RUN.match(self.rev, end - at)
+        if left is None:  # '<@', ',@', '@@' have no local part; ' @', ')@', '"@' may
+            before = text[at - 1] if at else ""
+            return _FULL if before in _BEFORE_AT or _is_mark(before) else None
+        right = _DOMAIN_RUN.match(text, at + 1)
+        if right is None:
+            after = text[at + 1] if at + 1 < end else ""
+            return _FULL if after in _AFTER_AT or _is_mark(after) else None
+        start, stop = end - left.end(), right.end()
+        if self._continues_left(start) or self._continues_right(stop):
+            return _FULL
+        local, domain = text[start:at].strip(_EDGES), text[at + 1 : stop].strip(_DOTS)
         return (local, domain) if local and domain else None
+
+    def _continues_left(self, start: int) -> bool:
+        """Whether the local part may go on left of ``start`` (a dot, a
+        comment or a combining mark, maybe after blanks)."""
+        text = self.text
+        if text[start] in _DOTS:
+            return True
+        pos = start
+        while pos and text[pos - 1] in _BLANKS:
+            pos -= 1
+        return pos > 0 and (text[pos - 1] in _GOES_ON_LEFT or _is_mark(text[pos - 1]))
+
+    def _continues_right(self, stop: int) -> bool:
+        text, end = self.text, self.end
+        if text[stop - 1] in _DOTS:
+            return True
+        pos = stop
+        while pos < end and text[pos] in _BLANKS:
+            pos += 1
+        return pos < end and (text[pos] in _GOES_ON_RIGHT or _is_mark(text[pos]))
 
     def _full(self, at: int) -> tuple[str, str] | None:
         local = self._local(at).strip(_EDGES)
