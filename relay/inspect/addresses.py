@@ -95,7 +95,7 @@ class _Spec:
     local: str
     domain: str
     at: int  # index of its "@" in the value
-    words: tuple[tuple[int, int], ...]  # spans of its quoted strings and literals
+    toks: list[_Tok]  # its tokens (with any route): its quoted words and literals
 
 
 @dataclass(slots=True)
@@ -175,8 +175,7 @@ def _parse_addr_spec(toks: list[_Tok]) -> _Spec | None:
         if joined is None:
             return None
         domain = joined
-    words = tuple((t.start, t.end) for t in toks if t.kind in ("q", "lit"))
-    return _Spec(local, domain, toks[at].start, words)
+    return _Spec(local, domain, toks[at].start, toks)
 
 
 def _join_words(toks: list[_Tok], kinds: tuple[str, ...]) -> str | None:
@@ -237,16 +236,12 @@ def _parse_mailbox(toks: list[_Tok]) -> _Spec | None:
     if any(tok.kind in ("<", ">") for tok in inner):
         return None
     colon = next((i for i, tok in enumerate(inner) if tok.kind == ":"), -1)
-    route: tuple[tuple[int, int], ...] = ()
-    if colon >= 0:
-        if not _is_route(inner[:colon]):
-            return None
-        route = tuple((t.start, t.end) for t in inner[:colon] if t.kind == "lit")
-        inner = inner[colon + 1 :]
-    spec = _parse_addr_spec(inner)
-    if spec is None or not route:
-        return spec
-    return _Spec(spec.local, spec.domain, spec.at, spec.words + route)
+    if colon < 0:
+        return _parse_addr_spec(inner)
+    if not _is_route(inner[:colon]):
+        return None
+    spec = _parse_addr_spec(inner[colon + 1 :])
+    return None if spec is None else _Spec(spec.local, spec.domain, spec.at, inner)
 
 
 def _segments(value: str) -> list[_Segment]:
@@ -301,13 +296,20 @@ def _assign(segments: list[_Segment], found: list[tuple[int, str]]) -> list[str]
     return stray
 
 
+def _shows_inside(spec: _Spec, found: list[tuple[int, str]]) -> bool:
+    """Whether an address was found inside the quoted words or literals of
+    the mailbox's own addr-spec (or route)."""
+    spans = [(t.start, t.end) for t in spec.toks if t.kind in ("q", "lit")]
+    return any(start <= at < end for at, _ in found for start, end in spans)
+
+
 def _collect(value: str, segments: list[_Segment], out: ParsedHeader) -> set[str]:
     seen: set[str] = set()
     for seg in segments:
         source = value[seg.start : seg.end].strip()
         spec = seg.spec
         tokens = [token for _, token in seg.found]
-        if spec is not None and any(s <= at < e for at, _ in seg.found for s, e in spec.words):
+        if spec is not None and tokens and _shows_inside(spec, seg.found):
             # Its own quoted local part or literal shows addresses: it is one more.
             tokens.append(normalise_address(f"{canonical_local(spec.local)}@{spec.domain}"))
             spec = None
@@ -317,8 +319,10 @@ def _collect(value: str, segments: list[_Segment], out: ParsedHeader) -> set[str
             out.unparseable.extend(tokens)
             continue
         address = normalise_address(f"{canonical_local(spec.local)}@{spec.domain}")
-        own = address.casefold()
-        shows = tuple(dict.fromkeys(t for t in tokens if t.casefold() != own))
+        shows: tuple[str, ...] = ()
+        if tokens:
+            own = address.casefold()
+            shows = tuple(dict.fromkeys(t for t in tokens if t.casefold() != own))
         out.mailboxes.append(Mailbox(address, address.rpartition("@")[2], source, shows))
         out.unparseable.extend(shows)
         seen.add(address)
