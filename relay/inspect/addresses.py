@@ -95,7 +95,7 @@ class _Spec:
     local: str
     domain: str
     at: int  # index of its "@" in the value
-    toks: list[_Tok]  # its tokens (with any route): its quoted words and literals
+    words: tuple[tuple[int, int], ...]  # spans of its quoted words, literals (and route's)
 
 
 @dataclass(slots=True)
@@ -108,7 +108,7 @@ class _Segment:
     end: int
     spec: _Spec | None
     quiet: bool = False
-    found: list[tuple[int, str]] = field(default_factory=list)
+    found: list[tuple[int, str]] | None = None  # what the scan found in it
 
 
 def address_like_tokens(text: str) -> list[str]:
@@ -175,7 +175,10 @@ def _parse_addr_spec(toks: list[_Tok]) -> _Spec | None:
         if joined is None:
             return None
         domain = joined
-    return _Spec(local, domain, toks[at].start, toks)
+    words = [(t.start, t.end) for t in toks[:at] if t.kind == "q"]
+    if dom[-1].kind == "lit":
+        words.append((dom[-1].start, dom[-1].end))
+    return _Spec(local, domain, toks[at].start, tuple(words))
 
 
 def _join_words(toks: list[_Tok], kinds: tuple[str, ...]) -> str | None:
@@ -241,7 +244,10 @@ def _parse_mailbox(toks: list[_Tok]) -> _Spec | None:
     if not _is_route(inner[:colon]):
         return None
     spec = _parse_addr_spec(inner[colon + 1 :])
-    return None if spec is None else _Spec(spec.local, spec.domain, spec.at, inner)
+    if spec is None:
+        return None
+    route = tuple((t.start, t.end) for t in inner[:colon] if t.kind == "lit")
+    return _Spec(spec.local, spec.domain, spec.at, spec.words + route)
 
 
 def _segments(value: str) -> list[_Segment]:
@@ -290,7 +296,10 @@ def _assign(segments: list[_Segment], found: list[tuple[int, str]]) -> list[str]
         while index < len(segments) and segments[index].end <= at:
             index += 1
         if index < len(segments) and segments[index].start <= at:
-            segments[index].found.append((at, token))
+            seg = segments[index]
+            if seg.found is None:
+                seg.found = []
+            seg.found.append((at, token))
         else:
             stray.append(token)
     return stray
@@ -299,8 +308,7 @@ def _assign(segments: list[_Segment], found: list[tuple[int, str]]) -> list[str]
 def _shows_inside(spec: _Spec, found: list[tuple[int, str]]) -> bool:
     """Whether an address was found inside the quoted words or literals of
     the mailbox's own addr-spec (or route)."""
-    spans = [(t.start, t.end) for t in spec.toks if t.kind in ("q", "lit")]
-    return any(start <= at < end for at, _ in found for start, end in spans)
+    return any(start <= at < end for at, _ in found for start, end in spec.words)
 
 
 def _collect(value: str, segments: list[_Segment], out: ParsedHeader) -> set[str]:
@@ -308,8 +316,8 @@ def _collect(value: str, segments: list[_Segment], out: ParsedHeader) -> set[str
     for seg in segments:
         source = value[seg.start : seg.end].strip()
         spec = seg.spec
-        tokens = [token for _, token in seg.found]
-        if spec is not None and tokens and _shows_inside(spec, seg.found):
+        tokens = [token for _, token in seg.found] if seg.found else []
+        if spec is not None and seg.found and _shows_inside(spec, seg.found):
             # Its own quoted local part or literal shows addresses: it is one more.
             tokens.append(normalise_address(f"{canonical_local(spec.local)}@{spec.domain}"))
             spec = None
