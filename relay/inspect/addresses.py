@@ -1,11 +1,17 @@
 """RFC 5322 address-list parsing that fails closed (pure, never raises).
 
 A hand-written tokenizer (one regular expression plus nested comments) and a
-small recursive-descent parser.  It is about ten times faster than
-``email.policy.default`` on large headers (see ``bench/RESULTS.md``) and,
-unlike a strict parser, it never gives up on a whole header: every part that
-does not parse is scanned for address-like tokens, which are reported in
-:attr:`ParsedHeader.unparseable` so the caller counts them as external.
+small recursive-descent parser find the mailboxes.  It is about ten times
+faster than ``email.policy.default`` on large headers (see
+``bench/RESULTS.md``).  Display names are read leniently, the way mail
+clients show them (``[EXT] Bob <bob@example.org>``, ``'ann@example.org'
+<ann@example.org>``), and ``;`` outside a group separates like ``,``.
+
+Then the fail-closed scan (:mod:`relay.inspect.scan`) looks at every at-sign
+of the value that is not a parsed mailbox's own: in display names, comments,
+group names, parts that do not parse, quoted local parts, domain literals and
+decoded encoded words.  Each yields an address, reported in
+:attr:`ParsedHeader.unparseable` so the caller counts it as external.
 """
 
 from __future__ import annotations
@@ -13,8 +19,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from relay.inspect.domains import normalise_domain
-from relay.inspect.encoded_words import decode_encoded_words
+from relay.inspect.encoded_words import iter_decoded_runs
+from relay.inspect.scan import scan_addresses
+from relay.inspect.syntax import canonical_local, normalise_address, paren_matches, unfold, unquote
 
 __all__ = [
     "Mailbox",
@@ -35,23 +42,23 @@ _TOKEN = re.compile(
       | (?P<err>.)""",
     re.X | re.S,
 )
-_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]"
-_DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
-_NEEDS_ESCAPE = re.compile(r'(["\\])')
-_NOT_ADDRESS = re.compile(r"""[\s<>(),;:"]+""")
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
+
 
 WORD = ("atom", "q")
+# A display name as mail clients read it: any words, dots, brackets and at-signs
+# (what it shows is scanned); an unclosed quote or comment still makes it broken.
+_NAME_KINDS = frozenset(("atom", "q", ".", "lit", "@", "err"))
+_NAME_ERRORS = frozenset('"(')
 
 
 @dataclass(frozen=True, slots=True)
 class Mailbox:
     """One recipient: normalised ``address`` and ``domain``, and ``source``,
     the mailbox's own text (display name, comments, angle address) exactly as
-    it appears in the unfolded header value.  ``shows`` are the address-like
-    tokens its display name and comments show, other than ``address`` itself
-    (every recipient can read them, so they count as unparseable)."""
+    it appears in the unfolded header value.  ``shows`` are the addresses its
+    display name and comments show, other than ``address`` itself (compared
+    ignoring case): every recipient can read them, so they count as
+    unparseable."""
 
     address: str
     domain: str
@@ -63,10 +70,11 @@ class Mailbox:
 class ParsedHeader:
     """Everything one address header discloses.
 
-    ``unparseable`` holds the normalised address-like tokens found in parts
-    that do not parse, in display names, comments and group names (not also
-    found as a mailbox); ``unparseable_sources`` the original text of the
-    parts that do not parse and of group names that show an address.
+    ``unparseable`` holds the normalised addresses the scan found outside the
+    mailboxes' own addr-specs (in parts that do not parse, display names,
+    comments, group names), not also found as a mailbox;
+    ``unparseable_sources`` the original text of the parts that do not parse
+    and of group names that show an address.
     """
 
     mailboxes: list[Mailbox] = field(default_factory=list)
@@ -82,52 +90,48 @@ class _Tok:
     end: int
 
 
-def unfold(value: str) -> str:
-    """Remove the line breaks of folded header lines (RFC 5322 section 2.2.3)."""
-    return _FOLD.sub("", value) if "\n" in value else value
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    local: str
+    domain: str
+    at: int  # index of its "@" in the value
+    words: tuple[tuple[int, int], ...]  # spans of its quoted words, literals (and route's)
 
 
-def normalise_address(addr: str) -> str:
-    """``local@domain`` with the local part as written (quoted only if it must
-    be) and the domain lower-cased and IDNA-normalised; never raises."""
-    local, at, domain = addr.strip().rpartition("@")
-    if not at:
-        return addr.strip()
-    if len(local) >= 2 and local.startswith('"') and local.endswith('"'):
-        local = _QUOTED_PAIR.sub(r"\1", local[1:-1])
-    return f"{_canonical_local(local)}@{normalise_domain(domain)}"
+@dataclass(slots=True)
+class _Segment:
+    """One list element (``spec`` None if it does not parse), or ``quiet``: a
+    well-formed group name or an element of comments only, which count only
+    for the addresses they show."""
 
-
-def _canonical_local(local: str) -> str:
-    if _DOT_ATOM.fullmatch(local):
-        return local
-    return '"' + _NEEDS_ESCAPE.sub(r"\\\1", local) + '"'
+    start: int
+    end: int
+    spec: _Spec | None
+    quiet: bool = False
+    found: list[tuple[int, str]] | None = None  # what the scan found in it
 
 
 def address_like_tokens(text: str) -> list[str]:
-    """Every ``something@domain`` in ``text`` (after decoding encoded words),
-    normalised, in order, without repeats."""
-    seen: dict[str, None] = {}
-    for chunk in _NOT_ADDRESS.split(decode_encoded_words(text)):
-        local, at, domain = chunk.rpartition("@")
-        local = local.strip("[].'`")
-        if domain.startswith("[") and "]" in domain:
-            domain = domain[: domain.index("]") + 1]
-        else:
-            domain = domain.strip("[].'`")
-        if at and local and domain:
-            seen.setdefault(normalise_address(f"{local}@{domain}"), None)
-    return list(seen)
+    """Every ``local@domain`` in ``text`` and in its encoded words, normalised,
+    in order, without repeats (see :mod:`relay.inspect.scan`)."""
+    return list(dict.fromkeys(token for _, token in _scan(text, ())))
+
+
+def _scan(text: str, skip: set[int] | tuple[()]) -> list[tuple[int, str]]:
+    found = scan_addresses(text, skip)
+    for start, decoded in iter_decoded_runs(text):
+        found.extend((start, token) for _, token in scan_addresses(decoded))
+    return found
 
 
 def _tokenize(value: str) -> list[_Tok]:
     tokens: list[_Tok] = []
-    closes = _paren_matches(value) if "(" in value else {}
+    closes = paren_matches(value) if "(" in value else {}
     quotes_close = True
     pos, end = 0, len(value)
     while pos < end:
         if value[pos] == '"' and not quotes_close:
-            # An earlier quote never closed, so no later one can (see _paren_matches).
+            # An earlier quote never closed, so no later one can (see paren_matches).
             tokens.append(_Tok("err", '"', pos, pos + 1))
             pos += 1
             continue
@@ -151,38 +155,12 @@ def _tokenize(value: str) -> list[_Tok]:
     return tokens
 
 
-def _paren_matches(value: str) -> dict[int, int]:
-    """Index of each ``(`` → index just past its ``)``, nested, in one pass.
-
-    Scanning each comment separately is quadratic on ``((((...`` (a denial of
-    service on a 1 MiB header); a stack gives the same pairs in linear time.
-    An unmatched quote after an unclosed one is rejected the same way: every
-    quote the first scan passed over was escaped, so a rescan would fail too.
-    """
-    stack: list[int] = []
-    closes: dict[int, int] = {}
-    i, end = 0, len(value)
-    while i < end:
-        char = value[i]
-        if char == "\\":
-            i += 2
-            continue
-        if char == "(":
-            stack.append(i)
-        elif char == ")" and stack:
-            closes[stack.pop()] = i + 1
-        i += 1
-    return closes
-
-
 def _word_value(tok: _Tok) -> str:
-    if tok.kind == "q":
-        return _QUOTED_PAIR.sub(r"\1", tok.text[1:-1])
-    return tok.text
+    return unquote(tok.text) if tok.kind == "q" else tok.text
 
 
-def _parse_addr_spec(toks: list[_Tok]) -> tuple[str, str] | None:
-    """``local@domain`` from the tokens of an addr-spec, or None."""
+def _parse_addr_spec(toks: list[_Tok]) -> _Spec | None:
+    """The addr-spec made of ``toks``, or None."""
     at = next((i for i in range(len(toks) - 1, -1, -1) if toks[i].kind == "@"), -1)
     if at <= 0 or at == len(toks) - 1:
         return None
@@ -197,7 +175,10 @@ def _parse_addr_spec(toks: list[_Tok]) -> tuple[str, str] | None:
         if joined is None:
             return None
         domain = joined
-    return local, domain
+    words = [(t.start, t.end) for t in toks[:at] if t.kind == "q"]
+    if dom[-1].kind == "lit":
+        words.append((dom[-1].start, dom[-1].end))
+    return _Spec(local, domain, toks[at].start, tuple(words))
 
 
 def _join_words(toks: list[_Tok], kinds: tuple[str, ...]) -> str | None:
@@ -221,6 +202,13 @@ def _is_phrase(toks: list[_Tok]) -> bool:
     return all(tok.kind in WORD or tok.kind == "." for tok in toks)
 
 
+def _is_display_name(toks: list[_Tok]) -> bool:
+    return all(
+        tok.kind in _NAME_KINDS and not (tok.kind == "err" and tok.text in _NAME_ERRORS)
+        for tok in toks
+    )
+
+
 def _is_route(toks: list[_Tok]) -> bool:
     """obs-route: ``@a.example,@b.example`` (commas, empty elements allowed)."""
     groups: list[list[_Tok]] = [[]]
@@ -240,96 +228,41 @@ def _is_route(toks: list[_Tok]) -> bool:
     return True
 
 
-def _parse_mailbox(toks: list[_Tok]) -> tuple[str, str] | None:
-    """(local, domain) of a name-addr or addr-spec, or None if malformed."""
+def _parse_mailbox(toks: list[_Tok]) -> _Spec | None:
+    """The addr-spec of a name-addr or addr-spec, or None if malformed."""
     if not toks or toks[-1].kind != ">":
         return _parse_addr_spec(toks)
     opens = [i for i, tok in enumerate(toks) if tok.kind == "<"]
-    if len(opens) != 1 or not _is_phrase(toks[: opens[0]]):
+    if len(opens) != 1 or not _is_display_name(toks[: opens[0]]):
         return None
     inner = toks[opens[0] + 1 : -1]
     if any(tok.kind in ("<", ">") for tok in inner):
         return None
     colon = next((i for i, tok in enumerate(inner) if tok.kind == ":"), -1)
-    if colon >= 0:
-        if not _is_route(inner[:colon]):
-            return None
-        inner = inner[colon + 1 :]
-    return _parse_addr_spec(inner)
+    if colon < 0:
+        return _parse_addr_spec(inner)
+    if not _is_route(inner[:colon]):
+        return None
+    spec = _parse_addr_spec(inner[colon + 1 :])
+    if spec is None:
+        return None
+    route = tuple((t.start, t.end) for t in inner[:colon] if t.kind == "lit")
+    return _Spec(spec.local, spec.domain, spec.at, spec.words + route)
 
 
-def _name_text(value: str, toks: list[_Tok], start: int, end: int) -> str:
-    """The mailbox's text in ``value[start:end]`` without its addr-spec (the
-    angle address of a name-addr): display name and comments."""
-    first = 0
-    if toks[-1].kind == ">":
-        first = next(i for i, tok in enumerate(toks) if tok.kind == "<")
-    pieces: list[str] = []
-    pos = start
-    for tok in toks[first:]:
-        pieces.append(value[pos : tok.start])
-        pos = tok.end
-    pieces.append(value[pos:end])
-    return " ".join(pieces)
-
-
-def _shown_tokens(text: str, own: str) -> tuple[str, ...]:
-    """Address-like tokens in ``text`` other than ``own``."""
-    if "@" not in text and "=?" not in text:
-        return ()
-    return tuple(token for token in address_like_tokens(text) if token != own)
-
-
-class _Collector:
-    """Turns segments (one mailbox each) into a :class:`ParsedHeader`."""
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-        self.result = ParsedHeader()
-        self.seen: set[str] = set()
-
-    def mailbox(self, toks: list[_Tok], start: int, end: int) -> None:
-        source = self.value[start:end].strip()
-        if not toks:  # nothing but blanks and comments
-            if _shown_tokens(source, ""):
-                self.broken(source)
-            return
-        parsed = _parse_mailbox(toks)
-        if parsed is None:
-            self.broken(source)
-            return
-        address = normalise_address(f"{_canonical_local(parsed[0])}@{parsed[1]}")
-        shows = _shown_tokens(_name_text(self.value, toks, start, end), address)
-        domain = address.rpartition("@")[2]
-        self.result.mailboxes.append(Mailbox(address, domain, source, shows))
-        self.result.unparseable.extend(shows)
-        self.seen.add(address)
-
-    def group_name(self, toks: list[_Tok], start: int, end: int) -> None:
-        if not _is_phrase(toks) or _shown_tokens(self.value[start:end], ""):
-            self.broken(self.value[start:end])
-
-    def broken(self, source: str) -> None:
-        self.result.unparseable_sources.append(source)
-        self.result.unparseable.extend(address_like_tokens(source))
-
-    def finish(self) -> ParsedHeader:
-        unique = dict.fromkeys(t for t in self.result.unparseable if t not in self.seen)
-        self.result.unparseable = list(unique)
-        return self.result
-
-
-def parse_address_header(value: str) -> ParsedHeader:
-    """Parse one To/Cc/Resent-* header value (folded or not); never raises.
-
-    Groups are flattened (``undisclosed-recipients:;`` yields nothing) and
-    obsolete syntax (routes, empty list elements, CFWS around dots) accepted.
-    """
-    value = unfold(value)
-    out = _Collector(value)
+def _segments(value: str) -> list[_Segment]:
+    """The list elements and group names of ``value``, in order."""
+    segments: list[_Segment] = []
     cur: list[_Tok] = []
     start = 0
     in_angle = in_group = False
+
+    def close(end: int) -> None:
+        if cur:
+            segments.append(_Segment(start, end, _parse_mailbox(cur)))
+        elif "@" in value[start:end] or "=?" in value[start:end]:
+            segments.append(_Segment(start, end, None, quiet=True))  # comments only
+
     for tok in _tokenize(value):
         kind = tok.kind
         if in_angle:
@@ -338,17 +271,87 @@ def parse_address_header(value: str) -> ParsedHeader:
         elif kind == "<":
             cur.append(tok)
             in_angle = True
-        elif kind == "," or (kind == ";" and in_group):
-            out.mailbox(cur, start, tok.start)
+        elif kind in (",", ";"):  # ";" outside a group: the way mail clients read it
+            close(tok.start)
             cur, start = [], tok.end
             in_group = in_group and kind == ","
         elif kind == ":" and not in_group:
-            out.group_name(cur, start, tok.end)
+            segments.append(_Segment(start, tok.end, None, quiet=_is_phrase(cur)))
             cur, start, in_group = [], tok.end, True
         else:
             cur.append(tok)
     if in_angle and cur:
-        out.broken(value[start:].strip())
+        segments.append(_Segment(start, len(value), None))
     else:
-        out.mailbox(cur, start, len(value))
-    return out.finish()
+        close(len(value))
+    return segments
+
+
+def _assign(segments: list[_Segment], found: list[tuple[int, str]]) -> list[str]:
+    """Put each scanned token into the segment holding its at-sign; returns
+    the tokens outside every segment (none in practice: kept to fail closed)."""
+    stray: list[str] = []
+    index = 0
+    for at, token in sorted(found):
+        while index < len(segments) and segments[index].end <= at:
+            index += 1
+        if index < len(segments) and segments[index].start <= at:
+            seg = segments[index]
+            if seg.found is None:
+                seg.found = []
+            seg.found.append((at, token))
+        else:
+            stray.append(token)
+    return stray
+
+
+def _shows_inside(spec: _Spec, found: list[tuple[int, str]]) -> bool:
+    """Whether an address was found inside the quoted words or literals of
+    the mailbox's own addr-spec (or route)."""
+    return any(start <= at < end for at, _ in found for start, end in spec.words)
+
+
+def _collect(value: str, segments: list[_Segment], out: ParsedHeader) -> set[str]:
+    seen: set[str] = set()
+    for seg in segments:
+        source = value[seg.start : seg.end].strip()
+        spec = seg.spec
+        tokens = [token for _, token in seg.found] if seg.found else []
+        if spec is not None and seg.found and _shows_inside(spec, seg.found):
+            # Its own quoted local part or literal shows addresses: it is one more.
+            tokens.append(normalise_address(f"{canonical_local(spec.local)}@{spec.domain}"))
+            spec = None
+        if spec is None:
+            if tokens or not seg.quiet:
+                out.unparseable_sources.append(source)
+            out.unparseable.extend(tokens)
+            continue
+        address = normalise_address(f"{canonical_local(spec.local)}@{spec.domain}")
+        shows: tuple[str, ...] = ()
+        if tokens:
+            own = address.casefold()
+            shows = tuple(dict.fromkeys(t for t in tokens if t.casefold() != own))
+        out.mailboxes.append(Mailbox(address, address.rpartition("@")[2], source, shows))
+        out.unparseable.extend(shows)
+        seen.add(address)
+    return seen
+
+
+def parse_address_header(value: str) -> ParsedHeader:
+    """Parse one To/Cc/Resent-* header value (folded or not); never raises.
+
+    Groups are flattened (``undisclosed-recipients:;`` yields nothing) and
+    obsolete syntax (routes, empty list elements, CFWS around dots) accepted.
+    Every at-sign that is not a mailbox's own yields an unparseable address.
+    """
+    value = unfold(value)
+    segments = _segments(value)
+    own = {seg.spec.at for seg in segments if seg.spec is not None}
+    found = _scan(value, own) if len(own) < value.count("@") or not value.isascii() else []
+    if "=?" in value and not found:
+        found = _scan(value, own)
+    out = ParsedHeader()
+    stray = _assign(segments, found)
+    seen = _collect(value, segments, out)
+    out.unparseable = list(dict.fromkeys(t for t in [*out.unparseable, *stray] if t not in seen))
+    return out

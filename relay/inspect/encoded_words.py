@@ -6,8 +6,9 @@ import base64
 import binascii
 import codecs
 import re
+from collections.abc import Iterator
 
-__all__ = ["decode_encoded_words"]
+__all__ = ["decode_encoded_words", "iter_decoded_runs"]
 
 _ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
 _BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?)")
@@ -17,7 +18,7 @@ _Q_HEX = re.compile(rb"=([0-9A-Fa-f]{2})")
 def _charset(name: str) -> str:
     try:
         return codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name (found by fuzzing)
         return "utf-8"
 
 
@@ -43,3 +44,14 @@ def decode_encoded_words(text: str) -> str:
     if "=?" not in text:
         return text
     return _ENCODED_WORD.sub(_decode_one, _BETWEEN_WORDS.sub(r"\1", text))
+
+
+_RUN = re.compile(rf"{_ENCODED_WORD.pattern}(?:[ \t\r\n]*{_ENCODED_WORD.pattern})*")
+
+
+def iter_decoded_runs(text: str) -> Iterator[tuple[int, str]]:
+    """(start, decoded text) of every run of adjacent encoded words in ``text``."""
+    if "=?" not in text:
+        return
+    for match in _RUN.finditer(text):
+        yield match.start(), decode_encoded_words(match.group())

@@ -79,7 +79,7 @@ CASES: list[tuple[str, str, int, int, int, int, int]] = [
     ("comment-only-element", "To: me@example.org, (b@example.net)", 2, 1, 1, 1, 1),
     ("comment-in-angle", "To: Me <me(b@example.net)@example.org>", 2, 1, 1, 1, 1),
     ("quoted-local-space", 'To: "john smith"@example.com', 1, 0, 1, 1, 0),
-    ("quoted-local-at", 'To: "a@b"@example.com, "a,b"@example.com', 2, 0, 2, 1, 0),
+    ("quoted-local-at", 'To: "a@b"@example.com, "a,b"@example.com', 3, 0, 3, 2, 2),
     # --- folding and encodings
     ("folded-list", "To: a@example.com,\n b@example.com,\n\tc@example.net", 3, 0, 3, 2, 0),
     ("folded-name", 'To: "Smith,\n John" <j@example.com>', 1, 0, 1, 1, 0),
@@ -131,7 +131,7 @@ CASES: list[tuple[str, str, int, int, int, int, int]] = [
     ("whole-header-encoded", f"To: =?utf-8?b?{B64_TWO}?=", 2, 0, 2, 2, 2),
     ("missing-domain", "To: a@, b@example.com", 1, 0, 1, 1, 0),
     ("bare-word", "To: postmaster", 0, 0, 0, 0, 0),
-    ("semicolon-separated", "To: a@example.com; b@example.net", 2, 0, 2, 2, 2),
+    ("semicolon-separated", "To: a@example.com; b@example.net", 2, 0, 2, 2, 0),
     ("addresses-in-phrase-only", 'To: "a@example.com, b@example.net"', 2, 0, 2, 2, 2),
     ("group-name-is-address", "To: a@example.com: b@example.net;", 2, 0, 2, 2, 1),
     ("unclosed-comment", "To: (note a@example.com, b@example.net", 2, 0, 2, 2, 1),
