@@ -13,18 +13,11 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
-
 from tests.helpers.process import free_port, run_ccguard, start_ccguard, wait_for_port
 from tests.helpers.smtp_clients import OPENSSL
-from tests.helpers.tls import Pki, make_pki
+from tests.helpers.tls import Pki
 
 PASSWORD = "app1-Pa55word"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def write_config(folder: Path, port: int, tls_port: int, sink_port: int) -> Path:
