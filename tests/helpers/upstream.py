@@ -11,7 +11,17 @@ from aiosmtpd.smtp import SMTP
 
 from tests.helpers.waiting import Gate, wait_until
 
-__all__ = ["Received", "RecordingUpstream"]
+__all__ = ["Received", "RecordingUpstream", "serve_loopback"]
+
+
+async def serve_loopback(
+    factory: Callable[[], asyncio.BaseProtocol], port: int = 0
+) -> tuple[asyncio.Server, int]:
+    """Listen on 127.0.0.1 (port 0: a free one); the server and the port it got.
+    ``reuse_address``: a test may start a server again on the port it had."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host="127.0.0.1", port=port, reuse_address=True)
+    return server, server.sockets[0].getsockname()[1]
 
 
 @dataclass
@@ -68,10 +78,7 @@ class RecordingUpstream:
                 loop=loop,
             )
 
-        self._server = await loop.create_server(
-            factory, host="127.0.0.1", port=port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await serve_loopback(factory, port)
         return self
 
     async def stop(self) -> None:
