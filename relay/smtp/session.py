@@ -21,7 +21,6 @@ from relay.errors import UpstreamError
 from relay.inspect import ParsedMessage, parse_message
 from relay.policy.verdict import Verdict
 from relay.smtp.context import FrontContext
-from relay.smtp.limits import session_user
 from relay.smtp.trace import new_queue_id, received_header
 from relay.upstream import UpstreamTransaction
 
@@ -187,7 +186,7 @@ class SessionHandler:
         refusal = self._mail_refusal(address)
         if refusal is not None:
             return str(refusal)
-        if not self._ctx.rate.allow(session_user(session), self.client_ip):
+        if not self._ctx.rate.allow(self._auth_user(), self.client_ip):
             return self._rate_limited()
         await self.end_transaction()
         self._begin_transaction()
@@ -285,9 +284,14 @@ class SessionHandler:
 
     # -- helpers ------------------------------------------------------------
 
+    def _auth_user(self) -> str | None:
+        """Who this session logged in as: one answer for the rate limit, the sender
+        check, the envelope and the log."""
+        return self._server.authenticated_user if self._server is not None else None
+
     def _mail_refusal(self, address: str) -> Reply | None:
         """530 when this client may not relay (network, AUTH), 553 for a sender not its own."""
-        user = self._server.authenticated_user if self._server is not None else None
+        user = self._auth_user()
         refusal = self._ctx.access.mail_refusal(self.client_ip, user, _sender(address))
         if refusal is not None:
             reason = "sender not owned" if user else "authentication required"
@@ -299,7 +303,7 @@ class SessionHandler:
         server = self._server
         tls = server.tls if server is not None else None
         return {
-            "auth_user": server.authenticated_user if server is not None else None,
+            "auth_user": self._auth_user(),
             "tls_version": tls.version if tls else "",
             "tls_cipher": tls.cipher if tls else "",
         }
