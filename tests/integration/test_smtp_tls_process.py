@@ -169,3 +169,47 @@ def test_sighup_rotates_the_certificate_without_dropping_a_session(
         for proc in (relay, sink):
             proc.terminate()
             proc.wait(20)
+
+
+def test_every_transaction_line_carries_the_session_fields(tmp_path: Path, pki: Pki) -> None:
+    """RSET, a delivered message and a hang-up in one encrypted, logged-in session:
+    each transaction line in ccguard's own log output says who logged in (hashed,
+    as the user name is an address) and which TLS, the same on all three."""
+    port, sink_port, user = free_port(), free_port(), "mailer@example.org"
+    install_cert(tmp_path, pki.localhost)
+    config = str(write_config(tmp_path, port, free_port(), sink_port))
+    run_ccguard("smtp-user", "add", user, "--password-stdin", "--config", config,
+                stdin=f"{PASSWORD}\n".encode())  # fmt: skip
+    sink = start_ccguard("sink", "--listen", f"127.0.0.1:{sink_port}", "--dir", f"{tmp_path}/sink")
+    relay = start_ccguard("serve", "--config", config)
+    try:
+        wait_for_port(sink_port, sink)
+        wait_for_port(port, relay)
+        log = LogLines(relay)
+        log.wait_for("ccguard started")
+        client = smtplib.SMTP("127.0.0.1", port, timeout=20)
+        client.starttls(context=ssl._create_unverified_context())
+        client.login(user, PASSWORD)
+        client.mail(user)
+        client.rcpt("bob@example.com")
+        client.rset()
+        reset = log.wait_for("transaction")
+        client.sendmail(user, ["bob@example.com"], b"Subject: logged\r\n\r\nhello\r\n")
+        sent = log.wait_for("transaction")
+        client.mail(user)
+        client.rcpt("bob@example.com")
+        client.close()  # a hang-up: no QUIT
+        gone = log.wait_for("transaction")
+    finally:
+        for proc in (relay, sink):
+            proc.terminate()
+            proc.wait(20)
+    assert (reset["outcome"], gone["outcome"], gone["stage"]) == (
+        "no message", "client disconnected", "rcpt",
+    )  # fmt: skip
+    assert sent["action"] == "pass" and "outcome" not in sent
+    assert sent["auth_user"] and user not in str(sent["auth_user"])
+    assert sent["tls"] in ("TLSv1.2", "TLSv1.3") and sent["tls_cipher"]
+    fields = ("auth_user", "tls", "tls_cipher")
+    session = {name: sent[name] for name in fields}
+    assert [{name: line.get(name) for name in fields} for line in (reset, gone)] == [session] * 2
