@@ -60,6 +60,18 @@ def _render(
     return _templates(request).TemplateResponse(request, name, context, status_code=status)
 
 
+def _error_page(
+    request: Request, session: Session | None, status: int, title: str, message: str
+) -> Response:
+    """The error page with ``title`` and ``message``, answered with ``status``."""
+    return _render(request, "error.html", session, status, title=title, message=message)
+
+
+def _refused(request: Request, session: Session | None, why: str) -> Response:
+    """403 "Request refused": a form post ccguard will not act on, and why."""
+    return _error_page(request, session, 403, "Request refused", why)
+
+
 def _to_login(request: Request) -> Response:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
@@ -96,14 +108,8 @@ def _cross_site_refusal(request: Request, session: Session | None) -> Response |
     if not is_cross_site(request):
         return None
     context_of(request).count_refusal("cross_site")
-    return _render(
-        request,
-        "error.html",
-        session,
-        403,
-        title="Request refused",
-        message="This form was sent from another site. Open the admin page itself and retry.",
-    )
+    why = "This form was sent from another site. Open the admin page itself and retry."
+    return _refused(request, session, why)
 
 
 async def _login(request: Request) -> Response:
@@ -150,14 +156,8 @@ async def _checked_post(request: Request) -> tuple[Session, FormData] | Response
         return refused
     form = await request.form()
     if not session.csrf_ok(_field(form, "csrf_token")):
-        return _render(
-            request,
-            "error.html",
-            session,
-            403,
-            title="Request refused",
-            message="The form's security token was missing or wrong. Go back, reload and retry.",
-        )
+        why = "The form's security token was missing or wrong. Go back, reload and retry."
+        return _refused(request, session, why)
     return session, form
 
 
@@ -234,13 +234,12 @@ async def _detail_page(
 
 
 def _not_found(request: Request, session: Session) -> Response:
-    return _render(
+    return _error_page(
         request,
-        "error.html",
         session,
         404,
-        title="No such message",
-        message="There is no quarantined message with this id (it may have been purged).",
+        "No such message",
+        "There is no quarantined message with this id (it may have been purged).",
     )
 
 
@@ -282,14 +281,7 @@ async def _perform(request: Request, session: Session, message_id: str, mode: st
     if action == "delete":
         await review.delete(message_id, actor)
         return RedirectResponse("/quarantine?notice=deleted", status_code=303)
-    return _render(
-        request,
-        "error.html",
-        session,
-        400,
-        title="Bad request",
-        message="Unknown action or release mode.",
-    )
+    return _error_page(request, session, 400, "Bad request", "Unknown action or release mode.")
 
 
 def _action_failure(exc: Exception) -> tuple[int, str]:

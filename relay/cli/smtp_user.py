@@ -24,12 +24,4 @@ _COMMANDS = UsersCommands(
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add ``smtp-user add``, ``smtp-user remove`` and ``smtp-user list``."""
     parser = subparsers.add_parser("smtp-user", help="manage SMTP AUTH users", parents=[common])
-    sub = parser.add_subparsers(dest="smtp_user_command", metavar="SUBCOMMAND", required=True)
-    add = sub.add_parser("add", help="add a user or change its password", parents=[common])
-    _COMMANDS.add_parser_arguments(add)
-    add.set_defaults(func=_COMMANDS.add)
-    remove = sub.add_parser("remove", help="remove a user", parents=[common])
-    remove.add_argument("name")
-    remove.set_defaults(func=_COMMANDS.remove)
-    listing = sub.add_parser("list", help="list user names", parents=[common])
-    listing.set_defaults(func=_COMMANDS.list)
+    _COMMANDS.add_subcommands(parser, common, "smtp_user_command", ("add", "remove", "list"))

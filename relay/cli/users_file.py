@@ -92,11 +92,26 @@ class UsersCommands:
             print(name)
         return 0
 
-    def add_parser_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """NAME and ``--password-stdin`` of the add command."""
-        parser.add_argument("name", help="user name (letters, digits, . _ @ -)")
-        parser.add_argument(
+    def add_subcommands(
+        self,
+        parser: argparse.ArgumentParser,
+        common: argparse.ArgumentParser,
+        dest: str,
+        names: tuple[str, str, str],
+    ) -> None:
+        """Give ``parser`` the add, remove and list subcommands, called ``names``."""
+        add_name, remove_name, list_name = names
+        sub = parser.add_subparsers(dest=dest, metavar="SUBCOMMAND", required=True)
+        add = sub.add_parser(add_name, help="add a user or change its password", parents=[common])
+        add.add_argument("name", help="user name (letters, digits, . _ @ -)")
+        add.add_argument(
             "--password-stdin",
             action="store_true",
             help="read the password from the first line of standard input",
         )
+        add.set_defaults(func=self.add)
+        remove = sub.add_parser(remove_name, help="remove a user", parents=[common])
+        remove.add_argument("name")
+        remove.set_defaults(func=self.remove)
+        listing = sub.add_parser(list_name, help="list user names", parents=[common])
+        listing.set_defaults(func=self.list)

@@ -21,7 +21,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from relay import codes
 from relay.credentials import HashingBusy, HashingPool, LoginThrottle, UserDB, UsersFileError
 
-__all__ = ["AuthMetrics", "PendingLogin", "SmtpAuthenticator", "capture_credentials"]
+__all__ = [
+    "AuthMetrics", "PendingLogin", "SmtpAuthenticator", "capture_credentials", "session_user",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,19 @@ def capture_credentials(
         return AuthResult(success=False, handled=False)
     pending = PendingLogin(mechanism, bytes(auth_data.login), bytes(auth_data.password))
     return AuthResult(success=False, handled=False, auth_data=pending)
+
+
+def session_user(session: Any) -> str | None:
+    """The user an aiosmtpd session logged in as, or ``None``: the one answer for
+    the rate limit, the sender check, the envelope and the log.
+
+    :meth:`SmtpAuthenticator.check` puts the user name in ``auth_data``; anything
+    else there (aiosmtpd's raw credentials) is not a login ccguard checked.
+    """
+    if session is None or not getattr(session, "authenticated", False):
+        return None
+    name = getattr(session, "auth_data", None)
+    return name if isinstance(name, str) else None
 
 
 class AuthMetrics(Protocol):

@@ -9,27 +9,15 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
 
 from relay import codes
 from relay.codes import Reply
 from relay.settings import LimitsSettings
 from relay.smtp.access import NetworkAccess
 
-__all__ = ["ConnectionLimits", "MessageRate", "session_user"]
+__all__ = ["ConnectionLimits", "MessageRate"]
 
 _WINDOW = 60.0
-
-
-def session_user(session: Any) -> str | None:
-    """The name an aiosmtpd session authenticated as (AUTH), or ``None``."""
-    if not getattr(session, "authenticated", False):
-        return None
-    data = getattr(session, "auth_data", None)
-    login = getattr(data, "login", data)  # aiosmtpd's LoginPassword, or a plain name
-    if isinstance(login, bytes):
-        return login.decode("utf-8", "replace")
-    return login if isinstance(login, str) else None
 
 
 class ConnectionLimits:

@@ -15,7 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Session, syntax
 
 from relay import codes
 from relay.codes import Reply
-from relay.smtp.auth import PendingLogin, capture_credentials
+from relay.smtp.auth import PendingLogin, capture_credentials, session_user
 from relay.smtp.context import FrontContext
 from relay.smtp.proxy import ProxyGate
 from relay.smtp.session import SessionHandler
@@ -86,9 +86,7 @@ class GuardSMTP(SMTP):
                 auth_required=settings.auth.required,
                 auth_require_tls=not (implicit_tls or settings.auth.allow_plaintext),
                 auth_exclude_mechanism=() if ctx.auth else _MECHANISMS,
-                proxy_protocol_timeout=(
-                    settings.proxy_timeout if ctx.proxy is not None else None
-                ),
+                proxy_protocol_timeout=(settings.proxy_timeout if ctx.proxy is not None else None),
                 loop=asyncio.get_running_loop(),
             )
         self._ctx = ctx
@@ -133,10 +131,7 @@ class GuardSMTP(SMTP):
     @property
     def authenticated_user(self) -> str | None:
         """The user this session authenticated as, if any."""
-        if self.session is None or not self.session.authenticated:
-            return None
-        user = self.session.auth_data
-        return user if isinstance(user, str) else None
+        return session_user(self.session)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:

@@ -21,7 +21,6 @@ from relay.errors import UpstreamError
 from relay.inspect import ParsedMessage, parse_message
 from relay.policy.verdict import Verdict
 from relay.smtp.context import FrontContext
-from relay.smtp.limits import session_user
 from relay.smtp.trace import new_queue_id, received_header
 from relay.upstream import UpstreamTransaction
 
@@ -47,6 +46,7 @@ class SessionHandler:
         self.in_transaction = False
         self._message_taken = False
         self._rcpt_count = 0
+        self._front: dict[str, Any] = {}  # _front_fields() when the transaction began
         self._forgotten = False
 
     # -- connection ---------------------------------------------------------
@@ -133,6 +133,9 @@ class SessionHandler:
         self.in_transaction = True
         self._message_taken = False
         self._rcpt_count = 0
+        # AUTH and STARTTLS cannot change inside a transaction; kept for its log
+        # line, which may be written after the connection is gone (a hang-up).
+        self._front = self._front_fields()
         self._ctx.sessions.update()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._ctx.settings.transaction_timeout, self._expired)
@@ -169,6 +172,12 @@ class SessionHandler:
             "transaction",
             queue_id=self.queue_id,
             client_ip=self.client_ip,
+            **_session_log_fields(
+                self._front.get("auth_user"),
+                self._front.get("tls_version", ""),
+                self._front.get("tls_cipher", ""),
+                self._ctx.redact,
+            ),
             recipients=self._rcpt_count,
             outcome=outcome,
             **({"stage": stage} if stage else {}),
@@ -187,7 +196,7 @@ class SessionHandler:
         refusal = self._mail_refusal(address)
         if refusal is not None:
             return str(refusal)
-        if not self._ctx.rate.allow(session_user(session), self.client_ip):
+        if not self._ctx.rate.allow(self._auth_user(), self.client_ip):
             return self._rate_limited()
         await self.end_transaction()
         self._begin_transaction()
@@ -285,9 +294,14 @@ class SessionHandler:
 
     # -- helpers ------------------------------------------------------------
 
+    def _auth_user(self) -> str | None:
+        """Who this session logged in as: one answer for the rate limit, the sender
+        check, the envelope and the log."""
+        return self._server.authenticated_user if self._server is not None else None
+
     def _mail_refusal(self, address: str) -> Reply | None:
         """530 when this client may not relay (network, AUTH), 553 for a sender not its own."""
-        user = self._server.authenticated_user if self._server is not None else None
+        user = self._auth_user()
         refusal = self._ctx.access.mail_refusal(self.client_ip, user, _sender(address))
         if refusal is not None:
             reason = "sender not owned" if user else "authentication required"
@@ -299,7 +313,7 @@ class SessionHandler:
         server = self._server
         tls = server.tls if server is not None else None
         return {
-            "auth_user": server.authenticated_user if server is not None else None,
+            "auth_user": self._auth_user(),
             "tls_version": tls.version if tls else "",
             "tls_cipher": tls.cipher if tls else "",
         }
@@ -329,7 +343,7 @@ class SessionHandler:
             "transaction",
             queue_id=env.queue_id,
             client_ip=env.client_ip,
-            **_session_log_fields(env, redact),
+            **_session_log_fields(env.auth_user, env.tls_version, env.tls_cipher, redact),
             sender=redact(env.mail_from) if env.mail_from else "<>",
             recipients=len(env.rcpt_tos),
             size=message.size,
@@ -353,13 +367,15 @@ async def _parse(data: bytes) -> ParsedMessage:
     return await asyncio.to_thread(parse_message, data)
 
 
-def _session_log_fields(env: Envelope, redact: Callable[[str], str]) -> dict[str, str | None]:
-    """TLS and AUTH for the transaction line; a user name that is an address is redacted."""
-    user = env.auth_user
+def _session_log_fields(
+    user: str | None, tls_version: str, tls_cipher: str, redact: Callable[[str], str]
+) -> dict[str, str | None]:
+    """AUTH and TLS for every transaction line (with a message or without one);
+    a user name that is an address is redacted."""
     return {
         "auth_user": redact(user) if user and "@" in user else user,
-        "tls": env.tls_version or None,
-        "tls_cipher": env.tls_cipher or None,
+        "tls": tls_version or None,
+        "tls_cipher": tls_cipher or None,
     }
 
 

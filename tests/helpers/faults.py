@@ -9,7 +9,7 @@ import pytest
 
 from relay.app import Relay
 from tests.helpers.faulty_upstream import FaultyUpstream
-from tests.helpers.upstream import wait_until
+from tests.helpers.waiting import wait_until
 
 __all__ = [
     "MESSAGE",

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.helpers.upstream import Received
+from tests.helpers.upstream import Received, serve_loopback
 
 __all__ = ["CLOSE", "HANG", "LATE", "RESET", "Fault", "FaultyUpstream", "reply", "slow"]
 
@@ -92,11 +92,7 @@ class FaultyUpstream:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def start(self, port: int = 0) -> FaultyUpstream:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), host="127.0.0.1", port=port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await serve_loopback(lambda: _Connection(self), port)
         return self
 
     async def stop(self) -> None:

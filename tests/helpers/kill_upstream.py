@@ -21,6 +21,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from tests.helpers.upstream import serve_loopback
+
 __all__ = ["KillingUpstream"]
 
 _VERBS = ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT")
@@ -43,10 +45,9 @@ class KillingUpstream:
 
     async def start(self) -> KillingUpstream:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Server(self, hostname="upstream.test", loop=loop), host="127.0.0.1", port=0
+        self._server, self.port = await serve_loopback(
+            lambda: _Server(self, hostname="upstream.test", loop=loop)
         )
-        self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def stop(self) -> None:

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from relay.app import Relay
 from relay.credentials import UserDB
 from tests.helpers.observability import parse_metrics
 from tests.helpers.relay import LogCapture
-from tests.helpers.tls import Pki
+from tests.helpers.tls import Pki, make_pki
 
 __all__ = [
-    "APP2_PASSWORD", "OUTSIDE", "PASSWORD", "auth_attempts", "make_users_file", "tls_smtp",
-    "transactions", "until",
+    "APP2_PASSWORD", "OUTSIDE", "PASSWORD", "auth_attempts", "log", "make_users_file", "pki",
+    "tls_smtp", "transactions", "users_file",
 ]  # fmt: skip
 
 PASSWORD = "app1-Pa55word"
@@ -51,10 +51,19 @@ def transactions(log: LogCapture) -> list[dict[str, Any]]:
     return [e for e in log.events() if e["event"] == "transaction" and "action" in e]
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    """Wait (bounded: 10 s) until ``condition()`` holds."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """Test certificates, made once per run by the ``openssl`` command."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def users_file(tmp_path: Path) -> Path:
+    """A fresh SMTP users file with app1 and app2."""
+    return make_users_file(tmp_path / "smtp-users.json")
+
+
+@pytest.fixture
+async def log() -> LogCapture:
+    """ccguard's log lines, captured."""
+    return LogCapture()

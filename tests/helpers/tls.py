@@ -16,7 +16,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from tests.helpers.upstream import Received, RecordingUpstream, _Handler
+from tests.helpers.upstream import Received, RecordingUpstream, _Handler, serve_loopback
 
 __all__ = ["Pki", "TlsUpstream", "make_pki", "server_context"]
 
@@ -109,8 +109,7 @@ class TlsUpstream(RecordingUpstream):
                 loop=loop,
             )
 
-        self._server = await loop.create_server(factory, host="127.0.0.1", port=port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await serve_loopback(factory, port)
         return self
 
     def _authenticate(

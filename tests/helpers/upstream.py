@@ -3,26 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-__all__ = ["Gate", "Received", "RecordingUpstream", "wait_until"]
+from tests.helpers.waiting import Gate, wait_until
+
+__all__ = ["Received", "RecordingUpstream", "serve_loopback"]
 
 
-async def wait_until(
-    condition: Callable[[], bool], what: Callable[[], str], timeout: float = 10.0
-) -> None:
-    """Wait until ``condition()`` holds, checking at every turn of the event loop
-    (or fail the test after ``timeout`` s, saying ``what()``)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"still not so after {timeout}s: {what()}")
-        await asyncio.sleep(0.005)
+async def serve_loopback(
+    factory: Callable[[], asyncio.BaseProtocol], port: int = 0
+) -> tuple[asyncio.Server, int]:
+    """Listen on 127.0.0.1 (port 0: a free one); the server and the port it got.
+    ``reuse_address``: a test may start a server again on the port it had."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host="127.0.0.1", port=port, reuse_address=True)
+    return server, server.sockets[0].getsockname()[1]
 
 
 @dataclass
@@ -33,34 +32,6 @@ class Received:
     rcpt_tos: list[str]
     mail_options: list[str]
     data: bytes
-
-
-@dataclass
-class Gate:
-    """Holds the upstream's answer at one ``stage`` until :attr:`released` is set.
-
-    Stages: ``banner``, ``EHLO``, ``MAIL``, ``RCPT``.  :attr:`reached` is a
-    ``threading.Event``, so a client talking in a worker thread can wait for it.
-    """
-
-    stage: str
-    reached: threading.Event = field(default_factory=threading.Event)
-    released: asyncio.Event = field(default_factory=asyncio.Event)
-    #: Run right after the held reply is written, before the loop runs anything
-    #: else (e.g. reset the client now, so both arrive at ccguard together).
-    then: Callable[[], None] | None = None
-    _answering: bool = False
-
-    async def hold(self, stage: str) -> None:
-        if stage == self.stage:
-            self.reached.set()
-            await self.released.wait()
-            self._answering = self.then is not None
-
-    def answered(self) -> None:
-        if self._answering and self.then is not None:
-            self._answering = False
-            self.then()
 
 
 @dataclass
@@ -107,10 +78,7 @@ class RecordingUpstream:
                 loop=loop,
             )
 
-        self._server = await loop.create_server(
-            factory, host="127.0.0.1", port=port, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server, self.port = await serve_loopback(factory, port)
         return self
 
     async def stop(self) -> None:
@@ -120,11 +88,11 @@ class RecordingUpstream:
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         """Wait until ``count`` messages arrived (or fail the test)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self.messages) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"upstream got {len(self.messages)} messages, wanted {count}")
-            await asyncio.sleep(0.01)
+        await wait_until(
+            lambda: len(self.messages) >= count,
+            lambda: f"upstream got {len(self.messages)} messages, wanted {count}",
+            timeout,
+        )
         return self.messages
 
 

@@ -23,7 +23,8 @@ from relay.app import Relay
 from tests.helpers.hangup import hang_up, reset, talk_up_to
 from tests.helpers.process import free_port, start_ccguard, wait_for_port
 from tests.helpers.relay import LogCapture, running_relay, settings_for
-from tests.helpers.upstream import Gate, RecordingUpstream, wait_until
+from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.waiting import Gate, wait_until
 
 MESSAGE = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
 EHLO = b"EHLO client.example.org"
@@ -70,7 +71,7 @@ async def hang_up_at(
     )
     await wait_until(lambda: len(relay.front.sessions) == 0, lambda: "session still open")
     if gate is not None:
-        gate.released.set()  # the upstream answers late, to a ccguard that has moved on
+        gate.open()  # the upstream answers late, to a ccguard that has moved on
 
 
 async def no_upstream_connection_left_over(relay: Relay, upstream: RecordingUpstream) -> None:
@@ -137,7 +138,7 @@ async def test_reset_arriving_with_the_upstreams_reply_leaks_nothing(
             sock = await asyncio.to_thread(talk_up_to, relay.smtp_port, lines, last)
             await asyncio.to_thread(gate.reached.wait, 10)
             gate.then = lambda sock=sock: reset(sock)
-            gate.released.set()
+            gate.open()
             await wait_until(lambda: len(relay.front.sessions) == 0, lambda: "session open")
         await no_upstream_connection_left_over(relay, upstream)
     assert upstream.messages == [] and upstream.open_connections == 0
@@ -169,7 +170,7 @@ async def test_ccguard_serve_logs_each_reset_once_at_info_and_no_traceback(
             await wait_until(
                 lambda: upstream.open_connections == 0, lambda n=n: f"reset {n}: leaked"
             )
-            gate.released.set()
+            gate.open()
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)

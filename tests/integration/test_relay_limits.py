@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import smtplib
 import socket
 
@@ -13,6 +12,7 @@ from relay.app import Relay
 from relay.envelope import Envelope
 from relay.inspect import ParsedMessage
 from relay.policy.verdict import Verdict
+from tests.helpers.hangup import hang_up, read_reply, talk_up_to
 from tests.helpers.relay import LogCapture, running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream
 from tests.helpers.waiting import Gate, wait_until
@@ -122,17 +122,6 @@ async def test_ehlo_advertises_size_8bitmime_smtputf8(upstream: RecordingUpstrea
     assert b"SIZE 123456" in lines and b"8BITMIME" in lines and b"SMTPUTF8" in lines
 
 
-def read_reply(sock: socket.socket) -> bytes:
-    """Read one complete (possibly multi-line) SMTP reply."""
-    data = b""
-    while not re.search(rb"(^|\r\n)\d{3} [^\r\n]*\r\n$", data):
-        chunk = sock.recv(1024)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def raw_dialogue(port: int, lines: list[bytes], wait: float) -> bytes:
     """Send ``lines`` one reply at a time, then return whatever comes until close."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
@@ -189,26 +178,6 @@ async def test_unexpected_error_is_451_with_reference_and_logged(
     assert upstream.messages == []
 
 
-def talk_up_to(port: int, lines: list[bytes], last: bytes) -> socket.socket:
-    """Talk up to ``lines`` (reading each reply), send ``last``; the socket stays open."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    try:
-        read_reply(sock)
-        for line in lines:
-            sock.sendall(line + b"\r\n")
-            read_reply(sock)
-        sock.sendall(last)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def hang_up_after(port: int, lines: list[bytes], last: bytes) -> None:
-    """Talk up to ``lines`` (reading each reply), send ``last`` and hang up at once."""
-    talk_up_to(port, lines, last).close()
-
-
 def talk_refused(port: int) -> list[tuple[int, bytes]]:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         client.ehlo("client.example.org")
@@ -229,7 +198,7 @@ async def test_client_hanging_up_after_data_still_gets_message_delivered_once(
         b"DATA",
     ]
     async with running_relay(settings_for(upstream.port)) as relay:
-        await asyncio.to_thread(hang_up_after, relay.smtp_port, head, MESSAGE + b".\r\n")
+        await asyncio.to_thread(hang_up, relay.smtp_port, head, MESSAGE + b".\r\n", rst=False)
         await wait_until(lambda: gate.waiting == 1, "the message is with the upstream")
         gate.open()
         await upstream.wait_for(1, timeout=30)

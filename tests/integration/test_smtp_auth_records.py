@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import httpx
-import pytest
 
 from relay.credentials import UserDB
 from tests.helpers.admin import basic
@@ -17,29 +16,12 @@ from tests.helpers.smtp_auth import (
     OUTSIDE,
     PASSWORD,
     auth_attempts,
-    make_users_file,
     tls_smtp,
     transactions,
 )  # fmt: skip
 from tests.helpers.smtp_clients import swaks
-from tests.helpers.tls import Pki, make_pki
+from tests.helpers.tls import Pki
 from tests.helpers.upstream import RecordingUpstream
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def users_file(tmp_path: Path) -> Path:
-    return make_users_file(tmp_path / "smtp-users.json")
-
-
-@pytest.fixture
-async def log() -> LogCapture:
-    return LogCapture()
-
 
 # -- the AUTH user in policy, quarantine and review --------------------------------
 

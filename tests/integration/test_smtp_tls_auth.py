@@ -24,29 +24,13 @@ from tests.helpers.smtp_auth import (
     OUTSIDE,
     PASSWORD,
     auth_attempts,
-    make_users_file,
     tls_smtp,
     transactions,
-    until,
 )  # fmt: skip
 from tests.helpers.smtp_clients import openssl_certificate_subject, openssl_smtp, swaks
-from tests.helpers.tls import Pki, make_pki
+from tests.helpers.tls import Pki
 from tests.helpers.upstream import RecordingUpstream
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def users_file(tmp_path: Path) -> Path:
-    return make_users_file(tmp_path / "smtp-users.json")
-
-
-@pytest.fixture
-async def log() -> LogCapture:
-    return LogCapture()
+from tests.helpers.waiting import wait_until
 
 
 @pytest.fixture
@@ -220,7 +204,7 @@ async def test_password_checks_run_on_the_hashing_pool_not_the_event_loop(relay:
         ):  # fmt: skip
             await first.ehlo()
             login = asyncio.ensure_future(first.auth_plain("app1", PASSWORD))
-            await until(lambda: relay.hashing.in_use == 3, "the check to queue on the pool")
+            await wait_until(lambda: relay.hashing.in_use == 3, "the check to queue on the pool")
             # While the password check waits for a hashing thread, other clients are served.
             assert (await second.noop()).code == 250
             assert not login.done()
@@ -235,7 +219,7 @@ async def test_a_swamped_password_checker_answers_454_at_once(relay: Relay) -> N
     gate = threading.Event()
     full = [asyncio.ensure_future(relay.hashing.run(gate.wait, 30)) for _ in range(10)]
     try:
-        await until(lambda: relay.hashing.in_use == 10, "the pool to fill")
+        await wait_until(lambda: relay.hashing.in_use == 10, "the pool to fill")
         async with aiosmtplib.SMTP(
             hostname="127.0.0.1", port=relay.smtp_port, validate_certs=False, timeout=10
         ) as client:

@@ -11,20 +11,16 @@ import smtplib
 import ssl
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 from tests.helpers.process import free_port, run_ccguard, start_ccguard, wait_for_port
 from tests.helpers.smtp_clients import OPENSSL
-from tests.helpers.tls import Pki, make_pki
+from tests.helpers.tls import Pki
 
 PASSWORD = "app1-Pa55word"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def write_config(folder: Path, port: int, tls_port: int, sink_port: int) -> Path:
@@ -99,6 +95,39 @@ class LogLines:
                 return line
 
 
+@dataclass
+class Serving:
+    """A ``ccguard serve`` process (STARTTLS on ``port``, implicit TLS on ``tls_port``)
+    delivering to a ``ccguard sink`` in ``folder/sink``, with its log lines."""
+
+    port: int
+    tls_port: int
+    process: subprocess.Popen[bytes]
+    log: LogLines
+
+
+@contextmanager
+def serving(folder: Path, pki: Pki, user: str) -> Iterator[Serving]:
+    """ccguard with the localhost certificate and one SMTP user, started and stopped."""
+    port, tls_port, sink_port = free_port(), free_port(), free_port()
+    install_cert(folder, pki.localhost)
+    config = str(write_config(folder, port, tls_port, sink_port))
+    run_ccguard("smtp-user", "add", user, "--password-stdin", "--config", config,
+                stdin=f"{PASSWORD}\n".encode())  # fmt: skip
+    sink = start_ccguard("sink", "--listen", f"127.0.0.1:{sink_port}", "--dir", f"{folder}/sink")
+    relay = start_ccguard("serve", "--config", config)
+    try:
+        wait_for_port(sink_port, sink)
+        wait_for_port(port, relay)
+        log = LogLines(relay)
+        log.wait_for("ccguard started")
+        yield Serving(port, tls_port, relay, log)
+    finally:
+        for proc in (relay, sink):
+            proc.terminate()
+            proc.wait(20)
+
+
 def test_smtp_user_cli_add_list_remove(tmp_path: Path, pki: Pki) -> None:
     install_cert(tmp_path, pki.localhost)
     config = str(write_config(tmp_path, free_port(), free_port(), free_port()))
@@ -134,18 +163,8 @@ def test_starttls_without_certificate_is_a_config_error(tmp_path: Path) -> None:
 def test_sighup_rotates_the_certificate_without_dropping_a_session(
     tmp_path: Path, pki: Pki
 ) -> None:
-    port, tls_port, sink_port = free_port(), free_port(), free_port()
-    install_cert(tmp_path, pki.localhost)
-    config = str(write_config(tmp_path, port, tls_port, sink_port))
-    run_ccguard("smtp-user", "add", "app1", "--password-stdin", "--config", config,
-                stdin=f"{PASSWORD}\n".encode())  # fmt: skip
-    sink = start_ccguard("sink", "--listen", f"127.0.0.1:{sink_port}", "--dir", f"{tmp_path}/sink")
-    relay = start_ccguard("serve", "--config", config)
-    try:
-        wait_for_port(sink_port, sink)
-        wait_for_port(port, relay)
-        log = LogLines(relay)
-        log.wait_for("ccguard started")
+    with serving(tmp_path, pki, "app1") as ccguard:
+        port, tls_port, relay, log = ccguard.port, ccguard.tls_port, ccguard.process, ccguard.log
         assert peer_subject(port, starttls=True) == "CN = localhost"
         # A session in progress: encrypted, logged in, in the middle of a transaction.
         client = smtplib.SMTP("127.0.0.1", port, timeout=20)
@@ -172,7 +191,34 @@ def test_sighup_rotates_the_certificate_without_dropping_a_session(
         client.quit()
         emls = list((tmp_path / "sink").glob("*.eml"))
         assert len(emls) == 1 and b"across the rotation" in emls[0].read_bytes()
-    finally:
-        for proc in (relay, sink):
-            proc.terminate()
-            proc.wait(20)
+
+
+def test_every_transaction_line_carries_the_session_fields(tmp_path: Path, pki: Pki) -> None:
+    """RSET, a delivered message and a hang-up in one encrypted, logged-in session:
+    each transaction line in ccguard's own log output says who logged in (hashed,
+    as the user name is an address) and which TLS, the same on all three."""
+    user = "mailer@example.org"
+    with serving(tmp_path, pki, user) as ccguard:
+        log = ccguard.log
+        client = smtplib.SMTP("127.0.0.1", ccguard.port, timeout=20)
+        client.starttls(context=ssl._create_unverified_context())
+        client.login(user, PASSWORD)
+        client.mail(user)
+        client.rcpt("bob@example.com")
+        client.rset()
+        reset = log.wait_for("transaction")
+        client.sendmail(user, ["bob@example.com"], b"Subject: logged\r\n\r\nhello\r\n")
+        sent = log.wait_for("transaction")
+        client.mail(user)
+        client.rcpt("bob@example.com")
+        client.close()  # a hang-up: no QUIT
+        gone = log.wait_for("transaction")
+    assert (reset["outcome"], gone["outcome"], gone["stage"]) == (
+        "no message", "client disconnected", "rcpt",
+    )  # fmt: skip
+    assert sent["action"] == "pass" and "outcome" not in sent
+    assert sent["auth_user"] and user not in str(sent["auth_user"])
+    assert sent["tls"] in ("TLSv1.2", "TLSv1.3") and sent["tls_cipher"]
+    fields = ("auth_user", "tls", "tls_cipher")
+    session = {name: sent[name] for name in fields}
+    assert [{name: line.get(name) for name in fields} for line in (reset, gone)] == [session] * 2

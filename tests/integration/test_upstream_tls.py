@@ -17,7 +17,7 @@ import pytest
 from relay.app import Relay
 from tests.helpers.observability import parse_metrics
 from tests.helpers.relay import LogCapture, running_relay, settings_for
-from tests.helpers.tls import Pki, TlsUpstream, make_pki
+from tests.helpers.tls import Pki, TlsUpstream
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\n"
@@ -27,11 +27,6 @@ MESSAGE = (
     b"Hello Bob.\r\n"
 )
 PASSWORD = "s3cret-Pa55word"
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @dataclass

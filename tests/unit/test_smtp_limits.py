@@ -12,7 +12,8 @@ from aiosmtpd.smtp import LoginPassword, Session
 
 from relay.errors import ConfigError
 from relay.settings import LimitsSettings, load_settings
-from relay.smtp.limits import ConnectionLimits, MessageRate, session_user
+from relay.smtp.auth import session_user
+from relay.smtp.limits import ConnectionLimits, MessageRate
 from relay.smtp.proxy import ProxyGate
 
 
@@ -64,9 +65,10 @@ def test_session_user_from_aiosmtpd_session() -> None:
         session.auth_data = LoginPassword(b"app1", b"secret")
         assert session_user(session) is None  # not authenticated (yet)
         session.authenticated = True
-        assert session_user(session) == "app1"
-        session.auth_data = "app2"
+        assert session_user(session) is None  # raw credentials: not a login ccguard checked
+        session.auth_data = "app2"  # what SmtpAuthenticator.check leaves there
         assert session_user(session) == "app2"
+        assert session_user(None) is None
     finally:
         session.loop.close()
 
