@@ -98,33 +98,41 @@ class PgStore:
     async def open(self) -> None:
         """Connect, migrate the schema (unless built with ``migrate=False``), check it.
 
-        At least one connection stays open (warm) until :meth:`close`.
+        The first connection is made directly (not by the pool) so a refused
+        password or an unknown database is reported as such; then the pool
+        opens and keeps at least one connection warm until :meth:`close`.
         """
         if self._pool is not None:
             return
-        pool = make_pool(build_conninfo(self.url, self.options), self.options)
+        conninfo = build_conninfo(self.url, self.options)
         try:
             async with asyncio.timeout(self.deadline):
-                await pool.open(wait=True, timeout=self.options.connect_timeout)
-            self._pool = pool
-            if self._migrate:
-                await self._call("migrate", lambda c: migrate(c, self.where))
-            else:
-                await self._require_current()
-        except BaseException as exc:
-            self._pool = None
-            await pool.close()
-            if isinstance(exc, _DRIVER_ERRORS):
-                raise _translate(self.where, "open", exc) from exc
-            raise
+                await self._prepare_schema(conninfo)
+            pool = make_pool(conninfo, self.options)
+            try:
+                async with asyncio.timeout(self.deadline):
+                    await pool.open(wait=True, timeout=self.options.connect_timeout)
+            except BaseException:
+                await pool.close()
+                raise
+        except _DRIVER_ERRORS as exc:
+            raise _translate(self.where, "open", exc) from exc
+        self._pool = pool
 
-    async def _require_current(self) -> None:
-        found = await self._call("open", lambda c: schema_version(c, self.where))
-        if found != SCHEMA_VERSION:
-            raise StoreError(
-                f"quarantine store {self.where}: schema version {found}, this ccguard needs "
-                f"{SCHEMA_VERSION}: run `ccguard db migrate`"
-            )
+    async def _prepare_schema(self, conninfo: str) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, row_factory=psycopg.rows.dict_row
+        )
+        async with conn:
+            if self._migrate:
+                await migrate(conn, self.where)
+                return
+            found = await schema_version(conn, self.where)
+            if found != SCHEMA_VERSION:
+                raise StoreError(
+                    f"quarantine store {self.where}: schema version {found}, this ccguard "
+                    f"needs {SCHEMA_VERSION}: run `ccguard db migrate`"
+                )
 
     async def close(self) -> None:
         """Close every pooled connection; safe to call twice."""

@@ -71,6 +71,9 @@ def make_pool(conninfo: str, options: PgOptions) -> AsyncConnectionPool[Conn]:
 
     ``check`` pings a connection before handing it out, so after a database
     restart the dead ones are replaced instead of failing one request each.
+    ``reconnect_timeout`` is short: the pool's own retries back off
+    exponentially, and once they give up the next request connects at once,
+    so a restarted database is used again within seconds, not minutes.
     """
     return AsyncConnectionPool(
         conninfo,
@@ -81,7 +84,7 @@ def make_pool(conninfo: str, options: PgOptions) -> AsyncConnectionPool[Conn]:
         open=False,
         check=AsyncConnectionPool.check_connection,
         timeout=options.connect_timeout,
-        reconnect_timeout=max(options.connect_timeout, 30.0),
+        reconnect_timeout=options.connect_timeout,
         name="ccguard-store",
     )
 
