@@ -45,7 +45,7 @@ from relay.quarantine.store import (
     StoredMessage,
 )
 
-__all__ = ["PgStore"]
+__all__ = ["PgStore", "pg_schema_version"]
 
 T = TypeVar("T")
 _DRIVER_ERRORS = (psycopg.Error, PoolTimeout, TimeoutError, OSError)
@@ -347,3 +347,17 @@ class PgStore:
     ) -> builtins.list[AuditEntry]:
         """Audit entries newest first, optionally only about ``target``."""
         return await self._call("audit read", lambda c: pg_sql.list_audit(c, limit, target))
+
+
+async def pg_schema_version(url: str, options: PgOptions) -> int:
+    """The schema version of the database at ``url`` (0: empty), changing nothing."""
+    where = describe(url)
+    try:
+        async with asyncio.timeout(options.connect_timeout + options.statement_timeout):
+            conn = await psycopg.AsyncConnection.connect(
+                build_conninfo(url, options), autocommit=True, row_factory=psycopg.rows.dict_row
+            )
+            async with conn:
+                return await schema_version(conn, where)
+    except _DRIVER_ERRORS as exc:
+        raise _translate(where, "status", exc) from exc
