@@ -58,6 +58,11 @@ async def _send_until_held(port: int, attempts: int = 10) -> str:
     raise AssertionError(f"still refused after {attempts} attempts")
 
 
+def _gauge(metrics: str, name: str) -> float:
+    [line] = [line for line in metrics.splitlines() if line.startswith(name + " ")]
+    return float(line.rsplit(" ", 1)[1])
+
+
 def _held_ids(cluster: PgCluster, url: str) -> list[str]:
     with psycopg.connect(url, password=cluster.password) as conn:
         rows = conn.execute("SELECT id FROM messages WHERE status = 'held' ORDER BY id")
@@ -87,13 +92,17 @@ async def test_serve_on_postgresql_quarantines_releases_and_survives_an_outage(
         await upstream.wait_for(1)
         assert sorted(upstream.messages[0].rcpt_tos) == sorted(GUESTS)
         assert (await admin.get("/readyz")).status_code == 200
+        pool = _gauge(
+            (await admin.get("/metrics")).text, 'ccguard_store_pool_connections{state="open"}'
+        )
+        assert pool >= 1
 
         cluster.stop()
         try:
             assert await asyncio.to_thread(_send, smtp) == STORE_FAILED
             assert (await admin.get("/readyz")).status_code == 503
             metrics = (await admin.get("/metrics")).text
-            assert "ccguard_store_errors_total 0.0" not in metrics
+            assert _gauge(metrics, "ccguard_store_errors_total") >= 1
         finally:
             cluster.start()
         second = await _send_until_held(smtp)
