@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -13,6 +17,7 @@ from relay.errors import StoreError
 from relay.quarantine.pg import PgStore
 from relay.quarantine.pg_schema import SCHEMA_VERSION
 from tests.helpers.postgres import PgCluster
+from tests.helpers.process import ROOT
 from tests.helpers.quarantine_store import RAW, new_message
 from tests.integration.conftest import pg_options
 
@@ -131,6 +136,49 @@ async def test_without_migrate_an_empty_database_is_refused(pg_cluster: PgCluste
     url = pg_cluster.url(pg_cluster.create_database())
     with pytest.raises(StoreError, match=r"schema version 0.*ccguard db migrate"):
         await PgStore(url, pg_options(pg_cluster), migrate=False).open()
+
+
+_WRITER = """
+import asyncio, sys, time
+from relay.quarantine.pg import PgStore
+from relay.quarantine.pg_conn import PgOptions
+from tests.helpers.quarantine_store import new_message
+
+async def main():
+    store = PgStore(sys.argv[1], PgOptions(password_file=sys.argv[2]))
+    await store.open()
+    mid = await store.put(new_message())
+    await store.record_copy("split-key", "copy-1")
+    print(mid, flush=True)
+    time.sleep(60)  # blocks the loop: nothing more can happen before the kill
+
+asyncio.run(main())
+"""
+
+
+async def test_put_survives_sigkill_right_after_it_returns(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.url(pg_cluster.create_database())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, url, str(pg_cluster.password_file)],
+        cwd=ROOT, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        mid = proc.stdout.readline().decode().strip()
+        assert mid, "writer printed no id"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    store = PgStore(url, pg_options(pg_cluster))
+    await store.open()
+    try:
+        got = await store.get(mid)
+        assert got is not None and got.message == RAW and got.status == "held"
+        assert await store.copies_done("split-key") == {"copy-1"}
+    finally:
+        await store.close()
 
 
 async def test_a_foreign_messages_table_is_refused(pg_cluster: PgCluster) -> None:
