@@ -88,7 +88,7 @@ class PgStore:
         except _DRIVER_ERRORS as exc:
             raise _translate(self.where, what, exc) from exc
 
-    async def _write(self, what: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _in_transaction(self, what: str, fn: Callable[[Conn], Awaitable[T]]) -> T:
         async def run(conn: Conn) -> T:
             async with conn.transaction():
                 return await fn(conn)
@@ -207,7 +207,7 @@ class PgStore:
             items = tuple(pg_sql.row_to_summary(r) for r in await cur.fetchall())
             return Page(items=items, total=int(total), limit=limit, offset=offset)
 
-        return await self._write("list", run)  # one snapshot for the count and the rows
+        return await self._in_transaction("list", run)  # one snapshot: count and rows agree
 
     async def _full_row(self, conn: Conn, message_id: str) -> StoredMessage:
         cur = await conn.execute(
@@ -233,7 +233,7 @@ class PgStore:
             )
             return await self._full_row(conn, message_id)
 
-        return await self._write("claim", run)
+        return await self._in_transaction("claim", run)
 
     async def release_claim(self, message_id: str, actor: str) -> None:
         """Drop ``actor``'s claim on ``message_id``; nothing happens if it is not theirs."""
@@ -244,7 +244,7 @@ class PgStore:
                 (message_id, actor),
             )
 
-        await self._write("release claim", run)
+        await self._in_transaction("release claim", run)
 
     async def mark_released(self, message_id: str, actor: str, mode: str) -> StoredMessage:
         """held and claimed by ``actor`` → released by ``actor`` with ``mode``."""
@@ -262,7 +262,7 @@ class PgStore:
             )
             return await self._full_row(conn, message_id)
 
-        return await self._write("release", run)
+        return await self._in_transaction("release", run)
 
     async def delete(self, message_id: str, actor: str) -> None:
         """held (no release under way) → deleted by ``actor``; bytes wiped, metadata kept."""
@@ -277,12 +277,14 @@ class PgStore:
                 (DELETED, now, actor, message_id),
             )
 
-        await self._write("delete", run)
+        await self._in_transaction("delete", run)
 
     async def expire(self, cutoff_epoch: float) -> int:
         """Purge every message received before ``cutoff_epoch`` (any status) and its
         release ledger rows."""
-        return await self._write("expire", lambda c: pg_sql.expire_messages(c, cutoff_epoch))
+        return await self._in_transaction(
+            "expire", lambda c: pg_sql.expire_messages(c, cutoff_epoch)
+        )
 
     async def stats(self) -> QuarantineStats:
         """Count per status (every status present) and the oldest held ``received_at``."""
@@ -298,7 +300,7 @@ class PgStore:
             oldest = (await cur.fetchone() or {"oldest": None})["oldest"]
             return QuarantineStats(counts=counts, oldest_held_at=oldest)
 
-        return await self._write("stats", run)
+        return await self._in_transaction("stats", run)
 
     async def check_writable(self) -> None:
         """Commit a real write (one probe row); raises StoreError if it fails."""
@@ -310,7 +312,7 @@ class PgStore:
                 (self._clock(),),
             )
 
-        await self._write("write check", run)
+        await self._in_transaction("write check", run)
 
     # -- split ledger -----------------------------------------------------
 
@@ -326,11 +328,13 @@ class PgStore:
         """Record several entries of ``key`` in one transaction (all or none)."""
         ids = tuple(copy_ids)
         now = self._clock()
-        await self._write("ledger write", lambda c: pg_sql.record_copies(c, key, ids, now))
+        await self._in_transaction("ledger write", lambda c: pg_sql.record_copies(c, key, ids, now))
 
     async def expire_ledger(self, cutoff_epoch: float) -> int:
         """Drop split-ledger rows recorded before ``cutoff_epoch``; returns how many."""
-        return await self._write("ledger expire", lambda c: pg_sql.expire_ledger(c, cutoff_epoch))
+        return await self._in_transaction(
+            "ledger expire", lambda c: pg_sql.expire_ledger(c, cutoff_epoch)
+        )
 
     # -- audit ------------------------------------------------------------
 
@@ -340,7 +344,7 @@ class PgStore:
         """Append one audit entry; committed before it returns."""
         entry = (actor, action, target, result, detail)
         now = self._clock()
-        await self._write("audit write", lambda c: pg_sql.add_audit(c, now, entry))
+        await self._in_transaction("audit write", lambda c: pg_sql.add_audit(c, now, entry))
 
     async def list_audit(
         self, limit: int = 100, target: str | None = None
