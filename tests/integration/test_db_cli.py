@@ -23,28 +23,28 @@ def _ccguard(
     config.write_text(f'[quarantine]\ndatabase = "{database}"\nconnect_timeout = 3.0\n')
     env = {**os.environ, "PGPASSWORD": cluster.password, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "relay", "--config", str(config), "db", *args],
+        [sys.executable, "-m", "relay", "--config", str(config), *args],
         capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path,
     )  # fmt: skip
 
 
 def test_migrate_then_status_on_postgresql(pg_cluster: PgCluster, tmp_path: Path) -> None:
     url = pg_cluster.url(pg_cluster.create_database())
-    status = _ccguard(pg_cluster, tmp_path, url, "status")
+    status = _ccguard(pg_cluster, tmp_path, url, "db", "status")
     assert status.returncode == 1 and "schema version 0 (needs migrating to 1)" in status.stdout
-    migrated = _ccguard(pg_cluster, tmp_path, url, "migrate")
+    migrated = _ccguard(pg_cluster, tmp_path, url, "db", "migrate")
     assert migrated.returncode == 0, migrated.stderr
     assert "schema version 1 (was 0)" in migrated.stdout
     assert pg_cluster.password not in migrated.stdout + migrated.stderr
-    status = _ccguard(pg_cluster, tmp_path, url, "status")
+    status = _ccguard(pg_cluster, tmp_path, url, "db", "status")
     assert status.returncode == 0, status.stderr
     assert "schema version 1 (current)" in status.stdout and "held=0" in status.stdout
 
 
 def test_status_on_sqlite(pg_cluster: PgCluster, tmp_path: Path) -> None:
-    assert _ccguard(pg_cluster, tmp_path, "q.db", "status").returncode == 1
-    assert _ccguard(pg_cluster, tmp_path, "q.db", "migrate").returncode == 0
-    status = _ccguard(pg_cluster, tmp_path, "q.db", "status")
+    assert _ccguard(pg_cluster, tmp_path, "q.db", "db", "status").returncode == 1
+    assert _ccguard(pg_cluster, tmp_path, "q.db", "db", "migrate").returncode == 0
+    status = _ccguard(pg_cluster, tmp_path, "q.db", "db", "status")
     assert "schema version 3 (current)" in status.stdout and status.returncode == 0
 
 
@@ -61,11 +61,19 @@ async def test_copy_moves_everything_once(pg_cluster: PgCluster, tmp_path: Path)
     await source.close()
 
     url = pg_cluster.url(pg_cluster.create_database())
-    done = _ccguard(pg_cluster, tmp_path, "unused.db", "copy", "--from", "old.db", "--to", url)
+    done = _ccguard(
+        pg_cluster, tmp_path, "unused.db", "db", "copy", "--from", "old.db", "--to", url
+    )
     assert done.returncode == 0, done.stderr
     assert "copied 3 message(s), 2 ledger row(s), 1 audit entry" in done.stdout
-    again = _ccguard(pg_cluster, tmp_path, "unused.db", "copy", "--from", "old.db", "--to", url)
+    again = _ccguard(
+        pg_cluster, tmp_path, "unused.db", "db", "copy", "--from", "old.db", "--to", url
+    )
     assert again.returncode == 1 and "already holds data" in again.stderr
+    # The operator's other commands work on the copy as they did on the file.
+    listed = _ccguard(pg_cluster, tmp_path, url, "quarantine", "list", "--status", "held")
+    assert listed.returncode == 0, listed.stderr
+    assert ids[2] in listed.stdout and ids[0] not in listed.stdout
 
     target = PgStore(url, pg_options(pg_cluster))
     await target.open()
