@@ -52,18 +52,25 @@ def _read_password(path: str) -> str:
 
 
 def build_conninfo(url: str, options: PgOptions) -> str:
-    """The libpq connection string: the URL plus timeouts (and the password file's password)."""
-    extra: dict[str, str | int] = {
-        "connect_timeout": max(1, round(options.connect_timeout)),
-        "options": f"-c statement_timeout={int(options.statement_timeout * 1000)}",
-        "application_name": "ccguard",
-    }
-    if options.password_file:
-        extra["password"] = _read_password(options.password_file)
+    """The libpq connection string: the URL plus timeouts (and the password file's password).
+
+    Server ``options`` already in the URL (e.g. ``-c search_path=ccguard``) are kept;
+    the statement timeout is added after them.
+    """
     try:
-        return make_conninfo(url, **extra)
+        given = conninfo_to_dict(url)
     except psycopg.ProgrammingError as exc:
         raise StoreError(f"quarantine store {describe(url)}: bad URL: {exc}") from None
+    timeout = f"-c statement_timeout={int(options.statement_timeout * 1000)}"
+    extra: dict[str, str | int] = {
+        "connect_timeout": max(1, round(options.connect_timeout)),
+        "options": f"{given['options']} {timeout}" if given.get("options") else timeout,
+    }
+    if not given.get("application_name"):
+        extra["application_name"] = "ccguard"
+    if options.password_file:
+        extra["password"] = _read_password(options.password_file)
+    return make_conninfo(url, **extra)
 
 
 def make_pool(conninfo: str, options: PgOptions) -> AsyncConnectionPool[Conn]:

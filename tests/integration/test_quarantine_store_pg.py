@@ -187,3 +187,19 @@ async def test_a_foreign_messages_table_is_refused(pg_cluster: PgCluster) -> Non
         conn.execute("CREATE TABLE messages (x int)")
     with pytest.raises(StoreError, match="not ccguard's"):
         await PgStore(url, pg_options(pg_cluster)).open()
+
+
+async def test_a_schema_of_its_own_through_the_url_options(pg_cluster: PgCluster) -> None:
+    url = pg_cluster.url(pg_cluster.create_database())
+    with psycopg.connect(url, password=pg_cluster.password, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA ccguard")
+    store = PgStore(url + "?options=-csearch_path%3Dccguard", pg_options(pg_cluster))
+    await store.open()
+    try:
+        await store.put(new_message())
+    finally:
+        await store.close()
+    with psycopg.connect(url, password=pg_cluster.password) as conn:
+        count = conn.execute("SELECT count(*) FROM ccguard.messages").fetchone()
+        public = conn.execute("SELECT to_regclass('public.messages')").fetchone()
+    assert count == (1,) and public == (None,)

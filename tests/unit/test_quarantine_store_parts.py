@@ -70,6 +70,10 @@ def test_postgresql_password_and_timeouts_go_to_libpq(tmp_path: Path) -> None:
     )
     assert info["password"] == "s3cret:with spaces" and info["sslmode"] == "verify-full"
     assert info["connect_timeout"] == "2" and info["options"] == "-c statement_timeout=1500"
+    with_options = conninfo_to_dict(
+        build_conninfo("postgresql://db.example.org/q?options=-csearch_path%3Dccguard", PgOptions())
+    )
+    assert with_options["options"] == "-csearch_path=ccguard -c statement_timeout=10000"
     assert describe("postgresql://u:hunter2@db.example.org:6432/q") == (
         "postgresql://u@db.example.org:6432/q"
     )
