@@ -1,11 +1,13 @@
 """A real ``ccguard serve`` on PostgreSQL: quarantine via SMTP, list and release via the
-admin API; the database stopped → 451 4.3.0 and /readyz 503; restarted → served again."""
+admin API; the database stopped → 451 4.3.0 and /readyz 503; restarted → served again;
+a split whose copy was deferred is completed by the client's retry, once per recipient."""
 
 from __future__ import annotations
 
 import asyncio
 import smtplib
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -13,6 +15,7 @@ import psycopg
 
 from relay.credentials.users import UserDB
 from tests.helpers.admin import PASSWORD, basic
+from tests.helpers.faulty_upstream import FaultyUpstream, reply
 from tests.helpers.postgres import PgCluster
 from tests.helpers.process import free_port, start_ccguard, wait_for_port
 from tests.helpers.upstream import RecordingUpstream
@@ -129,3 +132,49 @@ def test_serve_refuses_to_start_when_the_database_is_unreachable(tmp_path: Path)
         raise
     assert proc.returncode != 0
     assert b"open failed" in err and b"Traceback" not in err
+
+
+SPLIT_RCPTS = ("g1@example.com", "g2@example.net", "g3@example.com", "ia@example.org")
+SPLIT = (
+    b"From: Ann <ann@example.org>\r\nTo: g1@example.com, g2@example.net, g3@example.com\r\n"
+    b"Cc: ia@example.org\r\nSubject: Training week\r\nMessage-ID: <pg-split-1@example.org>\r\n"
+    b"\r\nHello everyone.\r\n"
+)
+
+
+def _send_split(port: int) -> int:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("mua.example.org")
+        client.mail("ann@example.org")
+        for rcpt in SPLIT_RCPTS:
+            client.rcpt(rcpt)
+        return client.data(SPLIT)[0]
+
+
+async def test_split_ledger_on_postgresql_gives_everyone_one_copy_across_a_retry(
+    pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    faulty = await FaultyUpstream(faults={"eod": reply("451 4.3.0 try later").on(2)}).start()
+    url = pg_cluster.url(pg_cluster.create_database())
+    smtp = free_port()
+    cfg = tmp_path / "ccguard.toml"
+    cfg.write_text(
+        f'[smtp]\nlisten = "127.0.0.1:{smtp}"\nhostname = "ccguard.test"\n'
+        f'[upstream]\nhost = "127.0.0.1"\nport = {faulty.port}\nstarttls = "off"\n'
+        '[organisation]\ninternal_domains = ["example.org"]\n'
+        f'[quarantine]\ndatabase = "{url}"\n[admin]\nenabled = false\n'
+        '[logging]\nhash_key = "test-key"\n'
+        '[[policy.rules]]\nname = "split-all"\nmin_visible_external = 2\naction = "split"\n'
+    )
+    proc = start_ccguard("serve", "--config", str(cfg), env={"PGPASSWORD": pg_cluster.password})
+    try:
+        await asyncio.to_thread(wait_for_port, smtp, proc)
+        assert await asyncio.to_thread(_send_split, smtp) == 451  # one copy deferred
+        assert await asyncio.to_thread(_send_split, smtp) == 250  # the client's retry
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        await faulty.stop()
+    assert proc.returncode == 0, err
+    got = Counter(rcpt for message in faulty.messages for rcpt in message.rcpt_tos)
+    assert got == Counter(SPLIT_RCPTS)  # everyone exactly once
