@@ -255,6 +255,9 @@ class Relay:
 
     async def refresh_quarantine_gauges(self) -> None:
         """Read the quarantine's counts and oldest held message into the gauges."""
+        pool_stats = getattr(self.store, "pool_stats", None)  # PostgreSQL only
+        if pool_stats is not None:
+            self.metrics.set_store_pool(pool_stats())
         try:
             stats = await self.store.stats()
         except StoreError:

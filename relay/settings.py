@@ -304,6 +304,14 @@ class QuarantineSettings(_Section):
     database: str = "var/ccguard.db"
     retention_days: PositiveFloat = 30.0
     purge_interval: PositiveFloat = 3600.0
+    #: PostgreSQL only: a file holding the password (else PGPASSWORD or ~/.pgpass).
+    password_file: str | None = None
+    #: PostgreSQL only: most connections this process keeps to the database.
+    pool_size: Annotated[int, Field(ge=1, le=100)] = 5
+    #: PostgreSQL only: seconds to connect, or to wait for a free pooled connection.
+    connect_timeout: PositiveFloat = 5.0
+    #: PostgreSQL only: seconds one statement (lock waits included) may run.
+    statement_timeout: PositiveFloat = 10.0
 
 
 class SplitSettings(_Section):

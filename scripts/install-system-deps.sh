@@ -3,7 +3,8 @@
 # browser tests), prometheus (promtool checks the alert rules), postfix (smtp-source/sink),
 # openssl (makes the test certificates of the STARTTLS tests), libnet-ssleay-perl (swaks
 # --tls), libsasl2-modules (Postfix's SASL client offers PLAIN/LOGIN only with it),
-# haproxy (a real load balancer in front of ccguard sending PROXY protocol v2 headers).
+# haproxy (a real load balancer in front of ccguard sending PROXY protocol v2 headers),
+# postgresql (initdb/pg_ctl: the tests start private clusters as the 'postgres' user).
 set -euo pipefail
 need=()
 command -v swaks >/dev/null || need+=(swaks)
@@ -15,6 +16,7 @@ command -v openssl >/dev/null || need+=(openssl)
 perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl)
 dpkg -s libsasl2-modules >/dev/null 2>&1 || need+=(libsasl2-modules)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -23,5 +25,10 @@ if [ ${#need[@]} -gt 0 ]; then
   # Only postfix's programs are needed (the tests start private instances): do not let
   # the package set up a system-wide mail server.
   echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  # Only PostgreSQL's programs are needed too: no system-wide cluster is created or run.
+  $SUDO mkdir -p /etc/postgresql-common
+  [ -e /etc/postgresql-common/createcluster.conf ] ||
+    echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confold "${need[@]}"
 fi

@@ -31,6 +31,7 @@ COMMANDS = (
     "relay.cli.quarantine",
     "relay.cli.admin",
     "relay.cli.smtp_user",
+    "relay.cli.db",
 )
 
 

@@ -58,6 +58,8 @@ UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
 NOTIFICATION_RESULTS = ("sent", "failed")
 POLICY_MODES = ("enforce", "monitor")
 QUARANTINE_STATUSES = ("held",)
+#: PostgreSQL pool: connections open, of which idle; requests waiting for one.
+STORE_POOL_STATES = ("open", "idle", "waiting")
 #: Why a connection was refused (or closed unanswered) before its greeting.
 REFUSAL_REASONS = (
     "network",
@@ -282,6 +284,14 @@ class Metrics:
             "Quarantine / ledger store operations that failed.",
             registry=reg,
         )
+        self.store_pool = Gauge(
+            "ccguard_store_pool_connections",
+            "PostgreSQL store pool: connections open, idle, and requests waiting (0 on SQLite).",
+            ["state"],
+            registry=reg,
+        )
+        for state in STORE_POOL_STATES:
+            self.store_pool.labels(state=state)
         self.notifications = Counter(
             "ccguard_notifications",
             "Notices sent to senders, by result.",
@@ -454,6 +464,12 @@ class Metrics:
         for status in self._quarantine_statuses:
             self.quarantine_messages.labels(status=status).set(counts.get(status, 0))
         self.quarantine_oldest_held.set(max(oldest_held_age or 0.0, 0.0))
+
+    def set_store_pool(self, stats: Mapping[str, int]) -> None:
+        """Set the pool gauges from psycopg_pool's ``get_stats()``."""
+        self.store_pool.labels(state="open").set(stats.get("pool_size", 0))
+        self.store_pool.labels(state="idle").set(stats.get("pool_available", 0))
+        self.store_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition (format 0.0.4) and its content type."""

@@ -5,22 +5,41 @@ from __future__ import annotations
 import re
 
 from relay.errors import ConfigError
+from relay.quarantine.pg import PgStore
+from relay.quarantine.pg_conn import PgOptions
 from relay.quarantine.sqlite import SqliteStore
 from relay.quarantine.store import QuarantineStore
 from relay.settings import QuarantineSettings
 
-__all__ = ["open_store"]
+__all__ = ["is_postgres", "open_store", "pg_options"]
 
 _KEY = "quarantine.database"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def open_store(settings: QuarantineSettings) -> QuarantineStore:
+def pg_options(settings: QuarantineSettings) -> PgOptions:
+    """The PostgreSQL connection settings of ``[quarantine]``."""
+    return PgOptions(
+        password_file=settings.password_file,
+        pool_size=settings.pool_size,
+        connect_timeout=settings.connect_timeout,
+        statement_timeout=settings.statement_timeout,
+    )
+
+
+def is_postgres(database: str) -> bool:
+    """Whether ``database`` is a ``postgresql://`` (or ``postgres://``) URL."""
+    match = _SCHEME.match(database.strip())
+    return match is not None and match.group(1).lower() in ("postgresql", "postgres")
+
+
+def open_store(settings: QuarantineSettings, *, migrate: bool = True) -> QuarantineStore:
     """The store named by ``settings.database`` (not yet opened: ``await store.open()``).
 
     A plain path (relative to the working directory) is an SQLite file whose
-    directory is created on open.  ``postgresql://`` URLs are reserved for the
-    PostgreSQL backend and refused with a :class:`ConfigError` for now.
+    directory is created on open.  A ``postgresql://`` URL is a PostgreSQL
+    database (libpq syntax).  ``migrate=False``: a PostgreSQL store refuses
+    to open a schema that is not current instead of migrating it.
     """
     database = settings.database.strip()
     if not database:
@@ -30,7 +49,6 @@ def open_store(settings: QuarantineSettings) -> QuarantineStore:
         return SqliteStore(database)
     scheme = match.group(1).lower()
     if scheme in ("postgresql", "postgres"):
-        raise ConfigError(
-            [(_KEY, "the PostgreSQL backend is not supported yet; use an SQLite file path")]
-        )
-    raise ConfigError([(_KEY, f"unknown database URL scheme {scheme!r}; use an SQLite file path")])
+        return PgStore(database, pg_options(settings), migrate=migrate)
+    hint = "use an SQLite file path or a postgresql:// URL"
+    raise ConfigError([(_KEY, f"unknown database URL scheme {scheme!r}; {hint}")])

@@ -1,10 +1,10 @@
-"""Release claims on a real SQLite file: one winner, stale claims expire, v1 files migrate."""
+"""Release claims on a real SQLite file and a real PostgreSQL database: one winner,
+stale claims expire; v1 SQLite files migrate."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,11 +15,15 @@ from relay.quarantine import (
     HELD,
     RELEASE_AS_IS,
     RELEASED,
+    QuarantineStore,
     SqliteStore,
     release_key,
 )
 from relay.quarantine.sqlite_schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from tests.helpers.quarantine_store import RAW, Clock, new_message
+from tests.integration.conftest import StoreFactory
+
+Pair = tuple[QuarantineStore, QuarantineStore]
 
 
 @pytest.fixture
@@ -28,19 +32,16 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def pair(tmp_path: Path, clock: Clock) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
-    """Two stores on one file: the web server and the CLI, or two instances."""
-    first = SqliteStore(tmp_path / "q.db", clock=clock)
-    second = SqliteStore(tmp_path / "q.db", clock=clock)
+async def pair(make_store: StoreFactory, clock: Clock) -> Pair:
+    """Two stores on one database: the web server and the CLI, or two instances."""
+    first, second = make_store(clock=clock), make_store(clock=clock)
     await first.open()
     await second.open()
-    yield first, second
-    await first.close()
-    await second.close()
+    return first, second
 
 
 async def test_two_simultaneous_claims_have_exactly_one_winner(
-    pair: tuple[SqliteStore, SqliteStore],
+    pair: Pair,
 ) -> None:
     first, second = pair
     for _ in range(20):
@@ -56,7 +57,7 @@ async def test_two_simultaneous_claims_have_exactly_one_winner(
 
 
 async def test_claim_returns_the_message_and_blocks_others_until_released(
-    pair: tuple[SqliteStore, SqliteStore], clock: Clock
+    pair: Pair, clock: Clock
 ) -> None:
     first, second = pair
     mid = await first.put(new_message())
@@ -79,7 +80,7 @@ async def test_claim_returns_the_message_and_blocks_others_until_released(
         await first.claim(mid, "alice")
 
 
-async def test_mark_released_needs_a_claim(pair: tuple[SqliteStore, SqliteStore]) -> None:
+async def test_mark_released_needs_a_claim(pair: Pair) -> None:
     store, _ = pair
     mid = await store.put(new_message())
     with pytest.raises(QuarantineClaimedError, match="not claimed"):
@@ -88,7 +89,7 @@ async def test_mark_released_needs_a_claim(pair: tuple[SqliteStore, SqliteStore]
 
 
 async def test_a_crashed_claimants_claim_expires(
-    pair: tuple[SqliteStore, SqliteStore], clock: Clock
+    pair: Pair, clock: Clock
 ) -> None:
     first, second = pair
     mid = await first.put(new_message())
@@ -107,7 +108,7 @@ async def test_a_crashed_claimants_claim_expires(
 
 
 async def test_release_ledger_lives_as_long_as_its_message(
-    pair: tuple[SqliteStore, SqliteStore],
+    pair: Pair,
 ) -> None:
     store, _ = pair
     old = await store.put(new_message(received_at=100.0))

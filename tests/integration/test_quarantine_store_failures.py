@@ -20,6 +20,7 @@ from relay.quarantine.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
 from relay.settings import QuarantineSettings, SplitSettings
 from tests.helpers.mounts import read_only_bind
 from tests.helpers.quarantine_store import RAW, new_message
+from tests.integration.conftest import StoreFactory
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -181,8 +182,8 @@ class RecordingLog:
         self.events.append((event, kw))
 
 
-async def test_retention_task_purges_and_logs_counts(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "q.db")
+async def test_retention_task_purges_and_logs_counts(make_store: StoreFactory) -> None:
+    store = make_store()
     await store.open()
     now = 1_800_000_000.0
     old = await store.put(new_message(received_at=now - 3 * 86400))
@@ -203,11 +204,10 @@ async def test_retention_task_purges_and_logs_counts(tmp_path: Path) -> None:
     assert log.events[0] == ("quarantine_purged", {"messages": 1, "ledger_rows": 1})
     assert log.events[1] == ("quarantine_purged", {"messages": 0, "ledger_rows": 0})
     assert await store.get(old) is None and await store.get(fresh) is not None
-    await store.close()
 
 
-async def test_retention_task_survives_store_failure(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "q.db")  # never opened: every purge fails
+async def test_retention_task_survives_store_failure(make_store: StoreFactory) -> None:
+    store = make_store()  # never opened: every purge fails
     log, stop = RecordingLog(), asyncio.Event()
     settings = QuarantineSettings(purge_interval=0.02)
     task = asyncio.create_task(run_retention(store, settings, SplitSettings(), log, stop))

@@ -41,6 +41,7 @@ EXPECTED_TYPES = {
     "ccguard_quarantine_messages": "gauge",
     "ccguard_quarantine_oldest_held_seconds": "gauge",
     "ccguard_store_errors_total": "counter",
+    "ccguard_store_pool_connections": "gauge",
     "ccguard_notifications_total": "counter",
     "ccguard_admin_requests_refused_total": "counter",
     "ccguard_build_info": "gauge",
@@ -50,7 +51,7 @@ EXPECTED_TYPES = {
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
                   "version", "mode", "le", "truncated", "replaced", "reason",
-                  "mechanism"}  # fmt: skip
+                  "mechanism", "state"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
@@ -227,3 +228,16 @@ def test_calendar_messages_and_fallbacks_are_counted() -> None:
     )
     assert scrape.value("ccguard_calendar_messages_total", truncated="false") == 1
     assert scrape.value("ccguard_calendar_messages_total", truncated="true") == 1
+
+
+def test_store_pool_gauges_follow_the_pool_stats() -> None:
+    metrics = Metrics(version="1", mode="enforce")
+    scrape = parse_metrics(metrics.render()[0])
+    assert scrape.value("ccguard_store_pool_connections", state="waiting") == 0
+    metrics.set_store_pool({"pool_size": 3, "pool_available": 1, "requests_waiting": 2})
+    scrape = parse_metrics(metrics.render()[0])
+    got = {
+        s: scrape.value("ccguard_store_pool_connections", state=s)
+        for s in ("open", "idle", "waiting")
+    }
+    assert got == {"open": 3, "idle": 1, "waiting": 2}

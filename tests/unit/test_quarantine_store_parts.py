@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from relay.envelope import Envelope
 from relay.errors import ConfigError
 from relay.inspect.exposure import Exposure
 from relay.policy.verdict import Verdict
 from relay.quarantine import NewMessage, Page, SqliteStore, open_store
+from relay.quarantine.pg import PgStore
+from relay.quarantine.pg_conn import PgOptions, build_conninfo, describe
 from relay.quarantine.sqlite_sql import new_message_id
 from relay.quarantine.subject import MAX_SUBJECT_CHARS, decode_subject
 from relay.settings import Action, QuarantineSettings
@@ -40,15 +45,48 @@ def test_open_store_picks_sqlite_for_a_path() -> None:
 
 
 @pytest.mark.parametrize(
+    "database",
+    [
+        "postgresql://ccguard@db.example.org:5433/ccguard?sslmode=require",
+        "postgres://db.example.org/x",
+    ],
+)
+def test_open_store_picks_postgresql_for_a_url_without_connecting(database: str) -> None:
+    settings = QuarantineSettings(database=database, pool_size=7, statement_timeout=3.0)
+    store = open_store(settings)
+    assert isinstance(store, PgStore)
+    assert (store.options.pool_size, store.options.statement_timeout) == (7, 3.0)
+    assert store.where.startswith("postgres")
+
+
+def test_postgresql_password_and_timeouts_go_to_libpq(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret:with spaces\n")
+    info = conninfo_to_dict(
+        build_conninfo(
+            "postgresql://ccguard@db.example.org/ccguard?sslmode=verify-full",
+            PgOptions(password_file=str(secret), connect_timeout=2.4, statement_timeout=1.5),
+        )
+    )
+    assert info["password"] == "s3cret:with spaces" and info["sslmode"] == "verify-full"
+    assert info["connect_timeout"] == "2" and info["options"] == "-c statement_timeout=1500"
+    with_options = conninfo_to_dict(
+        build_conninfo("postgresql://db.example.org/q?options=-csearch_path%3Dccguard", PgOptions())
+    )
+    assert with_options["options"] == "-csearch_path=ccguard -c statement_timeout=10000"
+    assert describe("postgresql://u:hunter2@db.example.org:6432/q") == (
+        "postgresql://u@db.example.org:6432/q"
+    )
+
+
+@pytest.mark.parametrize(
     ("database", "reason"),
     [
-        ("postgresql://ccguard@db.example.org/ccguard", "PostgreSQL backend is not supported yet"),
-        ("postgres://db.example.org/ccguard", "PostgreSQL backend is not supported yet"),
         ("mysql://db.example.org/x", "unknown database URL scheme 'mysql'"),
         ("  ", "must name an SQLite file"),
     ],
 )
-def test_open_store_refuses_other_backends(database: str, reason: str) -> None:
+def test_open_store_refuses_unknown_backends(database: str, reason: str) -> None:
     with pytest.raises(ConfigError) as info:
         open_store(QuarantineSettings(database=database))
     (key, text), *_ = info.value.problems
