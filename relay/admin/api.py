@@ -26,6 +26,7 @@ from relay.admin.releasing import ReleaseDeferred, ReleaseReport
 from relay.admin.review import PUBLIC_MODES, Viewed, public_mode
 from relay.codes import Reply
 from relay.errors import (
+    CalendarAttendeesVisible,
     QuarantineClaimedError,
     QuarantineNotFound,
     QuarantineStateError,
@@ -233,6 +234,11 @@ async def _release(request: Request, actor: str) -> Response:
         return _error(
             502, "recipients_deferred", exc.report.still_held_text(), **_progress_json(exc.report)
         )
+    except CalendarAttendeesVisible as exc:
+        return _error(
+            409, exc.code, str(exc), status="held",
+            attendees_external=exc.external, calendar_truncated=exc.truncated,
+        )  # fmt: skip
     except UpstreamError as exc:
         return _error(
             502,
