@@ -221,8 +221,8 @@ async def _release(request: Request, actor: str) -> Response:
     except JsonTooDeep as exc:
         context_of(request).count_refusal("too_deep")
         return _error(400, "too_deep", str(exc))
-    except ValueError:
-        return _error(400, "bad_request", 'the body must be JSON like {"mode": "hidden"}')
+    except ValueError:  # JsonNotUtf8 included: UTF-16/32 is refused, never parsed
+        return _error(400, "bad_request", 'the body must be UTF-8 JSON like {"mode": "hidden"}')
     if mode is None:
         return _error(400, "bad_mode", f"mode is required: one of {', '.join(PUBLIC_MODES)}")
     if mode not in PUBLIC_MODES:
