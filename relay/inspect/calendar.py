@@ -64,6 +64,17 @@ _ADDRESS_PARAMS = ("EMAIL", "SENT-BY", "DELEGATED-TO", "DELEGATED-FROM", "MEMBER
 _UNFOLD = re.compile(r"\r\n[ \t]|\n[ \t]|\r[ \t]")
 _PROPERTY_NAME = re.compile(r"[A-Za-z0-9-]+")
 _MAILTO = re.compile(r"mailto:", re.I)
+#: Text that may mean a calendar in the part of a message the MIME walk left
+#: unread.  None of these can occur inside base64 ('.', '-', '*', '"' and '?'
+#: are not in its alphabet; "text/calendar" and "vcalendar" are too long to
+#: occur there by chance), so an attachment's data never looks like a hint.
+_CALENDAR_HINT = re.compile(
+    rb"text/calendar|application/ics|/x-ics|vcalendar|\.ics|\.vcs"
+    rb'|name\s*\*|name\s*=\s*"?\s*=\?',
+    re.I,
+)
+#: How much of an unread remainder is searched for hints, in ``max_bytes``.
+_SCAN_FACTOR = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +140,7 @@ def find_calendar(
     walk = walk_mime(
         message, body_start, dict(fields), max_parts=limits.max_parts, max_depth=limits.max_depth
     )
-    found = _Parsed(malformed=walk.overflow)
+    found = _Parsed(malformed=walk.overflow and _hints_after(message, walk.stopped_at, limits))
     budget = limits.max_bytes
     parts = 0
     for leaf in walk.leaves:
@@ -145,6 +156,19 @@ def find_calendar(
     if not parts and not found.malformed:
         return NO_CALENDAR
     return _findings(parts, found)
+
+
+def _hints_after(message: bytes, at: int, limits: CalendarLimits) -> bool:
+    """Whether the part of ``message`` the MIME walk did not read (from ``at``)
+    may hold a calendar: a calendar type, an ``.ics``/``.vcs`` name, a file
+    name that may hide one (RFC 2231 / 2047 encoded), or calendar text.
+
+    A walk that stopped at a bound only means "unread", not "unreadable
+    calendar": 300 photos or a few nested forwards are no invitation.  A
+    remainder over ``_SCAN_FACTOR * max_bytes`` is not searched: fail closed."""
+    if len(message) - at > limits.max_bytes * _SCAN_FACTOR:
+        return True
+    return _CALENDAR_HINT.search(message, at) is not None
 
 
 def _is_calendar(leaf: MimeLeaf) -> bool:

@@ -49,11 +49,14 @@ class MimeLeaf:
 
 @dataclass(slots=True)
 class MimeWalk:
-    """What :func:`walk_mime` found; ``overflow`` means it stopped at a bound."""
+    """What :func:`walk_mime` found; ``overflow`` means it stopped at a bound,
+    and ``stopped_at`` is then the offset from which nothing was read (every
+    leaf found lies before it: the walk reads in document order)."""
 
     leaves: list[MimeLeaf] = field(default_factory=list)
     parts: int = 0
     overflow: bool = False
+    stopped_at: int = -1
 
 
 def content_fields(fields: dict[str, str]) -> Message:
@@ -108,7 +111,7 @@ class _Walker:
             self.walk.leaves.append(MimeLeaf(ctype, fields, start, end))
             return
         if depth >= self.max_depth:
-            self.walk.overflow = True
+            self.stop(start)
         elif ctype == "message/rfc822":
             self.part(start, end, depth + 1, "text/plain")
         elif (boundary := _boundary(fields["content-type"])) is not None:
@@ -120,7 +123,7 @@ class _Walker:
 
     def part(self, start: int, end: int, depth: int, default: str) -> None:
         """One body part: its own header block, then its body as an entity."""
-        if not self.count():
+        if not self.count(start):
             return
         window = self.data[start : min(end, start + _FIRST_WINDOW)]
         head_len = header_end(window)
@@ -129,7 +132,7 @@ class _Walker:
             head_len = header_end(window)
         if head_len is None:
             if end - start > MAX_PART_HEADER_BYTES:
-                self.walk.overflow = True
+                self.stop(start)
                 return
             head_len = end - start  # all header, empty body
         fields: dict[str, str] = {}
@@ -139,12 +142,19 @@ class _Walker:
                 fields[key] = decode_header_value(raw.partition(b":")[2])
         self.entity(start + head_len, end, fields, depth, default)
 
-    def count(self) -> bool:
-        """Count one part (or delimiter look-alike); False once over the bound."""
+    def count(self, at: int) -> bool:
+        """Count one part (or delimiter look-alike) found at ``at``; False once
+        over the bound (nothing from ``at`` on is read)."""
         self.walk.parts += 1
         if self.walk.parts > self.max_parts:
-            self.walk.overflow = True
+            self.stop(at)
         return not self.walk.overflow
+
+    def stop(self, at: int) -> None:
+        """Give up at a bound: nothing from offset ``at`` on is read."""
+        if not self.walk.overflow:
+            self.walk.overflow = True
+            self.walk.stopped_at = at
 
     def bodies(self, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
         """(start, end) of each body part between the delimiter lines of
@@ -160,7 +170,9 @@ class _Walker:
             line_end = end if line_end < 0 else line_end
             closing = data[pos : pos + 2] == b"--"
             if data[pos + 2 * closing : line_end].strip():
-                if not self.count():  # a longer boundary (a nested part's) starting with ours
+                # A longer boundary (a nested part's) starting with ours.  Over the
+                # bound, no part of this body is walked: it is unread from ``start``.
+                if not self.count(start):
                     return spans
                 continue
             if opened is not None:
