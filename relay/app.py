@@ -66,8 +66,8 @@ class Relay:
             redact=self.redactor.address,
         )
         # Two pools: a flood of SMTP AUTH guesses must not make admin logins wait or fail.
-        self.hashing = HashingPool()
-        self.smtp_hashing = HashingPool()
+        self.hashing = HashingPool()  # SMTP AUTH
+        self.admin_hashing = HashingPool()
         self.front = self._front_context()
         self.listener = SmtpListener(self.front)
         self.tls_listener = SmtpListener(self.front, implicit_tls=True)
@@ -106,7 +106,7 @@ class Relay:
             raise ConfigError([("smtp.auth.users_file", str(exc))]) from None
         throttle = LoginThrottle(global_per_minute=self.settings.smtp.auth.max_failures_per_minute)
         return SmtpAuthenticator(
-            users, self.smtp_hashing, log=self.log, redact=self.redactor.address,
+            users, self.hashing, log=self.log, redact=self.redactor.address,
             throttle=throttle, metrics=self.metrics,
         )  # fmt: skip
 
@@ -229,7 +229,7 @@ class Relay:
                 users=UserDB(admin.users_file),
                 log=self.log,
                 extra_routes=extra,
-                hashing=self.hashing,
+                hashing=self.admin_hashing,
                 metrics=self.metrics,
             )
             tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
@@ -285,7 +285,7 @@ class Relay:
             await server.stop()
         self.http.clear()
         self.hashing.close()
-        self.smtp_hashing.close()
+        self.admin_hashing.close()
         self._stop_background.set()
         for task in self._background:
             with contextlib.suppress(Exception):
