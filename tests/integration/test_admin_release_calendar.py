@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import smtplib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +23,8 @@ from relay.inspect import DomainMatcher, inspect_message
 from relay.quarantine.store import NewMessage
 from tests.helpers.admin import PASSWORD, Env, admin_env, audit_of, basic, write_config
 from tests.helpers.calendar import attendee_lines, ics, invitation, multipart, part
+from tests.helpers.relay import running_relay, settings_for
+from tests.helpers.upstream import RecordingUpstream
 
 ROOT = Path(__file__).resolve().parents[2]
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -132,3 +135,41 @@ async def test_web_hidden_release_of_an_invitation_says_why_and_releases_nothing
     )
     assert "Every recipient would still see every attendee." in resp.text
     await _still_held(env, msg_id)
+
+
+async def test_an_invitation_held_by_the_live_relay_is_not_released_hidden_by_the_cli(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    # The whole path: the relay holds the invitation (a rewrite rule cannot hide
+    # attendees), then `ccguard quarantine release --hidden` on its database.
+    policy = {"rules": [{"name": "hide", "min_visible_external": 3, "action": "rewrite"}]}
+    settings = settings_for(upstream.port, policy=policy)
+    raw = _held_invitation().message
+    async with running_relay(settings) as relay:
+        code, text = await asyncio.to_thread(_send, relay.smtp_port, raw)
+    assert code == 250 and text.startswith(b"2.0.0 held for review as "), text
+    held_id = text.decode().rsplit(" ", 1)[1]
+    config = write_config(
+        tmp_path / "ccguard.toml",
+        db=Path(settings.quarantine.database),
+        users=tmp_path / "users.json",
+        upstream_port=upstream.port,
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "quarantine", "release", "--hidden", held_id,
+        "--config", str(config),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 2, (out, err)
+    assert b"12 external attendee(s)" in err
+    assert upstream.messages == []  # neither live nor released
+
+
+def _send(port: int, data: bytes) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.example.org")
+        client.mail("alice@example.org")
+        for rcpt in GUESTS:
+            client.rcpt(rcpt)
+        return client.data(data)
