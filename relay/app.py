@@ -20,6 +20,7 @@ from relay import __version__
 from relay.actions import Dispatcher, QuarantineReleaser
 from relay.admin import create_admin_app
 from relay.credentials.hashing import HashingPool
+from relay.credentials.throttle import LoginThrottle
 from relay.credentials.users import UserDB, UsersFileError
 from relay.errors import ConfigError, StoreError
 from relay.httpserver import HttpServer
@@ -64,7 +65,9 @@ class Relay:
             metrics=self.metrics,
             redact=self.redactor.address,
         )
-        self.hashing = HashingPool()
+        # Two pools: a flood of SMTP AUTH guesses must not make admin logins wait or fail.
+        self.hashing = HashingPool()  # SMTP AUTH
+        self.admin_hashing = HashingPool()
         self.front = self._front_context()
         self.listener = SmtpListener(self.front)
         self.tls_listener = SmtpListener(self.front, implicit_tls=True)
@@ -101,9 +104,11 @@ class Relay:
             users = UserDB(users_file)
         except UsersFileError as exc:
             raise ConfigError([("smtp.auth.users_file", str(exc))]) from None
+        throttle = LoginThrottle(global_per_minute=self.settings.smtp.auth.max_failures_per_minute)
         return SmtpAuthenticator(
-            users, self.hashing, log=self.log, redact=self.redactor.address, metrics=self.metrics
-        )
+            users, self.hashing, log=self.log, redact=self.redactor.address,
+            throttle=throttle, metrics=self.metrics,
+        )  # fmt: skip
 
     def reload_tls(self) -> bool:
         """Re-read the listener's certificate and key (SIGHUP); False if it failed.
@@ -224,7 +229,7 @@ class Relay:
                 users=UserDB(admin.users_file),
                 log=self.log,
                 extra_routes=extra,
-                hashing=self.hashing,
+                hashing=self.admin_hashing,
                 metrics=self.metrics,
             )
             tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
@@ -283,6 +288,7 @@ class Relay:
             await server.stop()
         self.http.clear()
         self.hashing.close()
+        self.admin_hashing.close()
         self._stop_background.set()
         for task in self._background:
             with contextlib.suppress(Exception):

@@ -7,6 +7,7 @@ from relay.codes import Reply
 
 __all__ = [
     "CCGuardError",
+    "CalendarAttendeesVisible",
     "ConfigError",
     "QuarantineClaimedError",
     "QuarantineNotFound",
@@ -107,3 +108,32 @@ class QuarantineClaimedError(QuarantineStateError):
                 f"cannot {wanted} quarantined message {message_id!r}: "
                 f"it is being released by {claimed_by}",
             )
+
+
+class CalendarAttendeesVisible(CCGuardError):
+    """A release with recipients hidden was asked for a calendar invitation whose
+    attendee list shows external (or unreadable) attendees: rewriting the
+    headers cannot hide them, so nothing is delivered.
+
+    ``code`` is the admin API's error code; ``external`` the number of external
+    attendees, ``truncated`` whether part of the calendar data could not be read.
+    """
+
+    code = "calendar_attendees_visible"
+
+    def __init__(self, message_id: str, external: int, truncated: bool) -> None:
+        self.message_id = message_id
+        self.external = external
+        self.truncated = truncated
+        seen = (
+            f"{external} external attendee(s)"
+            if external
+            else "calendar data that could not be read"
+        )
+        if external and truncated:
+            seen += " and calendar data that could not be read"
+        super().__init__(
+            f"message {message_id} is a calendar invitation showing {seen}; hiding the "
+            "recipients cannot hide its attendee list, so it was not released. "
+            "Release it as sent (as-is) only if every attendee may see the others, or delete it."
+        )

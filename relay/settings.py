@@ -117,6 +117,9 @@ class SmtpAuthSettings(_Section):
     allow_plaintext: bool = False
     #: User name (or ``"*"`` for every other user) → MAIL FROM patterns it may use.
     sender_patterns: dict[str, list[str]] = {}
+    #: Failed AUTH attempts per minute from all clients together; beyond it every
+    #: attempt gets 454 without a password check until the oldest is a minute old.
+    max_failures_per_minute: PositiveInt = 120
 
     @model_validator(mode="after")
     def _needs_users(self) -> SmtpAuthSettings:

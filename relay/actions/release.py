@@ -21,6 +21,7 @@ from relay.actions.rewrite import rewrite_message
 from relay.actions.split_delivery import copy_options
 from relay.actions.tag import TAG_ACTION, TAG_EXPOSURE, TAG_RULE, exposure_text, sanitise
 from relay.codes import Reply
+from relay.errors import CalendarAttendeesVisible
 from relay.inspect.domains import DomainMatcher
 from relay.inspect.parsed import ParsedMessage, parse_message
 from relay.quarantine.store import RELEASE_AS_IS, RELEASE_REWRITE, StoredMessage
@@ -31,6 +32,7 @@ __all__ = [
     "ReleaseAttempt",
     "ReleaseTransaction",
     "TransactionOpener",
+    "check_hidden_release",
     "release_bytes",
 ]
 
@@ -77,11 +79,24 @@ class ReleaseAttempt:
     refused: Mapping[str, Reply] = field(default_factory=dict)
 
 
+def check_hidden_release(stored: StoredMessage) -> None:
+    """Raise :class:`CalendarAttendeesVisible` when hiding the recipients of
+    ``stored`` would still show its calendar attendees: the stored exposure has
+    external attendees, or calendar data that could not be read.  The rewrite
+    only changes header fields; the ATTENDEE lines go to everyone as they are."""
+    calendar = stored.exposure.get("calendar") or {}
+    external = int(calendar.get("attendees_external", 0) or 0)
+    truncated = bool(calendar.get("truncated", False))
+    if external or truncated:
+        raise CalendarAttendeesVisible(stored.id, external, truncated)
+
+
 def release_bytes(stored: StoredMessage, mode: str, matcher: DomainMatcher) -> bytes:
     """What a release delivers: ``as-is`` → the held bytes (minus any foreign
     ``X-CCGuard-*`` field); ``rewrite``/``hidden`` → the rewrite action applied,
     tagged ``X-CCGuard-Action: rewrite; released`` below ccguard's Received
-    header, as in live delivery.  The held bytes are parsed like a message on
+    header, as in live delivery (refused with CalendarAttendeesVisible for an
+    invitation whose attendees it cannot hide).  The held bytes are parsed like a message on
     receipt (line endings normalised: rows stored by older versions may have
     bare CR/LF), so a release delivers exactly what is inspected and stripped."""
     if not stored.message:
@@ -90,6 +105,7 @@ def release_bytes(stored: StoredMessage, mode: str, matcher: DomainMatcher) -> b
     if mode == RELEASE_AS_IS:
         return sanitise(held)
     if mode in (RELEASE_REWRITE, HIDDEN):
+        check_hidden_release(stored)
         tags = [
             (TAG_ACTION, "rewrite; released"),
             (TAG_RULE, stored.rule or "none"),

@@ -26,6 +26,7 @@ from relay.admin.releasing import ReleaseDeferred, ReleaseReport
 from relay.admin.review import PUBLIC_MODES, Viewed, public_mode
 from relay.codes import Reply
 from relay.errors import (
+    CalendarAttendeesVisible,
     QuarantineClaimedError,
     QuarantineNotFound,
     QuarantineStateError,
@@ -220,8 +221,8 @@ async def _release(request: Request, actor: str) -> Response:
     except JsonTooDeep as exc:
         context_of(request).count_refusal("too_deep")
         return _error(400, "too_deep", str(exc))
-    except ValueError:
-        return _error(400, "bad_request", 'the body must be JSON like {"mode": "hidden"}')
+    except ValueError:  # JsonNotUtf8 included: UTF-16/32 is refused, never parsed
+        return _error(400, "bad_request", 'the body must be UTF-8 JSON like {"mode": "hidden"}')
     if mode is None:
         return _error(400, "bad_mode", f"mode is required: one of {', '.join(PUBLIC_MODES)}")
     if mode not in PUBLIC_MODES:
@@ -233,6 +234,11 @@ async def _release(request: Request, actor: str) -> Response:
         return _error(
             502, "recipients_deferred", exc.report.still_held_text(), **_progress_json(exc.report)
         )
+    except CalendarAttendeesVisible as exc:
+        return _error(
+            409, exc.code, str(exc), status="held",
+            attendees_external=exc.external, calendar_truncated=exc.truncated,
+        )  # fmt: skip
     except UpstreamError as exc:
         return _error(
             502,

@@ -17,12 +17,19 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MAX_JSON_DEPTH", "BodyLimit", "JsonTooDeep", "json_depth_exceeds", "loads_bounded"]
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "BodyLimit",
+    "JsonNotUtf8",
+    "JsonTooDeep",
+    "json_depth_exceeds",
+    "loads_bounded",
+]
 
 #: Deepest JSON nesting an admin request may use (``{"mode": "hidden"}`` has 1).
 MAX_JSON_DEPTH = 32
 # A JSON string (possibly unterminated) or a bracket: brackets inside strings do not nest.
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
 
 
 class _ClientGone(Exception):
@@ -33,26 +40,42 @@ class JsonTooDeep(ValueError):
     """A JSON text nests deeper than allowed; it was not parsed."""
 
 
-def json_depth_exceeds(raw: bytes, limit: int) -> bool:
-    """True when the JSON text ``raw`` opens more than ``limit`` arrays/objects at once."""
+class JsonNotUtf8(ValueError):
+    """A JSON body is not UTF-8 (RFC 8259 §8.1); it was not parsed."""
+
+
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """True when the JSON text ``text`` opens more than ``limit`` arrays/objects at once."""
     depth = 0
-    for match in _TOKENS.finditer(raw):
+    for match in _TOKENS.finditer(text):
         token = match.group()
-        if token in (b"[", b"{"):
+        if token in ("[", "{"):
             depth += 1
             if depth > limit:
                 return True
-        elif token in (b"]", b"}"):
+        elif token in ("]", "}"):
             depth -= 1
     return False
 
 
 def loads_bounded(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``json.loads`` that refuses deep nesting before parsing; raises ``ValueError``
-    (:class:`JsonTooDeep` for too deep) for anything that is not acceptable JSON."""
-    if json_depth_exceeds(raw, max_depth):
+    (:class:`JsonNotUtf8` for a body that is not UTF-8, :class:`JsonTooDeep` for
+    too deep) for anything that is not acceptable JSON.
+
+    The body is decoded as strict UTF-8 first and the same text is scanned and
+    parsed: ``json.loads`` on bytes would also accept UTF-16/32, whose brackets
+    a byte scan does not see."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise JsonNotUtf8("the body must be UTF-8 JSON") from exc
+    if json_depth_exceeds(text, max_depth):
         raise JsonTooDeep(f"the JSON nests deeper than {max_depth} levels")
-    return json.loads(raw)
+    try:
+        return json.loads(text)
+    except RecursionError as exc:  # the scan should have caught it; never a 500
+        raise JsonTooDeep(f"the JSON nests deeper than {max_depth} levels") from exc
 
 
 def _declared_length(scope: Scope) -> int | None:

@@ -13,11 +13,12 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from relay.actions.release import ReleaseAttempt
+from relay.actions.release import ReleaseAttempt, check_hidden_release
 from relay.admin.preview import MessagePreview, preview_message
 from relay.admin.releasing import REFUSED_PREFIX, ReleaseDeferred, ReleaseProgress, ReleaseReport
 from relay.codes import Reply
 from relay.errors import (
+    CalendarAttendeesVisible,
     QuarantineClaimedError,
     QuarantineNotFound,
     QuarantineStateError,
@@ -155,7 +156,9 @@ class Review:
         Raises ReleaseDeferred (some recipients deferred: still held, the others
         have it), UpstreamError (nobody got it: still held), QuarantineNotFound,
         QuarantineStateError / QuarantineClaimedError (another release is under
-        way) or StoreError.  Every outcome is audited.
+        way), CalendarAttendeesVisible (``hidden`` asked for an invitation whose
+        attendees it cannot hide: nothing delivered, still held) or StoreError.
+        Every outcome is audited.
         """
         if mode not in PUBLIC_MODES:
             raise ValueError(f"mode must be one of {', '.join(PUBLIC_MODES)}")
@@ -174,6 +177,8 @@ class Review:
     async def _release_claimed(
         self, releaser: Releaser, stored: StoredMessage, mode: str, actor: str
     ) -> ReleaseReport:
+        if mode == MODE_HIDDEN:
+            await self._refuse_visible_attendees(stored, actor)
         progress = await self.progress(stored.id)
         try:
             attempt = await releaser.release(stored, mode, progress.pending(stored.rcpt_tos))
@@ -192,6 +197,18 @@ class Review:
             first = next(iter(attempt.refused.values()))
             raise UpstreamPermanentError(str(first), kind="5xx", reply=first)
         return await self._mark_released(report, actor)
+
+    async def _refuse_visible_attendees(self, stored: StoredMessage, actor: str) -> None:
+        """Audit and raise when hiding the recipients would still show the attendees."""
+        try:
+            check_hidden_release(stored)
+        except CalendarAttendeesVisible as exc:
+            detail = (
+                f"mode={MODE_HIDDEN} {exc.code} attendees_external={exc.external} "
+                f"truncated={str(exc.truncated).lower()}"
+            )
+            await self.audit(actor, "release", stored.id, "refused", detail)
+            raise
 
     async def _record(self, message_id: str, attempt: ReleaseAttempt, keep_refusals: bool) -> None:
         """Write who got it (and, once someone has it, who refused it for good) to the ledger."""

@@ -25,6 +25,7 @@ from relay.admin.releasing import ReleaseDeferred
 from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Viewed
 from relay.admin.sessions import Session
 from relay.errors import (
+    CalendarAttendeesVisible,
     QuarantineClaimedError,
     QuarantineNotFound,
     QuarantineStateError,
@@ -265,7 +266,7 @@ async def _act(request: Request) -> Response:
         return await _perform(request, session, message_id, _field(form, "mode") or "")
     except QuarantineNotFound:
         return _not_found(request, session)
-    except (QuarantineStateError, ReleaseDeferred, UpstreamError) as exc:
+    except (QuarantineStateError, ReleaseDeferred, UpstreamError, CalendarAttendeesVisible) as exc:
         status, error = _action_failure(exc)
         return await _detail_after_error(request, session, message_id, status, error)
 
@@ -290,6 +291,14 @@ def _action_failure(exc: Exception) -> tuple[int, str]:
         return 409, f"Nothing was done: this message is being released by {exc.claimed_by}."
     if isinstance(exc, QuarantineStateError):
         return 409, f"Nothing was done: this message is already {exc.status}."
+    if isinstance(exc, CalendarAttendeesVisible):
+        return 409, (
+            "Nothing was done: this is a calendar invitation and hiding the recipients "
+            "cannot hide its attendee list"
+            + (f" ({exc.external} external attendees)" if exc.external else "")
+            + ". Every recipient would still see every attendee. Release it as sent only "
+            "if that is acceptable, or delete it."
+        )
     if isinstance(exc, ReleaseDeferred):
         return 502, _capitalised(exc.report.still_held_text()) + "."
     assert isinstance(exc, UpstreamError)

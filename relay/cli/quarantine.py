@@ -25,6 +25,7 @@ from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Releaser, Review, Viewed
 from relay.cli.config import load_or_report
 from relay.codes import Reply
 from relay.errors import (
+    CalendarAttendeesVisible,
     QuarantineClaimedError,
     QuarantineNotFound,
     QuarantineStateError,
@@ -153,6 +154,8 @@ async def _release(
     except ReleaseDeferred as exc:
         _print_recipients("deferred", exc.report.deferred, sys.stderr)
         return _fail(f"message {args.id} {exc.report.still_held_text()}")
+    except CalendarAttendeesVisible as exc:
+        return _fail(str(exc), code=2)
     except UpstreamError as exc:
         return _fail(f"the upstream did not accept the message ({exc.reply}); it is still held")
     how = "with external recipients hidden" if args.hidden else "as sent"

@@ -19,18 +19,45 @@ are kept; the oldest are forgotten first, so memory stays bounded.
 Attempts from one IP are checked one at a time (:meth:`LoginThrottle.serialised`),
 so concurrent requests cannot all pass the check before the first failure
 is counted.
+
+An IPv6 client is counted by its /64 (one host usually has a whole /64 to
+pick addresses from); an IPv4-mapped address counts as the IPv4 address.
+
+Optionally (``global_per_minute``), more than that many failures in the last
+60 seconds from everyone together hold back every attempt until the oldest is
+a minute old: a guessing run spread over many addresses cannot keep the
+password-hashing threads busy.  Only the last ``global_per_minute`` failure
+times are kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-__all__ = ["LoginThrottle"]
+__all__ = ["LoginThrottle", "client_key"]
+
+_WINDOW = 60.0  # seconds of the global failure budget
+
+
+def client_key(ip: str) -> str:
+    """What one client is throttled as: an IPv4 address as it is, an IPv6
+    address as its /64 (``2001:db8:1:2::/64``), an IPv4-mapped IPv6 address
+    as its IPv4 address; anything else (not an address) as written."""
+    try:
+        address = ipaddress.ip_address(ip.strip("[]").partition("%")[0])
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 @dataclass(slots=True)
@@ -74,6 +101,7 @@ class LoginThrottle:
         base: float = 1.0,
         cap: float = 60.0,
         max_keys: int = 10_000,
+        global_per_minute: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.free, self.user_free = free, user_free
@@ -81,15 +109,18 @@ class LoginThrottle:
         self._clock = clock
         self._records: OrderedDict[str, _Record] = OrderedDict()
         self._locks = _KeyedLocks()
+        self._recent: deque[float] | None = (
+            deque(maxlen=global_per_minute) if global_per_minute else None
+        )
 
     @staticmethod
     def _keys(ip: str, user: str) -> tuple[str, str, str]:
-        name = user.lower()
-        return f"ip:{ip}", f"pair:{ip} {name}", f"user:{name}"
+        name, client = user.lower(), client_key(ip)
+        return f"ip:{client}", f"pair:{client} {name}", f"user:{name}"
 
     def serialised(self, ip: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """Hold this while checking and counting one attempt from ``ip``."""
-        return self._locks.hold(ip)
+        """Hold this while checking and counting one attempt from ``ip`` (its /64 for IPv6)."""
+        return self._locks.hold(client_key(ip))
 
     def wait_for(self, ip: str, user: str) -> float:
         """Seconds the attempt must still wait (0 when it may be checked now)."""
@@ -97,11 +128,21 @@ class LoginThrottle:
         ip_rec, pair_rec, user_rec = (self._records.get(k) for k in self._keys(ip, user))
         own = [rec for rec in (ip_rec, pair_rec) if rec is not None]
         counted = own + ([user_rec] if user_rec is not None and own else [])
-        return max([0.0, *(rec.not_before - now for rec in counted)])
+        return max([0.0, self.global_wait(now), *(rec.not_before - now for rec in counted)])
+
+    def global_wait(self, now: float | None = None) -> float:
+        """Seconds until the global failure budget lets attempts through again (0: it does)."""
+        recent = self._recent
+        if recent is None or len(recent) < (recent.maxlen or 0):
+            return 0.0
+        now = self._clock() if now is None else now
+        return max(0.0, recent[0] + _WINDOW - now)
 
     def failure(self, ip: str, user: str) -> None:
         """Record one failed attempt from ``ip`` for ``user``."""
         now = self._clock()
+        if self._recent is not None:
+            self._recent.append(now)
         ip_key, pair_key, user_key = self._keys(ip, user)
         for key, free in ((ip_key, self.free), (pair_key, self.free), (user_key, self.user_free)):
             rec = self._records.pop(key, None) or _Record(0, now)

@@ -33,7 +33,16 @@ from urllib.parse import unquote
 
 from relay.inspect.addresses import address_like_tokens
 from relay.inspect.encoded_words import decode_encoded_words
-from relay.inspect.mime import MimeLeaf, content_fields, media_type, walk_mime
+from relay.inspect.mime import (
+    AMBIGUOUS,
+    CALENDAR_TYPES,
+    MESSAGE_TYPES,
+    NAME_HINTS,
+    MimeLeaf,
+    content_fields,
+    media_type,
+    walk_mime,
+)
 
 if TYPE_CHECKING:
     from icalendar import Calendar
@@ -43,6 +52,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "MIME_FIELDS",
     "NO_CALENDAR",
+    "TNEF_TYPES",
     "CalendarFindings",
     "CalendarLimits",
     "find_calendar",
@@ -50,20 +60,33 @@ __all__ = [
     "wants_body",
 ]
 
-CALENDAR_TYPES = frozenset(
-    {"text/calendar", "application/ics", "application/x-ics", "text/x-vcalendar"}
-)
 CALENDAR_SUFFIXES = (".ics", ".vcs")
 #: The top-level header fields :func:`find_calendar` needs (lower-case names).
 MIME_FIELDS = ("content-type", "content-transfer-encoding", "content-disposition")
 _NAMING = ("content-type", "content-disposition")
-#: Text a file name ending in .ics/.vcs shows, or may hide (RFC 2047/2231 encoding).
-_NAME_HINTS = (".ics", ".vcs", "=?", "*=", "*0")
 _ADDRESS_PROPERTIES = ("ATTENDEE", "ORGANIZER")
 _ADDRESS_PARAMS = ("EMAIL", "SENT-BY", "DELEGATED-TO", "DELEGATED-FROM", "MEMBER")
 _UNFOLD = re.compile(r"\r\n[ \t]|\n[ \t]|\r[ \t]")
 _PROPERTY_NAME = re.compile(r"[A-Za-z0-9-]+")
 _MAILTO = re.compile(r"mailto:", re.I)
+#: Text that may mean a calendar in the part of a message the MIME walk left
+#: unread.  None of these can occur inside base64 ('.', '-', '*', '"' and '?'
+#: are not in its alphabet; "text/calendar" and "vcalendar" are too long to
+#: occur there by chance), so an attachment's data never looks like a hint.
+_CALENDAR_HINT = re.compile(
+    rb"text/calendar|application/ics|/x-ics|vcalendar|\.ics|\.vcs"
+    rb'|name\s*\*|name\s*=\s*"?\s*=\?',
+    re.I,
+)
+#: How much of an unread remainder is searched for hints, in ``max_bytes``.
+_SCAN_FACTOR = 32
+#: Outlook's "winmail.dat" container: not parsed, only searched (see _read_tnef).
+TNEF_TYPES = frozenset({"application/ms-tnef", "application/vnd.ms-tnef"})
+_TNEF_NAME = "winmail.dat"
+# A meeting request's message class (8-bit or UTF-16LE) or an embedded calendar.
+_TNEF_HINT = re.compile(
+    rb"BEGIN:VCALENDAR|IPM\.Schedule|" + re.escape("IPM.Schedule".encode("utf-16-le")), re.I
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +135,12 @@ def wants_body(fields: Mapping[str, str]) -> bool:
     Everything else (most mail) is decided without looking at the body."""
     ctype = fields.get("content-type", "")
     media = media_type(ctype)
-    if media.startswith("multipart/") or media == "message/rfc822" or media in CALENDAR_TYPES:
+    if AMBIGUOUS in fields or media.startswith("multipart/") or media in MESSAGE_TYPES:
+        return True
+    if media in CALENDAR_TYPES or media in TNEF_TYPES:
         return True
     named = (ctype + fields.get("content-disposition", "")).lower()
-    return any(hint in named for hint in _NAME_HINTS)
+    return any(hint in named for hint in NAME_HINTS)
 
 
 def find_calendar(
@@ -129,10 +154,13 @@ def find_calendar(
     walk = walk_mime(
         message, body_start, dict(fields), max_parts=limits.max_parts, max_depth=limits.max_depth
     )
-    found = _Parsed(malformed=walk.overflow)
+    found = _Parsed(malformed=walk.overflow and _hints_after(message, walk.stopped_at, limits))
     budget = limits.max_bytes
     parts = 0
     for leaf in walk.leaves:
+        if _is_tnef(leaf):
+            budget -= _read_tnef(message, leaf, budget, found)
+            continue
         if not _is_calendar(leaf):
             continue
         parts += 1
@@ -147,14 +175,50 @@ def find_calendar(
     return _findings(parts, found)
 
 
+def _hints_after(message: bytes, at: int, limits: CalendarLimits) -> bool:
+    """Whether the part of ``message`` the MIME walk did not read (from ``at``)
+    may hold a calendar: a calendar type, an ``.ics``/``.vcs`` name, a file
+    name that may hide one (RFC 2231 / 2047 encoded), or calendar text.
+
+    A walk that stopped at a bound only means "unread", not "unreadable
+    calendar": 300 photos or a few nested forwards are no invitation.  A
+    remainder over ``_SCAN_FACTOR * max_bytes`` is not searched: fail closed."""
+    if len(message) - at > limits.max_bytes * _SCAN_FACTOR:
+        return True
+    return _CALENDAR_HINT.search(message, at) is not None
+
+
 def _is_calendar(leaf: MimeLeaf) -> bool:
     if leaf.content_type in CALENDAR_TYPES:
         return True
     named = "".join(leaf.fields.get(name, "") for name in _NAMING).lower()
-    if not any(hint in named for hint in _NAME_HINTS):
+    if not any(hint in named for hint in NAME_HINTS):
         return False  # most parts: no file name that could end in .ics
     filename = decode_encoded_words(content_fields(leaf.fields).get_filename() or "")
     return filename.strip().lower().endswith(CALENDAR_SUFFIXES)
+
+
+def _is_tnef(leaf: MimeLeaf) -> bool:
+    if leaf.content_type in TNEF_TYPES:
+        return True
+    return _TNEF_NAME in "".join(leaf.fields.get(name, "") for name in _NAMING).lower()
+
+
+def _read_tnef(message: bytes, leaf: MimeLeaf, budget: int, found: _Parsed) -> int:
+    """Flag a TNEF part that is a meeting request or carries a calendar as
+    unreadable (its attendees are in a binary recipient table ccguard does not
+    parse); returns the transmitted bytes read, at most ``budget``.  The
+    message class comes first in the stream, so a part over the budget is
+    searched in its first ``budget`` bytes only."""
+    size = min(leaf.end - leaf.start, budget)
+    raw = message[leaf.start : leaf.start + size]
+    encoding = leaf.fields.get("content-transfer-encoding", "").strip().lower()
+    if encoding == "base64":
+        compact = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
+        raw = base64.b64decode(compact[: len(compact) // 4 * 4])
+    if _TNEF_HINT.search(raw):
+        found.malformed = True
+    return size
 
 
 def _read_leaf(message: bytes, leaf: MimeLeaf, found: _Parsed) -> None:

@@ -16,6 +16,7 @@ from relay.inspect.calendar import (
 from relay.inspect.domains import DomainMatcher
 from relay.inspect.exposure import Exposure
 from relay.inspect.headers import decode_header_value
+from relay.inspect.mime import mime_fields
 from relay.inspect.parsed import ParsedMessage, parse_message
 
 __all__ = ["VISIBLE_HEADERS", "build_exposure", "inspect_message"]
@@ -73,14 +74,15 @@ def inspect_message(
     parsed = parse_message(message) if isinstance(message, bytes) else message
     too_large = parsed.header_too_large(max_header_bytes)
     tally = _Tally()
-    mime: dict[str, str] = {}
+    mime_pairs: list[tuple[str, str]] = []
     for fld in parsed.fields_within(max_header_bytes):
         if not fld.name:
             tally.add_junk(decode_header_value(fld.raw))
         elif fld.key in tally.per_header:
             tally.add_header(fld.key, decode_header_value(fld.raw_value))
         elif fld.key in MIME_FIELDS:
-            mime.setdefault(fld.key, decode_header_value(fld.raw_value))
+            mime_pairs.append((fld.key, decode_header_value(fld.raw_value)))
+    mime = mime_fields(mime_pairs)
     calendar = (
         find_calendar(parsed.data, parsed.body_offset, mime, calendar_limits)
         if parsed.separator and not too_large

@@ -18,13 +18,37 @@ few fields that need it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.message import Message
 
 from relay.inspect.addresses import unfold
 from relay.inspect.headers import decode_header_value, header_end, iter_raw_fields
+from relay.inspect.syntax import strip_comments
 
-__all__ = ["MimeLeaf", "MimeWalk", "content_fields", "media_type", "walk_mime"]
+__all__ = [
+    "AMBIGUOUS",
+    "CALENDAR_TYPES",
+    "MESSAGE_TYPES",
+    "NAME_HINTS",
+    "MimeLeaf",
+    "MimeWalk",
+    "content_fields",
+    "media_type",
+    "mime_fields",
+    "walk_mime",
+]
+
+CALENDAR_TYPES = frozenset(
+    {"text/calendar", "application/ics", "application/x-ics", "text/x-vcalendar"}
+)
+#: Entities that hold a whole message (RFC 2046 §5.2.1, RFC 6532 §3.7): walked into.
+MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
+#: Text a file name ending in .ics/.vcs shows, or may hide (RFC 2047/2231 encoding).
+NAME_HINTS = (".ics", ".vcs", "=?", "*=", "*0")
+#: Key :func:`mime_fields` sets when an entity's Content-Type fields disagree
+#: about its structure (no field name has a blank in it).
+AMBIGUOUS = " ambiguous"
 
 #: A part's own header block longer than this is not a header block we read.
 MAX_PART_HEADER_BYTES = 64 * 1024
@@ -49,11 +73,14 @@ class MimeLeaf:
 
 @dataclass(slots=True)
 class MimeWalk:
-    """What :func:`walk_mime` found; ``overflow`` means it stopped at a bound."""
+    """What :func:`walk_mime` found; ``overflow`` means it stopped at a bound,
+    and ``stopped_at`` is then the offset from which nothing was read (every
+    leaf found lies before it: the walk reads in document order)."""
 
     leaves: list[MimeLeaf] = field(default_factory=list)
     parts: int = 0
     overflow: bool = False
+    stopped_at: int = -1
 
 
 def content_fields(fields: dict[str, str]) -> Message:
@@ -67,8 +94,53 @@ def content_fields(fields: dict[str, str]) -> Message:
 
 
 def media_type(value: str) -> str:
-    """``type/subtype`` of a Content-Type value, lower-case, without parameters."""
-    return unfold(value).partition(";")[0].strip().lower()
+    """``type/subtype`` of a Content-Type value, lower-case, without parameters
+    or comments."""
+    media = strip_comments(unfold(value)).partition(";")[0]
+    return "".join(media.split()).lower()  # "text / calendar" is text/calendar (RFC 822 tokens)
+
+
+def mime_fields(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """The MIME fields of one entity (lower-case name → value, comments removed)
+    from its (lower-case name, decoded value) pairs, other fields ignored.
+
+    A field given twice is read the way that could show a calendar (fail
+    closed: readers differ on which one wins): a calendar type over a multipart
+    or message over anything else, a value with a name hint over one without.
+    Two different multipart/message/calendar types make the entity
+    :data:`AMBIGUOUS`; the walk does not guess between them."""
+    fields: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in _WANTED:
+            continue
+        value = strip_comments(unfold(value))
+        kept = fields.get(key)
+        if kept is None:
+            fields[key] = value
+            continue
+        new_rank, kept_rank = _rank(key, value), _rank(key, kept)
+        if key == "content-type" and min(new_rank, kept_rank) > 0 and _differ(value, kept):
+            fields[AMBIGUOUS] = "1"
+        if new_rank > kept_rank:
+            fields[key] = value
+    return fields
+
+
+def _differ(one: str, other: str) -> bool:
+    """Two Content-Type values that give an entity a different structure."""
+    return media_type(one) != media_type(other) or _boundary(one) != _boundary(other)
+
+
+def _rank(key: str, value: str) -> int:
+    """How much a field value could show a calendar (higher: more)."""
+    if key == "content-disposition":
+        return int(any(hint in value.lower() for hint in NAME_HINTS))
+    if key != "content-type":
+        return 0
+    media = media_type(value)
+    if media in CALENDAR_TYPES:
+        return 2
+    return int(media.startswith("multipart/") or media in MESSAGE_TYPES)
 
 
 def walk_mime(
@@ -82,7 +154,7 @@ def walk_mime(
 
 
 def _boundary(value: str) -> str | None:
-    value = unfold(value)
+    value = strip_comments(unfold(value))
     if "*" in value.partition(";")[2]:  # RFC 2231 form: let the stdlib read it
         found = content_fields({"content-type": value}).get_param("boundary")
         return found if isinstance(found, str) and found else None
@@ -103,13 +175,16 @@ class _Walker:
     def entity(
         self, start: int, end: int, fields: dict[str, str], depth: int, default: str
     ) -> None:
+        if AMBIGUOUS in fields:  # which structure a reader sees is unknown
+            self.stop(start)
+            return
         ctype = media_type(fields["content-type"]) if "content-type" in fields else default
-        if not ctype.startswith("multipart/") and ctype != "message/rfc822":
+        if not ctype.startswith("multipart/") and ctype not in MESSAGE_TYPES:
             self.walk.leaves.append(MimeLeaf(ctype, fields, start, end))
             return
         if depth >= self.max_depth:
-            self.walk.overflow = True
-        elif ctype == "message/rfc822":
+            self.stop(start)
+        elif ctype in MESSAGE_TYPES:
             self.part(start, end, depth + 1, "text/plain")
         elif (boundary := _boundary(fields["content-type"])) is not None:
             inner = "message/rfc822" if ctype == "multipart/digest" else "text/plain"
@@ -120,7 +195,7 @@ class _Walker:
 
     def part(self, start: int, end: int, depth: int, default: str) -> None:
         """One body part: its own header block, then its body as an entity."""
-        if not self.count():
+        if not self.count(start):
             return
         window = self.data[start : min(end, start + _FIRST_WINDOW)]
         head_len = header_end(window)
@@ -129,22 +204,28 @@ class _Walker:
             head_len = header_end(window)
         if head_len is None:
             if end - start > MAX_PART_HEADER_BYTES:
-                self.walk.overflow = True
+                self.stop(start)
                 return
             head_len = end - start  # all header, empty body
-        fields: dict[str, str] = {}
-        for name, raw in iter_raw_fields(window[:head_len]):
-            key = name.lower()
-            if key in _WANTED and key not in fields:
-                fields[key] = decode_header_value(raw.partition(b":")[2])
+        fields = mime_fields(
+            (name.lower(), decode_header_value(raw.partition(b":")[2]))
+            for name, raw in iter_raw_fields(window[:head_len])
+        )
         self.entity(start + head_len, end, fields, depth, default)
 
-    def count(self) -> bool:
-        """Count one part (or delimiter look-alike); False once over the bound."""
+    def count(self, at: int) -> bool:
+        """Count one part (or delimiter look-alike) found at ``at``; False once
+        over the bound (nothing from ``at`` on is read)."""
         self.walk.parts += 1
         if self.walk.parts > self.max_parts:
-            self.walk.overflow = True
+            self.stop(at)
         return not self.walk.overflow
+
+    def stop(self, at: int) -> None:
+        """Give up at a bound: nothing from offset ``at`` on is read."""
+        if not self.walk.overflow:
+            self.walk.overflow = True
+            self.walk.stopped_at = at
 
     def bodies(self, start: int, end: int, boundary: bytes) -> list[tuple[int, int]]:
         """(start, end) of each body part between the delimiter lines of
@@ -160,7 +241,9 @@ class _Walker:
             line_end = end if line_end < 0 else line_end
             closing = data[pos : pos + 2] == b"--"
             if data[pos + 2 * closing : line_end].strip():
-                if not self.count():  # a longer boundary (a nested part's) starting with ours
+                # A longer boundary (a nested part's) starting with ours.  Over the
+                # bound, no part of this body is walked: it is unread from ``start``.
+                if not self.count(start):
                     return spans
                 continue
             if opened is not None:

@@ -6,7 +6,14 @@ import re
 
 from relay.inspect.domains import normalise_domain
 
-__all__ = ["canonical_local", "normalise_address", "paren_matches", "unfold", "unquote"]
+__all__ = [
+    "canonical_local",
+    "normalise_address",
+    "paren_matches",
+    "strip_comments",
+    "unfold",
+    "unquote",
+]
 
 _QUOTED_PAIR = re.compile(r"\\(.)", re.S)
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]"
@@ -64,3 +71,33 @@ def paren_matches(value: str) -> dict[int, int]:
             closes[stack.pop()] = i + 1
         i += 1
     return closes
+
+
+def strip_comments(value: str) -> str:
+    """``value`` with its RFC 5322 comments (nested, outside quoted strings)
+    replaced by a blank, in one linear pass; an unclosed comment runs to the end.
+
+    MIME field values may hold comments (RFC 2045 section 5.1):
+    ``text/calendar (invite); method=REQUEST`` is a calendar."""
+    if "(" not in value:
+        return value
+    out: list[str] = []
+    depth, quoted, i, end = 0, False, 0, len(value)
+    while i < end:
+        char = value[i]
+        if char == "\\" and (quoted or depth):
+            if not depth:
+                out.append(value[i : i + 2])
+            i += 2
+            continue
+        if depth:
+            depth += (char == "(") - (char == ")")
+            if not depth:
+                out.append(" ")
+        elif char == "(" and not quoted:
+            depth = 1
+        else:
+            quoted ^= char == '"'
+            out.append(char)
+        i += 1
+    return "".join(out)
