@@ -212,8 +212,9 @@ class GuardSMTP(SMTP):
             self._proxy_failed("no_address")
             return False
         self._guard.client_ip = ip
+        self._guard.health_check = ProxyGate.speaks_for_itself(data)
         self.stage = "connect"
-        return await self._admit(trusted_proxy=ProxyGate.speaks_for_itself(data))
+        return await self._admit(trusted_proxy=self._guard.health_check)
 
     async def _admit(self, *, trusted_proxy: bool = False) -> bool:
         """Apply the checks before the greeting; False after a refusal was written."""
