@@ -129,6 +129,33 @@ async def test_a_failed_starttls_handshake_is_one_warning_line_without_traceback
     assert failures == {"protocol": 1, "closed": 1, "other": 0}
 
 
+async def test_a_starttls_failing_inside_a_transaction_names_its_queue_id(
+    upstream: RecordingUpstream, pki: Pki
+) -> None:
+    log = LogCapture()
+    settings = settings_for(upstream.port, smtp=tls_smtp(pki, None))  # loopback may relay
+
+    def starttls_after_mail(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            read_reply(sock)
+            for line in (b"EHLO client.example.org", b"MAIL FROM:<alice@example.org>"):
+                sock.sendall(line + b"\r\n")
+                read_reply(sock)
+            sock.sendall(b"STARTTLS\r\n")
+            return read_reply(sock)
+
+    async with running_relay(settings, log) as relay:
+        assert (await asyncio.to_thread(starttls_after_mail, relay.smtp_port)).startswith(b"220")
+        await until(lambda: len(relay.front.sessions) == 0, "the session to end")
+    events = log.events()
+    failed = [e for e in events if e["event"] == "tls handshake failed"]
+    ended = [e for e in events if e["event"] == "transaction"]
+    assert len(failed) == len(ended) == 1 and failed[0]["level"] == "warning"
+    assert failed[0]["queue_id"] == ended[0]["queue_id"]
+    assert ended[0]["outcome"] == "client disconnected"
+    assert "internal error" not in log.text and "Traceback" not in log.text
+
+
 async def test_starttls_required_refuses_mail_in_clear(
     upstream: RecordingUpstream, pki: Pki
 ) -> None:
