@@ -32,6 +32,7 @@ from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
 from relay.settings import Settings, parse_listen
 from relay.smtp import FrontContext, SmtpListener
+from relay.smtp.access import NetworkAccess
 from relay.smtp.auth import SmtpAuthenticator
 from relay.smtp.pipeline import InspectingDecider
 from relay.smtp.tls import ServerTls
@@ -139,6 +140,7 @@ class Relay:
         self._background.append(asyncio.create_task(self._retention()))
         self._warn_without_admins()
         self._warn_smtp_auth()
+        self._warn_proxy_overlap()
         self.log.info(
             "ccguard started",
             version=__version__,
@@ -181,6 +183,19 @@ class Relay:
                 "smtp auth allowed in plaintext",
                 detail="[smtp.auth] allow_plaintext = true sends passwords in clear: "
                 "for loopback tests only",
+            )
+
+    def _warn_proxy_overlap(self) -> None:
+        smtp = self.settings.smtp
+        if not smtp.proxy_protocol:
+            return
+        overlap = NetworkAccess(smtp.allowed_networks).overlapping(smtp.proxy_trusted)
+        if overlap:
+            self.log.warning(
+                "proxy_trusted overlaps allowed_networks",
+                networks=overlap,
+                detail="list only the load balancers' own addresses in proxy_trusted "
+                "(e.g. 10.0.0.5/32); their health checks (PROXY LOCAL) are refused at MAIL",
             )
 
     @property

@@ -27,6 +27,7 @@ __all__ = [
     "NEEDS_SMTPUTF8",
     "NO_8BITMIME",
     "OK",
+    "PROXY_HEALTH_CHECK",
     "RATE_LIMITED",
     "REJECT_EXPOSURE",
     "REJECT_UNCHECKABLE",
@@ -98,6 +99,10 @@ AUTH_NOT_ENABLED = Reply(503, "5.5.1", "Authentication not enabled")  # Postfix'
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 RATE_LIMITED = Reply(451, "4.7.1", "Rate limit exceeded, try again later")
 EARLY_TALKER = Reply(554, "5.5.0", "Protocol error: client sent data before the greeting")
+# A PROXY v2 LOCAL / v1 UNKNOWN session is the load balancer's health check: never a relay.
+PROXY_HEALTH_CHECK = Reply(
+    550, "5.7.1", "Relaying denied: a load balancer health check (PROXY LOCAL) sends no mail"
+)
 
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")

@@ -46,13 +46,26 @@ DKIM_BROKEN = "broken-by-rewrite"
 
 _EXPOSURE_KEYS = ("visible_external", "external_domains", "visible_total", "unparseable")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=;:/ -]")
+_TAG_KEY = TAG_PREFIX.lower()
+_TAG_BYTES = _TAG_KEY.encode("ascii")
+_CONTROLS = re.compile(rb"[\x00-\x1f\x7f]")
 
 Tags = Sequence[tuple[str, str]]
 
 
 def is_tag_field(field: RawField) -> bool:
-    """True for any ``X-CCGuard-*`` field, whoever wrote it."""
-    return field.key.startswith(TAG_PREFIX.lower())
+    """True for any ``X-CCGuard-*`` field, whoever wrote it.
+
+    Lines that are no field count too when one of them, with its control
+    characters (C0, DEL) removed, starts with ``X-CCGuard-``: a reader or a
+    later hop that drops a NUL (``X-CCGuard-Action``, NUL, ``: pass``) would see a tag.
+    """
+    if field.name:
+        return field.key.startswith(_TAG_KEY)
+    return any(
+        _CONTROLS.sub(b"", line).lower().startswith(_TAG_BYTES)
+        for line in field.raw.split(CRLF)
+    )
 
 
 def action_text(verdict: Verdict) -> str:

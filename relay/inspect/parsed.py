@@ -25,6 +25,7 @@ __all__ = ["CRLF", "HeaderField", "ParsedMessage", "normalise_line_endings", "pa
 
 CRLF = b"\r\n"
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_LEADING_BLANKS = re.compile(rb"(?:[ \t]+\r\n)*[ \t]*")
 
 
 def normalise_line_endings(data: bytes) -> bytes:
@@ -72,7 +73,8 @@ class ParsedMessage:
     ``data`` is the whole message (``b"".join(f.raw for f in fields) +
     separator + body == data``); ``separator`` is ``b"\\r\\n"``, or ``b""``
     when the message has no blank line (it is all header).  ``normalised``
-    says whether bare CR/LF were replaced when it was made.
+    says whether bare CR/LF were replaced (or blanks before the first field
+    removed) when it was made.
     """
 
     data: bytes
@@ -136,7 +138,7 @@ def parse_message(data: bytes) -> ParsedMessage:
     lines that are neither a field nor a continuation are kept as nameless
     fields, so nothing is lost or reordered.
     """
-    text = normalise_line_endings(data)
+    text = _no_leading_blanks(normalise_line_endings(data))
     end = header_end(text)
     if end is None:
         head_end, body_offset, separator = len(text), len(text), b""
@@ -145,3 +147,18 @@ def parse_message(data: bytes) -> ParsedMessage:
     head = text[:head_end] if head_end < len(text) else text
     fields = tuple(HeaderField(name, raw) for name, raw in iter_raw_fields(head))
     return ParsedMessage(text, fields, separator, body_offset, normalised=text is not data)
+
+
+def _no_leading_blanks(text: bytes) -> bytes:
+    """``text`` without the spaces and tabs its first line starts with, and
+    without leading lines of blanks only (the same object when there are none).
+
+    Such a line continues nothing, and after the ``Received:`` header ccguard
+    puts in front it would become part of it.  Read without its blanks, it is
+    what a reader would see: a field (a forged tag is then stripped like any
+    other) or a line that is no field.
+    """
+    if text[:1] not in (b" ", b"\t"):
+        return text
+    blanks = _LEADING_BLANKS.match(text)
+    return text[blanks.end() :] if blanks else text

@@ -39,6 +39,7 @@ __all__ = [
     "PROXY_FAILURES",
     "REFUSAL_REASONS",
     "SMTP_STAGES",
+    "TLS_FAILURES",
     "TLS_VERSIONS",
     "UPSTREAM_ERROR_KINDS",
     "UPSTREAM_OUTCOMES",
@@ -79,6 +80,8 @@ AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
 #: TLS protocol versions the listener accepts (1.2 minimum); anything else is "other".
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+#: Why a client's TLS handshake failed: a TLS alert or bad record, the client left, other.
+TLS_FAILURES = ("protocol", "closed", "other")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -339,6 +342,14 @@ class Metrics:
         )
         for version in TLS_VERSIONS:
             self.smtp_tls_sessions.labels(version=version)
+        self.smtp_tls_failures = Counter(
+            "ccguard_smtp_tls_handshake_failures",
+            "SMTP client STARTTLS handshakes that failed, by reason (protocol, closed, other).",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in TLS_FAILURES:
+            self.smtp_tls_failures.labels(reason=reason)
         self.smtp_auth_attempts = Counter(
             "ccguard_smtp_auth_attempts",
             "SMTP AUTH attempts by mechanism and result "
@@ -443,6 +454,10 @@ class Metrics:
     def notification(self, result: str) -> None:
         """Count one sender notice: ``sent`` or ``failed``."""
         self.notifications.labels(result=result).inc()
+
+    def smtp_tls_failed(self, reason: str) -> None:
+        """Count one failed client TLS handshake; unknown reasons count as ``other``."""
+        self.smtp_tls_failures.labels(reason=reason if reason in TLS_FAILURES else "other").inc()
 
     def smtp_tls_session(self, version: str) -> None:
         """Count one client session encrypted with ``version`` (e.g. ``TLSv1.3``)."""

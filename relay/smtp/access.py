@@ -31,6 +31,15 @@ class NetworkAccess:
             addr = addr.ipv4_mapped
         return any(addr.version == net.version and addr in net for net in self._networks)
 
+    def overlapping(self, networks: Iterable[str]) -> list[str]:
+        """Those of ``networks`` that share an address with one of these."""
+        others = [ipaddress.ip_network(n, strict=False) for n in networks]
+        return [
+            str(other)
+            for other in others
+            if any(net.version == other.version and net.overlaps(other) for net in self._networks)
+        ]
+
 
 class SenderBinding:
     """``[smtp.auth] sender_patterns``: the MAIL FROM addresses each user may use.

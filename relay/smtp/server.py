@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.proxy_protocol import ProxyData
-from aiosmtpd.smtp import SMTP, AuthResult, Session, syntax
+from aiosmtpd.smtp import SMTP, AuthResult, Session, TLSSetupException, syntax
 
 from relay import codes
 from relay.codes import Reply
@@ -19,7 +19,7 @@ from relay.smtp.auth import PendingLogin, capture_credentials, session_user
 from relay.smtp.context import FrontContext
 from relay.smtp.proxy import ProxyGate
 from relay.smtp.session import SessionHandler
-from relay.smtp.tls import TlsInfo, tls_info
+from relay.smtp.tls import TlsInfo, handshake_failure, tls_info
 
 __all__ = ["GuardSMTP", "SmtpListener"]
 
@@ -207,8 +207,9 @@ class GuardSMTP(SMTP):
             self._proxy_failed("no_address")
             return False
         self._guard.client_ip = ip
+        self._guard.health_check = ProxyGate.speaks_for_itself(data)
         self.stage = "connect"
-        return await self._admit(trusted_proxy=ProxyGate.speaks_for_itself(data))
+        return await self._admit(trusted_proxy=self._guard.health_check)
 
     async def _admit(self, *, trusted_proxy: bool = False) -> bool:
         """Apply the checks before the greeting; False after a refusal was written."""
@@ -260,6 +261,34 @@ class GuardSMTP(SMTP):
             self._ctx.metrics.proxy_header_failure(reason)
         self._ctx.refused("proxy")
 
+    async def handle_exception(self, error: Exception) -> str:
+        if isinstance(error, TLSSetupException):
+            self._tls_failed(error)
+            return ""  # aiosmtpd closes the connection unanswered: no reply is written
+        if isinstance(error, asyncio.IncompleteReadError | ConnectionError) and (
+            self.hung_up_at is not None or self._closing_ours
+        ):
+            # The client is gone, but the cancellation aiosmtpd gave the session
+            # when it went was lost (asyncio.wait_for in aiosmtplib, Python 3.11,
+            # returned the upstream's reply instead): deliver it again, so the
+            # hang-up ends the session like any other (session_over logs it).
+            self._writer.close()
+            raise asyncio.CancelledError
+        return await super().handle_exception(error)
+
+    def _tls_failed(self, error: TLSSetupException) -> None:
+        reason, detail = handshake_failure(error)
+        guard = self._guard
+        self._ctx.log.warning(
+            "tls handshake failed",
+            client_ip=guard.client_ip,
+            **({"queue_id": guard.queue_id} if guard.in_transaction else {}),
+            reason=reason,
+            detail=detail,
+        )
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.smtp_tls_failed(reason)
+
     async def smtp_DATA(self, arg: str) -> None:
         if arg or self.envelope is None or not self.envelope.rcpt_tos:
             await super().smtp_DATA(arg)  # a syntax error or 503: the transaction goes on
@@ -273,7 +302,9 @@ class GuardSMTP(SMTP):
             if self.hung_up_at is None:
                 await self._guard.end_transaction()
 
-    async def push(self, status: str | bytes) -> None:
+    async def push(self, status: str | bytes | None) -> None:
+        if status is None:  # handle_exception re-raised a lost cancellation: nothing to say
+            return
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
         raw = _TRANSLATED.get(raw, raw)
         if raw == _EMPTY_AUTH_LINE:

@@ -48,6 +48,8 @@ class SessionHandler:
         self._rcpt_count = 0
         self._front: dict[str, Any] = {}  # _front_fields() when the transaction began
         self._forgotten = False
+        #: A trusted load balancer speaking for itself (PROXY LOCAL): greeted, never relayed.
+        self.health_check = False
 
     # -- connection ---------------------------------------------------------
 
@@ -300,7 +302,13 @@ class SessionHandler:
         return self._server.authenticated_user if self._server is not None else None
 
     def _mail_refusal(self, address: str) -> Reply | None:
-        """530 when this client may not relay (network, AUTH), 553 for a sender not its own."""
+        """530 when this client may not relay (network, AUTH), 553 for a sender not its own,
+        550 for a load balancer's health check."""
+        if self.health_check:
+            self._ctx.log.warning(
+                "relay refused", client_ip=self.client_ip, reason="proxy health check"
+            )
+            return codes.PROXY_HEALTH_CHECK
         user = self._auth_user()
         refusal = self._ctx.access.mail_refusal(self.client_ip, user, _sender(address))
         if refusal is not None:

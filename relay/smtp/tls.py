@@ -17,7 +17,7 @@ from typing import Any
 
 from relay.errors import ConfigError
 
-__all__ = ["ServerTls", "TlsInfo", "build_context", "tls_info"]
+__all__ = ["ServerTls", "TlsInfo", "build_context", "handshake_failure", "tls_info"]
 
 
 def build_context(cert: str, key: str) -> ssl.SSLContext:
@@ -76,3 +76,17 @@ def tls_info(transport: Any) -> TlsInfo | None:
         return None
     cipher = sslobj.cipher()
     return TlsInfo(version=sslobj.version() or "", cipher=cipher[0] if cipher else "")
+
+
+def handshake_failure(error: BaseException) -> tuple[str, str]:
+    """Why a client's TLS handshake failed: the metric's reason (``protocol``,
+    ``closed`` or ``other``) and a short detail for the log (OpenSSL's reason,
+    e.g. ``UNSUPPORTED_PROTOCOL``, or the exception's type)."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    if isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return "closed", cause.reason or type(cause).__name__
+    if isinstance(cause, ssl.SSLError):
+        return "protocol", cause.reason or type(cause).__name__
+    if isinstance(cause, ConnectionError | EOFError):
+        return "closed", type(cause).__name__
+    return "other", type(cause).__name__

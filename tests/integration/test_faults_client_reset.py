@@ -147,6 +147,39 @@ async def test_reset_arriving_with_the_upstreams_reply_leaks_nothing(
     assert "Traceback" not in log.text
 
 
+@pytest.mark.parametrize("command", ["MAIL", "RCPT"])
+async def test_close_arriving_with_the_upstreams_reply_is_a_hang_up_not_an_internal_error(
+    upstream: RecordingUpstream, loop_errors: list[dict[str, Any]], command: str
+) -> None:
+    """The same race with a plain close (FIN, pipelined client that does not read the
+    reply): the lost cancellation let aiosmtpd read on, hit the end of the stream and
+    log an IncompleteReadError as an "internal error".  It is a hang-up like any other."""
+    lines = [EHLO] if command == "MAIL" else [EHLO, MAIL]
+    last = (MAIL if command == "MAIL" else RCPT) + b"\r\n"
+    log = LogCapture()
+    async with running_relay(settings_for(upstream.port, upstream={"pool_size": 0}), log) as relay:
+        for _ in range(RESETS):
+            gate = upstream.gate = Gate(command)
+            sock = await asyncio.to_thread(talk_up_to, relay.smtp_port, lines, last)
+            await asyncio.to_thread(gate.reached.wait, 10)
+            gate.then = sock.close
+            gate.open()
+            await wait_until(lambda: len(relay.front.sessions) == 0, lambda: "session open")
+        await no_upstream_connection_left_over(relay, upstream)
+        hangups = relay.metrics.registry.get_sample_value(
+            "ccguard_smtp_client_hangups_total", {"stage": command.lower()}
+        )
+    assert upstream.messages == [] and upstream.open_connections == 0
+    gc.collect()
+    assert [c["message"] for c in loop_errors] == []
+    events = log.events()
+    assert [e for e in events if e["event"] == "internal error"] == []
+    assert "Traceback" not in log.text
+    hung_up = [e for e in events if e.get("outcome") == "client disconnected"]
+    assert [(e["level"], e["stage"]) for e in hung_up] == [("info", command.lower())] * RESETS
+    assert hangups == RESETS
+
+
 async def test_ccguard_serve_logs_each_reset_once_at_info_and_no_traceback(
     tmp_path: Path, upstream: RecordingUpstream
 ) -> None:

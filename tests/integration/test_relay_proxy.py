@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from relay.app import Relay
+from tests.helpers.hangup import read_reply
 from tests.helpers.haproxy import HAPROXY, Frontend, free_port, running_haproxy
 from tests.helpers.relay import LogCapture, running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream
@@ -137,6 +138,36 @@ async def test_load_balancer_health_check_is_greeted_without_counting_as_a_refus
         proxy = refused(relay, "ccguard_smtp_connections_refused", "proxy")
     assert greeting == b"220 ccguard.test ESMTP ccguard\r\n"
     assert network == 0 and proxy == 0
+
+
+async def test_health_check_never_relays_even_when_the_proxy_is_an_allowed_network(
+    upstream: RecordingUpstream,
+) -> None:
+    # One 127.0.0.0/8 for the clients and the load balancer: a header naming no
+    # client (v2 LOCAL, v1 UNKNOWN) would make the proxy itself the relaying client.
+    headers = [b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00", b"PROXY UNKNOWN\r\n"]
+
+    def health_check(port: int, header: bytes) -> list[bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(header)
+            replies = [read_reply(sock)]
+            for line in (b"EHLO lb.example.org", b"MAIL FROM:<s@example.org>",
+                         b"RCPT TO:<victim@example.com>", b"QUIT"):  # fmt: skip
+                sock.sendall(line + b"\r\n")
+                replies.append(read_reply(sock).rsplit(b"\r\n", 2)[-2])
+            return replies
+
+    log = LogCapture()
+    smtp = behind_proxy(upstream, allowed_networks=["127.0.0.0/8"])
+    async with running_relay(settings_for(upstream.port, smtp=smtp), log) as relay:
+        runs = [await asyncio.to_thread(health_check, relay.smtp_port, h) for h in headers]
+    refusal = b"550 5.7.1 Relaying denied: a load balancer health check (PROXY LOCAL) sends no mail"
+    for replies in runs:
+        assert replies[0] == b"220 ccguard.test ESMTP ccguard\r\n"
+        assert replies[2:4] == [refusal, b"503 Error: need MAIL command"], replies
+    assert upstream.messages == [] and upstream.connections == 0
+    warnings = [e for e in log.events() if e["event"] == "proxy_trusted overlaps allowed_networks"]
+    assert [(e["level"], e["networks"]) for e in warnings] == [("warning", ["127.0.0.1/32"])]
 
 
 async def test_without_proxy_header_the_connection_is_closed(upstream: RecordingUpstream) -> None:

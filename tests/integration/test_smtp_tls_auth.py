@@ -9,6 +9,7 @@ only possible after AUTH.  Certificates are made by the ``openssl`` command.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import aiosmtplib
 import pytest
 
 from relay.app import Relay
+from tests.helpers.hangup import read_reply
 from tests.helpers.observability import parse_metrics
 from tests.helpers.relay import LogCapture, running_relay, settings_for
 from tests.helpers.smtp_auth import (
@@ -74,6 +76,68 @@ async def test_openssl_negotiates_tls_1_2_or_newer_only(relay: Relay) -> None:
     )
     assert old.returncode != 0
     assert "Protocol version" not in old.stderr + old.stdout
+
+
+async def test_a_failed_starttls_handshake_is_one_warning_line_without_traceback(
+    relay: Relay, log: LogCapture
+) -> None:
+    # An old client that speaks TLS 1.1 only, then one that leaves after "220 Ready".
+    old = await openssl_certificate_subject(
+        relay.smtp_port, extra=("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+    )
+    assert old.returncode != 0
+
+    def leave_after_ready() -> bytes:
+        with socket.create_connection(("127.0.0.1", relay.smtp_port), timeout=10) as sock:
+            read_reply(sock)
+            sock.sendall(b"EHLO client.example.org\r\n")
+            read_reply(sock)
+            sock.sendall(b"STARTTLS\r\n")
+            return read_reply(sock)
+
+    assert (await asyncio.to_thread(leave_after_ready)).startswith(b"220 ")
+    await wait_until(lambda: len(relay.front.sessions) == 0, "the sessions to end")
+    failed = [e for e in log.events() if e["event"] == "tls handshake failed"]
+    assert [(e["level"], e["client_ip"], e["reason"]) for e in failed] == [
+        ("warning", "127.0.0.1", "protocol"),
+        ("warning", "127.0.0.1", "closed"),
+    ]
+    assert "internal error" not in log.text and "Traceback" not in log.text
+    registry = relay.metrics.registry
+    failures = {
+        reason: registry.get_sample_value(
+            "ccguard_smtp_tls_handshake_failures_total", {"reason": reason}
+        )
+        for reason in ("protocol", "closed", "other")
+    }
+    assert failures == {"protocol": 1, "closed": 1, "other": 0}
+
+
+async def test_a_starttls_failing_inside_a_transaction_names_its_queue_id(
+    upstream: RecordingUpstream, pki: Pki
+) -> None:
+    log = LogCapture()
+    settings = settings_for(upstream.port, smtp=tls_smtp(pki, None))  # loopback may relay
+
+    def starttls_after_mail(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            read_reply(sock)
+            for line in (b"EHLO client.example.org", b"MAIL FROM:<alice@example.org>"):
+                sock.sendall(line + b"\r\n")
+                read_reply(sock)
+            sock.sendall(b"STARTTLS\r\n")
+            return read_reply(sock)
+
+    async with running_relay(settings, log) as relay:
+        assert (await asyncio.to_thread(starttls_after_mail, relay.smtp_port)).startswith(b"220")
+        await wait_until(lambda: len(relay.front.sessions) == 0, "the session to end")
+    events = log.events()
+    failed = [e for e in events if e["event"] == "tls handshake failed"]
+    ended = [e for e in events if e["event"] == "transaction"]
+    assert len(failed) == len(ended) == 1 and failed[0]["level"] == "warning"
+    assert failed[0]["queue_id"] == ended[0]["queue_id"]
+    assert ended[0]["outcome"] == "client disconnected"
+    assert "internal error" not in log.text and "Traceback" not in log.text
 
 
 async def test_starttls_required_refuses_mail_in_clear(

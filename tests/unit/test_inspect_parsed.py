@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from relay.inspect import DomainMatcher, inspect_message, normalise_line_endings, parse_message
@@ -40,9 +40,31 @@ def test_normalising_is_idempotent_and_keeps_every_line(data: bytes) -> None:
 @given(st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))))
 def test_clean_bytes_come_back_as_the_same_object(lines: list[bytes]) -> None:
     data = b"\r\n".join(lines) + b"\r\n"
+    assume(not data.startswith((b" ", b"\t")))  # see the leading blanks test below
     assert normalise_line_endings(data) is data
     assert parse_message(data).data is data
     assert not parse_message(data).normalised
+
+
+@pytest.mark.parametrize(
+    ("raw", "names", "data"),
+    [
+        (
+            b" X-Tag: 1\r\nSubject: x\r\n\r\nb",
+            ["X-Tag", "Subject"],
+            b"X-Tag: 1\r\nSubject: x\r\n\r\nb",
+        ),
+        (b"\t \r\n \r\n  To: a\r\n\r\nb", ["To"], b"To: a\r\n\r\nb"),
+        (b" \r\n\r\nbody", [], b"\r\nbody"),
+        (b"  no field\r\n\r\n", [""], b"no field\r\n\r\n"),
+    ],
+)
+def test_blanks_before_the_first_field_go(raw: bytes, names: list[str], data: bytes) -> None:
+    # A first line starting with blanks continues nothing; left so, it would
+    # continue the Received header ccguard puts in front.
+    message = parse_message(raw)
+    assert [f.name for f in message.fields] == names
+    assert message.data == data and message.normalised
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,7 @@ EXPECTED_TYPES = {
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
     "ccguard_smtp_tls_sessions_total": "counter",
+    "ccguard_smtp_tls_handshake_failures_total": "counter",
     "ccguard_smtp_auth_attempts_total": "counter",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
