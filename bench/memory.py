@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_relay import ROOT, SBIN, Sink, free_port, stop, wait_for_port  # noqa: E402
+from bench_relay import ROOT, SBIN, Sink, free_port, stop, wait_for_port
 
 SENDER = "alice@example.org"
 RCPT = "bob@example.com"
