@@ -30,6 +30,7 @@ from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
 from relay.settings import Settings, parse_listen
 from relay.smtp import FrontContext, SmtpListener
+from relay.smtp.budget import InflightBudget
 from relay.smtp.pipeline import InspectingDecider
 from relay.upstream import UpstreamClient
 
@@ -47,6 +48,7 @@ class Relay:
         self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
         self.metrics.declare_rules((r.action, r.name) for r in settings.policy.rules)
+        self.metrics.inflight_limit.set(settings.limits.max_inflight_bytes)
         self.matcher = DomainMatcher(settings.organisation.internal_domains)
         self.upstream = UpstreamClient(
             settings.upstream, local_hostname=settings.smtp.hostname, metrics=self.metrics
@@ -78,6 +80,7 @@ class Relay:
             log=self.log,
             redact=self.redactor.address,
             metrics=self.metrics,
+            budget=InflightBudget(settings.limits.max_inflight_bytes, self.metrics),
         )
 
     async def start(self) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "Action",
     "AdminSettings",
     "InspectSettings",
+    "LimitsSettings",
     "ListenAddress",
     "LoggingSettings",
     "MetricsSettings",
@@ -193,6 +194,16 @@ class PolicySettings(_Section):
         return rules
 
 
+class LimitsSettings(_Section):
+    """Process-wide resource limits."""
+
+    #: Message bytes being received or processed at once, summed over every
+    #: transaction; more gets ``452 4.3.1`` (see the README, [limits]).  256 MiB:
+    #: with a message costing up to about 2-3 times its size while it is
+    #: processed, the worst case stays well inside a 2 GiB machine.
+    max_inflight_bytes: PositiveInt = 256 * MiB
+
+
 class QuarantineSettings(_Section):
     """Where held messages and the split-delivery ledger live."""
 
@@ -265,6 +276,7 @@ class Settings(BaseSettings):
     upstream: UpstreamSettings = UpstreamSettings()
     organisation: OrganisationSettings = OrganisationSettings()
     inspect: InspectSettings = InspectSettings()
+    limits: LimitsSettings = LimitsSettings()
     policy: PolicySettings = PolicySettings()
     quarantine: QuarantineSettings = QuarantineSettings()
     split: SplitSettings = SplitSettings()
@@ -272,6 +284,16 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _budget_holds_a_message(self) -> Settings:
+        if self.limits.max_inflight_bytes < self.smtp.max_message_size:
+            raise ValueError(
+                f"limits.max_inflight_bytes ({self.limits.max_inflight_bytes}) is smaller "
+                f"than smtp.max_message_size ({self.smtp.max_message_size}): a message of "
+                "the largest size allowed could never be accepted"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -111,21 +111,22 @@ class Dispatcher:
 
     # -- the actions -------------------------------------------------------------
 
-    async def _forward(self, live: LiveTransaction, data: bytes) -> Outcome:
+    async def _forward(self, live: LiveTransaction, trace: bytes, data: bytes) -> Outcome:
+        # The trace header goes as its own piece: ``trace + data`` would copy the message.
         try:
-            return Outcome(await live.data(data))
+            return Outcome(await live.data(trace, data))
         except UpstreamError as exc:
             return Outcome(exc.reply)
 
     async def _pass(
         self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
     ) -> Outcome:
-        return await self._forward(live, trace + sanitise(msg))
+        return await self._forward(live, trace, sanitise(msg))
 
     async def _tag(
         self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
     ) -> Outcome:
-        return await self._forward(live, trace + tag_message(msg, verdict))
+        return await self._forward(live, trace, tag_message(msg, verdict))
 
     async def _rewrite(
         self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
@@ -135,7 +136,7 @@ class Dispatcher:
             "message_rewritten", queue_id=env.queue_id, removed=result.removed,
             dkim_broken=result.dkim_broken,
         )  # fmt: skip
-        return await self._forward(live, trace + result.message)
+        return await self._forward(live, trace, result.message)
 
     async def _reject(
         self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes

@@ -26,8 +26,9 @@ Redact = Callable[[str], str]
 class LiveTransaction(Protocol):
     """The upstream transaction the SMTP front opened at MAIL FROM."""
 
-    async def data(self, message: bytes) -> Reply:
-        """Send the message; return the 250 or raise UpstreamError."""
+    async def data(self, *pieces: bytes) -> Reply:
+        """Send the message made of ``pieces`` (never joined); return the 250 or raise
+        UpstreamError."""
         ...
 
     async def abort(self) -> None:

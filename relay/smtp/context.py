@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relay.settings import SmtpSettings
 from relay.smtp.access import NetworkAccess
+from relay.smtp.budget import InflightBudget
 from relay.smtp.pipeline import Decider, Dispatcher, SmtpMetrics
 from relay.upstream import UpstreamClient
 
@@ -97,6 +99,8 @@ class FrontContext:
     log: Any
     redact: Callable[[str], str]
     metrics: SmtpMetrics | None = None
+    #: Unlimited unless given (``relay.app`` passes ``[limits] max_inflight_bytes``).
+    budget: InflightBudget = field(default_factory=lambda: InflightBudget(sys.maxsize))
     access: NetworkAccess = field(init=False)
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
 

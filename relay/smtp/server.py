@@ -8,10 +8,11 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 
 from relay import codes
 from relay.smtp.context import FrontContext
+from relay.smtp.data import DataOutcome, read_data
 from relay.smtp.session import SessionHandler
 
 __all__ = ["GuardSMTP", "SmtpListener"]
@@ -26,6 +27,12 @@ _TRANSLATED = {
     b"500 Command line too long": str(codes.COMMAND_TOO_LONG).encode(),
 }
 
+
+_DATA_REFUSALS = {
+    DataOutcome.LINE_TOO_LONG: codes.LINE_TOO_LONG,
+    DataOutcome.TOO_BIG: codes.MESSAGE_TOO_BIG,
+    DataOutcome.NO_BUDGET: codes.INSUFFICIENT_STORAGE,
+}
 
 # The metric's stages: EHLO and HELO both greet.
 _STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
@@ -83,12 +90,39 @@ class GuardSMTP(SMTP):
         if arg or self.envelope is None or not self.envelope.rcpt_tos:
             await super().smtp_DATA(arg)  # a syntax error or 503: the transaction goes on
             return
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
         try:
-            await super().smtp_DATA(arg)
+            await self._receive_message()
         finally:
-            # aiosmtpd skips the DATA hook on an oversized message or an
-            # over-long line: the upstream transaction must not stay open.
+            # No DATA hook runs for an oversized message, an over-long line or
+            # one over the in-flight budget: the upstream transaction must not stay open.
             await self._guard.end_transaction()
+
+    async def _receive_message(self) -> None:
+        """aiosmtpd's DATA, reading into one buffer (see :mod:`relay.smtp.data`)."""
+        assert self.envelope is not None and not self._decode_data
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            result = await read_data(
+                self._reader,
+                size_limit=self.data_size_limit,
+                line_limit=self.line_length_limit,
+                fits=self._guard.data_fits,
+                refused=self._guard.data_refused,
+            )
+        except asyncio.CancelledError:
+            self._writer.close()  # the connection was reset during DATA
+            raise
+        refusal = _DATA_REFUSALS.get(result.outcome)
+        if refusal is not None:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(str(refusal))
+            return
+        self.envelope.content = self.envelope.original_content = result.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
     async def push(self, status: str | bytes) -> None:
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status

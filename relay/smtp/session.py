@@ -18,6 +18,7 @@ from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.errors import UpstreamError
 from relay.policy.verdict import Verdict
+from relay.smtp.budget import Reservation
 from relay.smtp.context import FrontContext
 from relay.smtp.trace import new_queue_id, received_header
 from relay.upstream import UpstreamTransaction
@@ -42,6 +43,7 @@ class SessionHandler:
         self.in_transaction = False
         self._message_taken = False
         self._rcpt_count = 0
+        self._reservation: Reservation | None = None
 
     # -- connection ---------------------------------------------------------
 
@@ -102,6 +104,9 @@ class SessionHandler:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._reservation is not None:
+            self._reservation.release()
+            self._reservation = None
         if txn is not None:
             await txn.abort()
         if self.in_transaction:
@@ -133,6 +138,9 @@ class SessionHandler:
             return str(codes.NEEDS_SMTPUTF8)
         await self.end_transaction()
         self._begin_transaction()
+        if not self._reserve(_announced_size(options)):
+            await self.end_transaction()
+            return str(codes.INSUFFICIENT_STORAGE)
         try:
             self._txn = await self._ctx.upstream.begin(_sender(address), options)
         except UpstreamError as exc:
@@ -183,6 +191,7 @@ class SessionHandler:
         env = self._envelope(session, envelope)
         task = asyncio.ensure_future(self._finish_message(txn, env, envelope.original_content))
         self._ctx.sessions.track(task)
+        self._hand_over_reservation(task)
         return str(await asyncio.shield(task))
 
     async def _finish_message(
@@ -213,6 +222,38 @@ class SessionHandler:
         )
         await self.end_transaction()
         return str(codes.INTERNAL_ERROR.with_text(f"{codes.INTERNAL_ERROR.text} (ref {ref})"))
+
+    # -- the in-flight budget -------------------------------------------------
+
+    def _reserve(self, size: int) -> bool:
+        self._reservation = self._ctx.budget.reservation()
+        if self._reservation.grow_to(size):
+            return True
+        self._ctx.budget.refused("mail")
+        self._ctx.log.warning(
+            "in-flight budget exhausted", queue_id=self.queue_id, stage="mail", size=size
+        )
+        return False
+
+    def data_fits(self, size: int) -> bool:
+        """Hold ``size`` bytes of DATA in the in-flight budget; False (holding no more) if
+        they do not fit."""
+        return self._reservation is not None and self._reservation.grow_to(size)
+
+    def data_refused(self) -> None:
+        """DATA went over the in-flight budget: the rest is discarded, so give it all back."""
+        if self._reservation is not None:
+            self._reservation.release()
+            self._reservation = None
+        self._ctx.budget.refused("data")
+        self._ctx.log.warning("in-flight budget exhausted", queue_id=self.queue_id, stage="data")
+
+    def _hand_over_reservation(self, task: asyncio.Future[Any]) -> None:
+        # The message's bytes live as long as its task, which outlives a client
+        # that hangs up: the reservation goes with the task.
+        reservation, self._reservation = self._reservation, None
+        if reservation is not None:
+            task.add_done_callback(lambda _: reservation.release())
 
     # -- helpers ------------------------------------------------------------
 
@@ -247,6 +288,15 @@ class SessionHandler:
             inspect_seconds=round(inspect_seconds, 6),
             duration_seconds=round(time.monotonic() - self._started, 6),
         )
+
+
+def _announced_size(options: list[str]) -> int:
+    """The ``SIZE=`` a client announced at MAIL (aiosmtpd checked it is digits), else 0."""
+    for option in options:
+        keyword, _, value = option.partition("=")
+        if keyword.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
 
 
 def _sender(address: str) -> str:

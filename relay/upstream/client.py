@@ -15,6 +15,7 @@ from relay.errors import UpstreamError, UpstreamPermanentError, UpstreamTransien
 from relay.settings import UpstreamSettings
 from relay.upstream.pool import Connection, ConnectionPool
 from relay.upstream.replies import error_from_exception, reply_from_response, transient_reply_for
+from relay.upstream.stream import send_data
 
 __all__ = ["DeliveryResult", "UpstreamClient", "UpstreamMetrics", "UpstreamTransaction"]
 
@@ -98,11 +99,14 @@ class UpstreamTransaction:
         self.accepted.append(address)
         return reply_from_response(resp.code, resp.message)
 
-    async def data(self, message: bytes) -> Reply:
-        """Send the message; return the upstream's 250 or raise :class:`UpstreamError`."""
+    async def data(self, *pieces: bytes) -> Reply:
+        """Send the message ``b"".join(pieces)`` without joining them (e.g. the trace
+        header and the client's bytes); return the upstream's 250 or raise
+        :class:`UpstreamError`."""
         started = time.monotonic()
         try:
-            resp = await self._smtp().data(message)
+            smtp = self._smtp()
+            resp = await send_data(smtp, pieces, timeout=smtp.timeout)
         except asyncio.CancelledError:
             self._drop()
             raise

@@ -33,6 +33,9 @@ EXPECTED_TYPES = {
     "ccguard_quarantine_oldest_held_seconds": "gauge",
     "ccguard_store_errors_total": "counter",
     "ccguard_notifications_total": "counter",
+    "ccguard_inflight_bytes": "gauge",
+    "ccguard_inflight_limit_bytes": "gauge",
+    "ccguard_inflight_refusals_total": "counter",
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
 }
