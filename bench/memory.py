@@ -9,10 +9,11 @@ it is idle, the message(s) sent with smtplib, and the kernel's peak resident set
 the ratio is growth divided by the bytes of message(s) in flight at once.
 
 Scenarios: ``pass`` (one message, no rule matches), ``rewrite`` (one message
-whose To shows 20 external addresses, rewritten), ``pass4`` (four messages
-sent at the same time on four connections).
+whose To shows 20 external addresses, rewritten), ``split`` (three external
+recipients, one copy each), ``quarantine`` (held in the SQLite quarantine),
+``pass4`` (four messages sent at the same time on four connections).
 
-Usage: python bench/memory.py [--size 60000000] [--scenarios pass,rewrite,pass4]
+Usage: python bench/memory.py [--size 60000000] [--scenarios pass,rewrite,split,quarantine,pass4]
 """
 
 from __future__ import annotations
@@ -57,6 +58,10 @@ def ccguard(workdir: Path, upstream_port: int, max_size: int) -> Iterator[tuple[
         f'[upstream]\nhost = "127.0.0.1"\nport = {upstream_port}\nstarttls = "off"\n'
         f'[organisation]\ninternal_domains = ["example.org"]\n'
         f'[admin]\nenabled = false\n[quarantine]\ndatabase = "{workdir}/q.db"\n'
+        f'[[policy.rules]]\nname = "split"\naction = "split"\nmin_visible_external = 3\n'
+        f'senders = ["split@example.org"]\n'
+        f'[[policy.rules]]\nname = "hold"\naction = "quarantine"\nmin_visible_external = 3\n'
+        f'senders = ["hold@example.org"]\n'
         f'[[policy.rules]]\nname = "hide"\naction = "rewrite"\nmin_visible_external = 10\n'
         f'[logging]\nformat = "json"\nlevel = "info"\nhash_key = "bench-only"\n'
     )
@@ -77,36 +82,50 @@ def ccguard(workdir: Path, upstream_port: int, max_size: int) -> Iterator[tuple[
         stop(proc)
 
 
-def message(size: int, externals: int) -> bytes:
-    """A plain-text message of about ``size`` bytes, 76-character lines, some with dots."""
-    to = ", ".join(f"user{n}@d{n}.example.com" for n in range(externals)) or RCPT
+#: scenario -> (envelope sender, external addresses shown in To, messages at once)
+SCENARIOS = {
+    "pass": (SENDER, 0, 1),
+    "rewrite": (SENDER, 20, 1),
+    "split": ("split@example.org", 3, 1),
+    "quarantine": ("hold@example.org", 3, 1),
+    "pass4": (SENDER, 0, 4),
+}
+
+
+def message(size: int, shown: list[str]) -> bytes:
+    """A plain-text message of about ``size`` bytes, 76-character lines, all starting
+    with a dot (so the dot-stuffing is exercised too)."""
     head = (
-        f"From: Alice <{SENDER}>\r\nTo: {to}\r\nSubject: large\r\n"
+        f"From: Alice <{SENDER}>\r\nTo: {', '.join(shown)}\r\nSubject: large\r\n"
         "Message-ID: <bench-memory@example.org>\r\n\r\n"
     ).encode()
-    line = b"." + b"x" * 73 + b"\r\n"  # leading dots: the stuffing is exercised too
+    line = b"." + b"x" * 73 + b"\r\n"
     return head + line * max(1, (size - len(head)) // len(line))
 
 
-def send(port: int, data: bytes, errors: list[str]) -> None:
+def send(port: int, sender: str, rcpts: list[str], data: bytes, errors: list[str]) -> None:
     try:
         with smtplib.SMTP("127.0.0.1", port, timeout=300) as client:
-            client.sendmail(SENDER, [RCPT], data)
+            client.sendmail(sender, rcpts, data)
     except smtplib.SMTPException as exc:
         errors.append(repr(exc))
 
 
 def run(name: str, args: argparse.Namespace, sink: Sink, workdir: Path) -> None:
-    parallel = 4 if name == "pass4" else 1
-    data = message(args.size, 20 if name == "rewrite" else 0)
+    sender, externals, parallel = SCENARIOS[name]
+    shown = [f"user{n}@d{n}.example.com" for n in range(externals)] or [RCPT]
+    data = message(args.size, shown)
+    deliveries = parallel * len(shown) if name == "split" else parallel
+    deliveries = 0 if name == "quarantine" else deliveries
     before = sink.messages()
     with ccguard(workdir, sink.port, args.size * 2) as (port, pid):
-        send(port, b"Subject: warm-up\r\n\r\nhi\r\n", [])  # imports, pools, first allocations
+        send(port, SENDER, [RCPT], b"Subject: warm-up\r\n\r\nhi\r\n", [])  # imports, pools
         sink.wait_for(before + 1)
         idle = status_kib(pid, "VmRSS")
         errors: list[str] = []
         threads = [
-            threading.Thread(target=send, args=(port, data, errors)) for _ in range(parallel)
+            threading.Thread(target=send, args=(port, sender, shown, data, errors))
+            for _ in range(parallel)
         ]
         started = time.perf_counter()
         for thread in threads:
@@ -114,14 +133,14 @@ def run(name: str, args: argparse.Namespace, sink: Sink, workdir: Path) -> None:
         for thread in threads:
             thread.join(600)
         elapsed = time.perf_counter() - started
-        sink.wait_for(before + 1 + parallel, timeout=120)
+        sink.wait_for(before + 1 + deliveries, timeout=120)
         peak = status_kib(pid, "VmHWM")
     if errors:
         raise SystemExit(f"bench: {name}: {errors}")
     growth = (peak - idle) * 1024
     ratio = growth / (len(data) * parallel)
     print(
-        f"{name:<8} {parallel} x {len(data) / MiB:6.1f} MiB  idle {idle / 1024:6.1f} MiB  "
+        f"{name:<10} {parallel} x {len(data) / MiB:6.1f} MiB  idle {idle / 1024:6.1f} MiB  "
         f"peak {peak / 1024:7.1f} MiB  growth {growth / MiB:7.1f} MiB  "
         f"ratio {ratio:4.2f}x  {elapsed:5.1f} s",
         flush=True,
@@ -131,7 +150,7 @@ def run(name: str, args: argparse.Namespace, sink: Sink, workdir: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=60_000_000, help="message size in bytes")
-    parser.add_argument("--scenarios", default="pass,rewrite,pass4")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = parser.parse_args()
     if not (SBIN / "smtp-sink").exists():
         raise SystemExit("bench: /usr/sbin/smtp-sink missing: install the Debian package postfix")

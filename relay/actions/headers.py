@@ -53,11 +53,19 @@ class HeaderBlock:
 
     fields: tuple[RawField, ...]
     separator: bytes
-    body: bytes
+    #: A view into the message, not a copy: :meth:`assemble` then copies the
+    #: body once, into the result (a large message is not held three times).
+    body: memoryview
     eol: bytes
 
     def assemble(self, fields: Iterable[RawField]) -> bytes:
-        """The message with ``fields`` as header fields and the original rest.
+        """The message with ``fields`` as header fields and the original rest."""
+        head, body = self.assemble_pieces(fields)
+        return head + body
+
+    def assemble_pieces(self, fields: Iterable[RawField]) -> tuple[bytes, memoryview]:
+        """:meth:`assemble` as (new header block with separator, the original body),
+        not joined: a copy to send need not copy the body.
 
         If an edit left a last line whose ending would not form the blank
         separator line with ``separator`` (a bare CR, or LF before CRLF), that
@@ -69,7 +77,7 @@ class HeaderBlock:
                 head += b"\n"
             if self.separator == b"\r\n" and not head.endswith(b"\r\n"):
                 head = head[:-1] + b"\r\n"
-        return head + self.separator + self.body
+        return head + self.separator, self.body
 
 
 def line_ending(message: bytes) -> bytes:
@@ -78,15 +86,16 @@ def line_ending(message: bytes) -> bytes:
     return b"\r\n" if newline > 0 and message[newline - 1 : newline] == b"\r" else b"\n"
 
 
-def _cut(message: bytes) -> tuple[bytes, bytes, bytes]:
+def _cut(message: bytes) -> tuple[bytes, bytes, memoryview]:
     """(header lines, blank separator line, body), as relay.inspect finds them."""
     end = header_end(message)
     if end is None:
-        return message, b"", b""
+        return message, b"", memoryview(b"")
     sep = b"\r\n" if message[:end].endswith(b"\r\n\r\n") or end == 2 else b"\n"
+    body = memoryview(message)[end:]
     if end == len(sep) and message.startswith(sep):
-        return b"", sep, message[end:]
-    return message[: end - len(sep)], sep, message[end:]
+        return b"", sep, body
+    return message[: end - len(sep)], sep, body
 
 
 def parse_header_block(message: bytes) -> HeaderBlock:

@@ -50,9 +50,14 @@ class Deliverer(Protocol):
     """A whole upstream transaction (MAIL, RCPTs, DATA)."""
 
     async def deliver(
-        self, mail_from: str, rcpts: Sequence[str], message: bytes, options: Sequence[str] = ()
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        message: bytes | tuple[bytes | memoryview, ...],
+        options: Sequence[str] = (),
     ) -> DeliveryOutcome:
-        """Accepted for at least one recipient, or raise UpstreamError."""
+        """Accepted for at least one recipient, or raise UpstreamError.  A tuple
+        ``message`` is sent as its pieces joined, without joining them."""
         ...
 
 

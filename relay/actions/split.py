@@ -43,11 +43,18 @@ _DROPPED = VISIBLE_HEADERS | {"bcc"}
 @dataclass(frozen=True, slots=True)
 class SplitCopy:
     """One upstream transaction: ``rcpts`` get ``message`` (one external
-    recipient, or every internal one)."""
+    recipient, or every internal one).  It is kept as ``pieces`` (its own
+    header block, then a view of the client's body): a plan of a hundred
+    copies of a large message does not hold a hundred bodies."""
 
     rcpts: tuple[str, ...]
-    message: bytes
+    pieces: tuple[bytes, memoryview] | tuple[bytes]
     internal: bool = False
+
+    @property
+    def message(self) -> bytes:
+        """The copy's bytes, joined (a copy of the body)."""
+        return b"".join(self.pieces)
 
 
 def split_key(envelope: Envelope, message: bytes) -> str:
@@ -146,8 +153,8 @@ def plan_split(
             continue
         shown = sources.get(normalise_address(rcpt), rcpt)
         fields = _external_copy(block.fields, shown, block.eol, tags)
-        copies.append(SplitCopy((rcpt,), block.assemble(fields)))
+        copies.append(SplitCopy((rcpt,), block.assemble_pieces(fields)))
     if internal:
         rewritten = rewrite_message(message, matcher, tags=tags).message
-        copies.append(SplitCopy(tuple(internal), rewritten, internal=True))
+        copies.append(SplitCopy(tuple(internal), (rewritten,), internal=True))
     return copies

@@ -157,7 +157,7 @@ class SplitDelivery:
         options = copy_options(env.mail_options)
         try:
             result = await self._upstream.deliver(
-                env.mail_from, rcpts, trace + copy.message, options
+                env.mail_from, rcpts, (trace, *copy.pieces), options
             )
         except UpstreamError as exc:
             for rcpt in rcpts:

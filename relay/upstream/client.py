@@ -99,7 +99,7 @@ class UpstreamTransaction:
         self.accepted.append(address)
         return reply_from_response(resp.code, resp.message)
 
-    async def data(self, *pieces: bytes) -> Reply:
+    async def data(self, *pieces: bytes | memoryview) -> Reply:
         """Send the message ``b"".join(pieces)`` without joining them (e.g. the trace
         header and the client's bytes); return the upstream's 250 or raise
         :class:`UpstreamError`."""
@@ -213,7 +213,11 @@ class UpstreamClient:
             raise error_from_exception(exc) from exc
 
     async def deliver(
-        self, mail_from: str, rcpts: Sequence[str], message: bytes, options: Sequence[str] = ()
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        message: bytes | tuple[bytes | memoryview, ...],
+        options: Sequence[str] = (),
     ) -> DeliveryResult:
         """A whole transaction: MAIL, every RCPT, DATA.
 
@@ -231,7 +235,8 @@ class UpstreamClient:
         if not txn.accepted:
             await txn.abort()
             raise _all_refused(refused)
-        return DeliveryResult(reply=await txn.data(message), refused=refused)
+        pieces = message if isinstance(message, tuple) else (message,)
+        return DeliveryResult(reply=await txn.data(*pieces), refused=refused)
 
     async def ping(self) -> None:
         """Check the upstream answers EHLO now (for readiness); raise :class:`UpstreamError`."""

@@ -23,17 +23,21 @@ import aiosmtplib
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
 
-__all__ = ["CHUNK", "send_data", "wire_chunks"]
+__all__ = ["CHUNK", "Piece", "send_data", "wire_chunks"]
 
 #: Largest slice handed to the transport at once.
 CHUNK = 256 * 1024
 
+#: What a message may be made of: bytes, or views of them (a body not copied).
+Piece = bytes | memoryview
+
+_LF = re.compile(rb"\n")
 _BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _ANY_LINE_END = re.compile(rb"\r\n|\n|\r(?!\n)")
 _LINE_START_DOT = re.compile(rb"(?m)^\.")
 
 
-def wire_chunks(pieces: Sequence[bytes], chunk: int = CHUNK) -> Iterator[bytes | memoryview]:
+def wire_chunks(pieces: Sequence[Piece], chunk: int = CHUNK) -> Iterator[Piece]:
     """The DATA payload of the message ``b"".join(pieces)``, terminator included, in slices.
 
     Every piece but the last should end with a line ending (a piece that does
@@ -45,8 +49,9 @@ def wire_chunks(pieces: Sequence[bytes], chunk: int = CHUNK) -> Iterator[bytes |
     for piece in _whole_lines(pieces):
         view = memoryview(piece)
         start = 0
-        while start < len(piece):
-            end = piece.find(b"\n", min(start + chunk, len(piece)) - 1) + 1 or len(piece)
+        while start < len(view):
+            newline = _LF.search(view, min(start + chunk, len(view)) - 1)
+            end = newline.end() if newline else len(view)
             out = _on_the_wire(view[start:end])
             if len(out):
                 last = bytes(out[-2:])
@@ -57,15 +62,15 @@ def wire_chunks(pieces: Sequence[bytes], chunk: int = CHUNK) -> Iterator[bytes |
     yield b".\r\n"
 
 
-def _whole_lines(pieces: Sequence[bytes]) -> Iterator[bytes]:
+def _whole_lines(pieces: Sequence[Piece]) -> Iterator[Piece]:
     pending = b""
     for index, piece in enumerate(pieces):
         if pending:
             piece, pending = pending + piece, b""
-        if piece.endswith(b"\n") or index == len(pieces) - 1:
+        if piece[-1:] == b"\n" or index == len(pieces) - 1:
             yield piece
         else:
-            pending = piece
+            pending = bytes(piece)
 
 
 def _on_the_wire(part: memoryview) -> bytes | memoryview:
@@ -77,7 +82,7 @@ def _on_the_wire(part: memoryview) -> bytes | memoryview:
 
 
 async def send_data(
-    smtp: aiosmtplib.SMTP, pieces: Sequence[bytes], *, timeout: float | None
+    smtp: aiosmtplib.SMTP, pieces: Sequence[Piece], *, timeout: float | None
 ) -> SMTPResponse:
     """DATA, the payload of ``pieces`` and the final reply, like ``smtp.data(b"".join(pieces))``.
 
@@ -96,7 +101,7 @@ async def send_data(
 
 
 async def _transfer(
-    protocol: SMTPProtocol, pieces: Sequence[bytes], timeout: float | None
+    protocol: SMTPProtocol, pieces: Sequence[Piece], timeout: float | None
 ) -> SMTPResponse:
     protocol._response_pending = True
     protocol.write(b"DATA\r\n")
