@@ -21,7 +21,7 @@ from relay.actions.ports import ActionMetrics, Deliverer, LiveTransaction, Redac
 from relay.actions.replies import held_reply, reject_reply
 from relay.actions.rewrite import rewrite_message
 from relay.actions.split_delivery import SplitDelivery
-from relay.actions.tag import sanitise, tag_message, verdict_tags
+from relay.actions.tag import sanitise, tag_pieces, verdict_tags
 from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.errors import StoreError, UpstreamError
@@ -111,10 +111,10 @@ class Dispatcher:
 
     # -- the actions -------------------------------------------------------------
 
-    async def _forward(self, live: LiveTransaction, trace: bytes, data: bytes) -> Outcome:
-        # The trace header goes as its own piece: ``trace + data`` would copy the message.
+    async def _forward(self, live: LiveTransaction, *pieces: bytes | memoryview) -> Outcome:
+        # Header and body go as pieces: ``trace + data`` would copy the message.
         try:
-            return Outcome(await live.data(trace, data))
+            return Outcome(await live.data(*pieces))
         except UpstreamError as exc:
             return Outcome(exc.reply)
 
@@ -126,7 +126,7 @@ class Dispatcher:
     async def _tag(
         self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
     ) -> Outcome:
-        return await self._forward(live, trace, tag_message(msg, verdict))
+        return await self._forward(live, trace, *tag_pieces(msg, verdict))
 
     async def _rewrite(
         self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
@@ -136,7 +136,7 @@ class Dispatcher:
             "message_rewritten", queue_id=env.queue_id, removed=result.removed,
             dkim_broken=result.dkim_broken,
         )  # fmt: skip
-        return await self._forward(live, trace, result.message)
+        return await self._forward(live, trace, *result.pieces)
 
     async def _reject(
         self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes

@@ -26,7 +26,7 @@ Redact = Callable[[str], str]
 class LiveTransaction(Protocol):
     """The upstream transaction the SMTP front opened at MAIL FROM."""
 
-    async def data(self, *pieces: bytes) -> Reply:
+    async def data(self, *pieces: bytes | memoryview) -> Reply:
         """Send the message made of ``pieces`` (never joined); return the 250 or raise
         UpstreamError."""
         ...

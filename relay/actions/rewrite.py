@@ -45,12 +45,19 @@ DEFAULT_TAGS: Tags = ((TAG_ACTION, "rewrite"),)
 
 @dataclass(frozen=True, slots=True)
 class RewriteResult:
-    """The rewritten ``message``, how many address occurrences were ``removed``,
-    and whether a DKIM signature covered a changed header (``dkim_broken``)."""
+    """The rewritten message as ``pieces`` (new header block, a view of the
+    original body: sent without joining them), how many address occurrences were
+    ``removed``, and whether a DKIM signature covered a changed header
+    (``dkim_broken``)."""
 
-    message: bytes
+    pieces: tuple[bytes, memoryview]
     removed: int
     dkim_broken: bool
+
+    @property
+    def message(self) -> bytes:
+        """The rewritten message's bytes, joined (a copy of the body)."""
+        return b"".join(self.pieces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,5 +163,5 @@ def rewrite_message(
     broken = bool(changed & dkim_covered(block.fields))
     if broken:
         all_tags.append((TAG_DKIM, DKIM_BROKEN))
-    rewritten = block.assemble([*tag_fields(all_tags, block.eol), *fields])
+    rewritten = block.assemble_pieces([*tag_fields(all_tags, block.eol), *fields])
     return RewriteResult(rewritten, removed, broken)

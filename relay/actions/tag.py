@@ -33,6 +33,7 @@ __all__ = [
     "strip_foreign_tags",
     "tag_fields",
     "tag_message",
+    "tag_pieces",
     "verdict_tags",
 ]
 
@@ -106,6 +107,13 @@ def add_tags(message: bytes, tags: Tags) -> bytes:
 def tag_message(message: bytes, verdict: Verdict) -> bytes:
     """The tag action: ``message`` with the verdict's ``X-CCGuard-*`` tags added."""
     return add_tags(message, verdict_tags(verdict))
+
+
+def tag_pieces(message: bytes, verdict: Verdict) -> tuple[bytes, memoryview]:
+    """:func:`tag_message` as (new header block, a view of the body), not joined."""
+    block = parse_header_block(message)
+    fields = [*tag_fields(verdict_tags(verdict), block.eol), *strip_foreign_tags(block.fields)]
+    return block.assemble_pieces(fields)
 
 
 def sanitise(message: bytes) -> bytes:
