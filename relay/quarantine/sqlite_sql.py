@@ -87,21 +87,43 @@ def new_message_row(new: NewMessage, received_at: float) -> dict[str, Any]:
     }
 
 
+# Bytes written to the message blob at a time.
+_BLOB_CHUNK = 1024 * 1024
+
+
 def insert_message(conn: sqlite3.Connection, row: dict[str, Any], attempts: int = 5) -> str | None:
-    """Insert ``row`` under a new id (committed); ``None`` if no unique id was drawn."""
-    cols = ", ".join(["id", *row])
-    marks = ", ".join(["?"] * (len(row) + 1))
+    """Insert ``row`` under a new id (committed); ``None`` if no unique id was drawn.
+
+    The message bytes are streamed into a ``zeroblob`` in the same transaction:
+    binding them would make SQLite copy a large message twice more in memory.
+    """
+    fields = {name: value for name, value in row.items() if name != "message"}
+    message: bytes = row["message"]
+    cols = ", ".join(["id", *fields, "message"])
+    marks = ", ".join(["?"] * (len(fields) + 1) + ["zeroblob(?)"])
     for _ in range(attempts):
         message_id = new_message_id()
         try:
             with write_transaction(conn):
-                conn.execute(
-                    f"INSERT INTO messages ({cols}) VALUES ({marks})", (message_id, *row.values())
+                cursor = conn.execute(
+                    f"INSERT INTO messages ({cols}) VALUES ({marks})",
+                    (message_id, *fields.values(), len(message)),
                 )
+                _write_blob(conn, cursor.lastrowid, message)
             return message_id
         except sqlite3.IntegrityError:
             continue  # id collision: astronomically rare, draw another
     return None
+
+
+def _write_blob(conn: sqlite3.Connection, rowid: int | None, message: bytes) -> None:
+    if not message:
+        return
+    assert rowid is not None
+    view = memoryview(message)
+    with conn.blobopen("messages", "message", rowid) as blob:
+        for start in range(0, len(view), _BLOB_CHUNK):
+            blob.write(view[start : start + _BLOB_CHUNK])
 
 
 def fetch_stored(conn: sqlite3.Connection, message_id: str) -> StoredMessage | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,9 @@ def send(port: int, sender: str, rcpts: list[str], data: bytes) -> None:
         ("alice@example.org", ["bob@example.com"]),  # pass
         ("alice@example.org", [f"p{n}@example.com" for n in range(12)]),  # rewrite
         ("split@example.org", [f"p{n}@example.com" for n in range(4)]),  # four copies
+        ("hold@example.org", [f"p{n}@example.com" for n in range(4)]),  # quarantined
     ],
-    ids=["pass", "rewrite", "split"],
+    ids=["pass", "rewrite", "split", "quarantine"],
 )
 async def test_peak_memory_of_one_large_message_is_under_three_times_its_size(
     tmp_path: Path, upstream: RecordingUpstream, sender: str, shown: list[str]
@@ -61,6 +63,8 @@ async def test_peak_memory_of_one_large_message_is_under_three_times_its_size(
         f'[admin]\nenabled = false\n[logging]\nhash_key = "test-key"\nlevel = "warning"\n'
         '[[policy.rules]]\nname = "split"\naction = "split"\nmin_visible_external = 3\n'
         'senders = ["split@example.org"]\n'
+        '[[policy.rules]]\nname = "hold"\naction = "quarantine"\nmin_visible_external = 3\n'
+        'senders = ["hold@example.org"]\n'
         '[[policy.rules]]\nname = "hide"\naction = "rewrite"\nmin_visible_external = 10\n'
     )
     data = large_message(shown)
@@ -76,6 +80,10 @@ async def test_peak_memory_of_one_large_message_is_under_three_times_its_size(
         proc.terminate()
         await asyncio.to_thread(proc.communicate, timeout=30)
     delivered = [m for m in upstream.messages if m.data.endswith(data[-1000:])]
-    assert len(delivered) == (len(shown) if sender.startswith("split") else 1)
+    expected = {"split@example.org": len(shown), "hold@example.org": 0}.get(sender, 1)
+    assert len(delivered) == expected
+    if sender == "hold@example.org":
+        held = sqlite3.connect(tmp_path / "ccguard.db").execute("SELECT message FROM messages")
+        assert [bytes(row[0]).endswith(data) for row in held] == [True]
     growth = (peak - idle) * 1024
     assert growth <= 3 * len(data), f"peak grew by {growth / len(data):.2f}x the message"
