@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import signal
 import smtplib
 import subprocess
 import sys
@@ -222,6 +223,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=300, help="seconds before judging")
     parser.add_argument("--workers", type=int, default=8, help="client threads")
     args = parser.parse_args()
+    # Stop cleanly on SIGTERM too (SIGINT is ignored in a background job): the
+    # finally blocks stop ccguard and the upstream.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     upstream = CountingUpstream()
     controller = Controller(upstream, hostname="127.0.0.1", port=free_port())
     controller.start()
@@ -263,6 +267,9 @@ def main() -> int:
 
 
 def git_head() -> str:
+    """The commit being soaked: $SOAK_COMMIT (for an exported tree), else git's HEAD."""
+    if os.environ.get("SOAK_COMMIT"):
+        return os.environ["SOAK_COMMIT"]
     done = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
     )
