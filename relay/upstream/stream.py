@@ -109,13 +109,28 @@ async def _transfer(
     if start.code != aiosmtplib.SMTPStatus.start_input:
         raise aiosmtplib.SMTPDataError(start.code, start.message)
     protocol._response_pending = True  # an early reply is kept for read_response below
+    batch: list[Piece] = []
+    size = 0
     for part in wire_chunks(pieces):
-        protocol.write(part)  # type: ignore[arg-type]  # any bytes-like object will do
-        await _drain(protocol, timeout)
+        batch.append(part)
+        size += len(part)
+        if size >= CHUNK:
+            await _write(protocol, batch, timeout)
+            batch, size = [], 0
+    if batch:
+        await _write(protocol, batch, timeout)
     response = await protocol.read_response(timeout=timeout)
     if response.code != aiosmtplib.SMTPStatus.completed:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
     return response
+
+
+async def _write(protocol: SMTPProtocol, batch: list[Piece], timeout: float | None) -> None:
+    # Small parts (a whole small message, its trace header, the terminator) go in
+    # one write, one system call; a large slice goes as it is, uncopied.
+    data = batch[0] if len(batch) == 1 else b"".join(batch)
+    protocol.write(data)  # type: ignore[arg-type]  # any bytes-like object will do
+    await _drain(protocol, timeout)
 
 
 async def _drain(protocol: SMTPProtocol, timeout: float | None) -> None:
