@@ -238,7 +238,11 @@ class SessionHandler:
     def data_fits(self, size: int) -> bool:
         """Hold ``size`` bytes of DATA in the in-flight budget; False (holding no more) if
         they do not fit."""
-        return self._reservation is not None and self._reservation.grow_to(size)
+        if self._reservation is None:
+            # The transaction already failed (e.g. the upstream dropped at RCPT) and
+            # DATA will get that failure's reply; its bytes still count while read.
+            self._reservation = self._ctx.budget.reservation()
+        return self._reservation.grow_to(size)
 
     def data_refused(self) -> None:
         """DATA went over the in-flight budget: the rest is discarded, so give it all back."""
