@@ -261,3 +261,45 @@ async def test_a_message_that_outlives_its_client_holds_its_bytes_until_finished
         await server.wait_closed()
     assert during["inflight"] >= 6000 and after["inflight"] == 0
     assert len(handler.messages) == 1 and handler.messages[0].endswith(message)
+
+
+class DropsAtSecondRcpt:
+    """aiosmtpd handler: accepts the first RCPT, hangs up on the second."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if envelope.rcpt_tos:
+            server.transport.close()
+            return "421 4.3.0 gone"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+
+async def test_data_after_the_upstream_dropped_gets_the_upstream_reply_not_452() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(DropsAtSecondRcpt(), hostname="upstream.test", loop=loop),
+        host="127.0.0.1",
+        port=0,
+    )
+    settings = settings_for(
+        server.sockets[0].getsockname()[1],
+        smtp={"max_message_size": BUDGET},
+        limits={"max_inflight_bytes": BUDGET},
+    )
+    try:
+        async with running_relay(settings, LogCapture()) as relay:
+            client = await Client.open(relay.smtp_port)
+            assert (await client.call("mail", "alice@example.org"))[0] == 250
+            assert (await client.call("rcpt", "bob@example.com"))[0] == 250
+            second = await client.call("rcpt", "carol@example.com")
+            reply = await client.send_message(body(2000))
+            await client.close()
+            after = await wait_until(relay, lambda m: m["inflight"] == 0)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert second[0] == 451
+    assert reply == (451, b"4.4.1 Upstream server unavailable, try again later")
+    assert after["refused_data"] == 0
