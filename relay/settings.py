@@ -199,8 +199,8 @@ class LimitsSettings(_Section):
 
     #: Message bytes being received or processed at once, summed over every
     #: transaction; more gets ``452 4.3.1`` (see the README, [limits]).  256 MiB:
-    #: a message costs 1.5x (pass) to 2.5x (quarantine) its size while it is
-    #: processed, so even the worst case stays well inside a 2 GiB machine.
+    #: a message costs about 1.5x its size while it is processed, so the process
+    #: stays under ~450 MiB, a quarter of a 2 GiB machine.
     max_inflight_bytes: PositiveInt = 256 * MiB
 
 

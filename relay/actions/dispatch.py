@@ -150,7 +150,7 @@ class Dispatcher:
         await self._abort(live, env)
         try:
             quarantine_id = await self._store.put(
-                NewMessage.from_verdict(env, trace + msg, verdict)
+                NewMessage.from_verdict(env, msg, verdict, trace=trace)
             )
         except StoreError as exc:
             self._store_failed("quarantine_put", env, exc)

@@ -77,13 +77,13 @@ def new_message_row(new: NewMessage, received_at: float) -> dict[str, Any]:
         "client_ip": new.client_ip,
         "client_helo": new.client_helo,
         "queue_id": new.queue_id,
-        "size": len(new.message),
+        "size": len(new.trace) + len(new.message),
         "action": new.action,
         "rule": new.rule,
         "reason": new.reason,
         "exposure": json.dumps(dict(new.exposure), sort_keys=True),
-        "message": new.message,
-        "subject": decode_subject(new.message),
+        "message": (new.trace, new.message),  # written one after the other, not joined
+        "subject": decode_subject(new.message),  # the trace header has no Subject
     }
 
 
@@ -98,7 +98,9 @@ def insert_message(conn: sqlite3.Connection, row: dict[str, Any], attempts: int 
     binding them would make SQLite copy a large message twice more in memory.
     """
     fields = {name: value for name, value in row.items() if name != "message"}
-    message: bytes = row["message"]
+    message: bytes | tuple[bytes, ...] = row["message"]
+    pieces = message if isinstance(message, tuple) else (message,)
+    size = sum(len(piece) for piece in pieces)
     cols = ", ".join(["id", *fields, "message"])
     marks = ", ".join(["?"] * (len(fields) + 1) + ["zeroblob(?)"])
     for _ in range(attempts):
@@ -107,23 +109,24 @@ def insert_message(conn: sqlite3.Connection, row: dict[str, Any], attempts: int 
             with write_transaction(conn):
                 cursor = conn.execute(
                     f"INSERT INTO messages ({cols}) VALUES ({marks})",
-                    (message_id, *fields.values(), len(message)),
+                    (message_id, *fields.values(), size),
                 )
-                _write_blob(conn, cursor.lastrowid, message)
+                _write_blob(conn, cursor.lastrowid, pieces)
             return message_id
         except sqlite3.IntegrityError:
             continue  # id collision: astronomically rare, draw another
     return None
 
 
-def _write_blob(conn: sqlite3.Connection, rowid: int | None, message: bytes) -> None:
-    if not message:
+def _write_blob(conn: sqlite3.Connection, rowid: int | None, pieces: tuple[bytes, ...]) -> None:
+    if not any(pieces):
         return
     assert rowid is not None
-    view = memoryview(message)
     with conn.blobopen("messages", "message", rowid) as blob:
-        for start in range(0, len(view), _BLOB_CHUNK):
-            blob.write(view[start : start + _BLOB_CHUNK])
+        for piece in pieces:
+            view = memoryview(piece)
+            for start in range(0, len(view), _BLOB_CHUNK):
+                blob.write(view[start : start + _BLOB_CHUNK])
 
 
 def fetch_stored(conn: sqlite3.Connection, message_id: str) -> StoredMessage | None:
