@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 import time
 from typing import Any
 
@@ -158,6 +159,7 @@ class Relay:
                 log=self.log,
                 extra_routes=extra,
                 hashing=self.hashing,
+                metrics=self.metrics,
             )
             tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
             servers.append(HttpServer("admin", app, admin.listen, **tls))
@@ -235,7 +237,13 @@ async def serve(settings: Settings) -> int:
     relay = Relay(settings, log=structlog.get_logger("ccguard"), redactor=redactor)
     try:
         await relay.start()
-    except (OSError, StoreError) as exc:
+    except StoreError as exc:
+        # Like a bad configuration: the operator must fix the path or the mount.
+        relay.log.error("cannot start", error=str(exc))
+        print(f"ccguard: cannot start:\n  quarantine.database: {exc}", file=sys.stderr)
+        await relay.stop()
+        return 2
+    except OSError as exc:
         relay.log.error("cannot start", error=str(exc))
         await relay.stop()
         return 1

@@ -160,6 +160,11 @@ class InspectSettings(_Section):
     """Limits of the header inspection."""
 
     max_header_bytes: PositiveInt = 1 * MiB
+    #: Most bytes of calendar parts (as transmitted) decoded and parsed per message.
+    max_calendar_bytes: PositiveInt = 1 * MiB
+    #: Bounds of the MIME walk that looks for calendar parts.
+    max_mime_parts: PositiveInt = 256
+    max_mime_depth: PositiveInt = 8
 
 
 class RuleSettings(_Section):
@@ -172,6 +177,8 @@ class RuleSettings(_Section):
     min_visible_total: Annotated[int, Field(ge=0)] | None = None
     min_unparseable: Annotated[int, Field(ge=0)] | None = None
     header_too_large: bool | None = None
+    calendar: bool | None = None
+    calendar_truncated: bool | None = None
     senders: list[str] = []
     exempt_senders: list[str] = []
     exempt_recipients: list[str] = []
@@ -181,6 +188,8 @@ class PolicySettings(_Section):
     """Ordered rules; the first that matches wins, none matching means pass."""
 
     mode: Literal["enforce", "monitor"] = "enforce"
+    #: What a rewrite or split rule does instead when calendar attendees are exposed.
+    calendar_fallback: Literal["quarantine", "reject", "tag"] = "quarantine"
     rules: list[RuleSettings] = []
 
     @field_validator("rules")
@@ -239,6 +248,8 @@ class AdminSettings(_Section):
     tls_key: str | None = None
     #: Reverse proxies whose X-Forwarded-For is believed (client IP for throttle and audit).
     trusted_proxies: list[str] = []
+    #: Largest request body (JSON or form) the admin server reads; larger ones get 413.
+    max_request_bytes: Annotated[int, Field(ge=1024, le=MiB)] = 8192
 
     @field_validator("trusted_proxies")
     @classmethod

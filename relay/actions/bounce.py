@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from relay.actions.notices import compose_notice
+from relay.actions.notices import compose_notice, one_line
 from relay.codes import Reply
 
 __all__ = ["BOUNCE_KIND", "build_split_bounce"]
@@ -41,7 +41,7 @@ def _body(refused: Mapping[str, Reply], subject: str, now: datetime) -> str:
     ]
     for rcpt, reply in refused.items():
         lines.append(f"  <{rcpt}>")
-        lines.append(f"    server said: {' '.join(str(reply).split())}")
+        lines.append(f"    server said: {one_line(str(reply))}")
     return "\n".join(lines) + "\n"
 
 
@@ -56,7 +56,7 @@ def build_split_bounce(
 ) -> bytes:
     """The bounce to ``mail_from`` listing ``refused`` (address → upstream reply),
     as wire bytes (CRLF).  ``subject`` is the original message's decoded Subject."""
-    subject = " ".join(subject.split())
+    subject = one_line(subject)
     return compose_notice(
         from_address=from_address,
         to=mail_from,

@@ -26,6 +26,7 @@ from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.errors import StoreError, UpstreamError
 from relay.inspect.domains import DomainMatcher
+from relay.inspect.parsed import ParsedMessage
 from relay.policy.verdict import Verdict
 from relay.quarantine.store import NewMessage, QuarantineStore
 from relay.quarantine.subject import decode_subject
@@ -42,7 +43,7 @@ class Outcome:
     quarantine_id: str | None = None
 
 
-_Handler = Callable[[Envelope, bytes, Verdict, LiveTransaction, bytes], Awaitable[Outcome]]
+_Handler = Callable[[Envelope, ParsedMessage, Verdict, LiveTransaction, bytes], Awaitable[Outcome]]
 
 
 class Dispatcher:
@@ -91,13 +92,14 @@ class Dispatcher:
     async def act(
         self,
         envelope: Envelope,
-        message: bytes,
+        message: ParsedMessage,
         verdict: Verdict,
         live: LiveTransaction,
         trace_header: bytes,
     ) -> Reply:
-        """Carry out ``verdict`` on the client's ``message``; return the reply to
-        end of DATA.  ``trace_header`` is prepended to whatever is delivered or held."""
+        """Carry out ``verdict`` on the client's ``message`` (the one parsed,
+        normalised message that was inspected); return the reply to end of
+        DATA.  ``trace_header`` is prepended to whatever is delivered or held."""
         outcome = await self._handlers[verdict.action](
             envelope, message, verdict, live, trace_header
         )
@@ -119,17 +121,32 @@ class Dispatcher:
             return Outcome(exc.reply)
 
     async def _pass(
-        self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
+        self,
+        env: Envelope,
+        msg: ParsedMessage,
+        verdict: Verdict,
+        live: LiveTransaction,
+        trace: bytes,
     ) -> Outcome:
         return await self._forward(live, trace, sanitise(msg))
 
     async def _tag(
-        self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
+        self,
+        env: Envelope,
+        msg: ParsedMessage,
+        verdict: Verdict,
+        live: LiveTransaction,
+        trace: bytes,
     ) -> Outcome:
         return await self._forward(live, trace, *tag_pieces(msg, verdict))
 
     async def _rewrite(
-        self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
+        self,
+        env: Envelope,
+        msg: ParsedMessage,
+        verdict: Verdict,
+        live: LiveTransaction,
+        trace: bytes,
     ) -> Outcome:
         result = rewrite_message(msg, self._matcher, tags=verdict_tags(verdict))
         self._log.info(
@@ -139,18 +156,28 @@ class Dispatcher:
         return await self._forward(live, trace, *result.pieces)
 
     async def _reject(
-        self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
+        self,
+        env: Envelope,
+        msg: ParsedMessage,
+        verdict: Verdict,
+        live: LiveTransaction,
+        trace: bytes,
     ) -> Outcome:
         await self._abort(live, env)
         return Outcome(reject_reply(verdict))
 
     async def _quarantine(
-        self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
+        self,
+        env: Envelope,
+        msg: ParsedMessage,
+        verdict: Verdict,
+        live: LiveTransaction,
+        trace: bytes,
     ) -> Outcome:
         await self._abort(live, env)
         try:
             quarantine_id = await self._store.put(
-                NewMessage.from_verdict(env, msg, verdict, trace=trace)
+                NewMessage.from_verdict(env, msg.data, verdict, trace=trace)
             )
         except StoreError as exc:
             self._store_failed("quarantine_put", env, exc)
@@ -159,7 +186,12 @@ class Dispatcher:
         return Outcome(held_reply(quarantine_id), quarantine_id)
 
     async def _split(
-        self, env: Envelope, msg: bytes, verdict: Verdict, live: LiveTransaction, trace: bytes
+        self,
+        env: Envelope,
+        msg: ParsedMessage,
+        verdict: Verdict,
+        live: LiveTransaction,
+        trace: bytes,
     ) -> Outcome:
         await self._abort(live, env)
         return Outcome(await self.splitter.run(env, msg, verdict_tags(verdict), trace))
@@ -178,7 +210,7 @@ class Dispatcher:
         self._log.error("store_failed", operation=what, queue_id=env.queue_id, error=str(exc))
 
     def _notify(
-        self, env: Envelope, msg: bytes, verdict: Verdict, quarantine_id: str | None
+        self, env: Envelope, msg: ParsedMessage, verdict: Verdict, quarantine_id: str | None
     ) -> None:
         notifications = self._settings.notifications
         if not should_notify(notifications, self._matcher, env, verdict, msg):
@@ -190,7 +222,7 @@ class Dispatcher:
         )  # fmt: skip
         self.notices.send(env.mail_from, notice)
 
-    def _bounce(self, env: Envelope, msg: bytes, refused: Mapping[str, Reply]) -> None:
+    def _bounce(self, env: Envelope, msg: ParsedMessage, refused: Mapping[str, Reply]) -> None:
         """Tell the sender (any, but never ``<>``) which split copies were refused
         for good: after a 250 nobody else will."""
         if not env.mail_from:
@@ -198,7 +230,8 @@ class Dispatcher:
         bounce = build_split_bounce(
             mail_from=env.mail_from, refused=refused,
             from_address=self._settings.notifications.from_address,
-            hostname=self._settings.smtp.hostname, subject=decode_subject(msg), now=self._clock(),
+            hostname=self._settings.smtp.hostname, subject=decode_subject(msg),
+            now=self._clock(),
         )  # fmt: skip
         self._log.info("split_bounce", queue_id=env.queue_id, refused=len(refused))
         self.notices.send(env.mail_from, bounce)

@@ -25,6 +25,10 @@ class KeyLocks:
         """Keys held or waited for right now (0 when idle: nothing accumulates)."""
         return len(self._locks)
 
+    def users(self, key: str) -> int:
+        """How many hold or wait for ``key`` right now."""
+        return self._users.get(key, 0)
+
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         """Wait for ``key``'s lock, hold it for the block, forget it when unused."""

@@ -13,18 +13,28 @@ from __future__ import annotations
 import email.message
 import email.policy
 import email.utils
+import re
 from datetime import UTC, datetime
 
-from relay.actions.headers import parse_header_block
 from relay.actions.replies import exposure_phrase
 from relay.envelope import Envelope
 from relay.inspect.domains import DomainMatcher
+from relay.inspect.parsed import ParsedMessage
 from relay.policy.verdict import Verdict
 from relay.settings import Action, NotificationSettings
 
-__all__ = ["NOTICE_HEADER", "build_notice", "compose_notice", "is_auto_submitted", "should_notify"]
+__all__ = [
+    "NOTICE_HEADER",
+    "build_notice",
+    "compose_notice",
+    "is_auto_submitted",
+    "one_line",
+    "should_notify",
+]
 
 NOTICE_HEADER = "X-CCGuard-Notice"
+# C0 controls (NUL, CR, LF, ESC, ...), DEL and C1 controls.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _SUBJECTS = {
     Action.QUARANTINE: "Your message is held for review",
@@ -62,10 +72,21 @@ _OUTCOMES = {
 }
 
 
-def is_auto_submitted(message: bytes) -> bool:
+def one_line(text: str) -> str:
+    """``text`` as one printable line: control characters (C0 including CR, LF
+    and NUL, DEL, C1) and runs of whitespace become one space.
+
+    Everything a notice copies from the message or a server (the decoded
+    Subject, a reply text) goes through here: an encoded word can carry any
+    byte, and a NUL or a CR must not reach the notice's headers or body.
+    """
+    return " ".join(_CONTROLS.sub(" ", text).split())
+
+
+def is_auto_submitted(message: ParsedMessage) -> bool:
     """True if ``message`` is a ccguard notice or any automatic message
     (``Auto-Submitted`` other than ``no``): such messages never get a notice."""
-    for field in parse_header_block(message).fields:
+    for field in message.fields:
         if field.key == NOTICE_HEADER.lower():
             return True
         if field.key == "auto-submitted":
@@ -80,7 +101,7 @@ def should_notify(
     matcher: DomainMatcher,
     envelope: Envelope,
     verdict: Verdict,
-    message: bytes,
+    message: ParsedMessage,
 ) -> bool:
     """Notices are on, the action is one of ``on_actions``, the envelope sender
     is internal (and not ``<>``), and ``message`` is not itself automatic."""
@@ -121,7 +142,7 @@ def build_notice(
 
     ``subject`` is the original message's decoded Subject.
     """
-    subject = " ".join(subject.split())
+    subject = one_line(subject)
     return compose_notice(
         from_address=from_address,
         to=envelope.mail_from,
@@ -153,7 +174,7 @@ def compose_notice(
     notice = email.message.EmailMessage(policy=email.policy.SMTP)
     notice["From"] = from_address
     notice["To"] = to
-    notice["Subject"] = subject
+    notice["Subject"] = one_line(subject)
     notice["Date"] = email.utils.format_datetime(now)
     notice["Message-ID"] = email.utils.make_msgid("ccguard", domain=hostname)
     notice["Auto-Submitted"] = auto_submitted

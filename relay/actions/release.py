@@ -16,13 +16,13 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from relay.actions.headers import parse_header_block
 from relay.actions.ports import Redact, domain_only
 from relay.actions.rewrite import rewrite_message
 from relay.actions.split_delivery import copy_options
 from relay.actions.tag import TAG_ACTION, TAG_EXPOSURE, TAG_RULE, exposure_text, sanitise
 from relay.codes import Reply
 from relay.inspect.domains import DomainMatcher
+from relay.inspect.parsed import ParsedMessage, parse_message
 from relay.quarantine.store import RELEASE_AS_IS, RELEASE_REWRITE, StoredMessage
 
 __all__ = [
@@ -81,32 +81,34 @@ def release_bytes(stored: StoredMessage, mode: str, matcher: DomainMatcher) -> b
     """What a release delivers: ``as-is`` → the held bytes (minus any foreign
     ``X-CCGuard-*`` field); ``rewrite``/``hidden`` → the rewrite action applied,
     tagged ``X-CCGuard-Action: rewrite; released`` below ccguard's Received
-    header, as in live delivery."""
+    header, as in live delivery.  The held bytes are parsed like a message on
+    receipt (line endings normalised: rows stored by older versions may have
+    bare CR/LF), so a release delivers exactly what is inspected and stripped."""
     if not stored.message:
         raise ValueError(f"quarantined message {stored.id} has no bytes (deleted)")
+    held = parse_message(stored.message)
     if mode == RELEASE_AS_IS:
-        return sanitise(stored.message)
+        return sanitise(held)
     if mode in (RELEASE_REWRITE, HIDDEN):
         tags = [
             (TAG_ACTION, "rewrite; released"),
             (TAG_RULE, stored.rule or "none"),
             (TAG_EXPOSURE, exposure_text(stored.exposure)),
         ]
-        trace, client_bytes = _split_trace(stored.message)
-        return trace + rewrite_message(client_bytes, matcher, tags=tags).message
+        trace, client = _split_trace(held)
+        return trace + rewrite_message(client, matcher, tags=tags).message
     raise ValueError(f"unknown release mode {mode!r}; use {RELEASE_AS_IS!r} or {RELEASE_REWRITE!r}")
 
 
-def _split_trace(message: bytes) -> tuple[bytes, bytes]:
-    """(ccguard's Received header, the client's bytes) of a held message.
+def _split_trace(held: ParsedMessage) -> tuple[bytes, ParsedMessage]:
+    """(ccguard's Received header, the client's message) of a held message.
 
     The SMTP front stored its trace header first; live delivery puts the tags
     below it, so a release must too.  Nothing is split off a message that
     does not start with a Received field."""
-    fields = parse_header_block(message).fields
-    if fields and fields[0].key == "received" and message.startswith(fields[0].raw):
-        return fields[0].raw, message[len(fields[0].raw) :]
-    return b"", message
+    if not held.fields or held.fields[0].key != "received":
+        return b"", held
+    return held.fields[0].raw, held.without_first_field()
 
 
 class QuarantineReleaser:

@@ -12,8 +12,8 @@ internal mailbox as it was written (display name, encoded words), joined with
 * Unparseable address-like text counts as external and is removed (fail closed).
 * An internal mailbox whose display name or comment shows any address-like
   token other than its own address is reduced to its bare address.
-* Lines of the header block that belong to no field (after a bare CR or LF,
-  a mangled field name) and show an address-like token are dropped: inspection
+* Lines of the header block that belong to no field (where a bare CR or LF
+  was, a mangled field name) and show an address-like token are dropped: inspection
   counts them as unparseable.
 * Groups in a rebuilt field are flattened (the group name is dropped).
 """
@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.actions.headers import RawField, fold_list, parse_header_block
+from relay.actions.headers import CRLF, RawField, assemble_pieces, fold_list
 from relay.actions.tag import DKIM_BROKEN, TAG_ACTION, TAG_DKIM, Tags, is_tag_field, tag_fields
 from relay.inspect.addresses import Mailbox, address_like_tokens, parse_address_header
 from relay.inspect.domains import DomainMatcher
 from relay.inspect.headers import decode_header_value
+from relay.inspect.parsed import ParsedMessage
 
 __all__ = [
     "UNDISCLOSED",
@@ -113,7 +114,7 @@ def dkim_covered(fields: tuple[RawField, ...] | list[RawField]) -> set[str]:
 
 
 def rewrite_fields(
-    fields: tuple[RawField, ...], matcher: DomainMatcher, eol: bytes
+    fields: tuple[RawField, ...], matcher: DomainMatcher, eol: bytes = CRLF
 ) -> tuple[list[RawField], int, set[str]]:
     """The visible fields filtered; returns the new fields (foreign tags
     dropped), the count removed and the lower-case names that changed."""
@@ -148,20 +149,19 @@ def rewrite_fields(
 
 
 def rewrite_message(
-    message: bytes, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS
+    message: ParsedMessage, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS
 ) -> RewriteResult:
-    """The rewrite action on ``message`` (bytes in, bytes out; see module doc).
+    """The rewrite action on ``message`` (see module doc); returns the new bytes.
 
     ``tags`` go at the top of the header block; ``X-CCGuard-DKIM:
     broken-by-rewrite`` is added when a DKIM-Signature's ``h=`` covers a
     changed field.
     """
-    block = parse_header_block(message)
-    fields, removed, changed = rewrite_fields(block.fields, matcher, block.eol)
+    fields, removed, changed = rewrite_fields(message.fields, matcher)
     all_tags = list(tags)
     changed.update(name.lower() for name, _ in all_tags)
-    broken = bool(changed & dkim_covered(block.fields))
+    broken = bool(changed & dkim_covered(message.fields))
     if broken:
         all_tags.append((TAG_DKIM, DKIM_BROKEN))
-    rewritten = block.assemble_pieces([*tag_fields(all_tags, block.eol), *fields])
+    rewritten = assemble_pieces(message, [*tag_fields(all_tags), *fields])
     return RewriteResult(rewritten, removed, broken)

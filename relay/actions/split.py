@@ -19,12 +19,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from relay.actions.headers import RawField, fold_list, parse_header_block
+from relay.actions.headers import CRLF, RawField, assemble_pieces, fold_list
 from relay.actions.rewrite import VISIBLE_HEADERS, dkim_covered, junk_addresses, rewrite_message
 from relay.actions.tag import DKIM_BROKEN, TAG_ACTION, TAG_DKIM, Tags, is_tag_field, tag_fields
 from relay.envelope import Envelope
 from relay.inspect.addresses import normalise_address, parse_address_header
 from relay.inspect.domains import DomainMatcher
+from relay.inspect.parsed import ParsedMessage
 
 __all__ = [
     "SplitCopy",
@@ -58,7 +59,8 @@ class SplitCopy:
 
 
 def split_key(envelope: Envelope, message: bytes) -> str:
-    """SHA-256 over the envelope sender and the client's message bytes.
+    """SHA-256 over the envelope sender and the client's message bytes
+    (line endings normalised, as every retry's are).
 
     The same for every retry of the message, whichever recipients the client
     sends it to this time, and independent of ccguard's queue id, trace header
@@ -111,7 +113,7 @@ def _own_sources(fields: tuple[RawField, ...]) -> dict[str, str]:
 
 
 def _external_copy(
-    fields: tuple[RawField, ...], shown: str, eol: bytes, tags: Tags
+    fields: tuple[RawField, ...], shown: str, tags: Tags, eol: bytes = CRLF
 ) -> list[RawField]:
     out: list[RawField] = []
     to_at: int | None = None
@@ -130,17 +132,16 @@ def _external_copy(
     out.insert(to_at or 0, RawField(name, fold_list(name, [shown], eol)))
     broken = bool(changed & dkim_covered(fields))
     all_tags = [*tags, (TAG_DKIM, DKIM_BROKEN)] if broken else list(tags)
-    return [*tag_fields(all_tags, eol), *out]
+    return [*tag_fields(all_tags), *out]
 
 
 def plan_split(
-    message: bytes, envelope: Envelope, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS
+    message: ParsedMessage, envelope: Envelope, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS
 ) -> list[SplitCopy]:
     """The copies to deliver: external recipients in envelope order, then one
     copy for every internal recipient (if any).  Recipients repeated in the
     envelope (any case, see :func:`recipient_identity`) get one copy."""
-    block = parse_header_block(message)
-    sources = _own_sources(block.fields)
+    sources = _own_sources(message.fields)
     copies: list[SplitCopy] = []
     internal: list[str] = []
     seen: set[str] = set()
@@ -152,8 +153,8 @@ def plan_split(
             internal.append(rcpt)
             continue
         shown = sources.get(normalise_address(rcpt), rcpt)
-        fields = _external_copy(block.fields, shown, block.eol, tags)
-        copies.append(SplitCopy((rcpt,), block.assemble_pieces(fields)))
+        fields = _external_copy(message.fields, shown, tags)
+        copies.append(SplitCopy((rcpt,), assemble_pieces(message, fields)))
     if internal:
         rewritten = rewrite_message(message, matcher, tags=tags).message
         copies.append(SplitCopy(tuple(internal), (rewritten,), internal=True))

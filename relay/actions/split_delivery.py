@@ -52,13 +52,14 @@ from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.errors import StoreError, UpstreamError, UpstreamPermanentError
 from relay.inspect.domains import DomainMatcher
+from relay.inspect.parsed import ParsedMessage
 from relay.quarantine.store import QuarantineStore
 from relay.upstream.replies import transient_reply_for
 
 __all__ = ["Bounce", "SplitDelivery", "StoreFailed", "copy_options"]
 
 StoreFailed = Callable[[str, Envelope, StoreError], None]
-Bounce = Callable[[Envelope, bytes, Mapping[str, Reply]], None]
+Bounce = Callable[[Envelope, ParsedMessage, Mapping[str, Reply]], None]
 
 # Failures of one copy or recipient; anything else is the connection's.
 _PER_COPY_KINDS = frozenset({"4xx", "5xx"})
@@ -121,15 +122,15 @@ class SplitDelivery:
         """Messages being delivered (or waiting for their key) right now."""
         return len(self._locks)
 
-    async def run(self, env: Envelope, message: bytes, tags: Tags, trace: bytes) -> Reply:
+    async def run(self, env: Envelope, message: ParsedMessage, tags: Tags, trace: bytes) -> Reply:
         """Deliver the client's ``message`` to every recipient not yet in the
         ledger; return the reply to end of DATA."""
-        key = split_key(env, message)
+        key = split_key(env, message.data)
         async with self._locks.hold(key):
             return await self._attempt(env, key, message, tags, trace)
 
     async def _attempt(
-        self, env: Envelope, key: str, message: bytes, tags: Tags, trace: bytes
+        self, env: Envelope, key: str, message: ParsedMessage, tags: Tags, trace: bytes
     ) -> Reply:
         copies = plan_split(message, env, self._matcher, tags=tags)
         try:
@@ -200,7 +201,7 @@ class SplitDelivery:
         attempt.halted = codes.STORE_FAILED
 
     async def _conclude(
-        self, env: Envelope, key: str, message: bytes, copies: Sequence[SplitCopy],
+        self, env: Envelope, key: str, message: ParsedMessage, copies: Sequence[SplitCopy],
         attempt: _Attempt,
     ) -> Reply:  # fmt: skip
         if attempt.halted is not None:

@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from relay.actions.headers import RawField, parse_header_block
+from relay.actions.headers import CRLF, RawField, assemble, assemble_pieces
+from relay.inspect.parsed import ParsedMessage
 from relay.policy.verdict import Verdict
 from relay.settings import Action
 
@@ -46,8 +47,6 @@ DKIM_BROKEN = "broken-by-rewrite"
 
 _EXPOSURE_KEYS = ("visible_external", "external_domains", "visible_total", "unparseable")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=;:/ -]")
-
-_TAG_LINE = re.compile(rb"^x-ccguard-", re.I | re.M)
 
 Tags = Sequence[tuple[str, str]]
 
@@ -84,7 +83,7 @@ def verdict_tags(verdict: Verdict, *, action: Action | str | None = None) -> lis
     ]
 
 
-def tag_fields(tags: Tags, eol: bytes) -> list[RawField]:
+def tag_fields(tags: Tags, eol: bytes = CRLF) -> list[RawField]:
     """``tags`` as header fields; values are reduced to a safe ASCII subset."""
     return [
         RawField(name, f"{name}: {_UNSAFE.sub('_', value)[:900]}".encode("ascii") + eol)
@@ -97,28 +96,26 @@ def strip_foreign_tags(fields: Iterable[RawField]) -> list[RawField]:
     return [f for f in fields if not is_tag_field(f)]
 
 
-def add_tags(message: bytes, tags: Tags) -> bytes:
+def add_tags(message: ParsedMessage, tags: Tags) -> bytes:
     """``message`` with foreign tags removed and ``tags`` at the top of the header
-    block, in the message's own line ending; everything else unchanged."""
-    block = parse_header_block(message)
-    return block.assemble([*tag_fields(tags, block.eol), *strip_foreign_tags(block.fields)])
+    block; everything else unchanged."""
+    return assemble(message, [*tag_fields(tags), *strip_foreign_tags(message.fields)])
 
 
-def tag_message(message: bytes, verdict: Verdict) -> bytes:
+def tag_message(message: ParsedMessage, verdict: Verdict) -> bytes:
     """The tag action: ``message`` with the verdict's ``X-CCGuard-*`` tags added."""
     return add_tags(message, verdict_tags(verdict))
 
 
-def tag_pieces(message: bytes, verdict: Verdict) -> tuple[bytes, memoryview]:
+def tag_pieces(message: ParsedMessage, verdict: Verdict) -> tuple[bytes, memoryview]:
     """:func:`tag_message` as (new header block, a view of the body), not joined."""
-    block = parse_header_block(message)
-    fields = [*tag_fields(verdict_tags(verdict), block.eol), *strip_foreign_tags(block.fields)]
-    return block.assemble_pieces(fields)
+    fields = [*tag_fields(verdict_tags(verdict)), *strip_foreign_tags(message.fields)]
+    return assemble_pieces(message, fields)
 
 
-def sanitise(message: bytes) -> bytes:
+def sanitise(message: ParsedMessage) -> bytes:
     """``message`` without foreign ``X-CCGuard-*`` fields; the very same bytes
-    when it has none (the common case for pass)."""
-    if not _TAG_LINE.search(message):
-        return message
+    (``message.data``, uncopied) when it has none (the common case for pass)."""
+    if not any(is_tag_field(f) for f in message.fields):
+        return message.data
     return add_tags(message, ())

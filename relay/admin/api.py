@@ -6,17 +6,22 @@ session cookie (then state-changing calls need the ``X-CSRF-Token`` header).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.admin.context import AdminContext, basic_credentials, client_ip, context_of
+from relay.admin.bodies import JsonTooDeep, loads_bounded
+from relay.admin.context import (
+    AdminContext,
+    basic_credentials,
+    client_ip,
+    context_of,
+    is_cross_site,
+)
 from relay.admin.releasing import ReleaseDeferred, ReleaseReport
 from relay.admin.review import PUBLIC_MODES, Viewed, public_mode
 from relay.codes import Reply
@@ -112,26 +117,16 @@ async def _actor(request: Request, ctx: AdminContext, *, state_changing: bool) -
     return session.user
 
 
-def _own_origin(origin: str, request: Request) -> bool:
-    """True when ``origin`` names the host this request was sent to (any scheme:
-    a reverse proxy may terminate TLS in front of us)."""
-    netloc = urlsplit(origin).netloc.lower()
-    return bool(netloc) and netloc == request.headers.get("host", "").lower()
-
-
 def _refused_as_cross_site(request: Request) -> Response | None:
     """The error for a state-changing request a browser may have sent for another site.
 
     Browsers send cached Basic credentials (and cookies) with cross-site form
     posts; such a post can only be ``form-urlencoded``, ``multipart`` or
-    ``text/plain``, so requiring ``application/json`` stops it, and the
-    ``Sec-Fetch-Site`` / ``Origin`` checks refuse it outright where browsers say so.
+    ``text/plain``, so requiring ``application/json`` stops it, and
+    :func:`is_cross_site` refuses it outright where browsers say so.
     """
-    fetch_site = request.headers.get("sec-fetch-site", "same-origin").lower()
-    origin = request.headers.get("origin")
-    if fetch_site not in ("same-origin", "none") or (
-        origin is not None and not _own_origin(origin, request)
-    ):
+    if is_cross_site(request):
+        context_of(request).count_refusal("cross_site")
         return _error(403, "cross_site", "cross-site requests may not change anything")
     content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if content_type != "application/json":
@@ -209,10 +204,10 @@ async def _detail(request: Request, actor: str) -> Response:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
+    raw = await request.body()  # at most [admin] max_request_bytes: see BodyLimit
     if not raw.strip():
         return {}
-    data = json.loads(raw)
+    data = loads_bounded(raw)
     if not isinstance(data, dict):
         raise ValueError("the body must be a JSON object")
     return data
@@ -221,6 +216,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
 async def _release(request: Request, actor: str) -> Response:
     try:
         mode = (await _json_body(request)).get("mode")
+    except JsonTooDeep as exc:
+        context_of(request).count_refusal("too_deep")
+        return _error(400, "too_deep", str(exc))
     except ValueError:
         return _error(400, "bad_request", 'the body must be JSON like {"mode": "hidden"}')
     if mode is None:

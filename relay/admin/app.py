@@ -16,6 +16,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.admin.api import api_routes
+from relay.admin.bodies import BodyLimit
 from relay.admin.context import AdminContext, context_of
 from relay.admin.hashing import HashingPool
 from relay.admin.review import EventLog, Releaser, Review
@@ -23,6 +24,7 @@ from relay.admin.sessions import SessionCodec
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB, UsersFileError
 from relay.admin.web import web_routes
+from relay.observability.metrics import Metrics
 from relay.quarantine.store import QuarantineStore
 from relay.settings import AdminSettings
 
@@ -111,12 +113,14 @@ def create_admin_app(
     throttle: LoginThrottle | None = None,
     codec: SessionCodec | None = None,
     hashing: HashingPool | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
 
     ``extra_routes`` (e.g. /metrics, /healthz) are mounted first and need no login.
     ``throttle``, ``codec`` and ``hashing`` replace the default login throttle,
-    session codec and password-hashing pool (2 threads, 8 waiting).
+    session codec and password-hashing pool (2 threads, 8 waiting); ``metrics``
+    counts refused requests.  Request bodies are capped at ``max_request_bytes``.
     Without ``settings.session_secret`` the session key is random: sessions end at restart.
     """
     codec = codec or SessionCodec(settings.session_secret, settings.session_max_age)
@@ -126,18 +130,23 @@ def create_admin_app(
         *web_routes(),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(SecurityHeaders)],
-        exception_handlers={UsersFileError: _users_file_broken},
-    )
-    app.state.ccguard_admin = AdminContext(
+    context = AdminContext(
         settings=settings,
         review=Review(store, releaser, log),
         users=users,
         codec=codec,
         throttle=throttle or LoginThrottle(),
         hashing=hashing or HashingPool(),
+        metrics=metrics,
     )
+    limit = Middleware(
+        BodyLimit, limit=settings.max_request_bytes, on_refused=context.count_refusal
+    )
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders), limit],
+        exception_handlers={UsersFileError: _users_file_broken},
+    )
+    app.state.ccguard_admin = context
     app.state.ccguard_templates = _templates()
     return app

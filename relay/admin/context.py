@@ -9,6 +9,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,9 +20,17 @@ from relay.admin.sessions import COOKIE_NAME, Session, SessionCodec
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB
 from relay.errors import StoreError
+from relay.observability.metrics import Metrics
 from relay.settings import AdminSettings
 
-__all__ = ["AdminContext", "LoginOutcome", "basic_credentials", "client_ip", "context_of"]
+__all__ = [
+    "AdminContext",
+    "LoginOutcome",
+    "basic_credentials",
+    "client_ip",
+    "context_of",
+    "is_cross_site",
+]
 
 LoginOutcome = Literal["ok", "bad", "throttled", "busy"]
 #: Seconds a client is told to wait when the password checker is swamped.
@@ -38,6 +47,12 @@ class AdminContext:
     codec: SessionCodec
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     hashing: HashingPool = field(default_factory=HashingPool)
+    metrics: Metrics | None = None
+
+    def count_refusal(self, reason: str) -> None:
+        """Count one admin request refused for ``reason`` (too_large, too_deep, cross_site)."""
+        if self.metrics is not None:
+            self.metrics.admin_refused(reason)
 
     @property
     def secure_cookies(self) -> bool:
@@ -136,6 +151,32 @@ def context_of(request: Request) -> AdminContext:
     """The :class:`AdminContext` of the app serving ``request``."""
     ctx: AdminContext = request.app.state.ccguard_admin
     return ctx
+
+
+def _own_origin(origin: str, request: Request) -> bool:
+    """True when ``origin`` names the host this request was sent to (any scheme:
+    a reverse proxy may terminate TLS in front of us)."""
+    netloc = urlsplit(origin).netloc.lower()
+    return bool(netloc) and netloc == request.headers.get("host", "").lower()
+
+
+def is_cross_site(request: Request) -> bool:
+    """True when the browser says the request comes from another site.
+
+    Browsers send cookies and cached Basic credentials with cross-site form
+    posts, and a stolen or leaked CSRF token would then be enough; the
+    ``Sec-Fetch-Site`` and ``Origin`` headers tell such a post apart.
+    ``Sec-Fetch-Site`` decides when present: pages cannot forge it, and under
+    our ``Referrer-Policy: no-referrer`` a browser's own same-origin form post
+    says ``Origin: null``.  Without it, any ``Origin`` but our own host
+    (``null`` included) is refused.  Clients that send neither (curl,
+    scripts) are not browsers and are not refused.
+    """
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return fetch_site.strip().lower() not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    return origin is not None and not _own_origin(origin, request)
 
 
 def _trusted(address: str, networks: Sequence[str]) -> bool:

@@ -17,8 +17,8 @@ from email.message import Message
 from html.parser import HTMLParser
 from typing import Any
 
-from relay.actions.headers import line_ending, parse_header_block
-from relay.inspect.headers import header_end
+from relay.actions.headers import assemble
+from relay.inspect.parsed import HeaderField, ParsedMessage, parse_message
 
 __all__ = ["MessagePreview", "Part", "explain_exposure", "preview_message"]
 
@@ -87,15 +87,13 @@ def html_to_text(html: str) -> str:
     return "\n".join(line for line in lines if line)
 
 
-def _capped(raw: bytes) -> tuple[bytes, bool]:
-    """``raw`` with its header block cut to :data:`MAX_HEADER_BYTES` (display only)."""
-    end = header_end(raw)
-    head, body = (raw, b"") if end is None else (raw[:end], raw[end:])
-    if len(head) <= MAX_HEADER_BYTES:
-        return raw, False
-    eol = line_ending(raw)
-    kept = head[:MAX_HEADER_BYTES].rstrip(b"\r")
-    return kept + (b"" if kept.endswith(b"\n") else eol) + eol + body, True
+def _capped(message: ParsedMessage) -> tuple[list[HeaderField], bytes, bool]:
+    """(fields, bytes, whether cut): ``message`` with its header block cut to
+    :data:`MAX_HEADER_BYTES` (display only)."""
+    if not message.header_too_large(MAX_HEADER_BYTES):
+        return list(message.fields), message.data, False
+    fields = list(message.fields_within(MAX_HEADER_BYTES))
+    return fields, assemble(message, fields), True
 
 
 def _header_text(raw_value: bytes) -> str:
@@ -107,13 +105,9 @@ def _header_text(raw_value: bytes) -> str:
     return value[:MAX_HEADER_CHARS] + ("…" if len(value) > MAX_HEADER_CHARS else "")
 
 
-def _headers(message: bytes) -> list[tuple[str, str]]:
+def _headers(fields: list[HeaderField]) -> list[tuple[str, str]]:
     """Every header field as (name, value), from the raw fields: nothing here can fail."""
-    return [
-        (field.name, _header_text(field.raw.partition(b":")[2]))
-        for field in parse_header_block(message).fields
-        if field.name
-    ]
+    return [(field.name, _header_text(field.raw_value)) for field in fields if field.name]
 
 
 def _decoded_payload(part: Message) -> str:
@@ -160,9 +154,8 @@ def _body(message: bytes) -> tuple[str, bool, list[Part]]:
     return text, from_html, parts
 
 
-def _raw_body(message: bytes) -> str:
-    end = header_end(message)
-    return message[end or len(message) :].decode("utf-8", "replace")
+def _raw_body(message: ParsedMessage) -> str:
+    return message.body.decode("utf-8", "replace")
 
 
 def preview_message(raw: bytes) -> MessagePreview:
@@ -170,23 +163,43 @@ def preview_message(raw: bytes) -> MessagePreview:
 
     Never raises: headers come from the raw fields, and a body whose MIME
     structure cannot be parsed is shown as raw text, with a note saying so.
+    The bytes are parsed as on receipt (line endings normalised: rows stored
+    by older versions may hold bare CR/LF), so the preview shows the fields
+    inspection counted and a release delivers.
     Blocking (a big message takes a while): call it in a thread from async code.
     """
-    message, cut = _capped(raw)
+    message = parse_message(raw)
+    fields, capped, cut = _capped(message)
     notes = [HEADERS_CUT_NOTE] if cut else []
     try:
-        text, from_html, parts = _body(message)
+        text, from_html, parts = _body(capped)
     except Exception:  # hostile MIME: any parser failure falls back to the raw text
         text, from_html, parts = _raw_body(message), False, []
         notes.append(STRUCTURE_NOTE)
     truncated = len(text) > MAX_PREVIEW_CHARS
     return MessagePreview(
-        _headers(message), text[:MAX_PREVIEW_CHARS], truncated, from_html, parts, tuple(notes)
+        _headers(fields), text[:MAX_PREVIEW_CHARS], truncated, from_html, parts, tuple(notes)
     )
 
 
 def _plural(n: int, one: str, many: str) -> str:
     return f"{n} {one if n == 1 else many}"
+
+
+def _calendar_lines(calendar: Mapping[str, Any]) -> list[str]:
+    if not (calendar.get("invitation") or calendar.get("truncated")):
+        return []
+    ext = int(calendar.get("attendees_external", 0))
+    internal = int(calendar.get("attendees_internal", 0))
+    lines = [
+        f"It is a calendar invitation: its attendee list shows "
+        f"{_plural(ext, 'external attendee', 'external attendees')} and {internal} of our own "
+        "to every invitee (counted above). Releasing it with recipients hidden does not "
+        "hide them."
+    ]
+    if calendar.get("truncated"):
+        lines.append("Its calendar data could not be read completely; there may be more.")
+    return lines
 
 
 def explain_exposure(exposure: Mapping[str, Any], rule: str | None, reason: str) -> list[str]:
@@ -214,6 +227,7 @@ def explain_exposure(exposure: Mapping[str, Any], rule: str | None, reason: str)
         )
     if exposure.get("header_too_large"):
         lines.append("The header block was too large to inspect completely.")
+    lines.extend(_calendar_lines(exposure.get("calendar") or {}))
     held_by = f"rule “{rule}”" if rule else "the policy"
     why = f": {reason.rstrip('.')}." if reason else "."
     lines.append(f"It was held by {held_by}{why}")

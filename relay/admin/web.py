@@ -1,8 +1,10 @@
 """The HTML pages: login, logout, the list of held messages and one message's detail.
 
 Plain forms, no JavaScript.  Every POST carries the session's CSRF token;
-a missing or wrong token gets 403.  After a successful action the browser is
-redirected (POST-redirect-GET) with a ``notice`` key from a fixed set.
+a missing or wrong token, or a post the browser says came from another site
+(``Origin`` / ``Sec-Fetch-Site``, checked as for the API), gets 403.  After a
+successful action the browser is redirected (POST-redirect-GET) with a
+``notice`` key from a fixed set.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from relay.admin.context import AdminContext, client_ip, context_of
+from relay.admin.context import AdminContext, client_ip, context_of, is_cross_site
 from relay.admin.preview import explain_exposure, preview_message
 from relay.admin.releasing import ReleaseDeferred
 from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Viewed
@@ -89,8 +91,26 @@ def _login_again(
     return response
 
 
+def _cross_site_refusal(request: Request, session: Session | None) -> Response | None:
+    """The 403 page for a form post another site made the browser send, else None."""
+    if not is_cross_site(request):
+        return None
+    context_of(request).count_refusal("cross_site")
+    return _render(
+        request,
+        "error.html",
+        session,
+        403,
+        title="Request refused",
+        message="This form was sent from another site. Open the admin page itself and retry.",
+    )
+
+
 async def _login(request: Request) -> Response:
     ctx = context_of(request)
+    refused = _cross_site_refusal(request, None)
+    if refused is not None:
+        return refused
     form = await request.form()
     nxt = str(form.get("next", ""))
     session = ctx.session(request)
@@ -119,11 +139,15 @@ def _field(form: FormData, name: str) -> str | None:
 
 
 async def _checked_post(request: Request) -> tuple[Session, FormData] | Response:
-    """The logged-in session and form of a POST whose CSRF token matches, else the error."""
+    """The logged-in session and form of a same-site POST whose CSRF token matches,
+    else the error."""
     ctx = context_of(request)
     session = await ctx.user_session(request)
     if session is None:
         return _to_login(request)
+    refused = _cross_site_refusal(request, session)
+    if refused is not None:
+        return refused
     form = await request.form()
     if not session.csrf_ok(_field(form, "csrf_token")):
         return _render(

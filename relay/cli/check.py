@@ -15,9 +15,16 @@ from typing import Any, BinaryIO, TextIO
 
 from relay.cli.config import load_or_report
 from relay.envelope import Envelope
-from relay.inspect import DomainMatcher, inspect_message, parse_address_header
+from relay.inspect import (
+    CalendarLimits,
+    DomainMatcher,
+    ParsedMessage,
+    inspect_message,
+    parse_address_header,
+    parse_message,
+)
 from relay.inspect.encoded_words import decode_encoded_words
-from relay.inspect.headers import decode_header_value, iter_fields, split_header_block
+from relay.inspect.headers import decode_header_value
 from relay.policy import Verdict, evaluate
 from relay.settings import Settings
 
@@ -36,29 +43,39 @@ class _Checker:
     settings: Settings
     sender: str | None
     matcher: DomainMatcher = field(init=False)
+    calendar: CalendarLimits = field(init=False)
 
     def __post_init__(self) -> None:
         self.matcher = DomainMatcher(self.settings.organisation.internal_domains)
+        inspect = self.settings.inspect
+        self.calendar = CalendarLimits(
+            inspect.max_calendar_bytes, inspect.max_mime_parts, inspect.max_mime_depth
+        )
 
     @property
     def read_limit(self) -> int:
-        # One byte past the cap is enough to tell "over the cap" from "exactly at it".
-        return self.settings.inspect.max_header_bytes + 1
+        # One byte past the header cap tells "over the cap" from "exactly at it"; the
+        # body (calendar parts) is read as far as the relay would accept a message.
+        inspect = self.settings.inspect
+        return max(inspect.max_header_bytes + 1, self.settings.smtp.max_message_size)
 
-    def verdict(self, message: bytes) -> Verdict:
+    def verdict(self, message: ParsedMessage) -> Verdict:
+        """The verdict on ``message``, parsed as the SMTP front parses it."""
         exposure = inspect_message(
-            message, self.matcher, max_header_bytes=self.settings.inspect.max_header_bytes
+            message,
+            self.matcher,
+            max_header_bytes=self.settings.inspect.max_header_bytes,
+            calendar_limits=self.calendar,
         )
         sender = self.sender if self.sender is not None else _sender_of(message)
         return evaluate(exposure, Envelope(mail_from=sender, rcpt_tos=()), self.settings.policy)
 
 
-def _header_values(message: bytes, wanted: str) -> list[str]:
-    head, _ = split_header_block(message)
-    return [decode_header_value(raw) for name, raw in iter_fields(head) if name == wanted]
+def _header_values(message: ParsedMessage, wanted: str) -> list[str]:
+    return [decode_header_value(raw) for raw in message.values(wanted)]
 
 
-def _sender_of(message: bytes) -> str:
+def _sender_of(message: ParsedMessage) -> str:
     """Envelope sender to assume: Return-Path, else the first From address."""
     for name in ("return-path", "sender", "from"):
         for value in _header_values(message, name):
@@ -84,6 +101,7 @@ def _record(name: str, verdict: Verdict) -> dict[str, Any]:
         "matched_action": verdict.matched_action.value if verdict.matched_action else None,
         "monitor": verdict.monitor,
         "reason": verdict.reason,
+        "calendar_fallback": str(verdict.calendar_fallback) if verdict.calendar_fallback else None,
         "exposure": verdict.exposure.counts(),
     }
 
@@ -97,7 +115,18 @@ def _line(name: str, verdict: Verdict) -> str:
     enforced = verdict.matched_action
     if verdict.monitor and enforced is not None and enforced != verdict.action:
         action += f" (enforced: {enforced.value})"
-    return f"{name}: {action} — {verdict.reason}"
+    return f"{name}: {action} — {verdict.reason}{_calendar_note(verdict)}"
+
+
+def _calendar_note(verdict: Verdict) -> str:
+    exposure = verdict.exposure
+    if not (exposure.calendar or exposure.calendar_truncated):
+        return ""
+    note = (
+        f" [calendar invitation: {exposure.calendar_attendees_external} external, "
+        f"{exposure.calendar_attendees_internal} internal attendees"
+    )
+    return note + (", not fully read]" if exposure.calendar_truncated else "]")
 
 
 def _read(name: str, limit: int) -> bytes:
@@ -120,7 +149,7 @@ def _check_files(checker: _Checker, names: list[str], as_json: bool, out: TextIO
             print(f"ccguard check: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
             code = EXIT_INPUT
             continue
-        verdict = checker.verdict(data)
+        verdict = checker.verdict(parse_message(data))
         label = "<stdin>" if name == "-" else name
         print(json.dumps(_record(label, verdict)) if as_json else _line(label, verdict), file=out)
     return code
@@ -136,7 +165,7 @@ class _Impact:
     by_rule: Counter[tuple[str, str]] = field(default_factory=Counter)
     largest: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
 
-    def add(self, key: str, message: bytes, verdict: Verdict) -> None:
+    def add(self, key: str, message: ParsedMessage, verdict: Verdict) -> None:
         self.total += 1
         if verdict.rule is None:
             self.passed += 1
@@ -151,7 +180,7 @@ class _Impact:
             del self.largest[TOP_N:]
 
 
-def _describe_message(key: str, message: bytes, verdict: Verdict) -> dict[str, Any]:
+def _describe_message(key: str, message: ParsedMessage, verdict: Verdict) -> dict[str, Any]:
     def first(name: str) -> str:
         values = _header_values(message, name)
         return _safe_text(values[0]) if values else ""
@@ -163,6 +192,7 @@ def _describe_message(key: str, message: bytes, verdict: Verdict) -> dict[str, A
         "rule": verdict.rule or "-",
         "visible_external": verdict.exposure.visible_external,
         "external_domains": verdict.exposure.external_domains,
+        "calendar_attendees_external": verdict.exposure.calendar_attendees_external,
     }
 
 
@@ -215,7 +245,8 @@ def _check_mailbox(checker: _Checker, args: argparse.Namespace, out: TextIO) -> 
     try:
         path, box = _open_mailbox(args)
         impact = _Impact()
-        for key, message in _iter_mailbox(box, impact):
+        for key, data in _iter_mailbox(box, impact):
+            message = parse_message(data)  # LF-only files normalised like SMTP input
             verdict = checker.verdict(message)
             impact.add(key, message, verdict)
             if args.json:

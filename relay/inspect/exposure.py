@@ -22,6 +22,15 @@ class Exposure:
     them).  ``unparseable_addresses`` are the external ones that came from
     unparseable text and ``header_addresses`` the unique addresses per header,
     so an exemption can recompute every count exactly.
+
+    Calendar invitations: ``calendar`` is true when the body holds a calendar
+    part; the ATTENDEE/ORGANIZER addresses it shows are visible like To/Cc
+    (included, deduplicated, in ``visible_*`` and ``external_domains``) and
+    also counted apart in ``calendar_attendees_internal`` / ``_external``
+    (``calendar_internal_addresses`` / ``calendar_external_addresses``).
+    ``calendar_truncated`` means some calendar data could not be read (over
+    the byte cap or the MIME bounds, or malformed): there may be more.
+    ``calendar_methods`` are the METHOD values seen (``REQUEST``, ...).
     """
 
     visible_total: int = 0
@@ -35,6 +44,13 @@ class Exposure:
     internal_addresses: tuple[str, ...] = ()
     unparseable_addresses: tuple[str, ...] = ()
     header_addresses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    calendar: bool = False
+    calendar_truncated: bool = False
+    calendar_attendees_internal: int = 0
+    calendar_attendees_external: int = 0
+    calendar_methods: tuple[str, ...] = ()
+    calendar_internal_addresses: tuple[str, ...] = ()
+    calendar_external_addresses: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, Any]:
         """The counts only (no addresses): safe for logs, tags and JSON."""
@@ -46,4 +62,15 @@ class Exposure:
             "unparseable": self.unparseable,
             "per_header": dict(self.per_header),
             "header_too_large": self.header_too_large,
+            "calendar": self.calendar_counts(),
+        }
+
+    def calendar_counts(self) -> dict[str, Any]:
+        """The calendar part of :meth:`counts` (no addresses)."""
+        return {
+            "invitation": self.calendar,
+            "attendees_internal": self.calendar_attendees_internal,
+            "attendees_external": self.calendar_attendees_external,
+            "truncated": self.calendar_truncated,
+            "methods": list(self.calendar_methods),
         }

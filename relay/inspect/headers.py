@@ -1,4 +1,9 @@
-"""Finding the header block and its fields in raw message bytes (pure)."""
+"""Finding the header block and its fields in message bytes (pure).
+
+The bytes are expected with CRLF line endings only, as
+:func:`relay.inspect.parsed.parse_message` makes them: callers go through
+:class:`~relay.inspect.parsed.ParsedMessage` rather than these functions.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ __all__ = [
     "decode_header_value",
     "field_name",
     "header_end",
-    "iter_fields",
     "iter_raw_fields",
     "split_header_block",
 ]
@@ -20,20 +24,21 @@ _FTEXT = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
 
 def header_end(data: bytes) -> int | None:
     """Index just past the blank line ending the header block, or None if
-    ``data`` holds no blank line (the header block may continue)."""
+    ``data`` holds no blank line (the header block may continue).
+
+    Only CRLF ends a line: ``data`` has been normalised."""
     if data.startswith(b"\r\n"):
         return 2
-    if data.startswith(b"\n"):
-        return 1
-    ends = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := data.find(sep)) >= 0]
-    return min(ends) if ends else None
+    index = data.find(b"\r\n\r\n")
+    return None if index < 0 else index + 4
 
 
 def split_header_block(message: bytes) -> tuple[bytes, bytes]:
     """(header block including its terminating blank line, body).
 
     A message without a blank line is all header and has an empty body.
-    ``head + body == message`` always.
+    ``head + body == message`` always.  (For pieces of normalised bytes;
+    a message is cut by :func:`relay.inspect.parsed.parse_message`.)
     """
     end = header_end(message)
     if end is None:
@@ -58,9 +63,11 @@ def field_name(line: bytes) -> str | None:
 def iter_raw_fields(head: bytes) -> Iterator[tuple[str, bytes]]:
     """(name as written, exact bytes) of every field in ``head``, in order.
 
-    Any of CR, LF, CRLF ends a line.  A field's bytes include its continuation
+    Lines are split where :meth:`bytes.splitlines` splits them, which on
+    normalised bytes is exactly at each CRLF.  A field's bytes include its continuation
     lines and line endings.  Lines that are neither a field nor a continuation
-    (e.g. after a bare CR, or ``To\\x00: ...``) come as name ``""``, runs of
+    (e.g. ``, b@example.com`` where a bare CR was, or ``To\\x00: ...``)
+    come as name ``""``, runs of
     them together with any continuation lines, so nothing is lost.
     """
     name = ""
@@ -78,14 +85,6 @@ def iter_raw_fields(head: bytes) -> Iterator[tuple[str, bytes]]:
         name, parts = new or "", [line]
     if parts:
         yield name, b"".join(parts)
-
-
-def iter_fields(head: bytes) -> Iterator[tuple[str, bytes]]:
-    """(lower-case name, raw value with its folding) of every field in ``head``;
-    lines that are not part of a field are skipped (see :func:`iter_raw_fields`)."""
-    for name, raw in iter_raw_fields(head):
-        if name:
-            yield name.lower(), raw.partition(b":")[2]
 
 
 def decode_header_value(raw: bytes) -> str:

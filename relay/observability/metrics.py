@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIONS",
+    "ADMIN_REFUSAL_REASONS",
     "COUNT_BUCKETS",
+    "HANGUP_STAGES",
     "INFLIGHT_STAGES",
     "NOTIFICATION_RESULTS",
     "NO_RULE",
@@ -44,6 +46,8 @@ __all__ = [
 NO_RULE = "none"
 ACTIONS = ("pass", "tag", "rewrite", "split", "reject", "quarantine")
 SMTP_STAGES = ("connect", "helo", "mail", "rcpt", "data", "other")
+#: Where a client that hung up without QUIT was: ``none`` = between transactions.
+HANGUP_STAGES = ("none", "mail", "rcpt", "data")
 CODE_CLASSES = ("2xx", "4xx", "5xx")
 UPSTREAM_ERROR_KINDS = ("refused", "timeout", "disconnect", "4xx", "5xx", "tls", "auth")
 UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
@@ -52,6 +56,10 @@ POLICY_MODES = ("enforce", "monitor")
 #: Where a transaction can be refused for want of in-flight budget.
 INFLIGHT_STAGES = ("mail", "data")
 QUARANTINE_STATUSES = ("held",)
+#: Actions a calendar fallback replaces, and what it may become.
+CALENDAR_REPLACED = ("rewrite", "split")
+CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
+ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -102,6 +110,7 @@ class Metrics:
         self._upstream()
         self._quarantine()
         self._inflight()
+        self._admin()
         self._info(version)
         self.set_policy_mode(mode)
 
@@ -126,6 +135,21 @@ class Metrics:
                 self.smtp_replies.labels(stage=stage, code_class=cls)
         self.sessions_active = Gauge(
             "ccguard_smtp_sessions_active", "SMTP client sessions open now.", registry=reg
+        )
+        self.client_hangups = Counter(
+            "ccguard_smtp_client_hangups",
+            "Clients that hung up without QUIT (reset or close), by where their "
+            'transaction was (stage="none": between transactions).',
+            ["stage"],
+            registry=reg,
+        )
+        for stage in HANGUP_STAGES:
+            self.client_hangups.labels(stage=stage)
+        self.line_endings_normalised = Counter(
+            "ccguard_messages_line_endings_normalised",
+            "Messages received with bare CR or bare LF line endings, normalised to CRLF "
+            "before inspection.",
+            registry=reg,
         )
 
     def _exposure(self) -> None:
@@ -154,6 +178,25 @@ class Metrics:
             buckets=INSPECTION_BUCKETS,
             registry=reg,
         )
+        self.calendar_messages = Counter(
+            "ccguard_calendar_messages",
+            'Messages carrying calendar data; truncated="true" when some of it '
+            "was not read (over [inspect] max_calendar_bytes, the MIME bounds, or malformed).",
+            ["truncated"],
+            registry=reg,
+        )
+        for flag in ("true", "false"):
+            self.calendar_messages.labels(truncated=flag)
+        self.calendar_fallbacks = Counter(
+            "ccguard_calendar_fallbacks",
+            "Rewrite/split rules replaced by [policy] calendar_fallback because the message "
+            "shows calendar attendees (counted in monitor mode too: what enforcing would do).",
+            ["replaced", "action"],
+            registry=reg,
+        )
+        for replaced in CALENDAR_REPLACED:
+            for action in CALENDAR_FALLBACKS:
+                self.calendar_fallbacks.labels(replaced=replaced, action=action)
 
     def _upstream(self) -> None:
         reg = self.registry
@@ -227,6 +270,17 @@ class Metrics:
         for stage in INFLIGHT_STAGES:
             self.inflight_refusals.labels(stage=stage)
 
+    def _admin(self) -> None:
+        self.admin_refused_requests = Counter(
+            "ccguard_admin_requests_refused",
+            "Admin web/API requests refused before any work: body too large, "
+            "JSON nested too deep, or sent by another site.",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in ADMIN_REFUSAL_REASONS:
+            self.admin_refused_requests.labels(reason=reason)
+
     def _info(self, version: str) -> None:
         reg = self.registry
         self.build_info = Gauge(
@@ -266,6 +320,18 @@ class Metrics:
         self.external_domains.observe(verdict.exposure.external_domains)
         self.message_size.observe(size)
         self.inspection_duration.observe(inspect_seconds)
+        exposure = verdict.exposure
+        if exposure.calendar or exposure.calendar_truncated:
+            self.calendar_messages.labels(truncated=str(exposure.calendar_truncated).lower()).inc()
+        if verdict.calendar_fallback is not None:
+            instead = verdict.matched_action or verdict.action
+            self.calendar_fallbacks.labels(
+                replaced=str(verdict.calendar_fallback), action=str(instead)
+            ).inc()
+
+    def line_endings_normalised_message(self) -> None:
+        """One message arrived with bare CR/LF and was normalised to CRLF."""
+        self.line_endings_normalised.inc()
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""
@@ -279,6 +345,10 @@ class Metrics:
     def session_closed(self) -> None:
         """One SMTP session ended."""
         self.sessions_active.dec()
+
+    def client_hung_up(self, stage: str) -> None:
+        """Count one client that hung up without QUIT; unknown stages count as ``none``."""
+        self.client_hangups.labels(stage=stage if stage in HANGUP_STAGES else "none").inc()
 
     @contextmanager
     def session(self) -> Iterator[None]:
@@ -299,6 +369,11 @@ class Metrics:
     def store_error(self) -> None:
         """Count one failed store operation."""
         self.store_errors.inc()
+
+    def admin_refused(self, reason: str) -> None:
+        """Count one refused admin request; ``reason`` is one of ADMIN_REFUSAL_REASONS."""
+        if reason in ADMIN_REFUSAL_REASONS:
+            self.admin_refused_requests.labels(reason=reason).inc()
 
     def notification(self, result: str) -> None:
         """Count one sender notice: ``sent`` or ``failed``."""

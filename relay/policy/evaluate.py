@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from relay.envelope import Envelope
 from relay.inspect.exposure import Exposure
@@ -10,14 +11,20 @@ from relay.policy.patterns import AddressPatterns
 from relay.policy.verdict import Verdict
 from relay.settings import Action, PolicySettings, RuleSettings
 
-__all__ = ["describe", "evaluate", "rule_matches", "without_recipients"]
+__all__ = ["calendar_action", "describe", "evaluate", "rule_matches", "without_recipients"]
+
+#: Actions that hide addresses by editing the header; they cannot edit an invitation.
+_HIDING = (Action.REWRITE, Action.SPLIT)
 
 
 def evaluate(exposure: Exposure, envelope: Envelope, policy: PolicySettings) -> Verdict:
     """The first rule whose conditions all hold decides; none means pass.
 
     In monitor mode a matching rule's action becomes ``tag`` (``matched_action``
-    keeps the rule's own), except that a ``pass`` rule still passes.
+    keeps the rule's own), except that a ``pass`` rule still passes.  A rewrite
+    or split rule whose message shows external calendar attendees (or calendar
+    data that could not be read) gets ``policy.calendar_fallback`` instead:
+    neither can hide an invitation's attendees without breaking it.
     """
     monitor = policy.mode == "monitor"
     for rule in policy.rules:
@@ -26,14 +33,36 @@ def evaluate(exposure: Exposure, envelope: Envelope, policy: PolicySettings) -> 
         seen = without_recipients(exposure, AddressPatterns(rule.exempt_recipients))
         if not rule_matches(rule, seen):
             continue
-        action = Action.TAG if monitor and rule.action is not Action.PASS else rule.action
+        enforced, replaced = calendar_action(rule.action, seen, policy)
+        action = Action.TAG if monitor and enforced is not Action.PASS else enforced
         reason = f"{describe(seen)}; rule {rule.name}"
+        if replaced is not None:
+            reason += f": {replaced.value} cannot hide calendar attendees, {enforced.value} instead"
         if monitor:
-            reason += f" would {rule.action.value} (monitor mode)"
-        return Verdict(action, rule.name, reason, seen, matched_action=rule.action, monitor=monitor)
+            reason += f" would {enforced.value} (monitor mode)"
+        return Verdict(
+            action,
+            rule.name,
+            reason,
+            seen,
+            matched_action=enforced,
+            monitor=monitor,
+            calendar_fallback=replaced,
+        )
     return Verdict(
         Action.PASS, None, f"{describe(exposure)}; no rule matched", exposure, monitor=monitor
     )
+
+
+def calendar_action(
+    action: Action, exposure: Exposure, policy: PolicySettings
+) -> tuple[Action, Action | None]:
+    """(action to take, the rewrite/split it replaces or None) for a matching rule."""
+    if action not in _HIDING or not (
+        exposure.calendar_attendees_external or exposure.calendar_truncated
+    ):
+        return action, None
+    return Action(policy.calendar_fallback), action
 
 
 def _sender_in_scope(rule: RuleSettings, mail_from: str) -> bool:
@@ -52,7 +81,12 @@ def rule_matches(rule: RuleSettings, exposure: Exposure) -> bool:
     )
     if any(limit is not None and value < limit for limit, value in minimums):
         return False
-    return rule.header_too_large is None or rule.header_too_large == exposure.header_too_large
+    flags = (
+        (rule.header_too_large, exposure.header_too_large),
+        (rule.calendar, exposure.calendar),
+        (rule.calendar_truncated, exposure.calendar_truncated),
+    )
+    return all(wanted is None or wanted == value for wanted, value in flags)
 
 
 def without_recipients(exposure: Exposure, exempt: AddressPatterns) -> Exposure:
@@ -80,7 +114,19 @@ def without_recipients(exposure: Exposure, exempt: AddressPatterns) -> Exposure:
         external_addresses=external,
         unparseable_addresses=unparseable,
         header_addresses=per_header,
+        **_calendar_without(exposure, exempt),
     )
+
+
+def _calendar_without(exposure: Exposure, exempt: AddressPatterns) -> dict[str, Any]:
+    internal = tuple(a for a in exposure.calendar_internal_addresses if not exempt.matches(a))
+    external = tuple(a for a in exposure.calendar_external_addresses if not exempt.matches(a))
+    return {
+        "calendar_attendees_internal": len(internal),
+        "calendar_attendees_external": len(external),
+        "calendar_internal_addresses": internal,
+        "calendar_external_addresses": external,
+    }
 
 
 def _plural(count: int, word: str, plural: str) -> str:
@@ -93,8 +139,15 @@ def describe(exposure: Exposure) -> str:
         f"would show {_plural(exposure.visible_external, 'external address', 'external addresses')}"
         f" from {_plural(exposure.external_domains, 'domain', 'domains')} in To/Cc"
     )
+    if exposure.calendar_attendees_external:
+        attendees = _plural(
+            exposure.calendar_attendees_external, "external attendee", "external attendees"
+        )
+        text += f" and a calendar invitation ({attendees})"
     if exposure.unparseable:
         text += f" ({exposure.unparseable} of them unparseable)"
+    if exposure.calendar_truncated:
+        text += "; calendar data not fully read"
     if exposure.header_too_large:
         text = "header block over the size limit, " + text.replace("show", "show at least", 1)
     return text

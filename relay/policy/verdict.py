@@ -17,7 +17,9 @@ class Verdict:
     exposure it was based on (after recipient exemptions).
 
     In monitor mode ``action`` is ``tag`` and ``matched_action`` keeps what the
-    rule would have done when enforced.
+    rule would have done when enforced.  ``calendar_fallback`` is the rule's
+    own rewrite or split when it was replaced by ``[policy] calendar_fallback``
+    (``matched_action``) because the message shows calendar attendees.
     """
 
     action: Action
@@ -26,6 +28,7 @@ class Verdict:
     exposure: Exposure
     matched_action: Action | None = None
     monitor: bool = False
+    calendar_fallback: Action | None = None
 
     @property
     def is_pass(self) -> bool:

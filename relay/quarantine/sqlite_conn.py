@@ -45,16 +45,21 @@ def translate_error(path: Path, what: str, exc: BaseException) -> StoreError:
 
 
 def _prepare_directory(path: Path) -> None:
-    """Create the database's directory; fail clearly if that is impossible."""
+    """Create the database's directory and file; say exactly what is wrong if impossible."""
     where = f"quarantine store {path}: open failed:"
     try:
         # Held messages are personal data: new folders and files are the owner's only.
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite's -wal/-shm follow
     except FileExistsError:
         raise StoreError(f"{where} {path.parent} exists but is not a directory") from None
     except OSError as exc:
         raise StoreError(f"{where} cannot create directory {path.parent}: {exc.strerror}") from None
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # SQLite's -wal/-shm follow
+    except OSError as exc:
+        # The directory exists (a read-only mount, no permission): it is not "cannot create".
+        what = f"database file {path}" if path.exists() else f"directory {path.parent}"
+        raise StoreError(f"{where} {what} is not writable: {exc.strerror}") from None
     if not os.access(path.parent, os.W_OK | os.X_OK):
         raise StoreError(f"{where} directory {path.parent} is not writable by this user")
 

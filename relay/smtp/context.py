@@ -29,12 +29,17 @@ class SessionRegistry:
         self._messages: set[asyncio.Future[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._gone = asyncio.Event()  # no session left (each one's cleanup done)
+        self._gone.set()
 
     def add(self, session: SessionHandler) -> None:
         self._sessions.add(session)
+        self._gone.clear()
 
     def discard(self, session: SessionHandler) -> None:
         self._sessions.discard(session)
+        if not self._sessions:
+            self._gone.set()
         self.update()
 
     def track(self, task: asyncio.Future[Any]) -> None:
@@ -83,6 +88,15 @@ class SessionRegistry:
     def close_all(self) -> None:
         for session in list(self._sessions):
             session.close_for_shutdown()
+
+    async def wait_gone(self, timeout: float) -> bool:
+        """Wait until every session has ended, its upstream transaction closed or
+        returned (so the pool can be closed after); False if ``timeout`` ran out."""
+        try:
+            await asyncio.wait_for(self._gone.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -1,6 +1,8 @@
 """The seams between the SMTP front and the stages behind it.
 
-At end of DATA the front asks a :class:`Decider` for a :class:`Verdict` and
+At end of DATA the front parses the client's bytes once
+(:func:`relay.inspect.parse_message`: line endings normalised to CRLF, header
+block cut into fields) and asks a :class:`Decider` for a :class:`Verdict` and
 hands it to a :class:`Dispatcher`, which carries it out on the live upstream
 transaction and returns the reply for the client.  ``relay.app`` plugs in
 :class:`InspectingDecider` and :class:`relay.actions.Dispatcher`.
@@ -13,7 +15,7 @@ from typing import Protocol
 
 from relay.codes import Reply
 from relay.envelope import Envelope
-from relay.inspect import inspect_message
+from relay.inspect import CalendarLimits, ParsedMessage, inspect_message
 from relay.inspect.domains import DomainMatcher
 from relay.policy import evaluate
 from relay.policy.verdict import Verdict
@@ -31,17 +33,17 @@ __all__ = [
 class Decider(Protocol):
     """Inspection + policy for one message."""
 
-    async def decide(self, envelope: Envelope, message: bytes) -> Verdict: ...
+    async def decide(self, envelope: Envelope, message: ParsedMessage) -> Verdict: ...
 
 
 class Dispatcher(Protocol):
-    """Carries out a verdict; ``message`` is the client's bytes, ``trace_header``
-    the Received header to prepend to whatever is delivered."""
+    """Carries out a verdict; ``message`` is the client's message as inspected,
+    ``trace_header`` the Received header to prepend to whatever is delivered."""
 
     async def act(
         self,
         envelope: Envelope,
-        message: bytes,
+        message: ParsedMessage,
         verdict: Verdict,
         live: UpstreamTransaction,
         trace_header: bytes,
@@ -57,7 +59,11 @@ class SmtpMetrics(Protocol):
 
     def session_closed(self) -> None: ...
 
+    def client_hung_up(self, stage: str) -> None: ...
+
     def observe_message(self, verdict: Verdict, size: int, inspect_seconds: float) -> None: ...
+
+    def line_endings_normalised_message(self) -> None: ...
 
 
 class InspectingDecider:
@@ -68,12 +74,20 @@ class InspectingDecider:
     ) -> None:
         self._matcher = matcher
         self._max_header_bytes = inspect.max_header_bytes
+        self._calendar = CalendarLimits(
+            inspect.max_calendar_bytes, inspect.max_mime_parts, inspect.max_mime_depth
+        )
         self._policy = policy
 
-    def decide_now(self, envelope: Envelope, message: bytes) -> Verdict:
+    def decide_now(self, envelope: Envelope, message: ParsedMessage) -> Verdict:
         """The verdict, computed in the calling thread."""
-        exposure = inspect_message(message, self._matcher, max_header_bytes=self._max_header_bytes)
+        exposure = inspect_message(
+            message,
+            self._matcher,
+            max_header_bytes=self._max_header_bytes,
+            calendar_limits=self._calendar,
+        )
         return evaluate(exposure, envelope, self._policy)
 
-    async def decide(self, envelope: Envelope, message: bytes) -> Verdict:
+    async def decide(self, envelope: Envelope, message: ParsedMessage) -> Verdict:
         return await asyncio.to_thread(self.decide_now, envelope, message)

@@ -34,6 +34,10 @@ _DATA_REFUSALS = {
     DataOutcome.NO_BUDGET: codes.INSUFFICIENT_STORAGE,
 }
 
+# At shutdown, how long closed sessions get to RSET (or close) their upstream
+# transaction before the pool is closed under them.
+_CLEANUP_SECONDS = 5.0
+
 # The metric's stages: EHLO and HELO both greet.
 _STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
 
@@ -56,6 +60,10 @@ class GuardSMTP(SMTP):
         self._ctx = ctx
         self._guard = handler
         self.stage = "connect"
+        # The command the client had got to when it hung up without QUIT, if it did.
+        self.hung_up_at: str | None = None
+        self._closing_ours = False  # ccguard closes (timeout, shutdown, refusal)
+        self._serving = False
         self._smtp_methods = {
             name: self._staged(_STAGE_OF.get(name, name.lower()), method)
             for name, method in self._smtp_methods.items()
@@ -75,16 +83,35 @@ class GuardSMTP(SMTP):
             self._guard.connected(self, self.session.peer)
 
     def connection_lost(self, error: Exception | None) -> None:
-        self._guard.disconnected()
+        self._client_left()
+        self._guard.disconnected(serving=self._serving)
         super().connection_lost(error)
 
+    def eof_received(self) -> bool | None:
+        self._client_left()
+        return super().eof_received()
+
+    def _client_left(self) -> None:
+        if self.hung_up_at is None and not self._closing_ours and self.stage != "quit":
+            self.hung_up_at = self.stage
+
     async def _handle_client(self) -> None:
-        refusal = self._guard.refusal_at_connect()
-        if refusal is not None:
-            await self.push(str(refusal))
-            self._writer.close()
-            return
-        await super()._handle_client()
+        self._serving = True
+        try:
+            refusal = self._guard.refusal_at_connect()
+            if refusal is not None:
+                self._closing_ours = True
+                await self.push(str(refusal))
+                self._writer.close()
+                return
+            await super()._handle_client()
+        except ConnectionError:
+            # The client reset the connection while a reply was being written:
+            # a normal hang-up (counted and logged by session_over), no traceback.
+            pass
+        finally:
+            self._serving = False
+            await self._guard.session_over(self.hung_up_at)
 
     async def smtp_DATA(self, arg: str) -> None:
         if arg or self.envelope is None or not self.envelope.rcpt_tos:
@@ -97,7 +124,9 @@ class GuardSMTP(SMTP):
         finally:
             # No DATA hook runs for an oversized message, an over-long line or
             # one over the in-flight budget: the upstream transaction must not stay open.
-            await self._guard.end_transaction()
+            # (After a hang-up, session_over ends it and says so.)
+            if self.hung_up_at is None:
+                await self._guard.end_transaction()
 
     async def _receive_message(self) -> None:
         """aiosmtpd's DATA, reading into one buffer (see :mod:`relay.smtp.data`)."""
@@ -138,6 +167,7 @@ class GuardSMTP(SMTP):
         """Write ``reply`` and close the connection (timeouts, shutdown)."""
         if self.transport is None or self.transport.is_closing():
             return
+        self._closing_ours = True
         with contextlib.suppress(Exception):
             self._writer.write(str(reply).encode() + b"\r\n")
         self.transport.close()
@@ -183,5 +213,6 @@ class SmtpListener:
         await self._ctx.sessions.wait_idle(grace)
         await self._ctx.sessions.cancel_messages()
         self._ctx.sessions.close_all()
+        await self._ctx.sessions.wait_gone(_CLEANUP_SECONDS)
         await self._server.wait_closed()
         self._server = None

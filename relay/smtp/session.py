@@ -17,6 +17,7 @@ from relay import codes
 from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.errors import UpstreamError
+from relay.inspect import ParsedMessage, parse_message
 from relay.policy.verdict import Verdict
 from relay.smtp.budget import Reservation
 from relay.smtp.context import FrontContext
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from relay.smtp.server import GuardSMTP
 
 __all__ = ["SessionHandler"]
+
+_PARSE_INLINE_BYTES = 256 * 1024
 
 
 class SessionHandler:
@@ -44,6 +47,7 @@ class SessionHandler:
         self._message_taken = False
         self._rcpt_count = 0
         self._reservation: Reservation | None = None
+        self._forgotten = False
 
     # -- connection ---------------------------------------------------------
 
@@ -54,15 +58,50 @@ class SessionHandler:
         if self._ctx.metrics is not None:
             self._ctx.metrics.session_opened()
 
-    def disconnected(self) -> None:
-        if self._server is None:
-            return
+    def disconnected(self, *, serving: bool) -> None:
+        """The connection is gone; ``serving`` if the session's task still runs
+        (its :meth:`session_over` then ends the transaction and forgets the session)."""
         self._server = None
+        if not serving:
+            self._forget()
+
+    async def session_over(self, hung_up_at: str | None) -> None:
+        """However the session ended (QUIT, hang-up, timeout, shutdown), close or
+        return its upstream transaction.  Called last by the session's own task.
+
+        ``hung_up_at`` is the command the client had got to when it hung up
+        (reset or close without QUIT), ``None`` if it did not.
+        """
+        stage = self._hangup_stage(hung_up_at)
+        if stage is not None and self._ctx.metrics is not None:
+            self._ctx.metrics.client_hung_up(stage)
+        try:
+            if self._txn is not None or self.in_transaction:
+                outcome = "client disconnected" if stage is not None else "no message"
+                # Its own task, so a second cancellation of the session (EOF, then
+                # the connection lost) cannot cut the RSET short; shutdown waits for it.
+                ending = asyncio.ensure_future(self.end_transaction(outcome, stage=stage))
+                self._ctx.sessions.track(ending)
+                await asyncio.shield(ending)
+        finally:
+            self._forget()
+
+    def _hangup_stage(self, hung_up_at: str | None) -> str | None:
+        if hung_up_at is None:
+            return None
+        in_flight = self.in_transaction and hung_up_at in ("mail", "rcpt", "data")
+        return hung_up_at if in_flight else "none"
+
+    def _forget(self) -> None:
+        if self._reservation is not None:  # e.g. DATA after the transaction had failed
+            self._reservation.release()
+            self._reservation = None
+        if self._forgotten:
+            return
+        self._forgotten = True
         self._ctx.sessions.discard(self)
         if self._ctx.metrics is not None:
             self._ctx.metrics.session_closed()
-        if self._txn is not None:
-            asyncio.get_running_loop().create_task(self.end_transaction())
 
     def refusal_at_connect(self) -> Reply | None:
         """The reply that refuses this client outright, or ``None`` to greet it."""
@@ -98,8 +137,12 @@ class SessionHandler:
         if self._server is not None:
             self._server.say_and_close(codes.TRANSACTION_TIMEOUT)
 
-    async def end_transaction(self) -> None:
-        """Abort whatever is still open upstream and forget the transaction."""
+    async def end_transaction(self, outcome: str = "no message", stage: str | None = None) -> None:
+        """Abort whatever is still open upstream and forget the transaction.
+
+        ``outcome`` and ``stage`` go into the transaction's log line when no
+        message came (e.g. ``client disconnected`` at ``rcpt``).
+        """
         txn, self._txn = self._txn, None
         if self._timer is not None:
             self._timer.cancel()
@@ -107,15 +150,17 @@ class SessionHandler:
         if self._reservation is not None:
             self._reservation.release()
             self._reservation = None
-        if txn is not None:
-            await txn.abort()
-        if self.in_transaction:
-            self.in_transaction = False
-            self._ctx.sessions.update()
-            if not self._message_taken:
-                self._log_abandoned()
+        try:
+            if txn is not None:
+                await txn.abort()
+        finally:
+            if self.in_transaction:
+                self.in_transaction = False
+                self._ctx.sessions.update()
+                if not self._message_taken:
+                    self._log_abandoned(outcome, stage)
 
-    def _log_abandoned(self) -> None:
+    def _log_abandoned(self, outcome: str, stage: str | None) -> None:
         # Still one line per transaction, also when no message came (RSET, QUIT,
         # a hang-up, a timeout, an upstream refusal at MAIL or RCPT).
         self._ctx.log.info(
@@ -123,7 +168,8 @@ class SessionHandler:
             queue_id=self.queue_id,
             client_ip=self.client_ip,
             recipients=self._rcpt_count,
-            outcome="no message",
+            outcome=outcome,
+            **({"stage": stage} if stage else {}),
             duration_seconds=round(time.monotonic() - self._started, 6),
         )
 
@@ -194,12 +240,15 @@ class SessionHandler:
         self._hand_over_reservation(task)
         return str(await asyncio.shield(task))
 
-    async def _finish_message(
-        self, txn: UpstreamTransaction, env: Envelope, message: bytes
-    ) -> Reply:
-        """Decide, act, log and count one message; the transaction is always closed."""
+    async def _finish_message(self, txn: UpstreamTransaction, env: Envelope, data: bytes) -> Reply:
+        """Decide, act, log and count one message; the transaction is always closed.
+
+        The client's bytes are parsed once, here (line endings normalised to
+        CRLF): every later stage sees that one message."""
         try:
             started = time.monotonic()
+            message = await _parse(data)
+            del data  # only the normalised bytes travel on
             verdict = await self._ctx.decider.decide(env, message)
             inspect_seconds = time.monotonic() - started
             now = datetime.now(UTC)
@@ -210,9 +259,11 @@ class SessionHandler:
                 reply = exc.reply
         finally:
             await txn.abort()  # a no-op when the dispatcher already finished it
-        self._log_transaction(env, len(message), verdict, reply, inspect_seconds)
+        self._log_transaction(env, message, verdict, reply, inspect_seconds)
         if self._ctx.metrics is not None:
-            self._ctx.metrics.observe_message(verdict, len(message), inspect_seconds)
+            self._ctx.metrics.observe_message(verdict, message.size, inspect_seconds)
+            if message.normalised:
+                self._ctx.metrics.line_endings_normalised_message()
         return reply
 
     async def handle_exception(self, error: Exception) -> str:
@@ -274,7 +325,12 @@ class SessionHandler:
         )
 
     def _log_transaction(
-        self, env: Envelope, size: int, verdict: Verdict, reply: Reply, inspect_seconds: float
+        self,
+        env: Envelope,
+        message: ParsedMessage,
+        verdict: Verdict,
+        reply: Reply,
+        inspect_seconds: float,
     ) -> None:
         redact = self._ctx.redact
         self._ctx.log.info(
@@ -283,9 +339,11 @@ class SessionHandler:
             client_ip=env.client_ip,
             sender=redact(env.mail_from) if env.mail_from else "<>",
             recipients=len(env.rcpt_tos),
-            size=size,
+            size=message.size,
+            line_endings_normalised=message.normalised,
             action=str(verdict.action),
             rule=verdict.rule,
+            calendar_fallback=str(verdict.calendar_fallback) if verdict.calendar_fallback else None,
             exposure=verdict.exposure.counts(),
             reply_code=reply.code,
             reply_status=reply.status,
@@ -301,6 +359,14 @@ def _announced_size(options: list[str]) -> int:
         if keyword.upper() == "SIZE" and value.isdigit():
             return int(value)
     return 0
+
+
+async def _parse(data: bytes) -> ParsedMessage:
+    """:func:`parse_message`, in a worker thread for a big message (normalising
+    many megabytes of bare line endings must not stall every other session)."""
+    if len(data) < _PARSE_INLINE_BYTES:
+        return parse_message(data)
+    return await asyncio.to_thread(parse_message, data)
 
 
 def _sender(address: str) -> str:

@@ -128,19 +128,21 @@ class UpstreamTransaction:
             self._drop()
             raise
         except Exception:
-            await self._finish(reusable=False)
+            self._drop()
         else:
             await self._finish(reusable=True)
 
     async def _fail(self, exc: BaseException) -> UpstreamError:
         error = error_from_exception(exc)
-        # After a 4xx/5xx reply to DATA the session is still usable, but after a
-        # timeout or disconnect its state is unknown: never reuse it.
+        # After a 4xx/5xx reply the session is still usable, but after a timeout
+        # or disconnect its state is unknown: a late reply could be paired with
+        # our next command.  So close at once: not RSET, not pooled, and not even
+        # QUIT, which a slow upstream would take as "still here" and answer.
         clean = isinstance(exc, aiosmtplib.SMTPResponseException) and self._conn is not None
         if clean:
             await self.abort()
         else:
-            await self._finish(reusable=False)
+            self._drop()
         return error
 
     def _drop(self) -> None:
@@ -208,8 +210,10 @@ class UpstreamClient:
             conn.close()
             raise
         except Exception as exc:
-            clean = isinstance(exc, aiosmtplib.SMTPResponseException)
-            await self.pool.release(conn, reusable=clean)
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
+                await self.pool.release(conn, reusable=True)
+            else:
+                conn.close()  # after a timeout or disconnect: see UpstreamTransaction._fail
             raise error_from_exception(exc) from exc
 
     async def deliver(

@@ -8,13 +8,14 @@ connection that turns out dead is replaced once, transparently.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
 import aiosmtplib
 
 from relay.settings import UpstreamSettings
-from relay.upstream.replies import auth_error, error_from_exception, tls_error
+from relay.upstream.replies import auth_error, setup_error, tls_error
 
 __all__ = ["Connection", "ConnectionPool", "open_connection"]
 
@@ -76,9 +77,12 @@ async def open_connection(settings: UpstreamSettings, local_hostname: str) -> Co
         await smtp.ehlo()
         await _starttls(smtp, settings.starttls)
         await _login(smtp, settings)
+    except asyncio.CancelledError:
+        smtp.close()  # e.g. the client hung up while we greeted the upstream
+        raise
     except Exception as exc:
         smtp.close()
-        raise error_from_exception(exc) from exc
+        raise setup_error(exc) from exc
     return Connection(smtp=smtp, last_used=time.monotonic())
 
 
@@ -89,6 +93,7 @@ class ConnectionPool:
         self._settings = settings
         self._local_hostname = local_hostname
         self._idle: list[Connection] = []
+        self._closed = False
 
     async def acquire(self) -> Connection:
         """A connection ready for MAIL FROM: an idle one if fresh, else a new one."""
@@ -108,14 +113,16 @@ class ConnectionPool:
 
     async def release(self, conn: Connection, *, reusable: bool) -> None:
         """Give a connection back after a transaction; close it if it cannot be reused."""
-        if reusable and conn.smtp.is_connected and len(self._idle) < self._settings.pool_size:
+        room = not self._closed and len(self._idle) < self._settings.pool_size
+        if reusable and room and conn.smtp.is_connected:
             conn.last_used = time.monotonic()
             self._idle.append(conn)
         else:
             await _quit(conn)
 
     async def close(self) -> None:
-        """QUIT every idle connection."""
+        """QUIT every idle connection; any given back later is closed, not kept."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             await _quit(conn)

@@ -15,6 +15,7 @@ __all__ = [
     "auth_error",
     "error_from_exception",
     "reply_from_response",
+    "setup_error",
     "tls_error",
     "transient_reply_for",
 ]
@@ -66,6 +67,22 @@ def error_from_exception(exc: BaseException) -> UpstreamError:
     if isinstance(exc, aiosmtplib.SMTPConnectError | ConnectionError | OSError):
         return UpstreamTransientError(str(exc), kind="refused", reply=codes.UPSTREAM_UNAVAILABLE)
     return UpstreamTransientError(repr(exc), kind="disconnect", reply=codes.UPSTREAM_UNAVAILABLE)
+
+
+def setup_error(exc: BaseException) -> UpstreamError:
+    """A failure while opening a connection (greeting, EHLO): never permanent.
+
+    A 5xx greeting or EHLO reply says the next hop will not talk to ccguard now,
+    nothing about the message, so the client's queue keeps it and retries (as
+    Postfix defers by default, ``smtp_skip_5xx_greeting``).  The kind stays
+    ``5xx`` for the metric.
+    """
+    error = error_from_exception(exc)
+    if isinstance(error, UpstreamPermanentError):
+        return UpstreamTransientError(
+            str(error), kind=error.kind, reply=transient_reply_for(error.reply)
+        )
+    return error
 
 
 def tls_error(exc: BaseException) -> UpstreamError:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from relay.inspect import DomainMatcher, Exposure, inspect_message
-from relay.inspect.headers import iter_fields, split_header_block
+from relay.inspect import DomainMatcher, Exposure, ParsedMessage, inspect_message, parse_message
 from relay.policy.verdict import Verdict
 from relay.settings import Action
 
@@ -12,6 +11,7 @@ __all__ = [
     "exposure_of",
     "field_list",
     "make_verdict",
+    "parsed",
 ]
 
 MATCHER = DomainMatcher(["example.org", "*.example.org"])
@@ -40,10 +40,14 @@ def make_verdict(
 
 
 def field_list(message: bytes) -> list[tuple[str, bytes]]:
-    """(lower-case name, raw value bytes) of each header field, in order
-    (relay.inspect's own splitter, independent of relay.actions.headers)."""
-    head, _ = split_header_block(message)
-    return list(iter_fields(head))
+    """(lower-case name, raw value bytes) of each header field, in order,
+    as relay.inspect's one parser cuts them (lines of no field skipped)."""
+    return [(f.key, f.raw_value) for f in parse_message(message).fields if f.name]
+
+
+def parsed(message: bytes) -> ParsedMessage:
+    """``message`` as the SMTP front hands it on (line endings normalised)."""
+    return parse_message(message)
 
 
 def exposure_of(message: bytes) -> Exposure:

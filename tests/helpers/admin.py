@@ -15,10 +15,12 @@ from starlette.applications import Starlette
 
 from relay.actions.release import QuarantineReleaser
 from relay.admin import create_admin_app
+from relay.admin.hashing import HashingPool
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
+from relay.observability.metrics import Metrics
 from relay.quarantine import SqliteStore
 from relay.quarantine.store import NewMessage
 from relay.settings import AdminSettings, UpstreamSettings
@@ -156,11 +158,20 @@ class Env:
     log: ListLog
     client: httpx.AsyncClient
     settings: AdminSettings
+    metrics: Metrics
+
+    def refused(self, reason: str) -> float:
+        """How many admin requests were refused for ``reason`` so far."""
+        name = "ccguard_admin_requests_refused_total"
+        return self.metrics.registry.get_sample_value(name, {"reason": reason}) or 0.0
 
 
 @contextlib.asynccontextmanager
-async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
-    """Upstream + SQLite store + users file (alice) + admin app on uvicorn + httpx client."""
+async def admin_env(
+    tmp_path: Path, hashing: HashingPool | None = None, **settings: Any
+) -> AsyncIterator[Env]:
+    """Upstream + SQLite store + users file (alice) + admin app on uvicorn + httpx client;
+    ``hashing`` replaces the default password-check pool."""
     async with recording_upstream() as upstream:
         store = SqliteStore(tmp_path / "q.db")
         await store.open()
@@ -170,6 +181,7 @@ async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
         log = ListLog()
         releaser, upstream_client = real_releaser(upstream.port)
         admin_settings = AdminSettings(users_file=str(tmp_path / "users.json"), **settings)
+        metrics = Metrics()
         app = create_admin_app(
             settings=admin_settings,
             store=store,
@@ -177,10 +189,12 @@ async def admin_env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
             users=users,
             log=log,
             throttle=LoginThrottle(free=5, base=30.0),
+            metrics=metrics,
+            hashing=hashing,
         )
         try:
             async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:
-                yield Env(url, store, upstream, log, client, admin_settings)
+                yield Env(url, store, upstream, log, client, admin_settings, metrics)
         finally:
             await upstream_client.close()
             await store.close()

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["ROOT", "free_port", "run_ccguard", "start_ccguard", "wait_for_port"]
@@ -41,15 +42,21 @@ def run_ccguard(
 
 
 def start_ccguard(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    before_exec: Callable[[], None] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``python -m relay ARGS`` in the background; stdout and stderr captured."""
+    """``python -m relay ARGS`` in the background; stdout and stderr captured.
+
+    ``before_exec`` runs in the child first (e.g. to set a resource limit)."""
     return subprocess.Popen(
         [sys.executable, "-m", "relay", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(env),
         cwd=cwd or ROOT,
+        preexec_fn=before_exec,
     )
 
 

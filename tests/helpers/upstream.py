@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
-__all__ = ["Received", "RecordingUpstream"]
+__all__ = ["Gate", "Received", "RecordingUpstream", "wait_until"]
+
+
+async def wait_until(
+    condition: Callable[[], bool], what: Callable[[], str], timeout: float = 10.0
+) -> None:
+    """Wait until ``condition()`` holds, checking at every turn of the event loop
+    (or fail the test after ``timeout`` s, saying ``what()``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still not so after {timeout}s: {what()}")
+        await asyncio.sleep(0.005)
 
 
 @dataclass
@@ -23,12 +36,43 @@ class Received:
 
 
 @dataclass
+class Gate:
+    """Holds the upstream's answer at one ``stage`` until :attr:`released` is set.
+
+    Stages: ``banner``, ``EHLO``, ``MAIL``, ``RCPT``.  :attr:`reached` is a
+    ``threading.Event``, so a client talking in a worker thread can wait for it.
+    """
+
+    stage: str
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Run right after the held reply is written, before the loop runs anything
+    #: else (e.g. reset the client now, so both arrive at ccguard together).
+    then: Callable[[], None] | None = None
+    _answering: bool = False
+
+    async def hold(self, stage: str) -> None:
+        if stage == self.stage:
+            self.reached.set()
+            await self.released.wait()
+            self._answering = self.then is not None
+
+    def answered(self) -> None:
+        if self._answering and self.then is not None:
+            self._answering = False
+            self.then()
+
+
+@dataclass
 class RecordingUpstream:
     """Upstream SMTP server for tests.
 
     Faults: ``refuse_rcpt`` maps an address to the reply its RCPT gets;
     ``data_hook(envelope)`` may return a reply string for DATA (e.g. ``"451 4.3.0 later"``),
     ``"HANG"`` to never answer, or ``"DISCONNECT"`` to drop the connection.
+    ``data_gate(envelope)`` / ``rcpt_gate(address)`` are awaited before DATA / RCPT
+    is answered (e.g. ``tests.helpers.waiting.Gate.hold``): tests wait for events,
+    not for sleeps.
     """
 
     messages: list[Received] = field(default_factory=list)
@@ -36,10 +80,15 @@ class RecordingUpstream:
     data_hook: Callable[[Any], str | None] | None = None
     data_delay: float = 0.0
     rcpt_delay: float = 0.0
+    data_gate: Callable[[Any], Awaitable[None]] | None = None
+    rcpt_gate: Callable[[str], Awaitable[None]] | None = None
+    rcpts_answered: list[str] = field(default_factory=list)
     eight_bit: bool = True  # False: no 8BITMIME in EHLO (aiosmtpd decode_data mode)
     data_started: int = 0
     connections: int = 0
+    open_connections: int = 0  # open right now (the ones ccguard has not closed)
     mail_commands: int = 0
+    gate: Gate | None = None
     port: int = 0
     _server: asyncio.Server | None = None
 
@@ -48,7 +97,8 @@ class RecordingUpstream:
 
         def factory() -> SMTP:
             self.connections += 1
-            return SMTP(
+            return _CountingSMTP(
+                self,
                 _Handler(self),
                 hostname="upstream.test",
                 enable_SMTPUTF8=True,
@@ -78,14 +128,51 @@ class RecordingUpstream:
         return self.messages
 
 
+class _CountingSMTP(SMTP):
+    """aiosmtpd's SMTP, counting the connections open right now."""
+
+    def __init__(self, upstream: RecordingUpstream, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._up = upstream
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # not again for the TLS transport after STARTTLS
+            self._up.open_connections += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._up.open_connections -= 1
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._up.gate is not None:
+            await self._up.gate.hold("banner")
+        await super()._handle_client()
+
+    async def push(self, status: Any) -> None:
+        await super().push(status)
+        if self._up.gate is not None:
+            self._up.gate.answered()
+
+
 class _Handler:
     def __init__(self, upstream: RecordingUpstream) -> None:
         self.up = upstream
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        if self.up.gate is not None:
+            await self.up.gate.hold("EHLO")
+        session.host_name = hostname
+        return responses
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self.up.mail_commands += 1
+        if self.up.gate is not None:
+            await self.up.gate.hold("MAIL")
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
@@ -95,6 +182,11 @@ class _Handler:
     ) -> str:
         if self.up.rcpt_delay:
             await asyncio.sleep(self.up.rcpt_delay)
+        if self.up.gate is not None:
+            await self.up.gate.hold("RCPT")
+        if self.up.rcpt_gate is not None:
+            await self.up.rcpt_gate(address)
+        self.up.rcpts_answered.append(address)
         refusal = self.up.refuse_rcpt.get(address)
         if refusal:
             return refusal
@@ -105,6 +197,8 @@ class _Handler:
         self.up.data_started += 1
         if self.up.data_delay:
             await asyncio.sleep(self.up.data_delay)
+        if self.up.data_gate is not None:
+            await self.up.data_gate(envelope)
         fault = self.up.data_hook(envelope) if self.up.data_hook else None
         if fault == "HANG":
             await asyncio.sleep(3600)

@@ -33,6 +33,7 @@ from tests.helpers.admin import (
     new_message,
     write_config,
 )
+from tests.helpers.waiting import Gate, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_ACTOR = f"cli:{getpass.getuser()}"
@@ -88,13 +89,14 @@ async def _status(env: Env, msg_id: str) -> str:
 
 async def test_web_and_cli_releasing_at_once_deliver_exactly_once(env: Env, tmp_path: Path) -> None:
     msg_id = await env.store.put(new_message())
-    env.upstream.data_delay = 6.0  # the API's delivery is still under way when the CLI tries
+    gate = Gate()  # the API's delivery is still under way when the CLI tries
+    env.upstream.data_gate = gate.hold
     api = asyncio.create_task(_release(env, msg_id, "hidden"))
-    while env.upstream.data_started == 0:
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: gate.waiting == 1, "the API's release is in DATA")
     code, _, err = await _cli(env, tmp_path, "release", msg_id)
+    assert gate.waiting == 1 and env.upstream.data_started == 1  # the CLI sent nothing
+    gate.open()
     resp = await api
-    await asyncio.sleep(0.2)
     assert len(env.upstream.messages) == 1, "delivered twice"
     assert code == 1 and "being released by alice" in err
     assert resp.status_code == 200 and resp.json()["status"] == "released"
@@ -106,11 +108,15 @@ async def test_web_and_cli_releasing_at_once_deliver_exactly_once(env: Env, tmp_
 
 async def test_two_api_releases_at_once_one_gets_409_being_released(env: Env) -> None:
     msg_id = await env.store.put(new_message())
-    env.upstream.data_delay = 0.5
-    first, second = await asyncio.gather(_release(env, msg_id), _release(env, msg_id, "hidden"))
-    codes = sorted([first.status_code, second.status_code])
-    assert codes == [200, 409]
-    conflict = first if first.status_code == 409 else second
+    gate = Gate()  # the first release is in DATA when the second one comes
+    env.upstream.data_gate = gate.hold
+    first_task = asyncio.create_task(_release(env, msg_id))
+    await wait_until(lambda: gate.waiting == 1, "the first release is in DATA")
+    second = await _release(env, msg_id, "hidden")
+    gate.open()
+    first = await first_task
+    assert (first.status_code, second.status_code) == (200, 409)
+    conflict = second
     assert conflict.json()["claimed_by"] == "alice"
     assert "being released by alice" in conflict.json()["message"]
     assert len(env.upstream.messages) == 1
@@ -118,11 +124,12 @@ async def test_two_api_releases_at_once_one_gets_409_being_released(env: Env) ->
 
 async def test_delete_during_a_release_is_refused(env: Env) -> None:
     msg_id = await env.store.put(new_message())
-    env.upstream.data_delay = 1.0
+    gate = Gate()  # the release is in DATA while the delete comes
+    env.upstream.data_gate = gate.hold
     api = asyncio.create_task(_release(env, msg_id))
-    while env.upstream.data_started == 0:
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: gate.waiting == 1, "the release is in DATA")
     resp = await env.client.post(f"/api/quarantine/{msg_id}/delete", json={}, headers=basic())
+    gate.open()
     assert resp.status_code == 409 and resp.json()["claimed_by"] == "alice"
     assert (await api).status_code == 200
     assert await _status(env, msg_id) == "released"

@@ -312,3 +312,33 @@ def test_reader_going_away_ends_quietly(tmp_path: Path) -> None:
     assert proc.wait(timeout=60) == 141
     assert [json.loads(line)["file"] for line in head] == [f"{path}#{n}" for n in (1, 2, 3)]
     assert err == ""
+
+
+def test_lf_only_files_mboxes_and_maildirs_count_as_crlf_ones(tmp_path: Path) -> None:
+    crlf = _message(20)
+    lf = crlf.replace(b"\r\n", b"\n")
+    (tmp_path / "crlf.eml").write_bytes(crlf)
+    (tmp_path / "lf.eml").write_bytes(lf)
+    (tmp_path / "cr.eml").write_bytes(crlf.replace(b"\r\n", b"\r"))
+    box = mailbox.Maildir(str(tmp_path / "Maildir"), create=True)
+    box.add(lf)
+    box.flush()
+    files = [str(tmp_path / f"{name}.eml") for name in ("crlf", "lf", "cr")]
+    result = _run(tmp_path, "--json", *files, "--maildir", str(tmp_path / "Maildir"))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()][:4]
+    assert [r["action"] for r in records] == ["quarantine"] * 4
+    assert all(r["exposure"] == records[0]["exposure"] for r in records)
+    assert records[0]["exposure"]["visible_external"] == 20
+
+
+def test_lf_header_lines_end_at_a_crlf_blank_line(tmp_path: Path) -> None:
+    # The body quotes a long To line: text, not a header (issue 10, item 6).
+    head = b"From: coord@example.org\nTo: team@example.org\nSubject: minutes\n"
+    body = b"To: " + b", ".join(b"t%d@example.com" % i for i in range(20)) + b"\r\n"
+    (tmp_path / "mixed.eml").write_bytes(head + b"\r\n" + body)
+    result = _run(tmp_path, "--json", str(tmp_path / "mixed.eml"))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert (record["action"], record["exposure"]["visible_external"]) == ("pass", 0)
+    assert record["exposure"]["visible_internal"] == 1

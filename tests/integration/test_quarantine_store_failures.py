@@ -18,6 +18,7 @@ from relay.errors import StoreError
 from relay.quarantine import SqliteStore, run_retention
 from relay.quarantine.sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
 from relay.settings import QuarantineSettings, SplitSettings
+from tests.helpers.mounts import read_only_bind
 from tests.helpers.quarantine_store import RAW, new_message
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,6 +82,22 @@ async def test_directory_that_cannot_be_created_below_a_file(tmp_path: Path) -> 
     store = SqliteStore(tmp_path / "afile" / "deeper" / "q.db")
     with pytest.raises(StoreError, match=r"cannot create directory .*deeper: Not a directory"):
         await store.open()
+
+
+async def test_existing_database_on_a_read_only_mount_says_it_is_not_writable(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "data").mkdir()
+    store = SqliteStore(tmp_path / "data" / "q.db")
+    await store.open()
+    await store.close()
+    ro = tmp_path / "ro"
+    with read_only_bind(tmp_path / "data", ro), pytest.raises(StoreError) as info:
+        await SqliteStore(ro / "q.db").open()
+    assert str(info.value) == (
+        f"quarantine store {ro}/q.db: open failed: "
+        f"database file {ro}/q.db is not writable: Read-only file system"
+    )
 
 
 async def test_file_that_is_not_a_database(tmp_path: Path) -> None:

@@ -9,10 +9,13 @@ import socket
 
 import pytest
 
+from relay.app import Relay
 from relay.envelope import Envelope
+from relay.inspect import ParsedMessage
 from relay.policy.verdict import Verdict
 from tests.helpers.relay import LogCapture, running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.waiting import Gate, wait_until
 
 MESSAGE = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
 
@@ -165,7 +168,7 @@ async def test_idle_timeout_closes_with_421(upstream: RecordingUpstream) -> None
 
 
 class ExplodingDecider:
-    async def decide(self, envelope: Envelope, message: bytes) -> Verdict:
+    async def decide(self, envelope: Envelope, message: ParsedMessage) -> Verdict:
         raise RuntimeError("inspection bug")
 
 
@@ -186,14 +189,24 @@ async def test_unexpected_error_is_451_with_reference_and_logged(
     assert upstream.messages == []
 
 
-def hang_up_after(port: int, lines: list[bytes], last: bytes) -> None:
-    """Talk up to ``lines`` (reading each reply), send ``last`` and hang up at once."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+def talk_up_to(port: int, lines: list[bytes], last: bytes) -> socket.socket:
+    """Talk up to ``lines`` (reading each reply), send ``last``; the socket stays open."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
         read_reply(sock)
         for line in lines:
             sock.sendall(line + b"\r\n")
             read_reply(sock)
         sock.sendall(last)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def hang_up_after(port: int, lines: list[bytes], last: bytes) -> None:
+    """Talk up to ``lines`` (reading each reply), send ``last`` and hang up at once."""
+    talk_up_to(port, lines, last).close()
 
 
 def talk_refused(port: int) -> list[tuple[int, bytes]]:
@@ -207,7 +220,8 @@ def talk_refused(port: int) -> list[tuple[int, bytes]]:
 async def test_client_hanging_up_after_data_still_gets_message_delivered_once(
     upstream: RecordingUpstream,
 ) -> None:
-    upstream.data_delay = 0.5
+    gate = Gate()  # the upstream answers DATA only once the client has hung up
+    upstream.data_gate = gate.hold
     head = [
         b"EHLO client.example.org",
         b"MAIL FROM:<alice@example.org>",
@@ -216,24 +230,36 @@ async def test_client_hanging_up_after_data_still_gets_message_delivered_once(
     ]
     async with running_relay(settings_for(upstream.port)) as relay:
         await asyncio.to_thread(hang_up_after, relay.smtp_port, head, MESSAGE + b".\r\n")
-        await upstream.wait_for(1)
-        upstream.data_delay = 0
+        await wait_until(lambda: gate.waiting == 1, "the message is with the upstream")
+        gate.open()
+        await upstream.wait_for(1, timeout=30)
         await asyncio.to_thread(send, relay.smtp_port)
         await upstream.wait_for(2)
     assert [m.data.endswith(MESSAGE) for m in upstream.messages] == [True, True]
 
 
+def _sessions(relay: Relay) -> float:
+    return relay.metrics.registry.get_sample_value("ccguard_smtp_sessions_active") or 0.0
+
+
 async def test_client_hanging_up_mid_rcpt_never_desynchronises_the_pool(
     upstream: RecordingUpstream,
 ) -> None:
-    upstream.rcpt_delay = 0.3
+    gate = Gate(first=1)  # carol's RCPT is answered only after the client hung up
+    upstream.rcpt_gate = gate.hold
     upstream.refuse_rcpt["nobody@example.com"] = "550 5.1.1 no such user"
     head = [b"EHLO client.example.org", b"MAIL FROM:<alice@example.org>"]
     async with running_relay(settings_for(upstream.port)) as relay:
-        await asyncio.to_thread(
-            hang_up_after, relay.smtp_port, head, b"RCPT TO:<carol@example.com>\r\n"
+        sock = await asyncio.to_thread(
+            talk_up_to, relay.smtp_port, head, b"RCPT TO:<carol@example.com>\r\n"
         )
-        await asyncio.sleep(0.6)  # the upstream's late 250 for carol arrives meanwhile
+        await wait_until(lambda: gate.waiting == 1, "carol's RCPT is with the upstream")
+        sock.close()  # the client hangs up while the upstream still owes carol's answer
+        await wait_until(lambda: _sessions(relay) == 0, "ccguard saw the client go")
+        # Carol's late 250 goes out before the next client comes, unless ccguard
+        # has dropped that upstream connection already (then nothing is owed).
+        gate.open()
+        await wait_until(lambda: gate.waiting == 0, "carol's RCPT answered or abandoned")
         replies = await asyncio.to_thread(talk_refused, relay.smtp_port)
     assert [code for code, _ in replies] == [250, 550, 250]
     assert replies[1] == (550, b"5.1.1 no such user")
@@ -271,7 +297,8 @@ async def test_non_ascii_address_without_smtputf8_is_refused_clearly(
 async def test_upstream_dropping_during_rcpt_gives_451_and_nothing_delivered(
     upstream: RecordingUpstream,
 ) -> None:
-    upstream.rcpt_delay = 5  # the upstream stalls on RCPT; ccguard's timeout is 1 s
+    stall = Gate()  # the upstream stalls on RCPT until the test is over; ccguard's timeout is 1 s
+    upstream.rcpt_gate = stall.hold
     settings = settings_for(upstream.port, upstream={"timeout": 1})
 
     def talk(port: int) -> tuple[int, bytes]:
@@ -282,6 +309,7 @@ async def test_upstream_dropping_during_rcpt_gives_451_and_nothing_delivered(
 
     async with running_relay(settings) as relay:
         reply = await asyncio.to_thread(talk, relay.smtp_port)
+        stall.open()
     assert reply == (451, b"4.4.2 Upstream server timed out, try again later")
     assert upstream.messages == []
 

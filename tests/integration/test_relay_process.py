@@ -6,11 +6,14 @@ import asyncio
 import shutil
 import signal
 import smtplib
+import socket
 import subprocess
 from pathlib import Path
 
+from tests.helpers.mounts import read_only_tmpfs
 from tests.helpers.process import free_port, run_ccguard, start_ccguard, wait_for_port
 from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.waiting import Gate, wait_until
 
 BAD = """
 [smtp]
@@ -99,18 +102,28 @@ def send(port: int) -> dict[str, object]:
         client.close()
 
 
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            return True
+    except OSError:
+        return False
+
+
 async def test_sigterm_lets_transaction_in_flight_finish(
     tmp_path: Path, upstream: RecordingUpstream
 ) -> None:
-    upstream.data_delay = 1.5
+    gate = Gate()  # the upstream answers DATA only once ccguard is shutting down
+    upstream.data_gate = gate.hold
     port = free_port()
     proc = start_ccguard("serve", "--config", str(write_config(tmp_path, port, upstream.port)))
     try:
         await asyncio.to_thread(wait_for_port, port, proc)
         client = asyncio.create_task(asyncio.to_thread(send, port))
-        while upstream.data_started == 0:  # wait until the message is with the slow upstream
-            await asyncio.sleep(0.02)
+        await wait_until(lambda: gate.waiting == 1, "the message is with the upstream")
         proc.send_signal(signal.SIGTERM)
+        await wait_until(lambda: not _accepts(port), "ccguard stopped accepting")
+        gate.open()
         assert await client == {}
         code = await asyncio.to_thread(proc.wait, 30)
     finally:
@@ -202,12 +215,28 @@ def test_health_checks_the_smtp_greeting_when_no_http_listener(tmp_path: Path) -
 
 
 def test_environment_mistakes_are_config_errors_not_tracebacks() -> None:
-    not_json = run_ccguard(
-        "config", "check", env={"CCGUARD_SMTP__ALLOWED_NETWORKS": "10.0.0.0/8"}
-    )
+    not_json = run_ccguard("config", "check", env={"CCGUARD_SMTP__ALLOWED_NETWORKS": "10.0.0.0/8"})
     typo = run_ccguard("config", "check", env={"CCGUARD_UPSTREAMS__HOST": "mail.example.org"})
     assert not_json.returncode == 2 and "Traceback" not in not_json.stderr
     assert "environment CCGUARD_SMTP__*:" in not_json.stderr
     assert "lists and tables must be JSON" in not_json.stderr
     assert typo.returncode == 2
     assert typo.stderr.splitlines()[1] == "  environment CCGUARD_UPSTREAMS__HOST: no such section"
+
+
+def test_serve_on_a_read_only_filesystem_says_it_is_not_writable(tmp_path: Path) -> None:
+    with read_only_tmpfs(tmp_path / "ro") as ro:
+        config = tmp_path / "ro.toml"
+        config.write_text(
+            f'[smtp]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'[quarantine]\ndatabase = "{ro}/q.db"\n[admin]\nenabled = false\n'
+        )
+        result = run_ccguard("serve", "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "ccguard: cannot start:",
+        f"  quarantine.database: quarantine store {ro}/q.db: open failed: "
+        f"directory {ro} is not writable: Read-only file system",
+    ]
+    assert "cannot create" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import email
+import email.policy
 import json
 import signal
 import smtplib
@@ -14,10 +17,12 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from relay.admin.users import UserDB
 from tests.helpers.process import free_port, run_ccguard, start_ccguard, wait_for_port
 from tests.helpers.relay import running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream
 
+ADMIN_PASSWORD = "correct horse battery staple"
 RULES = {
     "rules": [
         {"name": "hold-mass", "min_visible_external": 8, "action": "quarantine"},
@@ -120,6 +125,72 @@ async def test_readyz_follows_the_upstream(upstream: RecordingUpstream) -> None:
     assert down["checks"]["upstream"]["ok"] is False
     assert down["checks"]["store"]["ok"] is True and down["checks"]["smtp"]["ok"] is True
     assert back_status == 200 and health == 200
+
+
+CONTROLS = [chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))]
+
+
+async def test_notice_subject_carries_no_control_characters(upstream: RecordingUpstream) -> None:
+    hostile = "Pay\x00roll\x1b[31m\x7f\x85 week\r\nBcc: p9@example.com\x07"
+    encoded = base64.b64encode(hostile.encode()).decode()
+    raw = message(8).replace(b"Subject: hello", f"Subject: =?utf-8?b?{encoded}?=".encode())
+    notices = {"enabled": True, "from": "postmaster@example.org"}
+    settings = settings_for(upstream.port, policy=RULES, notifications=notices)
+    async with running_relay(settings) as relay:
+        code, text = await asyncio.to_thread(send, relay.smtp_port, raw)
+        assert code == 250 and b"held" in text.lower(), text
+        [notice] = await upstream.wait_for(1, timeout=30)
+    assert notice.rcpt_tos == ["alice@example.org"] and notice.mail_from == "<>"
+    parsed = email.message_from_bytes(notice.data, policy=email.policy.default)
+    subject = str(parsed["Subject"]).strip()  # the stdlib may fold right after "Subject:"
+    assert subject == "Your message is held for review: Pay roll [31m week Bcc: p9@example.com"
+    assert not any(c in subject for c in CONTROLS)
+    head = notice.data.split(b"\r\n\r\n", 1)[0]
+    assert b"\x00" not in head and b"\nBcc:" not in head
+    body = parsed.get_body(preferencelist=("plain",))
+    assert body is not None
+    [line] = [x for x in body.get_content().splitlines() if x.startswith("Subject:")]
+    assert line == "Subject:       Pay roll [31m week Bcc: p9@example.com"
+
+
+FORGED = (
+    b"X-CCGuard-Action: pass; rule=approved-by-admin\r\n"
+    b"x-ccguard-rule: approved\r\n"
+    b"X-CCGuard-Exposure: visible_external=0;\r\n\tvisible_total=1\r\n"
+)
+
+
+def _release_as_is(admin_port: int, held_id: str) -> tuple[int, dict[str, Any]]:
+    token = base64.b64encode(f"alice:{ADMIN_PASSWORD}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{admin_port}/api/quarantine/{held_id}/release",
+        data=b'{"mode": "as-is"}',
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+async def test_as_is_release_strips_forged_ccguard_headers(upstream: RecordingUpstream) -> None:
+    clean = message(8, "forged")
+    head, body = clean.split(b"\r\n\r\n", 1)
+    forged = head.replace(b"\r\nSubject:", b"\r\n" + FORGED.rstrip(b"\r\n") + b"\r\nSubject:")
+    settings = settings_for(upstream.port, policy=RULES)
+    UserDB(settings.admin.users_file).set_password("alice", ADMIN_PASSWORD)
+    async with running_relay(settings) as relay:
+        code, text = await asyncio.to_thread(send, relay.smtp_port, forged + b"\r\n\r\n" + body)
+        assert code == 250, text
+        held_id = text.decode().rsplit(" ", 1)[1]
+        held = await relay.store.get(held_id)
+        assert held is not None and FORGED in held.message  # held exactly as received
+        status, answer = await asyncio.to_thread(_release_as_is, relay.http_port("admin"), held_id)
+        assert status == 200 and answer["status"] == "released", answer
+        [delivered] = await upstream.wait_for(1, timeout=30)
+    trace = held.message[: held.message.index(b"From: ")]
+    assert trace.startswith(b"Received: from ")
+    assert delivered.data == trace + clean  # the held bytes, minus the forged fields only
+    assert b"x-ccguard" not in delivered.data.lower()
 
 
 def write_config(tmp_path: Path, smtp_port: int, upstream_port: int) -> Path:

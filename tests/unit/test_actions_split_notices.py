@@ -15,10 +15,12 @@ from relay.actions import (
     should_notify,
     split_key,
 )
+from relay.actions.bounce import build_split_bounce
 from relay.actions.split import delivered_id, is_delivered_id, refused_id
+from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.settings import Action, NotificationSettings
-from tests.helpers.actions import MATCHER, exposure_of, field_list, make_verdict
+from tests.helpers.actions import MATCHER, exposure_of, field_list, make_verdict, parsed
 
 MSG = (
     b"From: Ann <ann@example.org>\r\n"
@@ -37,7 +39,7 @@ ENV = Envelope(
 
 
 def test_each_external_copy_shows_only_its_own_recipient() -> None:
-    copies = plan_split(MSG, ENV, MATCHER)
+    copies = plan_split(parsed(MSG), ENV, MATCHER)
     assert [c.rcpts for c in copies] == [
         ("g1@example.com",), ("g2@example.net",), ("g3@example.com",), ("hidden@example.net",),
         ("bob@example.org", "carol@example.org"),
@@ -57,7 +59,7 @@ def test_each_external_copy_shows_only_its_own_recipient() -> None:
 
 
 def test_the_internal_copy_shows_internal_addresses_only() -> None:
-    internal = plan_split(MSG, ENV, MATCHER)[-1]
+    internal = plan_split(parsed(MSG), ENV, MATCHER)[-1]
     assert internal.internal and internal.rcpts == ("bob@example.org", "carol@example.org")
     exposure = exposure_of(internal.message)
     assert exposure.visible_external == 0
@@ -121,20 +123,37 @@ def test_notice_is_short_plain_text_with_the_facts_and_no_recipient_list() -> No
 
 
 def test_a_notice_is_recognised_as_automatic() -> None:
-    assert is_auto_submitted(_notice())
-    assert is_auto_submitted(b"Auto-Submitted: auto-replied\r\n\r\n")
-    assert not is_auto_submitted(b"Auto-Submitted: no\r\n\r\n")
-    assert not is_auto_submitted(MSG)
+    assert is_auto_submitted(parsed(_notice()))
+    assert is_auto_submitted(parsed(b"Auto-Submitted: auto-replied\r\n\r\n"))
+    assert not is_auto_submitted(parsed(b"Auto-Submitted: no\r\n\r\n"))
+    assert not is_auto_submitted(parsed(MSG))
 
 
 def test_who_gets_a_notice() -> None:
     on = NotificationSettings(enabled=True, on_actions=[Action.QUARANTINE])
     held = make_verdict(Action.QUARANTINE)
-    assert should_notify(on, MATCHER, ENV, held, MSG)
-    assert not should_notify(NotificationSettings(), MATCHER, ENV, held, MSG)
-    assert not should_notify(on, MATCHER, ENV, make_verdict(Action.REWRITE), MSG)
+    assert should_notify(on, MATCHER, ENV, held, parsed(MSG))
+    assert not should_notify(NotificationSettings(), MATCHER, ENV, held, parsed(MSG))
+    assert not should_notify(on, MATCHER, ENV, make_verdict(Action.REWRITE), parsed(MSG))
     external = Envelope("someone@example.com", ENV.rcpt_tos)
-    assert not should_notify(on, MATCHER, external, held, MSG)
+    assert not should_notify(on, MATCHER, external, held, parsed(MSG))
     null = Envelope("", ENV.rcpt_tos)
-    assert not should_notify(on, MATCHER, null, held, MSG)
-    assert not should_notify(on, MATCHER, ENV, held, _notice())
+    assert not should_notify(on, MATCHER, null, held, parsed(MSG))
+    assert not should_notify(on, MATCHER, ENV, held, parsed(_notice()))
+
+
+def test_bounce_copies_no_control_characters_from_subject_or_server_reply() -> None:
+    raw = build_split_bounce(
+        mail_from="ann@example.org",
+        refused={"g1@example.com": Reply(550, "5.1.1", "No\x00such\x1b user\x85")},
+        from_address="postmaster@example.org", hostname="ccguard.example.org",
+        subject="Pay\x00roll\r\nBcc: g2@example.net\x7f", now=datetime(2026, 1, 2, tzinfo=UTC),
+    )  # fmt: skip
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert (
+        str(parsed["Subject"]) == "Undelivered copies of your message: Pay roll Bcc: g2@example.net"
+    )
+    assert parsed["Bcc"] is None
+    text = parsed.get_content().replace("\r\n", "\n")
+    assert "    server said: 550 5.1.1 No such user\n" in text
+    assert not any(chr(c) in text for c in (*range(0x0A), *range(0x0B, 0x20), *range(0x7F, 0xA0)))

@@ -7,7 +7,7 @@ import base64
 import json
 import os
 import stat
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from relay.admin.hashing import HashingPool
 from relay.admin.sessions import Session, SessionCodec
 from relay.admin.throttle import LoginThrottle
 from relay.admin.users import UserDB, UsersFileError, hash_password, verify_password
+from tests.helpers.waiting import wait_until
 
 
 def test_password_hashes_are_salted_scrypt_and_verify() -> None:
@@ -150,11 +151,15 @@ async def test_attempts_from_one_ip_are_checked_one_at_a_time() -> None:
 
 async def test_hashing_pool_refuses_work_beyond_its_queue() -> None:
     pool = HashingPool(workers=1, max_waiting=2)
+    release = threading.Event()  # the admitted jobs run until every job was submitted
     try:
-        results = await asyncio.gather(
-            *(pool.run(time.sleep, 0.05) for _ in range(6)), return_exceptions=True
-        )
+        jobs = [asyncio.ensure_future(pool.run(release.wait, 30)) for _ in range(6)]
+        await wait_until(lambda: sum(j.done() for j in jobs) == 3, "three jobs refused")
+        assert not any(j.done() for j in jobs[:3])  # one running, two waiting
+        release.set()
+        results = await asyncio.gather(*jobs, return_exceptions=True)
     finally:
+        release.set()
         pool.close()
-    assert [type(r).__name__ for r in results] == ["NoneType"] * 3 + ["HashingBusy"] * 3
+    assert [type(r).__name__ for r in results] == ["bool"] * 3 + ["HashingBusy"] * 3
     assert pool.in_use == 0

@@ -48,6 +48,17 @@ def test_explanation_counts_and_rule() -> None:
     assert "rule “bulk”: 4 external addresses visible." in text
 
 
+def test_explanation_of_a_calendar_invitation() -> None:
+    calendar = {"invitation": True, "attendees_internal": 1, "attendees_external": 20,
+                "truncated": False, "methods": ["REQUEST"]}  # fmt: skip
+    exposure = {"visible_total": 22, "visible_external": 21, "calendar": calendar}
+    text = " ".join(explain_exposure(exposure, "hide", "reason"))
+    assert "calendar invitation: its attendee list shows 20 external attendees and 1" in text
+    assert "does not hide them" in text
+    plain = " ".join(explain_exposure({"visible_total": 2, "calendar": {}}, None, ""))
+    assert "calendar" not in plain
+
+
 def test_parse_age_units() -> None:
     assert parse_age("30d") == 30 * 86400
     assert parse_age("12h") == 12 * 3600
@@ -123,3 +134,11 @@ def test_no_mutation_of_a_message_makes_the_preview_raise(raw: bytes) -> None:
     preview = preview_message(raw)
     json.dumps([preview.headers, preview.text, [p.filename for p in preview.parts]])
     assert all(name for name, _ in preview.headers)
+
+
+def test_a_row_with_bare_line_endings_is_previewed_as_it_would_be_released() -> None:
+    # Rows stored by older versions may hold bare CR/LF: normalised like on receipt.
+    raw = b"Subject: x\rX-Note: y\nTo: a@example.org\n\r\nTo: b@example.com\rline two\n"
+    preview = preview_message(raw)
+    assert preview.headers == [("Subject", "x"), ("X-Note", "y"), ("To", "a@example.org")]
+    assert preview.text == "To: b@example.com\nline two\n"

@@ -23,10 +23,14 @@ EXPECTED_TYPES = {
     "ccguard_messages_total": "counter",
     "ccguard_smtp_replies_total": "counter",
     "ccguard_smtp_sessions_active": "gauge",
+    "ccguard_smtp_client_hangups_total": "counter",
+    "ccguard_messages_line_endings_normalised_total": "counter",
     "ccguard_visible_external_recipients": "histogram",
     "ccguard_external_domains": "histogram",
     "ccguard_message_size_bytes": "histogram",
     "ccguard_inspection_duration_seconds": "histogram",
+    "ccguard_calendar_messages_total": "counter",
+    "ccguard_calendar_fallbacks_total": "counter",
     "ccguard_upstream_duration_seconds": "histogram",
     "ccguard_upstream_errors_total": "counter",
     "ccguard_quarantine_messages": "gauge",
@@ -36,11 +40,12 @@ EXPECTED_TYPES = {
     "ccguard_inflight_bytes": "gauge",
     "ccguard_inflight_limit_bytes": "gauge",
     "ccguard_inflight_refusals_total": "counter",
+    "ccguard_admin_requests_refused_total": "counter",
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
-                  "version", "mode", "le"}  # fmt: skip
+                  "version", "mode", "le", "truncated", "replaced", "reason"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
@@ -61,6 +66,8 @@ def test_alerting_label_values_exist_at_zero_before_anything_happens() -> None:
             assert scrape.value("ccguard_smtp_replies_total", stage=stage, code_class=cls) == 0
     assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE) == 0
     assert scrape.value("ccguard_store_errors_total") == 0
+    for reason in ("too_large", "too_deep", "cross_site"):
+        assert scrape.value("ccguard_admin_requests_refused_total", reason=reason) == 0
     assert scrape.value("ccguard_notifications_total", result="failed") == 0
     assert scrape.value("ccguard_upstream_duration_seconds_count", outcome="accepted") == 0
     assert scrape.value("ccguard_quarantine_messages", status="held") == 0
@@ -178,3 +185,31 @@ def test_instances_do_not_share_state() -> None:
     first.store_error()
     assert parse_metrics(second.render()[0]).value("ccguard_store_errors_total") == 0
     assert parse_metrics(first.render()[0]).value("ccguard_store_errors_total") == 1
+
+
+def test_calendar_messages_and_fallbacks_are_counted() -> None:
+    metrics = Metrics(version="1", mode="enforce")
+    zero = parse_metrics(metrics.render()[0])
+    for replaced in ("rewrite", "split"):
+        for action in ("quarantine", "reject", "tag"):
+            value = zero.value("ccguard_calendar_fallbacks_total", replaced=replaced, action=action)
+            assert value == 0
+    assert zero.value("ccguard_calendar_messages_total", truncated="true") == 0
+    invite = Exposure(visible_external=20, calendar=True, calendar_attendees_external=20)
+    fallback = Verdict(
+        Action.QUARANTINE, "hide", "test", invite, Action.QUARANTINE, calendar_fallback=Action.SPLIT
+    )
+    metrics.observe_message(fallback, 5000, 0.001)
+    metrics.observe_message(Verdict(Action.PASS, None, "test", Exposure()), 500, 0.001)
+    cut = Exposure(calendar_truncated=True)
+    metrics.observe_message(Verdict(Action.PASS, None, "test", cut), 500, 0.001)
+    scrape = parse_metrics(metrics.render()[0])
+    assert (
+        scrape.value("ccguard_calendar_fallbacks_total", replaced="split", action="quarantine") == 1
+    )
+    assert (
+        scrape.value("ccguard_calendar_fallbacks_total", replaced="rewrite", action="quarantine")
+        == 0
+    )
+    assert scrape.value("ccguard_calendar_messages_total", truncated="false") == 1
+    assert scrape.value("ccguard_calendar_messages_total", truncated="true") == 1

@@ -11,14 +11,13 @@ from dataclasses import replace
 import pytest
 
 from relay.actions import Dispatcher, QuarantineReleaser
-from relay.actions.headers import parse_header_block
 from relay.envelope import Envelope
 from relay.errors import UpstreamError
 from relay.observability.metrics import Metrics
 from relay.quarantine import SqliteStore
 from relay.settings import Action
 from relay.upstream import UpstreamClient
-from tests.helpers.actions import MATCHER, exposure_of, make_verdict
+from tests.helpers.actions import MATCHER, exposure_of, make_verdict, parsed
 from tests.helpers.actions_smtp import (
     ENV,
     MSG,
@@ -32,6 +31,7 @@ from tests.helpers.actions_smtp import (
 )  # fmt: skip
 from tests.helpers.relay import LogCapture
 from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.waiting import Gate, wait_until
 
 TRACE2 = TRACE.replace(b"id Q1", b"id Q2")
 
@@ -39,7 +39,7 @@ TRACE2 = TRACE.replace(b"id Q1", b"id Q2")
 async def test_split_gives_everyone_one_copy_showing_only_themselves(
     act: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream
 ) -> None:
-    reply = await act.act(ENV, MSG, make_verdict(Action.SPLIT), await live(client), TRACE)
+    reply = await act.act(ENV, parsed(MSG), make_verdict(Action.SPLIT), await live(client), TRACE)
     assert str(reply) == "250 2.0.0 OK: delivered as 5 separate copies"
     got = {tuple(m.rcpt_tos): m for m in upstream.messages}
     assert set(got) == {("g1@example.com",), ("g2@example.net",), ("g3@example.com",),
@@ -61,20 +61,24 @@ async def test_split_fault_on_third_copy_then_retry_delivers_each_copy_once(
     act: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream, store: SqliteStore
 ) -> None:
     upstream.data_hook = fail_nth_data(3, "451 4.3.0 Try again later")
-    first = await act.act(ENV, MSG, make_verdict(Action.SPLIT), await live(client), TRACE)
+    first = await act.act(ENV, parsed(MSG), make_verdict(Action.SPLIT), await live(client), TRACE)
     assert (first.code, first.status) == (451, "4.4.0")
     # A deferred copy does not hold up the others: only g3's is missing.
     assert len(upstream.messages) == 4
     # The client's retry: same message, new transaction, new queue id and trace header.
     retry_env = replace(ENV, queue_id="Q2")
-    second = await act.act(retry_env, MSG, make_verdict(Action.SPLIT), await live(client), TRACE2)
+    second = await act.act(
+        retry_env, parsed(MSG), make_verdict(Action.SPLIT), await live(client), TRACE2
+    )
     assert second.code == 250
     assert upstream.messages[-1].rcpt_tos == ["g3@example.com"]
     per_rcpt = Counter(r for m in upstream.messages for r in m.rcpt_tos)
     assert per_rcpt == Counter(RCPTS)
     assert len(upstream.messages) == 5
     # A third attempt (e.g. the 250 was lost) sends nothing more.
-    third = await act.act(retry_env, MSG, make_verdict(Action.SPLIT), await live(client), TRACE2)
+    third = await act.act(
+        retry_env, parsed(MSG), make_verdict(Action.SPLIT), await live(client), TRACE2
+    )
     assert third.code == 250 and len(upstream.messages) == 5
 
 
@@ -82,25 +86,25 @@ async def test_split_copy_refused_for_good_is_bounced_to_the_sender(
     act: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream, log: LogCapture
 ) -> None:
     upstream.data_hook = fail_nth_data(2, "554 5.7.1 Not for this one")
-    reply = await act.act(ENV, MSG, make_verdict(Action.SPLIT), await live(client), TRACE)
+    reply = await act.act(ENV, parsed(MSG), make_verdict(Action.SPLIT), await live(client), TRACE)
     assert str(reply) == "250 2.0.0 OK: delivered as 4 separate copies"
     await act.close()
     copies = [m for m in upstream.messages if m.mail_from == "ann@example.org"]
     assert sorted(r for m in copies for r in m.rcpt_tos) == sorted(set(RCPTS) - {"g2@example.net"})
     [bounce] = notices(upstream)
     assert bounce.rcpt_tos == ["ann@example.org"]
-    parsed = email.message_from_bytes(bounce.data, policy=email.policy.default)
-    assert parsed["Auto-Submitted"] == "auto-replied"
-    assert parsed.get_content_type() == "text/plain"
-    assert "Training week" in parsed["Subject"]
-    body = parsed.get_content()
+    mail = email.message_from_bytes(bounce.data, policy=email.policy.default)
+    assert mail["Auto-Submitted"] == "auto-replied"
+    assert mail.get_content_type() == "text/plain"
+    assert "Training week" in mail["Subject"]
+    body = mail.get_content()
     assert "<g2@example.net>" in body and "554 5.7.1 Not for this one" in body
     assert "g1@example.com" not in body
     refused = [e for e in log.events() if e["event"] == "split_copy_refused"]
     assert len(refused) == 1 and refused[0]["rcpt"] == REDACTOR.address("g2@example.net")
     assert "example" not in str([e for e in log.events() if e["event"].startswith("split")])
     # A retry (the 250 was lost) neither tries g2 again nor bounces again.
-    again = await act.act(ENV, MSG, make_verdict(Action.SPLIT), await live(client), TRACE2)
+    again = await act.act(ENV, parsed(MSG), make_verdict(Action.SPLIT), await live(client), TRACE2)
     await act.close()
     assert again.code == 250 and len(upstream.messages) == 5
 
@@ -109,7 +113,7 @@ async def test_split_with_every_copy_refused_passes_the_5xx_back(
     act: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream
 ) -> None:
     upstream.data_hook = lambda env: "554 5.7.1 Nobody wants it"
-    reply = await act.act(ENV, MSG, make_verdict(Action.SPLIT), await live(client), TRACE)
+    reply = await act.act(ENV, parsed(MSG), make_verdict(Action.SPLIT), await live(client), TRACE)
     assert reply.code == 554 and "Nobody wants it" in reply.text
     # The client reports the failure itself: no bounce from ccguard too.
     assert act.notices.pending == 0
@@ -134,15 +138,17 @@ async def test_internal_sender_gets_a_notice_when_held(
     noticing: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream,
     metrics: Metrics,
 ) -> None:  # fmt: skip
-    reply = await noticing.act(ENV, MSG, make_verdict(Action.QUARANTINE), await live(client), TRACE)
+    reply = await noticing.act(
+        ENV, parsed(MSG), make_verdict(Action.QUARANTINE), await live(client), TRACE
+    )
     held_id = reply.text.rsplit(" ", 1)[1]
     await noticing.close()
     [notice] = notices(upstream)
     assert notice.rcpt_tos == ["ann@example.org"]
-    parsed = email.message_from_bytes(notice.data, policy=email.policy.default)
-    assert parsed["Auto-Submitted"] == "auto-generated"
-    assert parsed["Subject"] == "Your message is held for review: Training week"
-    assert held_id in parsed.get_content()
+    mail = email.message_from_bytes(notice.data, policy=email.policy.default)
+    assert mail["Auto-Submitted"] == "auto-generated"
+    assert mail["Subject"] == "Your message is held for review: Training week"
+    assert held_id in mail.get_content()
     assert notified(metrics) == {"sent": 1, "failed": 0}
     assert len(upstream.messages) == 1  # the notice only: the held message went nowhere
 
@@ -152,8 +158,9 @@ async def test_no_notice_for_external_or_null_senders(
     noticing: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream, sender: str
 ) -> None:
     env = replace(ENV, mail_from=sender)
-    reply = await noticing.act(env, MSG, make_verdict(Action.QUARANTINE), await live(client, env),
-                               TRACE)  # fmt: skip
+    reply = await noticing.act(
+        env, parsed(MSG), make_verdict(Action.QUARANTINE), await live(client, env), TRACE
+    )
     assert reply.code == 250
     assert noticing.notices.pending == 0
     await noticing.close()
@@ -163,12 +170,12 @@ async def test_no_notice_for_external_or_null_senders(
 async def test_a_notice_is_never_itself_noticed(
     noticing: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream
 ) -> None:
-    await noticing.act(ENV, MSG, make_verdict(Action.QUARANTINE), await live(client), TRACE)
+    await noticing.act(ENV, parsed(MSG), make_verdict(Action.QUARANTINE), await live(client), TRACE)
     await noticing.close()
     [notice] = notices(upstream)
     # The notice comes back through ccguard (a looping setup) and is held again.
     env = Envelope("ann@example.org", ("ann@example.org",))
-    reply = await noticing.act(env, notice.data, make_verdict(Action.QUARANTINE),
+    reply = await noticing.act(env, parsed(notice.data), make_verdict(Action.QUARANTINE),
                                await live(client, env), TRACE)  # fmt: skip
     assert reply.code == 250
     assert noticing.notices.pending == 0
@@ -181,12 +188,13 @@ async def test_notice_is_retried_and_a_final_failure_never_fails_the_message(
     metrics: Metrics, log: LogCapture,
 ) -> None:  # fmt: skip
     upstream.data_hook = fail_nth_data(1, "451 4.3.0 Busy")
-    await noticing.act(ENV, MSG, make_verdict(Action.QUARANTINE), await live(client), TRACE)
+    await noticing.act(ENV, parsed(MSG), make_verdict(Action.QUARANTINE), await live(client), TRACE)
     await noticing.close()
     assert len(notices(upstream)) == 1 and notified(metrics) == {"sent": 1, "failed": 0}
     upstream.refuse_rcpt["ann@example.org"] = "550 5.1.1 No such user"
-    reply = await noticing.act(ENV, MSG, make_verdict(Action.QUARANTINE), await live(client),
-                               TRACE)  # fmt: skip
+    reply = await noticing.act(
+        ENV, parsed(MSG), make_verdict(Action.QUARANTINE), await live(client), TRACE
+    )
     assert reply.code == 250
     await noticing.close()
     assert notified(metrics) == {"sent": 1, "failed": 1}
@@ -198,19 +206,25 @@ async def test_notice_is_retried_and_a_final_failure_never_fails_the_message(
 async def test_notices_never_hold_up_the_reply(
     noticing: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream
 ) -> None:
-    upstream.data_delay = 2  # the notice's delivery takes 2 s; the reply must not wait for it
+    gate = Gate()  # the notice's delivery waits in DATA until the reply is in
+    upstream.data_gate = gate.hold
     txn = await live(client)
-    reply = await asyncio.wait_for(
-        noticing.act(ENV, MSG, make_verdict(Action.QUARANTINE), txn, TRACE), timeout=1.5
-    )
+    acting = noticing.act(ENV, parsed(MSG), make_verdict(Action.QUARANTINE), txn, TRACE)
+    reply = await asyncio.wait_for(acting, 30)  # a reply that waited for the notice: never
     assert reply.code == 250 and noticing.notices.pending == 1
+    await wait_until(lambda: gate.waiting == 1, "the notice is with the upstream")
+    assert noticing.notices.pending == 1 and notices(upstream) == []
+    gate.open()
     await noticing.close()
+    assert len(notices(upstream)) == 1
 
 
 async def test_release_as_is_and_hidden(
     act: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream, store: SqliteStore
 ) -> None:
-    reply = await act.act(ENV, MSG, make_verdict(Action.QUARANTINE), await live(client), TRACE)
+    reply = await act.act(
+        ENV, parsed(MSG), make_verdict(Action.QUARANTINE), await live(client), TRACE
+    )
     stored = await store.get(reply.text.rsplit(" ", 1)[1])
     assert stored is not None
     releaser = QuarantineReleaser(client, MATCHER)
@@ -221,10 +235,12 @@ async def test_release_as_is_and_hidden(
     assert tuple(hidden.rcpt_tos) == RCPTS
     # Like a live delivery: ccguard's Received header first, then the tags.
     assert hidden.data.startswith(TRACE + b"X-CCGuard-Action: rewrite; released\r\n")
-    live_rewrite = await act.act(ENV, MSG, make_verdict(Action.REWRITE), await live(client), TRACE)
+    live_rewrite = await act.act(
+        ENV, parsed(MSG), make_verdict(Action.REWRITE), await live(client), TRACE
+    )
     assert live_rewrite.code == 250
-    live_names = [f.key for f in parse_header_block(upstream.messages[-1].data).fields]
-    hidden_names = [f.key for f in parse_header_block(hidden.data).fields]
+    live_names = [f.key for f in parsed(upstream.messages[-1].data).fields]
+    hidden_names = [f.key for f in parsed(hidden.data).fields]
     assert hidden_names[:4] == live_names[:4] == [
         "received", "x-ccguard-action", "x-ccguard-rule", "x-ccguard-exposure",
     ]  # fmt: skip
