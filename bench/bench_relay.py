@@ -97,8 +97,10 @@ class Sink:
 
 
 @contextmanager
-def ccguard(workdir: Path, upstream_port: int) -> Iterator[int]:
-    """``python -m relay serve`` in front of ``upstream_port``; yields its SMTP port."""
+def ccguard(workdir: Path, upstream_port: int, extra: str = "") -> Iterator[int]:
+    """``python -m relay serve`` in front of ``upstream_port``; yields its SMTP port.
+
+    ``extra`` is appended to the generated config (more TOML sections)."""
     port = free_port()
     config = workdir / "ccguard.toml"
     config.write_text(
@@ -106,7 +108,7 @@ def ccguard(workdir: Path, upstream_port: int) -> Iterator[int]:
         f"max_recipients = 1000\n"
         f'[upstream]\nhost = "127.0.0.1"\nport = {upstream_port}\nstarttls = "off"\n'
         f'[organisation]\ninternal_domains = ["example.org"]\n'
-        f'[logging]\nformat = "json"\nlevel = "info"\nhash_key = "bench-only"\n'
+        f'[logging]\nformat = "json"\nlevel = "info"\nhash_key = "bench-only"\n' + extra
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCGUARD_")}
     env["PYTHONPATH"] = str(ROOT)

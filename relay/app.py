@@ -19,9 +19,9 @@ from starlette.routing import BaseRoute
 from relay import __version__
 from relay.actions import Dispatcher, QuarantineReleaser
 from relay.admin import create_admin_app
-from relay.admin.hashing import HashingPool
-from relay.admin.users import UserDB, UsersFileError
-from relay.errors import StoreError
+from relay.credentials.hashing import HashingPool
+from relay.credentials.users import UserDB, UsersFileError
+from relay.errors import ConfigError, StoreError
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
 from relay.observability.http import CheckResult, observability_routes
@@ -31,8 +31,10 @@ from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
 from relay.settings import Settings, parse_listen
 from relay.smtp import FrontContext, SmtpListener
+from relay.smtp.auth import SmtpAuthenticator
 from relay.smtp.budget import InflightBudget
 from relay.smtp.pipeline import InspectingDecider
+from relay.smtp.tls import ServerTls
 from relay.upstream import UpstreamClient
 
 __all__ = ["Relay", "serve", "wait_for_stop_signal"]
@@ -64,10 +66,11 @@ class Relay:
             metrics=self.metrics,
             redact=self.redactor.address,
         )
+        self.hashing = HashingPool()
         self.front = self._front_context()
         self.listener = SmtpListener(self.front)
+        self.tls_listener = SmtpListener(self.front, implicit_tls=True)
         self.http: list[HttpServer] = []
-        self.hashing = HashingPool()
         self._stop_background = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
 
@@ -82,22 +85,65 @@ class Relay:
             redact=self.redactor.address,
             metrics=self.metrics,
             budget=InflightBudget(settings.limits.max_inflight_bytes, self.metrics),
+            tls=self._server_tls(),
+            auth=self._smtp_auth(),
+            limits=settings.limits,
         )
+
+    def _server_tls(self) -> ServerTls | None:
+        smtp = self.settings.smtp
+        if smtp.tls_cert is None or smtp.tls_key is None:
+            return None
+        return ServerTls(smtp.tls_cert, smtp.tls_key)  # ConfigError if unloadable
+
+    def _smtp_auth(self) -> SmtpAuthenticator | None:
+        users_file = self.settings.smtp.auth.users_file
+        if users_file is None:
+            return None
+        try:
+            users = UserDB(users_file)
+        except UsersFileError as exc:
+            raise ConfigError([("smtp.auth.users_file", str(exc))]) from None
+        return SmtpAuthenticator(
+            users, self.hashing, log=self.log, redact=self.redactor.address, metrics=self.metrics
+        )
+
+    def reload_tls(self) -> bool:
+        """Re-read the listener's certificate and key (SIGHUP); False if it failed.
+
+        New connections get the new certificate; sessions in progress keep
+        theirs.  On error the old certificate stays in use and the error is logged.
+        """
+        if self.front.tls is None:
+            return True
+        try:
+            self.front.tls.reload()
+        except ConfigError as exc:
+            self.log.error("tls reload failed", error=str(exc), detail="old certificate kept")
+            return False
+        self.log.info("tls reloaded", cert=self.settings.smtp.tls_cert)
+        return True
 
     async def start(self) -> None:
         """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
         await self.store.open()
         host, port = parse_listen(self.settings.smtp.listen)
         await self.listener.start(host, port)
+        if self.settings.smtp.tls_listen:
+            await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
         for server in self._http_servers():
             await server.start()
             self.http.append(server)
         self._background.append(asyncio.create_task(self._retention()))
         self._warn_without_admins()
+        self._warn_smtp_auth()
         self.log.info(
             "ccguard started",
             version=__version__,
             smtp_listen=f"{host}:{self.listener.port}",
+            smtp_tls_listen=self.tls_listen,
+            starttls=self.settings.smtp.starttls,
+            smtp_auth=self.front.auth is not None,
             http_listen=[s.listen for s in self.http],
             upstream=f"{self.settings.upstream.host}:{self.settings.upstream.port}",
             policy_mode=self.settings.policy.mode,
@@ -120,9 +166,32 @@ class Relay:
                 "run `ccguard admin add-user NAME` with the same --config",
             )
 
+    def _warn_smtp_auth(self) -> None:
+        auth = self.settings.smtp.auth
+        if self.front.auth is not None and not self.front.auth.users.names():
+            self.log.warning(
+                "no_smtp_users",
+                detail="nobody can log in with SMTP AUTH yet: run "
+                "`ccguard smtp-user add NAME` with the same --config",
+            )
+        if auth.users_file and auth.allow_plaintext:
+            self.log.warning(
+                "smtp auth allowed in plaintext",
+                detail="[smtp.auth] allow_plaintext = true sends passwords in clear: "
+                "for loopback tests only",
+            )
+
     @property
     def smtp_port(self) -> int:
         return self.listener.port
+
+    @property
+    def tls_listen(self) -> str | None:
+        """``host:port`` of the implicit-TLS listener, if any."""
+        if not self.tls_listener.serving:
+            return None
+        host = parse_listen(self.settings.smtp.tls_listen or "")[0]
+        return f"{host}:{self.tls_listener.port}"
 
     def http_port(self, name: str) -> int:
         """The bound port of the ``admin`` or ``metrics`` HTTP server."""
@@ -208,6 +277,7 @@ class Relay:
         grace = self.settings.smtp.shutdown_grace
         self.log.info("ccguard stopping", grace_seconds=grace)
         await self.listener.stop(grace)
+        await self.tls_listener.stop(grace)
         await self.dispatcher.close()
         for server in reversed(self.http):
             await server.stop()
@@ -232,9 +302,17 @@ async def wait_for_stop_signal() -> None:
 
 
 async def serve(settings: Settings) -> int:
-    """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code."""
+    """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code.
+
+    SIGHUP re-reads the listener's TLS certificate and key.
+    """
     redactor = configure_logging(settings.logging)
-    relay = Relay(settings, log=structlog.get_logger("ccguard"), redactor=redactor)
+    log = structlog.get_logger("ccguard")
+    try:
+        relay = Relay(settings, log=log, redactor=redactor)
+    except ConfigError as exc:
+        log.error("cannot start", error=str(exc))
+        return 2
     try:
         await relay.start()
     except StoreError as exc:
@@ -247,6 +325,7 @@ async def serve(settings: Settings) -> int:
         relay.log.error("cannot start", error=str(exc))
         await relay.stop()
         return 1
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, relay.reload_tls)
     await wait_for_stop_signal()
     await relay.stop()
     return 0

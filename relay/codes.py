@@ -10,7 +10,15 @@ from dataclasses import dataclass, replace
 
 __all__ = [
     "ACCESS_DENIED_CONNECT",
+    "AUTH_BUSY",
+    "AUTH_INVALID",
+    "AUTH_NEEDS_TLS",
+    "AUTH_NOT_ENABLED",
+    "AUTH_OK",
+    "AUTH_REQUIRED",
+    "AUTH_THROTTLED",
     "COMMAND_TOO_LONG",
+    "EARLY_TALKER",
     "HELD_FOR_REVIEW",
     "IDLE_TIMEOUT",
     "INSUFFICIENT_STORAGE",
@@ -20,13 +28,17 @@ __all__ = [
     "NEEDS_SMTPUTF8",
     "NO_8BITMIME",
     "OK",
+    "RATE_LIMITED",
     "REJECT_EXPOSURE",
     "REJECT_UNCHECKABLE",
     "RSET_OK",
+    "SENDER_NOT_OWNED",
     "SENDER_OK",
     "SHUTTING_DOWN",
     "SPLIT_DELIVERED",
+    "STARTTLS_FIRST",
     "STORE_FAILED",
+    "TOO_MANY_CONNECTIONS",
     "TOO_MANY_RECIPIENTS",
     "TRANSACTION_TIMEOUT",
     "UPSTREAM_AUTH_FAILED",
@@ -70,6 +82,23 @@ OK = Reply(250, "2.0.0", "OK")
 SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
 
 ACCESS_DENIED_CONNECT = Reply(554, "5.7.1", "Access denied: client network not allowed to relay")
+
+# TLS and SMTP AUTH (RFC 3207, RFC 4954); some are aiosmtpd's own, listed so the
+# README's reply table has one source.
+STARTTLS_FIRST = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+AUTH_INVALID = Reply(535, "5.7.8", "Authentication credentials invalid")
+AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+AUTH_THROTTLED = Reply(454, "4.7.0", "Too many failed authentication attempts, try again later")
+AUTH_BUSY = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
+SENDER_NOT_OWNED = Reply(553, "5.7.1", "Sender address not owned by user")
+AUTH_NOT_ENABLED = Reply(503, "5.5.1", "Authentication not enabled")  # Postfix's words
+
+# Abuse limits ([limits]): connection counts, message rate, early talkers.
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+RATE_LIMITED = Reply(451, "4.7.1", "Rate limit exceeded, try again later")
+EARLY_TALKER = Reply(554, "5.5.0", "Protocol error: client sent data before the greeting")
 
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")

@@ -13,6 +13,7 @@ class Envelope:
 
     ``mail_from`` is ``""`` for the null sender ``<>``.  ``mail_options`` are the
     MAIL FROM parameters as sent (e.g. ``("SIZE=1234", "BODY=8BITMIME")``).
+    ``auth_user`` is the SMTP AUTH user name, ``None`` when the client did not log in.
     """
 
     mail_from: str
@@ -23,6 +24,9 @@ class Envelope:
     queue_id: str = ""
     auth_user: str | None = None
     rcpt_options: tuple[tuple[str, ...], ...] = field(default=())
+    #: The TLS protocol and cipher the client negotiated ("" when it sent in clear).
+    tls_version: str = ""
+    tls_cipher: str = ""
 
     @property
     def smtputf8(self) -> bool:

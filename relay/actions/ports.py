@@ -6,12 +6,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Protocol
 
 from relay.codes import Reply
 
 __all__ = [
+    "AcceptHook",
     "ActionMetrics",
     "Deliverer",
     "DeliveryOutcome",
@@ -21,6 +22,8 @@ __all__ = [
 ]
 
 Redact = Callable[[str], str]
+# Awaited with the accepted recipients as soon as the upstream's 250 is read.
+AcceptHook = Callable[[Sequence[str]], Awaitable[None]]
 
 
 class LiveTransaction(Protocol):
@@ -55,9 +58,12 @@ class Deliverer(Protocol):
         rcpts: Sequence[str],
         message: bytes | tuple[bytes | memoryview, ...],
         options: Sequence[str] = (),
+        *,
+        on_accept: AcceptHook | None = None,
     ) -> DeliveryOutcome:
         """Accepted for at least one recipient, or raise UpstreamError.  A tuple
-        ``message`` is sent as its pieces joined, without joining them."""
+        ``message`` is sent as its pieces joined, without joining them.  ``on_accept``
+        is awaited after the 250, before anything else; what it raises is raised."""
         ...
 
 

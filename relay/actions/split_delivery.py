@@ -3,15 +3,17 @@
 The ledger (in the quarantine store) holds one entry per recipient of a
 message key: *delivered* or *refused for good*.  Each planned copy is its own
 upstream transaction, sent only to its recipients without an entry; right
-after the upstream accepted it, each accepting recipient's entry is committed
-(durably).  So a client's retry, with whatever subset of the recipients,
-sends each recipient at most one copy.
+after the upstream's 250 for it is read, the entries of every recipient who
+accepted it are committed (fsync'd) in one transaction, before anything else
+happens.  So a client's retry, with whatever subset of the recipients, sends
+each recipient at most one copy, unless ccguard dies in the few milliseconds
+between that 250 and that commit (see docs/actions.md, "The remaining window").
 
 How an attempt ends:
 
 * a ledger write fails → stop at once, ``451 4.3.0``: at most the copy whose
-  entry is missing can be sent again by the retry (better than going on and
-  risking a whole run of duplicates);
+  entries are missing can be sent again by the retry (better than going on
+  and risking a whole run of duplicates);
 * nobody has the message yet (not now, not in an earlier attempt) → the
   upstream's answer: its first transient reply (as ``451 4.4.x``), else its
   first 5xx; the client's queue retries or bounces as usual;
@@ -156,18 +158,28 @@ class SplitDelivery:
     ) -> bool:  # fmt: skip
         """One copy to ``rcpts``; False when the attempt must stop here."""
         options = copy_options(env.mail_options)
+
+        async def record(accepted: Sequence[str]) -> None:
+            # The upstream has the copy from its 250 on: until this commit
+            # returns, a crash means the retry sends it again.  So it runs
+            # first, before logging, metrics, pooling or QUIT.
+            await self._store.record_copies(key, [delivered_id(r) for r in accepted])
+            attempt.done.update(delivered_id(r) for r in accepted)
+
         try:
             result = await self._upstream.deliver(
-                env.mail_from, rcpts, (trace, *copy.pieces), options
+                env.mail_from, rcpts, (trace, *copy.pieces), options, on_accept=record
             )
+        except StoreError as exc:
+            self._halt(env, attempt, exc)
+            return False
         except UpstreamError as exc:
             for rcpt in rcpts:
                 self._failed(env, attempt, rcpt, exc.reply, exc)
             return exc.kind in _PER_COPY_KINDS
         for rcpt, reply in result.refused.items():
             self._failed(env, attempt, rcpt, reply, None)
-        accepted = [r for r in rcpts if r not in result.refused]
-        return await self._record(env, key, accepted, attempt)
+        return True
 
     def _failed(
         self, env: Envelope, attempt: _Attempt, rcpt: str, reply: Reply, exc: UpstreamError | None
@@ -183,16 +195,6 @@ class SplitDelivery:
             event, queue_id=env.queue_id, rcpt=self._redact(rcpt), code=reply.code,
             kind=exc.kind if exc else "rcpt",
         )  # fmt: skip
-
-    async def _record(self, env: Envelope, key: str, rcpts: list[str], attempt: _Attempt) -> bool:
-        for rcpt in rcpts:
-            try:
-                await self._store.record_copy(key, delivered_id(rcpt))
-            except StoreError as exc:
-                self._halt(env, attempt, exc)
-                return False
-            attempt.done.add(delivered_id(rcpt))
-        return True
 
     def _halt(self, env: Envelope, attempt: _Attempt, exc: StoreError) -> None:
         # Going on could leave a run of unrecorded copies for the retry to
@@ -218,9 +220,7 @@ class SplitDelivery:
         return attempt.deferred or split_reply(attempt.delivered_copies(copies))
 
     async def _record_refusals(self, env: Envelope, key: str, attempt: _Attempt) -> None:
-        for rcpt in attempt.refused:
-            try:
-                await self._store.record_copy(key, refused_id(rcpt))
-            except StoreError as exc:  # the retry tries (and bounces) these again
-                self._halt(env, attempt, exc)
-                return
+        try:
+            await self._store.record_copies(key, [refused_id(r) for r in attempt.refused])
+        except StoreError as exc:  # the retry tries (and bounces) these again
+            self._halt(env, attempt, exc)

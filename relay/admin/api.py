@@ -55,6 +55,7 @@ def summary_json(item: MessageSummary) -> dict[str, Any]:
         "received_at": iso_time(item.received_at),
         "status": item.status,
         "mail_from": item.mail_from,
+        "auth_user": item.auth_user,
         "subject": item.subject,
         "size": item.size,
         "recipients": len(item.rcpt_tos),

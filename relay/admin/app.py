@@ -18,12 +18,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from relay.admin.api import api_routes
 from relay.admin.bodies import BodyLimit
 from relay.admin.context import AdminContext, context_of
-from relay.admin.hashing import HashingPool
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec
-from relay.admin.throttle import LoginThrottle
-from relay.admin.users import UserDB, UsersFileError
 from relay.admin.web import web_routes
+from relay.credentials.hashing import HashingPool
+from relay.credentials.throttle import LoginThrottle
+from relay.credentials.users import UserDB, UsersFileError
 from relay.observability.metrics import Metrics
 from relay.quarantine.store import QuarantineStore
 from relay.settings import AdminSettings

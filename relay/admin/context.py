@@ -14,11 +14,11 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from relay.admin.hashing import HashingBusy, HashingPool
 from relay.admin.review import Review
 from relay.admin.sessions import COOKIE_NAME, Session, SessionCodec
-from relay.admin.throttle import LoginThrottle
-from relay.admin.users import UserDB
+from relay.credentials.hashing import HashingBusy, HashingPool
+from relay.credentials.throttle import LoginThrottle
+from relay.credentials.users import UserDB
 from relay.errors import StoreError
 from relay.observability.metrics import Metrics
 from relay.settings import AdminSettings

@@ -30,6 +30,7 @@ COMMANDS = (
     "relay.cli.health",
     "relay.cli.quarantine",
     "relay.cli.admin",
+    "relay.cli.smtp_user",
 )
 
 

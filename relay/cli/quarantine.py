@@ -101,6 +101,7 @@ def _print_message(viewed: Viewed) -> None:
         print(f"Deleted:    {iso_time(stored.deleted_at)} by {stored.deleted_by}")
     print(f"Received:   {iso_time(stored.received_at)} from {stored.client_ip or '?'}")
     print(f"Sender:     {stored.mail_from or '<>'}")
+    print(f"AUTH user:  {stored.auth_user or '-'}")
     print(f"Subject:    {stored.subject}")
     print(f"Size:       {stored.size} bytes")
     print(f"Rule:       {stored.rule or '-'}")

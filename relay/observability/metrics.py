@@ -29,13 +29,18 @@ if TYPE_CHECKING:
 __all__ = [
     "ACTIONS",
     "ADMIN_REFUSAL_REASONS",
+    "AUTH_MECHANISMS",
+    "AUTH_RESULTS",
     "COUNT_BUCKETS",
     "HANGUP_STAGES",
     "INFLIGHT_STAGES",
     "NOTIFICATION_RESULTS",
     "NO_RULE",
     "POLICY_MODES",
+    "PROXY_FAILURES",
+    "REFUSAL_REASONS",
     "SMTP_STAGES",
+    "TLS_VERSIONS",
     "UPSTREAM_ERROR_KINDS",
     "UPSTREAM_OUTCOMES",
     "Metrics",
@@ -56,10 +61,25 @@ POLICY_MODES = ("enforce", "monitor")
 #: Where a transaction can be refused for want of in-flight budget.
 INFLIGHT_STAGES = ("mail", "data")
 QUARANTINE_STATUSES = ("held",)
+#: Why a connection was refused (or closed unanswered) before its greeting.
+REFUSAL_REASONS = (
+    "network",
+    "max_connections",
+    "max_connections_per_ip",
+    "early_talker",
+    "proxy",
+)
+#: Why a PROXY protocol header was not accepted.
+PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
 #: Actions a calendar fallback replaces, and what it may become.
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
+#: SMTP AUTH: mechanisms offered and how an attempt ended (never a user name).
+AUTH_MECHANISMS = ("PLAIN", "LOGIN")
+AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
+#: TLS protocol versions the listener accepts (1.2 minimum); anything else is "other".
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -106,6 +126,8 @@ class Metrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._traffic()
+        self._front_door()
+        self._tls_auth()
         self._exposure()
         self._upstream()
         self._quarantine()
@@ -151,6 +173,31 @@ class Metrics:
             "before inspection.",
             registry=reg,
         )
+
+    def _front_door(self) -> None:
+        reg = self.registry
+        self.connections_refused = Counter(
+            "ccguard_smtp_connections_refused",
+            "SMTP connections refused before the greeting, by reason.",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in REFUSAL_REASONS:
+            self.connections_refused.labels(reason=reason)
+        self.rate_limited_messages = Counter(
+            "ccguard_smtp_rate_limited_messages",
+            "MAIL FROM commands refused by [limits] messages_per_minute.",
+            registry=reg,
+        )
+        self.proxy_header_failures = Counter(
+            "ccguard_smtp_proxy_header_failures",
+            "Connections closed because their PROXY protocol header was missing, "
+            "invalid or from an untrusted peer.",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in PROXY_FAILURES:
+            self.proxy_header_failures.labels(reason=reason)
 
     def _exposure(self) -> None:
         reg = self.registry
@@ -297,6 +344,28 @@ class Metrics:
             registry=reg,
         )
 
+    def _tls_auth(self) -> None:
+        reg = self.registry
+        self.smtp_tls_sessions = Counter(
+            "ccguard_smtp_tls_sessions",
+            "SMTP client sessions that completed a TLS handshake (STARTTLS or implicit TLS), "
+            "by protocol version.",
+            ["version"],
+            registry=reg,
+        )
+        for version in TLS_VERSIONS:
+            self.smtp_tls_sessions.labels(version=version)
+        self.smtp_auth_attempts = Counter(
+            "ccguard_smtp_auth_attempts",
+            "SMTP AUTH attempts by mechanism and result "
+            "(success, failure, throttled, busy, error).",
+            ["mechanism", "result"],
+            registry=reg,
+        )
+        for mechanism in AUTH_MECHANISMS:
+            for result in AUTH_RESULTS:
+                self.smtp_auth_attempts.labels(mechanism=mechanism, result=result)
+
     # -- helpers the SMTP path calls -------------------------------------------------
 
     def set_policy_mode(self, mode: str) -> None:
@@ -332,6 +401,18 @@ class Metrics:
     def line_endings_normalised_message(self) -> None:
         """One message arrived with bare CR/LF and was normalised to CRLF."""
         self.line_endings_normalised.inc()
+
+    def connection_refused(self, reason: str) -> None:
+        """Count one connection refused at the door (see :data:`REFUSAL_REASONS`)."""
+        self.connections_refused.labels(reason=reason).inc()
+
+    def rate_limited(self) -> None:
+        """Count one MAIL FROM refused by the message rate limit."""
+        self.rate_limited_messages.inc()
+
+    def proxy_header_failure(self, reason: str) -> None:
+        """Count one PROXY header not accepted (see :data:`PROXY_FAILURES`)."""
+        self.proxy_header_failures.labels(reason=reason).inc()
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""
@@ -378,6 +459,16 @@ class Metrics:
     def notification(self, result: str) -> None:
         """Count one sender notice: ``sent`` or ``failed``."""
         self.notifications.labels(result=result).inc()
+
+    def smtp_tls_session(self, version: str) -> None:
+        """Count one client session encrypted with ``version`` (e.g. ``TLSv1.3``)."""
+        self.smtp_tls_sessions.labels(version=version if version in TLS_VERSIONS else "other").inc()
+
+    def smtp_auth_attempt(self, mechanism: str, result: str) -> None:
+        """Count one SMTP AUTH attempt; unknown mechanisms and results are kept out of labels."""
+        mechanism = mechanism if mechanism in AUTH_MECHANISMS else "other"
+        result = result if result in AUTH_RESULTS else "failure"
+        self.smtp_auth_attempts.labels(mechanism=mechanism, result=result).inc()
 
     def set_quarantine(self, counts: Mapping[str, int], oldest_held_age: float | None) -> None:
         """Set the quarantine gauges from the store's counts by status.

@@ -11,7 +11,14 @@ from relay.policy.patterns import AddressPatterns
 from relay.policy.verdict import Verdict
 from relay.settings import Action, PolicySettings, RuleSettings
 
-__all__ = ["calendar_action", "describe", "evaluate", "rule_matches", "without_recipients"]
+__all__ = [
+    "auth_user_in_scope",
+    "calendar_action",
+    "describe",
+    "evaluate",
+    "rule_matches",
+    "without_recipients",
+]
 
 #: Actions that hide addresses by editing the header; they cannot edit an invitation.
 _HIDING = (Action.REWRITE, Action.SPLIT)
@@ -29,6 +36,8 @@ def evaluate(exposure: Exposure, envelope: Envelope, policy: PolicySettings) -> 
     monitor = policy.mode == "monitor"
     for rule in policy.rules:
         if not _sender_in_scope(rule, envelope.mail_from):
+            continue
+        if not auth_user_in_scope(rule.auth_users, envelope.auth_user):
             continue
         seen = without_recipients(exposure, AddressPatterns(rule.exempt_recipients))
         if not rule_matches(rule, seen):
@@ -69,6 +78,19 @@ def _sender_in_scope(rule: RuleSettings, mail_from: str) -> bool:
     if rule.senders and not AddressPatterns(rule.senders).matches(mail_from):
         return False
     return not (rule.exempt_senders and AddressPatterns(rule.exempt_senders).matches(mail_from))
+
+
+def auth_user_in_scope(auth_users: list[str], auth_user: str | None) -> bool:
+    """True when a rule's ``auth_users`` covers ``auth_user`` (``None``: not logged in).
+
+    Empty covers everybody; ``"*"`` every logged-in user, ``"-"`` clients that did
+    not log in, any other entry that user name (exactly, as in the users file).
+    """
+    if not auth_users:
+        return True
+    if auth_user is None:
+        return "-" in auth_users
+    return "*" in auth_users or auth_user in auth_users
 
 
 def rule_matches(rule: RuleSettings, exposure: Exposure) -> bool:

@@ -1,7 +1,7 @@
 """SQLite backend of :class:`relay.quarantine.store.QuarantineStore`.
 
-Concurrency design: one connection, owned by one dedicated worker thread (a
-single-thread executor).  Every method hands a small blocking function to
+Concurrency design: one connection, owned by one dedicated worker thread
+(:class:`SqliteWorker`).  Every method hands a small blocking function to
 that thread and awaits it, so the event loop never blocks on disk and the
 connection is never shared between threads.  Work is serialised, which is
 what SQLite does with writers anyway; other processes on the same file
@@ -18,14 +18,11 @@ instead of failing half-way.  Deleting wipes the message bytes; with
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -39,7 +36,6 @@ from relay.quarantine.sqlite_claims import (
     require_claim,
     set_claim,
 )
-from relay.quarantine.sqlite_conn import connect, translate_error
 from relay.quarantine.sqlite_sql import (
     FULL_COLUMNS,
     SUMMARY_COLUMNS,
@@ -52,6 +48,7 @@ from relay.quarantine.sqlite_sql import (
     row_to_summary,
 )
 from relay.quarantine.sqlite_tx import write_transaction
+from relay.quarantine.sqlite_worker import SqliteWorker
 from relay.quarantine.store import (
     CLAIM_STALE_AFTER,
     DELETED,
@@ -84,55 +81,24 @@ class SqliteStore:
         self.path = Path(path).expanduser()
         self.busy_timeout = busy_timeout
         self._clock = clock
-        self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._main = SqliteWorker(self.path, busy_timeout, "ccguard-store")
 
     # -- plumbing ---------------------------------------------------------
 
-    def _error(self, what: str, exc: BaseException) -> StoreError:
-        return translate_error(self.path, what, exc)
-
     async def _call(self, what: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        executor, conn = self._executor, self._conn
-        if executor is None or conn is None:
-            raise StoreError(f"quarantine store {self.path}: {what} failed: store is not open")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(executor, fn, conn)
-        except StoreError:
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            raise self._error(what, exc) from exc
-
-    def _connect(self) -> sqlite3.Connection:
-        return connect(self.path, self.busy_timeout)
+        return await self._main.call(what, fn)
 
     async def open(self) -> None:
-        """Create the directory and file if needed, migrate the schema, check it is usable."""
-        if self._conn is not None:
-            return
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ccguard-store")
-        loop = asyncio.get_running_loop()
-        try:
-            self._conn = await loop.run_in_executor(executor, self._connect)
-        except StoreError:
-            executor.shutdown(wait=False)
-            raise
-        except (sqlite3.Error, OSError) as exc:
-            executor.shutdown(wait=False)
-            raise self._error("open", exc) from exc
-        self._executor = executor
+        """Create the directory and file if needed, migrate the schema, check it is usable.
+
+        The connection stays open (warm) until :meth:`close`: no write, the
+        split ledger's included, pays for connecting.
+        """
+        await self._main.open()
 
     async def close(self) -> None:
         """Close the connection and stop the worker thread; safe to call twice."""
-        executor, conn = self._executor, self._conn
-        self._executor, self._conn = None, None
-        if executor is None or conn is None:
-            return
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(sqlite3.Error):
-            await loop.run_in_executor(executor, conn.close)
-        executor.shutdown(wait=False)
+        await self._main.close()
 
     # -- messages ---------------------------------------------------------
 
@@ -295,9 +261,20 @@ class SqliteStore:
 
     async def record_copy(self, key: str, copy_id: str) -> None:
         """Record a delivered copy; fsync'd before it returns; recording twice is harmless."""
+        await self.record_copies(key, (copy_id,))
+
+    async def record_copies(self, key: str, copy_ids: Sequence[str]) -> None:
+        """Record several entries of ``key`` in one transaction (all or none);
+        fsync'd before it returns; recording twice is harmless.
+
+        Not on a connection of its own: a second connection to the file in
+        this process showed stale reads after another process's writes (SQLite
+        3.40), and a stale ledger read is a duplicate.  See docs/actions.md.
+        """
+        ids = tuple(copy_ids)
 
         def run(conn: sqlite3.Connection) -> None:
-            sqlite_log.record_copy(conn, key, copy_id, self._clock())
+            sqlite_log.record_copies(conn, key, ids, self._clock())
 
         await self._call("ledger write", run)
 

@@ -7,11 +7,12 @@ Blocking helpers, run on the store's worker thread; each write is its own
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from relay.quarantine.sqlite_tx import write_transaction
 from relay.quarantine.store import AuditEntry, release_key
 
-__all__ = ["add_audit", "copies_done", "expire_ledger", "list_audit", "record_copy"]
+__all__ = ["add_audit", "copies_done", "expire_ledger", "list_audit", "record_copies"]
 
 _RELEASE_PREFIX = release_key("")
 
@@ -22,12 +23,12 @@ def copies_done(conn: sqlite3.Connection, key: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def record_copy(conn: sqlite3.Connection, key: str, copy_id: str, now: float) -> None:
-    """Record a delivered copy; recording twice is harmless."""
+def record_copies(conn: sqlite3.Connection, key: str, copy_ids: Sequence[str], now: float) -> None:
+    """Record entries of ``key`` in one transaction (all or none); twice is harmless."""
     with write_transaction(conn):
-        conn.execute(
+        conn.executemany(
             "INSERT OR IGNORE INTO split_ledger (key, copy_id, recorded_at) VALUES (?, ?, ?)",
-            (key, copy_id, now),
+            [(key, copy_id, now) for copy_id in copy_ids],
         )
 
 

@@ -79,7 +79,10 @@ _V2 = (
     "ALTER TABLE messages ADD COLUMN claimed_at REAL",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# v3: the SMTP AUTH user that sent the message, shown to the reviewer.
+_V3 = ("ALTER TABLE messages ADD COLUMN auth_user TEXT",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -28,7 +28,7 @@ _SUMMARY = (
     "id", "received_at", "status", "mail_from", "rcpt_tos", "mail_options", "client_ip",
     "client_helo", "queue_id", "subject", "size", "action", "rule", "reason", "exposure",
     "released_at", "released_by", "release_mode", "deleted_at", "deleted_by",
-    "claimed_by", "claimed_at",
+    "claimed_by", "claimed_at", "auth_user",
 )  # fmt: skip
 SUMMARY_COLUMNS = ", ".join(_SUMMARY)
 FULL_COLUMNS = SUMMARY_COLUMNS + ", message"
@@ -77,6 +77,7 @@ def new_message_row(new: NewMessage, received_at: float) -> dict[str, Any]:
         "client_ip": new.client_ip,
         "client_helo": new.client_helo,
         "queue_id": new.queue_id,
+        "auth_user": new.auth_user,
         "size": len(new.trace) + len(new.message),
         "action": new.action,
         "rule": new.rule,

@@ -17,7 +17,7 @@ admin (web UI, CLI) calls :meth:`QuarantineStore.add_audit` with the result.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -87,6 +87,7 @@ class NewMessage:
     exposure: Mapping[str, Any] = field(default_factory=dict)
     received_at: float | None = None
     trace: bytes = b""
+    auth_user: str | None = None
 
     @classmethod
     def from_verdict(
@@ -106,6 +107,7 @@ class NewMessage:
             reason=verdict.reason,
             exposure=verdict.exposure.counts(),
             trace=trace,
+            auth_user=envelope.auth_user,
         )
 
 
@@ -140,6 +142,8 @@ class MessageSummary:
     deleted_by: str | None = None
     claimed_by: str | None = None
     claimed_at: float | None = None
+    #: The SMTP AUTH user that sent it (``None``: the client did not log in).
+    auth_user: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +255,10 @@ class QuarantineStore(Protocol):
 
     async def record_copy(self, key: str, copy_id: str) -> None:
         """Split ledger: copy delivered; durable before it returns; idempotent."""
+
+    async def record_copies(self, key: str, copy_ids: Sequence[str]) -> None:
+        """Split ledger: several entries in one transaction (all durable, or none);
+        durable before it returns; idempotent."""
 
     async def expire_ledger(self, cutoff_epoch: float) -> int:
         """Drop split-ledger rows recorded before ``cutoff_epoch``; returns the count.

@@ -8,10 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from relay.settings import SmtpSettings
-from relay.smtp.access import NetworkAccess
+from relay.settings import LimitsSettings, SmtpSettings
+from relay.smtp.access import RelayAccess
+from relay.smtp.auth import SmtpAuthenticator
 from relay.smtp.budget import InflightBudget
+from relay.smtp.limits import ConnectionLimits, MessageRate
 from relay.smtp.pipeline import Decider, Dispatcher, SmtpMetrics
+from relay.smtp.proxy import ProxyGate
+from relay.smtp.tls import ServerTls
 from relay.upstream import UpstreamClient
 
 if TYPE_CHECKING:
@@ -113,10 +117,29 @@ class FrontContext:
     log: Any
     redact: Callable[[str], str]
     metrics: SmtpMetrics | None = None
+    #: The listener's certificate (``None``: no TLS configured).
+    tls: ServerTls | None = None
+    #: SMTP AUTH checks (``None``: no ``[smtp.auth] users_file``, AUTH not offered).
+    auth: SmtpAuthenticator | None = None
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
     #: Unlimited unless given (``relay.app`` passes ``[limits] max_inflight_bytes``).
     budget: InflightBudget = field(default_factory=lambda: InflightBudget(sys.maxsize))
-    access: NetworkAccess = field(init=False)
+    access: RelayAccess = field(init=False)
+    connections: ConnectionLimits = field(init=False)
+    rate: MessageRate = field(init=False)
+    #: Set when ``[smtp] proxy_protocol`` is on.
+    proxy: ProxyGate | None = field(init=False)
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
 
     def __post_init__(self) -> None:
-        self.access = NetworkAccess(self.settings.allowed_networks)
+        self.access = RelayAccess(self.settings)
+        self.connections = ConnectionLimits(self.limits)
+        self.rate = MessageRate(self.limits)
+        self.proxy = (
+            ProxyGate(self.settings.proxy_trusted) if self.settings.proxy_protocol else None
+        )
+
+    def refused(self, reason: str) -> None:
+        """Count one connection refused (or closed unanswered) at the door."""
+        if self.metrics is not None:
+            self.metrics.connection_refused(reason)

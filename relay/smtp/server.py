@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP
+from aiosmtpd.proxy_protocol import ProxyData
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, syntax
 
 from relay import codes
+from relay.codes import Reply
+from relay.smtp.auth import PendingLogin, capture_credentials
 from relay.smtp.context import FrontContext
 from relay.smtp.data import DataOutcome, read_data
+from relay.smtp.proxy import ProxyGate
 from relay.smtp.session import SessionHandler
+from relay.smtp.tls import TlsInfo, tls_info
 
 __all__ = ["GuardSMTP", "SmtpListener"]
 
@@ -25,7 +32,11 @@ _TRANSLATED = {
     ).encode(),
     b"500 Line too long (see RFC5321 4.5.3.1.6)": str(codes.LINE_TOO_LONG).encode(),
     b"500 Command line too long": str(codes.COMMAND_TOO_LONG).encode(),
+    b"530 Must issue a STARTTLS command first": str(codes.STARTTLS_FIRST).encode(),
 }
+# What aiosmtpd's EHLO says when no AUTH mechanism is left (AUTH not configured).
+_EMPTY_AUTH_LINE = b"250-AUTH "
+_MECHANISMS = ("LOGIN", "PLAIN")
 
 
 _DATA_REFUSALS = {
@@ -42,28 +53,61 @@ _CLEANUP_SECONDS = 5.0
 _STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
 
 
+class _Session(Session):
+    """aiosmtpd's Session without the deprecation warning its ``login_data``
+    setter logs on every successful AUTH (smtp_AUTH sets it itself)."""
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 class GuardSMTP(SMTP):
     """aiosmtpd's SMTP with ccguard's access check, replies, timeouts and cleanup."""
 
-    def __init__(self, handler: SessionHandler, ctx: FrontContext) -> None:
+    def __init__(
+        self, handler: SessionHandler, ctx: FrontContext, *, implicit_tls: bool = False
+    ) -> None:
         settings = ctx.settings
-        super().__init__(
-            handler,
-            hostname=settings.hostname,
-            ident="ESMTP ccguard",
-            data_size_limit=settings.max_message_size,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            timeout=settings.idle_timeout,
-            loop=asyncio.get_running_loop(),
-        )
+        starttls = ctx.tls is not None and settings.starttls != "off" and not implicit_tls
+        with warnings.catch_warnings():
+            # aiosmtpd warns when AUTH is required without auth_require_tls; on the
+            # implicit-TLS listener the whole connection is encrypted, and
+            # allow_plaintext is warned about once at start.
+            warnings.simplefilter("ignore", UserWarning)
+            super().__init__(
+                handler,
+                hostname=settings.hostname,
+                ident="ESMTP ccguard",
+                data_size_limit=settings.max_message_size,
+                enable_SMTPUTF8=True,
+                decode_data=False,
+                timeout=settings.idle_timeout,
+                tls_context=ctx.tls.current if starttls and ctx.tls else None,
+                require_starttls=starttls and settings.starttls == "required",
+                authenticator=capture_credentials if ctx.auth else None,
+                auth_required=settings.auth.required,
+                auth_require_tls=not (implicit_tls or settings.auth.allow_plaintext),
+                auth_exclude_mechanism=() if ctx.auth else _MECHANISMS,
+                proxy_protocol_timeout=(
+                    settings.proxy_timeout if ctx.proxy is not None else None
+                ),
+                loop=asyncio.get_running_loop(),
+            )
         self._ctx = ctx
+        self.implicit_tls = implicit_tls
         self._guard = handler
         self.stage = "connect"
         # The command the client had got to when it hung up without QUIT, if it did.
         self.hung_up_at: str | None = None
         self._closing_ours = False  # ccguard closes (timeout, shutdown, refusal)
         self._serving = False
+        self._slot_ip: str | None = None  # counted in ctx.connections while set
+        self._proxy_seen = False
         self._smtp_methods = {
             name: self._staged(_STAGE_OF.get(name, name.lower()), method)
             for name, method in self._smtp_methods.items()
@@ -76,13 +120,55 @@ class GuardSMTP(SMTP):
 
         return run
 
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         super().connection_made(transport)
         if first and self.session is not None:
             self._guard.connected(self, self.session.peer)
+        if (not first or self.implicit_tls) and self._ctx.metrics is not None:
+            info = self.tls  # the STARTTLS handshake (or the implicit one) completed
+            self._ctx.metrics.smtp_tls_session(info.version if info else "unknown")
+
+    @property
+    def tls(self) -> TlsInfo | None:
+        """The TLS protocol and cipher of this connection, ``None`` while in clear."""
+        return tls_info(self.transport)
+
+    @property
+    def authenticated_user(self) -> str | None:
+        """The user this session authenticated as, if any."""
+        if self.session is None or not self.session.authenticated:
+            return None
+        user = self.session.auth_data
+        return user if isinstance(user, str) else None
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self._ctx.auth is None:  # not "538 encryption required": TLS would not help
+            await self.push(str(codes.AUTH_NOT_ENABLED))
+            return
+        await super().smtp_AUTH(arg)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_PLAIN(_, args))
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        return await self._checked(await super().auth_LOGIN(_, args))
+
+    async def _checked(self, result: AuthResult) -> AuthResult:
+        """aiosmtpd's parsed credentials, checked without blocking the loop (relay.smtp.auth)."""
+        pending = result.auth_data
+        if self._ctx.auth is None or not isinstance(pending, PendingLogin):
+            return result
+        return await self._ctx.auth.check(self._guard.client_ip, pending)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._slot_ip is not None:
+            self._ctx.connections.release(self._slot_ip)
+            self._slot_ip = None
         self._client_left()
         self._guard.disconnected(serving=self._serving)
         super().connection_lost(error)
@@ -98,13 +184,7 @@ class GuardSMTP(SMTP):
     async def _handle_client(self) -> None:
         self._serving = True
         try:
-            refusal = self._guard.refusal_at_connect()
-            if refusal is not None:
-                self._closing_ours = True
-                await self.push(str(refusal))
-                self._writer.close()
-                return
-            await super()._handle_client()
+            await self._admit_and_serve()
         except ConnectionError:
             # The client reset the connection while a reply was being written:
             # a normal hang-up (counted and logged by session_over), no traceback.
@@ -112,6 +192,85 @@ class GuardSMTP(SMTP):
         finally:
             self._serving = False
             await self._guard.session_over(self.hung_up_at)
+
+    async def _admit_and_serve(self) -> None:
+        if self._ctx.proxy is None:
+            if await self._admit():
+                await super()._handle_client()
+            else:
+                self._writer.close()
+            return
+        if not self._ctx.proxy.trusts(self._guard.client_ip):
+            self._proxy_failed("untrusted_peer")
+            self._writer.close()
+            return
+        self.stage = "proxy"
+        # aiosmtpd reads the header, then calls handle_PROXY -> admit_proxied.
+        await super()._handle_client()
+        if not self._proxy_seen:
+            self._proxy_failed("invalid")
+
+    async def admit_proxied(self, data: ProxyData) -> bool:
+        """A trusted proxy's valid header arrived: admit the client it names, or refuse it."""
+        self._proxy_seen = True
+        self._reset_timeout()
+        ip = ProxyGate.client_ip(data, self._guard.client_ip)
+        if ip is None:
+            self._proxy_failed("no_address")
+            return False
+        self._guard.client_ip = ip
+        self.stage = "connect"
+        return await self._admit(trusted_proxy=ProxyGate.speaks_for_itself(data))
+
+    async def _admit(self, *, trusted_proxy: bool = False) -> bool:
+        """Apply the checks before the greeting; False after a refusal was written."""
+        refusal = self._guard.refusal_at_connect(trusted_proxy=trusted_proxy)
+        if refusal is None:
+            refusal = self._claim_slot()
+        if refusal is None:
+            refusal = await self._early_talker()
+        if refusal is None:
+            return True
+        self._closing_ours = True
+        await self.push(str(refusal))
+        return False
+
+    def _claim_slot(self) -> Reply | None:
+        ip = self._guard.client_ip
+        over = self._ctx.connections.admit(ip)
+        if over is None:
+            self._slot_ip = ip
+            return None
+        reply, reason = over
+        self._ctx.log.warning("client refused", client_ip=ip, reason=reason)
+        self._ctx.refused(reason)
+        return reply
+
+    async def _early_talker(self) -> Reply | None:
+        # Postfix postscreen's pregreet test: a first greeting line, then silence.
+        # A real SMTP client waits for the last line; spam engines talk at once.
+        wait = self._ctx.limits.pregreet_wait
+        if wait <= 0:
+            return None
+        await self.push(f"220-{self.hostname} {self.__ident__}")
+        try:
+            await asyncio.wait_for(self._reader.read(1), wait)
+        except TimeoutError:
+            return None
+        self._ctx.log.warning(
+            "client refused", client_ip=self._guard.client_ip, reason="early_talker"
+        )
+        self._ctx.refused("early_talker")
+        return codes.EARLY_TALKER
+
+    def _proxy_failed(self, reason: str) -> None:
+        self._closing_ours = True  # ccguard closes: not a client hang-up
+        peer = self.session.peer if self.session is not None else None
+        peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
+        self._ctx.log.warning("proxy header refused", peer_ip=peer_ip, reason=reason)
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.proxy_header_failure(reason)
+        self._ctx.refused("proxy")
 
     async def smtp_DATA(self, arg: str) -> None:
         if arg or self.envelope is None or not self.envelope.rcpt_tos:
@@ -156,11 +315,19 @@ class GuardSMTP(SMTP):
     async def push(self, status: str | bytes) -> None:
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
         raw = _TRANSLATED.get(raw, raw)
+        if raw == _EMPTY_AUTH_LINE:
+            return
         if len(raw) == 3 or raw[3:4] == b" ":
             self._guard.observe_reply(self.stage, int(raw[:3]))
         await super().push(raw)
 
     def _timeout_cb(self) -> None:
+        if self.stage == "proxy":  # the load balancer sent no header: nothing to say
+            self._proxy_seen = True
+            self._proxy_failed("timeout")
+            if self.transport is not None:
+                self.transport.close()
+            return
         self.say_and_close(codes.IDLE_TIMEOUT)
 
     def say_and_close(self, reply: codes.Reply) -> None:
@@ -176,18 +343,29 @@ class GuardSMTP(SMTP):
 class SmtpListener:
     """The listening socket(s), started with ``loop.create_server`` in the running loop."""
 
-    def __init__(self, ctx: FrontContext) -> None:
+    def __init__(self, ctx: FrontContext, *, implicit_tls: bool = False) -> None:
         self._ctx = ctx
+        self._implicit_tls = implicit_tls
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
-        """Bind and start accepting; ``port`` 0 picks a free port (see :attr:`port`)."""
+        """Bind and start accepting; ``port`` 0 picks a free port (see :attr:`port`).
+
+        With ``implicit_tls`` every connection starts with a TLS handshake (RFC 8314).
+        """
         loop = asyncio.get_running_loop()
+        tls: ssl.SSLContext | None = None
+        if self._implicit_tls:
+            assert self._ctx.tls is not None, "implicit TLS needs [smtp] tls_cert"
+            tls = self._ctx.tls.listener_context()
+        implicit = self._implicit_tls
         self._server = await loop.create_server(
-            lambda: GuardSMTP(SessionHandler(self._ctx), self._ctx),
+            lambda: GuardSMTP(SessionHandler(self._ctx), self._ctx, implicit_tls=implicit),
             host=host,
             port=port,
             reuse_address=True,
+            ssl=tls,
+            backlog=self._ctx.settings.backlog,
         )
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from relay.inspect import ParsedMessage, parse_message
 from relay.policy.verdict import Verdict
 from relay.smtp.budget import Reservation
 from relay.smtp.context import FrontContext
+from relay.smtp.limits import session_user
 from relay.smtp.trace import new_queue_id, received_header
 from relay.upstream import UpstreamTransaction
 
@@ -103,14 +105,22 @@ class SessionHandler:
         if self._ctx.metrics is not None:
             self._ctx.metrics.session_closed()
 
-    def refusal_at_connect(self) -> Reply | None:
-        """The reply that refuses this client outright, or ``None`` to greet it."""
+    def refusal_at_connect(self, *, trusted_proxy: bool = False) -> Reply | None:
+        """The reply that refuses this client outright, or ``None`` to greet it.
+
+        ``trusted_proxy``: the client is a ``proxy_trusted`` load balancer speaking
+        for itself (its health checks), which passes the network check."""
         if self._ctx.sessions.closing:
             return codes.SHUTTING_DOWN
-        if not self._ctx.access.allows(self.client_ip):
+        if not trusted_proxy and self._ctx.access.refused_at_connect(self.client_ip):
             self._ctx.log.warning("client refused", client_ip=self.client_ip, reason="network")
+            self._ctx.refused("network")
             return codes.ACCESS_DENIED_CONNECT
         return None
+
+    async def handle_PROXY(self, server: GuardSMTP, session: Any, envelope: Any, data: Any) -> bool:
+        """aiosmtpd hook: a trusted load balancer's PROXY header names the real client."""
+        return await server.admit_proxied(data)
 
     def close_for_shutdown(self) -> None:
         if self._server is not None:
@@ -182,6 +192,11 @@ class SessionHandler:
             return str(codes.SHUTTING_DOWN)
         if not address.isascii() and "SMTPUTF8" not in (o.upper() for o in options):
             return str(codes.NEEDS_SMTPUTF8)
+        refusal = self._mail_refusal(address)
+        if refusal is not None:
+            return str(refusal)
+        if not self._ctx.rate.allow(session_user(session), self.client_ip):
+            return self._rate_limited()
         await self.end_transaction()
         self._begin_transaction()
         if not self._reserve(_announced_size(options)):
@@ -202,6 +217,12 @@ class SessionHandler:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return str(codes.SENDER_OK)
+
+    def _rate_limited(self) -> str:
+        self._ctx.log.warning("rate limited", client_ip=self.client_ip)
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.rate_limited()
+        return str(codes.RATE_LIMITED)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -312,6 +333,25 @@ class SessionHandler:
 
     # -- helpers ------------------------------------------------------------
 
+    def _mail_refusal(self, address: str) -> Reply | None:
+        """530 when this client may not relay (network, AUTH), 553 for a sender not its own."""
+        user = self._server.authenticated_user if self._server is not None else None
+        refusal = self._ctx.access.mail_refusal(self.client_ip, user, _sender(address))
+        if refusal is not None:
+            reason = "sender not owned" if user else "authentication required"
+            self._ctx.log.warning("relay refused", client_ip=self.client_ip, reason=reason)
+        return refusal
+
+    def _front_fields(self) -> dict[str, Any]:
+        """Envelope fields only the connection knows: AUTH user, TLS protocol and cipher."""
+        server = self._server
+        tls = server.tls if server is not None else None
+        return {
+            "auth_user": server.authenticated_user if server is not None else None,
+            "tls_version": tls.version if tls else "",
+            "tls_cipher": tls.cipher if tls else "",
+        }
+
     def _envelope(self, session: Any, envelope: Any) -> Envelope:
         return Envelope(
             mail_from=_sender(envelope.mail_from),
@@ -320,8 +360,8 @@ class SessionHandler:
             client_ip=self.client_ip,
             client_helo=session.host_name or "",
             queue_id=self.queue_id,
-            auth_user=None,
             rcpt_options=tuple(envelope.rcpt_options),
+            **self._front_fields(),
         )
 
     def _log_transaction(
@@ -337,6 +377,7 @@ class SessionHandler:
             "transaction",
             queue_id=env.queue_id,
             client_ip=env.client_ip,
+            **_session_log_fields(env, redact),
             sender=redact(env.mail_from) if env.mail_from else "<>",
             recipients=len(env.rcpt_tos),
             size=message.size,
@@ -367,6 +408,16 @@ async def _parse(data: bytes) -> ParsedMessage:
     if len(data) < _PARSE_INLINE_BYTES:
         return parse_message(data)
     return await asyncio.to_thread(parse_message, data)
+
+
+def _session_log_fields(env: Envelope, redact: Callable[[str], str]) -> dict[str, str | None]:
+    """TLS and AUTH for the transaction line; a user name that is an address is redacted."""
+    user = env.auth_user
+    return {
+        "auth_user": redact(user) if user and "@" in user else user,
+        "tls": env.tls_version or None,
+        "tls_cipher": env.tls_cipher or None,
+    }
 
 
 def _sender(address: str) -> str:

@@ -29,15 +29,18 @@ def received_header(
 ) -> bytes:
     """The trace header for ``envelope``, folded, ending in CRLF.
 
+    ``with`` is ESMTPS when the client used TLS (``tls`` or ``envelope.tls_version``),
+    ESMTPSA when it also authenticated (RFC 3848).
     It deliberately has no ``for <address>`` clause: with several envelope
     recipients that clause would disclose Bcc recipients to everybody.
     """
     helo = envelope.client_helo or "unknown"
+    protocol = _protocol(envelope, tls or bool(envelope.tls_version))
     ip = envelope.client_ip
     literal = f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
     text = (
         f"Received: from {helo} ({literal})\r\n"
-        f"\tby {hostname} (ccguard) with {_protocol(envelope, tls)} id {envelope.queue_id};\r\n"
+        f"\tby {hostname} (ccguard) with {protocol} id {envelope.queue_id};\r\n"
         f"\t{format_datetime(now)}\r\n"
     )
     return text.encode("utf-8", "surrogateescape")

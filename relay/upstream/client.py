@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,7 +17,17 @@ from relay.upstream.pool import Connection, ConnectionPool
 from relay.upstream.replies import error_from_exception, reply_from_response, transient_reply_for
 from relay.upstream.stream import send_data
 
-__all__ = ["DeliveryResult", "UpstreamClient", "UpstreamMetrics", "UpstreamTransaction"]
+__all__ = [
+    "AcceptHook",
+    "DeliveryResult",
+    "UpstreamClient",
+    "UpstreamMetrics",
+    "UpstreamTransaction",
+]
+
+# Awaited with the accepted recipients the moment the upstream's 250 to DATA
+# is read, before anything else (metrics, pooling, QUIT) happens.
+AcceptHook = Callable[[Sequence[str]], Awaitable[None]]
 
 # MAIL FROM parameters worth carrying to the next hop, if it supports them.
 # A pooled connection that fails like this was stale: retry once on a new one.
@@ -99,10 +109,16 @@ class UpstreamTransaction:
         self.accepted.append(address)
         return reply_from_response(resp.code, resp.message)
 
-    async def data(self, *pieces: bytes | memoryview) -> Reply:
+    async def data(self, *pieces: bytes | memoryview, on_accept: AcceptHook | None = None) -> Reply:
         """Send the message ``b"".join(pieces)`` without joining them (e.g. the trace
         header and the client's bytes); return the upstream's 250 or raise
-        :class:`UpstreamError`."""
+        :class:`UpstreamError`.
+
+        ``on_accept(accepted recipients)`` is awaited right after the 250 is
+        read, before the connection is pooled or closed (a QUIT is a round
+        trip); whatever it raises is raised here, after the connection is
+        released.
+        """
         started = time.monotonic()
         try:
             smtp = self._smtp()
@@ -114,8 +130,12 @@ class UpstreamTransaction:
             error = await self._fail(exc)
             self._client.observe("error", started, error.kind)
             raise error from exc
-        self._client.observe("accepted", started, None)
-        await self._finish(reusable=True)
+        try:
+            if on_accept is not None:
+                await on_accept(tuple(self.accepted))
+        finally:
+            self._client.observe("accepted", started, None)
+            await self._finish(reusable=True)
         return reply_from_response(resp.code, resp.message)
 
     async def abort(self) -> None:
@@ -222,13 +242,16 @@ class UpstreamClient:
         rcpts: Sequence[str],
         message: bytes | tuple[bytes | memoryview, ...],
         options: Sequence[str] = (),
+        *,
+        on_accept: AcceptHook | None = None,
     ) -> DeliveryResult:
         """A whole transaction: MAIL, every RCPT, DATA.
 
         Returns when the upstream accepted the message for at least one
         recipient (the others are in ``refused``); raises
         :class:`UpstreamTransientError` / :class:`UpstreamPermanentError` when
-        it accepted it for nobody.
+        it accepted it for nobody.  ``on_accept``: see
+        :meth:`UpstreamTransaction.data`.
         """
         txn = await self.begin(mail_from, options)
         refused: dict[str, Reply] = {}
@@ -240,7 +263,8 @@ class UpstreamClient:
             await txn.abort()
             raise _all_refused(refused)
         pieces = message if isinstance(message, tuple) else (message,)
-        return DeliveryResult(reply=await txn.data(*pieces), refused=refused)
+        reply = await txn.data(*pieces, on_accept=on_accept)
+        return DeliveryResult(reply=reply, refused=refused)
 
     async def ping(self) -> None:
         """Check the upstream answers EHLO now (for readiness); raise :class:`UpstreamError`."""

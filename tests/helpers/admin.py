@@ -15,9 +15,9 @@ from starlette.applications import Starlette
 
 from relay.actions.release import QuarantineReleaser
 from relay.admin import create_admin_app
-from relay.admin.hashing import HashingPool
-from relay.admin.throttle import LoginThrottle
-from relay.admin.users import UserDB
+from relay.credentials.hashing import HashingPool
+from relay.credentials.throttle import LoginThrottle
+from relay.credentials.users import UserDB
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
 from relay.observability.metrics import Metrics

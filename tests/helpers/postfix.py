@@ -53,6 +53,7 @@ relay     unix  -       -       n       -       -       smtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 """
 
 # The content-filter shape of the README: a dedicated transport to ccguard (its own
@@ -203,16 +204,20 @@ def write_instance(
     relayhost: str,
     content_filter: str | None = None,
     reinject_port: int | None = None,
+    main: dict[str, str] | None = None,
 ) -> PostfixInstance:
-    """Create the directories and write main.cf + master.cf of a private instance."""
+    """Create the directories and write main.cf + master.cf of a private instance.
+
+    ``main`` adds or overrides main.cf parameters (e.g. the SMTP client's TLS and SASL).
+    """
     instance = PostfixInstance(base=base, smtp_port=smtp_port, reinject_port=reinject_port)
     # Postfix daemons run as `postfix` and must reach the queue below this directory.
     for folder in (base, instance.config_dir, instance.queue_dir):
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o755)
     # data_directory (master.lock, caches) belongs to mail_owner; `postfix start` creates it.
-    main = _main_cf(instance, relayhost=relayhost, content_filter=content_filter)
-    (instance.config_dir / "main.cf").write_text(main)
+    main_cf = _main_cf(instance, relayhost=relayhost, content_filter=content_filter, extra=main)
+    (instance.config_dir / "main.cf").write_text(main_cf)
     master = _MASTER_CF.format(smtpd_listen=f"127.0.0.1:{smtp_port}")
     if reinject_port is not None:
         master += FILTER_TRANSPORT + REINJECT_SERVICE.format(listen=f"127.0.0.1:{reinject_port}")
@@ -220,7 +225,13 @@ def write_instance(
     return instance
 
 
-def _main_cf(instance: PostfixInstance, *, relayhost: str, content_filter: str | None) -> str:
+def _main_cf(
+    instance: PostfixInstance,
+    *,
+    relayhost: str,
+    content_filter: str | None,
+    extra: dict[str, str] | None = None,
+) -> str:
     base = instance.base
     lines = {
         "compatibility_level": "3.6",
@@ -256,6 +267,7 @@ def _main_cf(instance: PostfixInstance, *, relayhost: str, content_filter: str |
         lines["content_filter"] = content_filter
         # Address mappings happen once, on re-injection after ccguard, not twice.
         lines["receive_override_options"] = "no_address_mappings"
+    lines.update(extra or {})
     return "".join(f"{key} = {value}\n" for key, value in lines.items())
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright
 
-from relay.admin.users import UserDB
+from relay.credentials.users import UserDB
 from tests.helpers.admin import EXTERNAL_RCPTS, INTERNAL_RCPTS, PASSWORD, make_message
 from tests.helpers.relay import running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream

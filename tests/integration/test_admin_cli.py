@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.admin.users import UserDB
+from relay.credentials.users import UserDB
 from relay.quarantine import SqliteStore
 from tests.helpers.admin import (
     EXTERNAL_RCPTS,

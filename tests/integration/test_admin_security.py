@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.admin.hashing import HashingPool
-from relay.admin.users import UserDB
+from relay.credentials.hashing import HashingPool
+from relay.credentials.users import UserDB
 from tests.helpers.admin import PASSWORD, Env, admin_env, audit_of, basic, new_message
 from tests.helpers.waiting import wait_until
 

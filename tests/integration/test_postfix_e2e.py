@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import smtplib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from relay.credentials import UserDB
 from tests.helpers.postfix import (
     PostfixInstance,
     instance_dir,
@@ -24,6 +26,7 @@ from tests.helpers.postfix import (
 )
 from tests.helpers.process import free_port
 from tests.helpers.relay import running_relay, settings_for
+from tests.helpers.tls import make_pki
 from tests.helpers.upstream import Received, RecordingUpstream
 
 pytestmark = pytest.mark.postfix
@@ -233,3 +236,49 @@ async def test_smarthost_upstream_deferral_is_retried_by_postfix_without_duplica
     _, rest = strip(CCGUARD_RECEIVED, got.data, "ccguard")
     _, rest = strip(POSTFIX_RECEIVED, rest, "Postfix")
     assert rest == MESSAGE
+
+
+async def test_postfix_with_tls_encrypt_and_sasl_relays_through_ccguard(
+    postfix: Launcher, upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    """The README's "TLS + AUTH for applications" shape with Postfix as the application:
+    ccguard allows no network (loopback is "outside"), so only AUTH after STARTTLS works."""
+    pki = make_pki(tmp_path)
+    users = tmp_path / "smtp-users.json"
+    UserDB(users).set_password("postfix-site", "site-Pa55word")
+    cert, key = pki.localhost
+    smtp = {
+        "tls_cert": str(cert), "tls_key": str(key), "starttls": "required",
+        "allowed_networks": ["192.0.2.0/24"], "auth": {"users_file": str(users)},
+    }  # fmt: skip
+    # Postfix's smtp client (user postfix) reads the map: not below the 0700 tmp_path.
+    secrets = await asyncio.to_thread(instance_dir)
+    try:
+        async with running_relay(settings_for(upstream.port, smtp=smtp)) as relay:
+            passwords = secrets / "sasl_passwd"
+            passwords.write_text(f"[127.0.0.1]:{relay.smtp_port} postfix-site:site-Pa55word\n")
+            passwords.chmod(0o644)
+            client = {
+                "smtp_tls_security_level": "encrypt",
+                "smtp_sasl_auth_enable": "yes",
+                "smtp_sasl_password_maps": f"texthash:{passwords}",
+                "smtp_sasl_security_options": "noanonymous",
+                "smtp_sasl_tls_security_options": "noanonymous",
+                "smtp_tls_loglevel": "1",
+            }
+            pf = await asyncio.to_thread(
+                postfix, smtp_port=free_port(), relayhost=f"[127.0.0.1]:{relay.smtp_port}",
+                main=client,
+            )  # fmt: skip
+            assert await asyncio.to_thread(submit, pf.smtp_port) == {}
+            await wait_until(lambda: len(upstream.messages) >= 1, "the upstream to get it", pf)
+            await wait_queue_empty(pf)
+            log = pf.log_text()
+    finally:
+        shutil.rmtree(secrets, ignore_errors=True)
+
+    (got,) = upstream.messages
+    assert_envelope(got)
+    assert b"with ESMTPSA id" in got.data.split(b"\r\n\r\n", 1)[0]
+    assert re.search(r"TLS connection established to \S+: TLSv1\.[23]", log), log
+    assert "status=sent" in log

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -204,6 +205,24 @@ async def test_split_ledger(store: SqliteStore, clock: Clock) -> None:
     assert await store.expire_ledger(clock.now) == 1  # only k1/c1 is older
     assert await store.copies_done("k1") == {"c2"}
     assert await store.copies_done("k2") == {"c1"}
+
+
+async def test_ledger_write_commits_all_entries_of_a_copy_together(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "q.db", busy_timeout=0.2)
+    await store.open()
+    locker = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    try:
+        await store.record_copies("k", ["d-a", "d-b"])
+        await store.record_copies("k", ["d-b", "d-c"])  # d-b again: harmless
+        assert await store.copies_done("k") == {"d-a", "d-b", "d-c"}
+        locker.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match="ledger write failed"):
+            await store.record_copies("k", ["d-x", "d-y"])
+        locker.rollback()
+        assert await store.copies_done("k") == {"d-a", "d-b", "d-c"}  # neither, not one
+    finally:
+        locker.close()
+        await store.close()
 
 
 async def test_audit_newest_first_and_by_target(store: SqliteStore, clock: Clock) -> None:

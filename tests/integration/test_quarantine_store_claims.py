@@ -154,12 +154,12 @@ async def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -
         assert (got.status, got.subject, got.message, got.rcpt_tos) == (
             HELD, "old one", b"ABCD", ("bob@example.com",),
         )  # fmt: skip
-        assert (got.claimed_by, got.claimed_at) == (None, None)
+        assert (got.claimed_by, got.claimed_at, got.auth_user) == (None, None, None)
         assert await store.copies_done("k") == {"c"}
         assert [e.actor for e in await store.list_audit()] == ["alice"]
         assert (await store.claim("v1message0000001", "alice")).claimed_by == "alice"
     finally:
         await store.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     conn.close()

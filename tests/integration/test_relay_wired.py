@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.admin.users import UserDB
+from relay.credentials.users import UserDB
 from tests.helpers.process import free_port, run_ccguard, start_ccguard, wait_for_port
 from tests.helpers.relay import running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream

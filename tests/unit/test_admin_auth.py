@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from relay.admin.hashing import HashingPool
 from relay.admin.sessions import Session, SessionCodec
-from relay.admin.throttle import LoginThrottle
-from relay.admin.users import UserDB, UsersFileError, hash_password, verify_password
+from relay.credentials.hashing import HashingPool
+from relay.credentials.throttle import LoginThrottle
+from relay.credentials.users import UserDB, UsersFileError, hash_password, verify_password
 from tests.helpers.waiting import wait_until
 
 

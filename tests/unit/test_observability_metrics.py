@@ -8,6 +8,8 @@ from relay.inspect.exposure import Exposure
 from relay.observability.metrics import (
     COUNT_BUCKETS,
     NO_RULE,
+    PROXY_FAILURES,
+    REFUSAL_REASONS,
     SMTP_STAGES,
     UPSTREAM_ERROR_KINDS,
     Metrics,
@@ -25,6 +27,9 @@ EXPECTED_TYPES = {
     "ccguard_smtp_sessions_active": "gauge",
     "ccguard_smtp_client_hangups_total": "counter",
     "ccguard_messages_line_endings_normalised_total": "counter",
+    "ccguard_smtp_connections_refused_total": "counter",
+    "ccguard_smtp_rate_limited_messages_total": "counter",
+    "ccguard_smtp_proxy_header_failures_total": "counter",
     "ccguard_visible_external_recipients": "histogram",
     "ccguard_external_domains": "histogram",
     "ccguard_message_size_bytes": "histogram",
@@ -43,9 +48,12 @@ EXPECTED_TYPES = {
     "ccguard_admin_requests_refused_total": "counter",
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
+    "ccguard_smtp_tls_sessions_total": "counter",
+    "ccguard_smtp_auth_attempts_total": "counter",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
-                  "version", "mode", "le", "truncated", "replaced", "reason"}  # fmt: skip
+                  "version", "mode", "le", "truncated", "replaced", "reason",
+                  "mechanism"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
@@ -65,9 +73,18 @@ def test_alerting_label_values_exist_at_zero_before_anything_happens() -> None:
         for cls in ("2xx", "4xx", "5xx"):
             assert scrape.value("ccguard_smtp_replies_total", stage=stage, code_class=cls) == 0
     assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE) == 0
+    for mechanism in ("PLAIN", "LOGIN"):
+        value = scrape.value(
+            "ccguard_smtp_auth_attempts_total", mechanism=mechanism, result="failure"
+        )
+        assert value == 0
     assert scrape.value("ccguard_store_errors_total") == 0
     for reason in ("too_large", "too_deep", "cross_site"):
         assert scrape.value("ccguard_admin_requests_refused_total", reason=reason) == 0
+    for reason in REFUSAL_REASONS:
+        assert scrape.value("ccguard_smtp_connections_refused_total", reason=reason) == 0
+    for reason in PROXY_FAILURES:
+        assert scrape.value("ccguard_smtp_proxy_header_failures_total", reason=reason) == 0
     assert scrape.value("ccguard_notifications_total", result="failed") == 0
     assert scrape.value("ccguard_upstream_duration_seconds_count", outcome="accepted") == 0
     assert scrape.value("ccguard_quarantine_messages", status="held") == 0

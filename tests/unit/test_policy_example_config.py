@@ -26,6 +26,12 @@ def test_every_settings_key_is_documented() -> None:
             if (section, key) == ("policy", "rules"):
                 assert "[[policy.rules]]" in text
                 continue
+            sub = field.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):  # e.g. [smtp.auth]
+                assert re.search(rf"^#? ?\[{section}\.{key}\]", text, re.M), f"[{section}.{key}]"
+                for subkey in sub.model_fields:
+                    assert re.search(rf"^#? ?{subkey} = ", text, re.M), f"{section}.{key}.{subkey}"
+                continue
             assert re.search(rf"^#? ?{name} = ", text, re.M), f"{section}.{name} missing"
     for key in RuleSettings.model_fields:
         assert re.search(rf"^#? ?{key} = ", text, re.M), f"policy.rules[].{key} missing"

@@ -212,3 +212,20 @@ def test_address_patterns() -> None:
     assert not patterns.matches("boss@example.org")
     assert not patterns.matches("")
     assert not AddressPatterns([])
+
+
+def test_auth_users_limits_a_rule_to_who_logged_in() -> None:
+    policy = _policy(
+        {"name": "newsletter-app", "action": "split", "auth_users": ["newsletter"]},
+        {"name": "other-apps", "action": "quarantine", "auth_users": ["*"]},
+        {"name": "not-logged-in", "action": "reject", "auth_users": ["-"]},
+    )
+    exposure = _exposure(_external(20))
+    as_user = {
+        name: evaluate(exposure, Envelope("a@example.org", (), auth_user=name), policy).rule
+        for name in ("newsletter", "crm", None)
+    }
+    assert as_user == {"newsletter": "newsletter-app", "crm": "other-apps", None: "not-logged-in"}
+    # A name is matched exactly: "Newsletter" is another user.
+    upper = Envelope("a@example.org", (), auth_user="Newsletter")
+    assert evaluate(exposure, upper, policy).rule == "other-apps"

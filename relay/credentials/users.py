@@ -1,8 +1,9 @@
-"""The admin users file: names with scrypt password hashes, never plain text.
+"""A users file (admin and SMTP AUTH users): names with scrypt hashes, never plain text.
 
 The file is JSON (``{"version": 1, "users": {"alice": "scrypt$16384$8$1$<salt>$<hash>"}}``),
 written atomically with mode 0600.  The server re-reads it when its mtime
-changes, so ``ccguard admin add-user`` takes effect without a restart.
+changes, so ``ccguard admin add-user`` (or ``ccguard smtp-user add``) takes
+effect without a restart.
 """
 
 from __future__ import annotations
