@@ -65,8 +65,13 @@ def new_message_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
 
 
-def new_message_row(new: NewMessage, received_at: float) -> dict[str, Any]:
-    """The column values (all but ``id``) of ``new`` as a freshly held message."""
+def new_message_row(
+    new: NewMessage, received_at: float, *, pieces: bool = False
+) -> dict[str, Any]:
+    """The column values (all but ``id``) of ``new`` as a freshly held message.
+
+    ``message`` is ``trace + message`` joined, or with ``pieces`` the tuple of
+    both for :func:`insert_message` to stream without joining them."""
     return {
         "received_at": received_at,
         "status": HELD,
@@ -83,7 +88,7 @@ def new_message_row(new: NewMessage, received_at: float) -> dict[str, Any]:
         "rule": new.rule,
         "reason": new.reason,
         "exposure": json.dumps(dict(new.exposure), sort_keys=True),
-        "message": (new.trace, new.message),  # written one after the other, not joined
+        "message": (new.trace, new.message) if pieces else new.trace + new.message,
         "subject": decode_subject(new.message),  # the trace header has no Subject
     }
 
