@@ -34,6 +34,7 @@ from relay.settings import Settings, parse_listen
 from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.access import NetworkAccess
 from relay.smtp.auth import SmtpAuthenticator
+from relay.smtp.budget import InflightBudget
 from relay.smtp.pipeline import InspectingDecider
 from relay.smtp.tls import ServerTls
 from relay.upstream import UpstreamClient
@@ -52,6 +53,7 @@ class Relay:
         self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
         self.metrics.declare_rules((r.action, r.name) for r in settings.policy.rules)
+        self.metrics.inflight_limit.set(settings.limits.max_inflight_bytes)
         self.matcher = DomainMatcher(settings.organisation.internal_domains)
         self.upstream = UpstreamClient(
             settings.upstream, local_hostname=settings.smtp.hostname, metrics=self.metrics
@@ -86,6 +88,7 @@ class Relay:
             log=self.log,
             redact=self.redactor.address,
             metrics=self.metrics,
+            budget=InflightBudget(settings.limits.max_inflight_bytes, self.metrics),
             tls=self._server_tls(),
             auth=self._smtp_auth(),
             limits=settings.limits,

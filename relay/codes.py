@@ -21,6 +21,7 @@ __all__ = [
     "EARLY_TALKER",
     "HELD_FOR_REVIEW",
     "IDLE_TIMEOUT",
+    "INSUFFICIENT_STORAGE",
     "INTERNAL_ERROR",
     "LINE_TOO_LONG",
     "MESSAGE_TOO_BIG",
@@ -122,6 +123,8 @@ NEEDS_SMTPUTF8 = Reply(
 )
 
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, try again later")
+# [limits] max_inflight_bytes is used up by messages in flight: the client's queue retries.
+INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 STORE_FAILED = Reply(451, "4.3.0", "Quarantine store unavailable, try again later")
 UPSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Upstream server unavailable, try again later")
 UPSTREAM_TIMEOUT = Reply(451, "4.4.2", "Upstream server timed out, try again later")

@@ -206,7 +206,7 @@ class SmtpSettings(_Section):
 
 
 class LimitsSettings(_Section):
-    """Abuse limits of the SMTP front (Postfix anvil / postscreen style)."""
+    """Abuse and resource limits of the SMTP front (Postfix anvil / postscreen style)."""
 
     max_connections: PositiveInt = 1000
     max_connections_per_ip: PositiveInt = 50
@@ -216,6 +216,11 @@ class LimitsSettings(_Section):
     #: Seconds to wait after a ``220-`` first greeting line; a client talking in that
     #: window is refused as an early talker.  0 turns the test off.
     pregreet_wait: Annotated[float, Field(ge=0, le=30)] = 0.0
+    #: Message bytes being received or processed at once, summed over every
+    #: transaction of the process; more gets ``452 4.3.1`` (README, [limits]).
+    #: 256 MiB: a message costs about 1.5x its size while it is processed, so the
+    #: process stays under ~450 MiB, a quarter of a 2 GiB machine.
+    max_inflight_bytes: PositiveInt = 256 * MiB
 
     @field_validator("rate_exempt_networks")
     @classmethod
@@ -391,6 +396,16 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _budget_holds_a_message(self) -> Settings:
+        if self.limits.max_inflight_bytes < self.smtp.max_message_size:
+            raise ValueError(
+                f"limits.max_inflight_bytes ({self.limits.max_inflight_bytes}) is smaller "
+                f"than smtp.max_message_size ({self.smtp.max_message_size}): a message of "
+                "the largest size allowed could never be accepted"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -21,7 +21,7 @@ from relay.actions.ports import ActionMetrics, Deliverer, LiveTransaction, Redac
 from relay.actions.replies import held_reply, reject_reply
 from relay.actions.rewrite import rewrite_message
 from relay.actions.split_delivery import SplitDelivery
-from relay.actions.tag import sanitise, tag_message, verdict_tags
+from relay.actions.tag import sanitise, tag_pieces, verdict_tags
 from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.errors import StoreError, UpstreamError
@@ -113,9 +113,10 @@ class Dispatcher:
 
     # -- the actions -------------------------------------------------------------
 
-    async def _forward(self, live: LiveTransaction, data: bytes) -> Outcome:
+    async def _forward(self, live: LiveTransaction, *pieces: bytes | memoryview) -> Outcome:
+        # Header and body go as pieces: ``trace + data`` would copy the message.
         try:
-            return Outcome(await live.data(data))
+            return Outcome(await live.data(*pieces))
         except UpstreamError as exc:
             return Outcome(exc.reply)
 
@@ -127,7 +128,7 @@ class Dispatcher:
         live: LiveTransaction,
         trace: bytes,
     ) -> Outcome:
-        return await self._forward(live, trace + sanitise(msg))
+        return await self._forward(live, trace, sanitise(msg))
 
     async def _tag(
         self,
@@ -137,7 +138,7 @@ class Dispatcher:
         live: LiveTransaction,
         trace: bytes,
     ) -> Outcome:
-        return await self._forward(live, trace + tag_message(msg, verdict))
+        return await self._forward(live, trace, *tag_pieces(msg, verdict))
 
     async def _rewrite(
         self,
@@ -152,7 +153,7 @@ class Dispatcher:
             "message_rewritten", queue_id=env.queue_id, removed=result.removed,
             dkim_broken=result.dkim_broken,
         )  # fmt: skip
-        return await self._forward(live, trace + result.message)
+        return await self._forward(live, trace, *result.pieces)
 
     async def _reject(
         self,
@@ -176,7 +177,7 @@ class Dispatcher:
         await self._abort(live, env)
         try:
             quarantine_id = await self._store.put(
-                NewMessage.from_verdict(env, trace + msg.data, verdict)
+                NewMessage.from_verdict(env, msg.data, verdict, trace=trace)
             )
         except StoreError as exc:
             self._store_failed("quarantine_put", env, exc)

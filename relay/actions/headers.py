@@ -18,6 +18,7 @@ __all__ = [
     "CRLF",
     "RawField",
     "assemble",
+    "assemble_pieces",
     "fold_list",
 ]
 
@@ -35,12 +36,21 @@ def assemble(message: ParsedMessage, fields: Iterable[HeaderField]) -> bytes:
     line break at its end) gets one when another field follows it or the
     separator does, so no two fields run together.
     """
+    head, body = assemble_pieces(message, fields)
+    return head + body
+
+
+def assemble_pieces(
+    message: ParsedMessage, fields: Iterable[HeaderField]
+) -> tuple[bytes, memoryview]:
+    """:func:`assemble` as (new header block with its separator, a view of the
+    body), not joined: a copy sent upstream need not copy the body."""
     raws = [f.raw for f in fields]
     for index, raw in enumerate(raws):
         last = index == len(raws) - 1
         if not raw.endswith(CRLF) and not (last and not message.separator):
             raws[index] = raw + CRLF
-    return b"".join([*raws, message.separator, message.body_view()])
+    return b"".join([*raws, message.separator]), message.body_view()
 
 
 def _break_at_spaces(line: str) -> list[str]:

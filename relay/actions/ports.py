@@ -29,8 +29,9 @@ AcceptHook = Callable[[Sequence[str]], Awaitable[None]]
 class LiveTransaction(Protocol):
     """The upstream transaction the SMTP front opened at MAIL FROM."""
 
-    async def data(self, message: bytes) -> Reply:
-        """Send the message; return the 250 or raise UpstreamError."""
+    async def data(self, *pieces: bytes | memoryview) -> Reply:
+        """Send the message made of ``pieces`` (never joined); return the 250 or raise
+        UpstreamError."""
         ...
 
     async def abort(self) -> None:
@@ -55,12 +56,13 @@ class Deliverer(Protocol):
         self,
         mail_from: str,
         rcpts: Sequence[str],
-        message: bytes,
+        message: bytes | tuple[bytes | memoryview, ...],
         options: Sequence[str] = (),
         *,
         on_accept: AcceptHook | None = None,
     ) -> DeliveryOutcome:
-        """Accepted for at least one recipient, or raise UpstreamError.  ``on_accept``
+        """Accepted for at least one recipient, or raise UpstreamError.  A tuple
+        ``message`` is sent as its pieces joined, without joining them.  ``on_accept``
         is awaited after the 250, before anything else; what it raises is raised."""
         ...
 

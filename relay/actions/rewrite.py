@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relay.actions.headers import CRLF, RawField, assemble, fold_list
+from relay.actions.headers import CRLF, RawField, assemble_pieces, fold_list
 from relay.actions.tag import DKIM_BROKEN, TAG_ACTION, TAG_DKIM, Tags, is_tag_field, tag_fields
 from relay.inspect.addresses import Mailbox, address_like_tokens, parse_address_header
 from relay.inspect.domains import DomainMatcher
@@ -46,12 +46,19 @@ DEFAULT_TAGS: Tags = ((TAG_ACTION, "rewrite"),)
 
 @dataclass(frozen=True, slots=True)
 class RewriteResult:
-    """The rewritten ``message``, how many address occurrences were ``removed``,
-    and whether a DKIM signature covered a changed header (``dkim_broken``)."""
+    """The rewritten message as ``pieces`` (new header block, a view of the
+    original body: sent without joining them), how many address occurrences were
+    ``removed``, and whether a DKIM signature covered a changed header
+    (``dkim_broken``)."""
 
-    message: bytes
+    pieces: tuple[bytes, memoryview]
     removed: int
     dkim_broken: bool
+
+    @property
+    def message(self) -> bytes:
+        """The rewritten message's bytes, joined (a copy of the body)."""
+        return b"".join(self.pieces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,5 +163,5 @@ def rewrite_message(
     broken = bool(changed & dkim_covered(message.fields))
     if broken:
         all_tags.append((TAG_DKIM, DKIM_BROKEN))
-    rewritten = assemble(message, [*tag_fields(all_tags), *fields])
+    rewritten = assemble_pieces(message, [*tag_fields(all_tags), *fields])
     return RewriteResult(rewritten, removed, broken)

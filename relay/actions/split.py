@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from relay.actions.headers import CRLF, RawField, assemble, fold_list
+from relay.actions.headers import CRLF, RawField, assemble_pieces, fold_list
 from relay.actions.rewrite import VISIBLE_HEADERS, dkim_covered, junk_addresses, rewrite_message
 from relay.actions.tag import DKIM_BROKEN, TAG_ACTION, TAG_DKIM, Tags, is_tag_field, tag_fields
 from relay.envelope import Envelope
@@ -44,11 +44,18 @@ _DROPPED = VISIBLE_HEADERS | {"bcc"}
 @dataclass(frozen=True, slots=True)
 class SplitCopy:
     """One upstream transaction: ``rcpts`` get ``message`` (one external
-    recipient, or every internal one)."""
+    recipient, or every internal one).  It is kept as ``pieces`` (its own
+    header block, then a view of the client's body): a plan of a hundred
+    copies of a large message does not hold a hundred bodies."""
 
     rcpts: tuple[str, ...]
-    message: bytes
+    pieces: tuple[bytes, memoryview] | tuple[bytes]
     internal: bool = False
+
+    @property
+    def message(self) -> bytes:
+        """The copy's bytes, joined (a copy of the body)."""
+        return b"".join(self.pieces)
 
 
 def split_key(envelope: Envelope, message: bytes) -> str:
@@ -147,8 +154,8 @@ def plan_split(
             continue
         shown = sources.get(normalise_address(rcpt), rcpt)
         fields = _external_copy(message.fields, shown, tags)
-        copies.append(SplitCopy((rcpt,), assemble(message, fields)))
+        copies.append(SplitCopy((rcpt,), assemble_pieces(message, fields)))
     if internal:
         rewritten = rewrite_message(message, matcher, tags=tags).message
-        copies.append(SplitCopy(tuple(internal), rewritten, internal=True))
+        copies.append(SplitCopy(tuple(internal), (rewritten,), internal=True))
     return copies

@@ -168,7 +168,7 @@ class SplitDelivery:
 
         try:
             result = await self._upstream.deliver(
-                env.mail_from, rcpts, trace + copy.message, options, on_accept=record
+                env.mail_from, rcpts, (trace, *copy.pieces), options, on_accept=record
             )
         except StoreError as exc:
             self._halt(env, attempt, exc)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from relay.actions.headers import CRLF, RawField, assemble
+from relay.actions.headers import CRLF, RawField, assemble, assemble_pieces
 from relay.inspect.parsed import ParsedMessage
 from relay.policy.verdict import Verdict
 from relay.settings import Action
@@ -34,6 +34,7 @@ __all__ = [
     "strip_foreign_tags",
     "tag_fields",
     "tag_message",
+    "tag_pieces",
     "verdict_tags",
 ]
 
@@ -117,6 +118,12 @@ def add_tags(message: ParsedMessage, tags: Tags) -> bytes:
 def tag_message(message: ParsedMessage, verdict: Verdict) -> bytes:
     """The tag action: ``message`` with the verdict's ``X-CCGuard-*`` tags added."""
     return add_tags(message, verdict_tags(verdict))
+
+
+def tag_pieces(message: ParsedMessage, verdict: Verdict) -> tuple[bytes, memoryview]:
+    """:func:`tag_message` as (new header block, a view of the body), not joined."""
+    fields = [*tag_fields(verdict_tags(verdict)), *strip_foreign_tags(message.fields)]
+    return assemble_pieces(message, fields)
 
 
 def sanitise(message: ParsedMessage) -> bytes:

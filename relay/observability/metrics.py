@@ -33,6 +33,7 @@ __all__ = [
     "AUTH_RESULTS",
     "COUNT_BUCKETS",
     "HANGUP_STAGES",
+    "INFLIGHT_STAGES",
     "NOTIFICATION_RESULTS",
     "NO_RULE",
     "POLICY_MODES",
@@ -58,6 +59,8 @@ UPSTREAM_ERROR_KINDS = ("refused", "timeout", "disconnect", "4xx", "5xx", "tls",
 UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
 NOTIFICATION_RESULTS = ("sent", "failed")
 POLICY_MODES = ("enforce", "monitor")
+#: Where a transaction can be refused for want of in-flight budget.
+INFLIGHT_STAGES = ("mail", "data")
 QUARANTINE_STATUSES = ("held",)
 #: PostgreSQL pool: connections open, of which idle; requests waiting for one.
 STORE_POOL_STATES = ("open", "idle", "waiting")
@@ -133,6 +136,7 @@ class Metrics:
         self._exposure()
         self._upstream()
         self._quarantine()
+        self._inflight()
         self._admin()
         self._info(version)
         self.set_policy_mode(mode)
@@ -303,6 +307,28 @@ class Metrics:
         )
         for result in NOTIFICATION_RESULTS:
             self.notifications.labels(result=result)
+
+    def _inflight(self) -> None:
+        reg = self.registry
+        self.inflight_bytes = Gauge(
+            "ccguard_inflight_bytes",
+            "Message bytes being received or processed now ([limits] max_inflight_bytes).",
+            registry=reg,
+        )
+        self.inflight_limit = Gauge(
+            "ccguard_inflight_limit_bytes",
+            "The configured [limits] max_inflight_bytes.",
+            registry=reg,
+        )
+        self.inflight_refusals = Counter(
+            "ccguard_inflight_refusals",
+            "Transactions refused with 452 4.3.1 because max_inflight_bytes was used up, "
+            "by stage (mail: SIZE= announced, data: while receiving).",
+            ["stage"],
+            registry=reg,
+        )
+        for stage in INFLIGHT_STAGES:
+            self.inflight_refusals.labels(stage=stage)
 
     def _admin(self) -> None:
         self.admin_refused_requests = Counter(
@@ -485,6 +511,14 @@ class Metrics:
         self.store_pool.labels(state="open").set(stats.get("pool_size", 0))
         self.store_pool.labels(state="idle").set(stats.get("pool_available", 0))
         self.store_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
+
+    def set_inflight_bytes(self, value: int) -> None:
+        """The bytes reserved by transactions in flight now."""
+        self.inflight_bytes.set(value)
+
+    def inflight_refused(self, stage: str) -> None:
+        """Count one transaction refused for want of in-flight budget at ``stage``."""
+        self.inflight_refusals.labels(stage=stage if stage in INFLIGHT_STAGES else "data").inc()
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition (format 0.0.4) and its content type."""

@@ -107,7 +107,7 @@ class SqliteStore:
         received_at = new.received_at if new.received_at is not None else self._clock()
 
         def run(conn: sqlite3.Connection) -> str:
-            message_id = insert_message(conn, new_message_row(new, received_at))
+            message_id = insert_message(conn, new_message_row(new, received_at, pieces=True))
             if message_id is None:
                 raise StoreError(f"quarantine store {self.path}: could not draw a unique id")
             return message_id

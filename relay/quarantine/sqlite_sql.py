@@ -65,8 +65,13 @@ def new_message_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
 
 
-def new_message_row(new: NewMessage, received_at: float) -> dict[str, Any]:
-    """The column values (all but ``id``) of ``new`` as a freshly held message."""
+def new_message_row(
+    new: NewMessage, received_at: float, *, pieces: bool = False
+) -> dict[str, Any]:
+    """The column values (all but ``id``) of ``new`` as a freshly held message.
+
+    ``message`` is ``trace + message`` joined, or with ``pieces`` the tuple of
+    both for :func:`insert_message` to stream without joining them."""
     return {
         "received_at": received_at,
         "status": HELD,
@@ -78,31 +83,56 @@ def new_message_row(new: NewMessage, received_at: float) -> dict[str, Any]:
         "client_helo": new.client_helo,
         "queue_id": new.queue_id,
         "auth_user": new.auth_user,
-        "size": len(new.message),
+        "size": len(new.trace) + len(new.message),
         "action": new.action,
         "rule": new.rule,
         "reason": new.reason,
         "exposure": json.dumps(dict(new.exposure), sort_keys=True),
-        "message": new.message,
-        "subject": decode_subject(new.message),
+        "message": (new.trace, new.message) if pieces else new.trace + new.message,
+        "subject": decode_subject(new.message),  # the trace header has no Subject
     }
 
 
+# Bytes written to the message blob at a time.
+_BLOB_CHUNK = 1024 * 1024
+
+
 def insert_message(conn: sqlite3.Connection, row: dict[str, Any], attempts: int = 5) -> str | None:
-    """Insert ``row`` under a new id (committed); ``None`` if no unique id was drawn."""
-    cols = ", ".join(["id", *row])
-    marks = ", ".join(["?"] * (len(row) + 1))
+    """Insert ``row`` under a new id (committed); ``None`` if no unique id was drawn.
+
+    The message bytes are streamed into a ``zeroblob`` in the same transaction:
+    binding them would make SQLite copy a large message twice more in memory.
+    """
+    fields = {name: value for name, value in row.items() if name != "message"}
+    message: bytes | tuple[bytes, ...] = row["message"]
+    pieces = message if isinstance(message, tuple) else (message,)
+    size = sum(len(piece) for piece in pieces)
+    cols = ", ".join(["id", *fields, "message"])
+    marks = ", ".join(["?"] * (len(fields) + 1) + ["zeroblob(?)"])
     for _ in range(attempts):
         message_id = new_message_id()
         try:
             with write_transaction(conn):
-                conn.execute(
-                    f"INSERT INTO messages ({cols}) VALUES ({marks})", (message_id, *row.values())
+                cursor = conn.execute(
+                    f"INSERT INTO messages ({cols}) VALUES ({marks})",
+                    (message_id, *fields.values(), size),
                 )
+                _write_blob(conn, cursor.lastrowid, pieces)
             return message_id
         except sqlite3.IntegrityError:
             continue  # id collision: astronomically rare, draw another
     return None
+
+
+def _write_blob(conn: sqlite3.Connection, rowid: int | None, pieces: tuple[bytes, ...]) -> None:
+    if not any(pieces):
+        return
+    assert rowid is not None
+    with conn.blobopen("messages", "message", rowid) as blob:
+        for piece in pieces:
+            view = memoryview(piece)
+            for start in range(0, len(view), _BLOB_CHUNK):
+                blob.write(view[start : start + _BLOB_CHUNK])
 
 
 def fetch_stored(conn: sqlite3.Connection, message_id: str) -> StoredMessage | None:

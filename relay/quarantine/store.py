@@ -69,7 +69,9 @@ class NewMessage:
     """A message to hold.  The store adds the id, status, subject and size.
 
     ``exposure`` is the address-free counts dict (``Exposure.counts()``).
-    ``received_at`` defaults to "now" (epoch seconds) when ``None``.
+    ``received_at`` defaults to "now" (epoch seconds) when ``None``.  The bytes
+    held are ``trace + message``: ccguard's Received header is passed apart so a
+    large message is not copied just to put it in front.
     """
 
     mail_from: str
@@ -84,11 +86,14 @@ class NewMessage:
     reason: str = ""
     exposure: Mapping[str, Any] = field(default_factory=dict)
     received_at: float | None = None
+    trace: bytes = b""
     auth_user: str | None = None
 
     @classmethod
-    def from_verdict(cls, envelope: Envelope, message: bytes, verdict: Verdict) -> NewMessage:
-        """Build from the SMTP envelope, the message bytes and the policy verdict."""
+    def from_verdict(
+        cls, envelope: Envelope, message: bytes, verdict: Verdict, *, trace: bytes = b""
+    ) -> NewMessage:
+        """Build from the SMTP envelope, the message bytes (after ``trace``) and the verdict."""
         return cls(
             mail_from=envelope.mail_from,
             rcpt_tos=tuple(envelope.rcpt_tos),
@@ -101,6 +106,7 @@ class NewMessage:
             rule=verdict.rule,
             reason=verdict.reason,
             exposure=verdict.exposure.counts(),
+            trace=trace,
             auth_user=envelope.auth_user,
         )
 

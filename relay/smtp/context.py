@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from relay.settings import LimitsSettings, SmtpSettings
 from relay.smtp.access import RelayAccess
 from relay.smtp.auth import SmtpAuthenticator
+from relay.smtp.budget import InflightBudget
 from relay.smtp.limits import ConnectionLimits, MessageRate
 from relay.smtp.pipeline import Decider, Dispatcher, SmtpMetrics
 from relay.smtp.proxy import ProxyGate
@@ -120,6 +122,8 @@ class FrontContext:
     #: SMTP AUTH checks (``None``: no ``[smtp.auth] users_file``, AUTH not offered).
     auth: SmtpAuthenticator | None = None
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    #: Unlimited unless given (``relay.app`` passes ``[limits] max_inflight_bytes``).
+    budget: InflightBudget = field(default_factory=lambda: InflightBudget(sys.maxsize))
     access: RelayAccess = field(init=False)
     connections: ConnectionLimits = field(init=False)
     rate: MessageRate = field(init=False)

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.proxy_protocol import ProxyData
-from aiosmtpd.smtp import SMTP, AuthResult, Session, TLSSetupException, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, TLSSetupException, syntax
 
 from relay import codes
 from relay.codes import Reply
 from relay.smtp.auth import PendingLogin, capture_credentials, session_user
 from relay.smtp.context import FrontContext
+from relay.smtp.data import DataOutcome, read_data
 from relay.smtp.proxy import ProxyGate
 from relay.smtp.session import SessionHandler
 from relay.smtp.tls import TlsInfo, handshake_failure, tls_info
@@ -37,6 +38,12 @@ _TRANSLATED = {
 _EMPTY_AUTH_LINE = b"250-AUTH "
 _MECHANISMS = ("LOGIN", "PLAIN")
 
+
+_DATA_REFUSALS = {
+    DataOutcome.LINE_TOO_LONG: codes.LINE_TOO_LONG,
+    DataOutcome.TOO_BIG: codes.MESSAGE_TOO_BIG,
+    DataOutcome.NO_BUDGET: codes.INSUFFICIENT_STORAGE,
+}
 
 # At shutdown, how long closed sessions get to RSET (or close) their upstream
 # transaction before the pool is closed under them.
@@ -293,14 +300,41 @@ class GuardSMTP(SMTP):
         if arg or self.envelope is None or not self.envelope.rcpt_tos:
             await super().smtp_DATA(arg)  # a syntax error or 503: the transaction goes on
             return
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
         try:
-            await super().smtp_DATA(arg)
+            await self._receive_message()
         finally:
-            # aiosmtpd skips the DATA hook on an oversized message or an
-            # over-long line: the upstream transaction must not stay open.
+            # No DATA hook runs for an oversized message, an over-long line or
+            # one over the in-flight budget: the upstream transaction must not stay open.
             # (After a hang-up, session_over ends it and says so.)
             if self.hung_up_at is None:
                 await self._guard.end_transaction()
+
+    async def _receive_message(self) -> None:
+        """aiosmtpd's DATA, reading into one buffer (see :mod:`relay.smtp.data`)."""
+        assert self.envelope is not None and not self._decode_data
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            result = await read_data(
+                self._reader,
+                size_limit=self.data_size_limit,
+                line_limit=self.line_length_limit,
+                fits=self._guard.data_fits,
+                refused=self._guard.data_refused,
+            )
+        except asyncio.CancelledError:
+            self._writer.close()  # the connection was reset during DATA
+            raise
+        refusal = _DATA_REFUSALS.get(result.outcome)
+        if refusal is not None:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(str(refusal))
+            return
+        self.envelope.content = self.envelope.original_content = result.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
     async def push(self, status: str | bytes | None) -> None:
         if status is None:  # handle_exception re-raised a lost cancellation: nothing to say

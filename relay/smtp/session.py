@@ -20,6 +20,7 @@ from relay.envelope import Envelope
 from relay.errors import UpstreamError
 from relay.inspect import ParsedMessage, parse_message
 from relay.policy.verdict import Verdict
+from relay.smtp.budget import Reservation
 from relay.smtp.context import FrontContext
 from relay.smtp.trace import new_queue_id, received_header
 from relay.upstream import UpstreamTransaction
@@ -47,6 +48,7 @@ class SessionHandler:
         self._message_taken = False
         self._rcpt_count = 0
         self._front: dict[str, Any] = {}  # _front_fields() when the transaction began
+        self._reservation: Reservation | None = None
         self._forgotten = False
         #: A trusted load balancer speaking for itself (PROXY LOCAL): greeted, never relayed.
         self.health_check = False
@@ -95,6 +97,9 @@ class SessionHandler:
         return hung_up_at if in_flight else "none"
 
     def _forget(self) -> None:
+        if self._reservation is not None:  # e.g. DATA after the transaction had failed
+            self._reservation.release()
+            self._reservation = None
         if self._forgotten:
             return
         self._forgotten = True
@@ -157,6 +162,9 @@ class SessionHandler:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._reservation is not None:
+            self._reservation.release()
+            self._reservation = None
         try:
             if txn is not None:
                 await txn.abort()
@@ -202,6 +210,9 @@ class SessionHandler:
             return self._rate_limited()
         await self.end_transaction()
         self._begin_transaction()
+        if not self._reserve(_announced_size(options)):
+            await self.end_transaction()
+            return str(codes.INSUFFICIENT_STORAGE)
         try:
             self._txn = await self._ctx.upstream.begin(_sender(address), options)
         except UpstreamError as exc:
@@ -258,6 +269,7 @@ class SessionHandler:
         env = self._envelope(session, envelope)
         task = asyncio.ensure_future(self._finish_message(txn, env, envelope.original_content))
         self._ctx.sessions.track(task)
+        self._hand_over_reservation(task)
         return str(await asyncio.shield(task))
 
     async def _finish_message(self, txn: UpstreamTransaction, env: Envelope, data: bytes) -> Reply:
@@ -293,6 +305,42 @@ class SessionHandler:
         )
         await self.end_transaction()
         return str(codes.INTERNAL_ERROR.with_text(f"{codes.INTERNAL_ERROR.text} (ref {ref})"))
+
+    # -- the in-flight budget -------------------------------------------------
+
+    def _reserve(self, size: int) -> bool:
+        self._reservation = self._ctx.budget.reservation()
+        if self._reservation.grow_to(size):
+            return True
+        self._ctx.budget.refused("mail")
+        self._ctx.log.warning(
+            "in-flight budget exhausted", queue_id=self.queue_id, stage="mail", size=size
+        )
+        return False
+
+    def data_fits(self, size: int) -> bool:
+        """Hold ``size`` bytes of DATA in the in-flight budget; False (holding no more) if
+        they do not fit."""
+        if self._reservation is None:
+            # The transaction already failed (e.g. the upstream dropped at RCPT) and
+            # DATA will get that failure's reply; its bytes still count while read.
+            self._reservation = self._ctx.budget.reservation()
+        return self._reservation.grow_to(size)
+
+    def data_refused(self) -> None:
+        """DATA went over the in-flight budget: the rest is discarded, so give it all back."""
+        if self._reservation is not None:
+            self._reservation.release()
+            self._reservation = None
+        self._ctx.budget.refused("data")
+        self._ctx.log.warning("in-flight budget exhausted", queue_id=self.queue_id, stage="data")
+
+    def _hand_over_reservation(self, task: asyncio.Future[Any]) -> None:
+        # The message's bytes live as long as its task, which outlives a client
+        # that hangs up: the reservation goes with the task.
+        reservation, self._reservation = self._reservation, None
+        if reservation is not None:
+            task.add_done_callback(lambda _: reservation.release())
 
     # -- helpers ------------------------------------------------------------
 
@@ -365,6 +413,15 @@ class SessionHandler:
             inspect_seconds=round(inspect_seconds, 6),
             duration_seconds=round(time.monotonic() - self._started, 6),
         )
+
+
+def _announced_size(options: list[str]) -> int:
+    """The ``SIZE=`` a client announced at MAIL (aiosmtpd checked it is digits), else 0."""
+    for option in options:
+        keyword, _, value = option.partition("=")
+        if keyword.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
 
 
 async def _parse(data: bytes) -> ParsedMessage:

@@ -15,6 +15,7 @@ from relay.errors import UpstreamError, UpstreamPermanentError, UpstreamTransien
 from relay.settings import UpstreamSettings
 from relay.upstream.pool import Connection, ConnectionPool
 from relay.upstream.replies import error_from_exception, reply_from_response, transient_reply_for
+from relay.upstream.stream import send_data
 
 __all__ = [
     "AcceptHook",
@@ -108,8 +109,10 @@ class UpstreamTransaction:
         self.accepted.append(address)
         return reply_from_response(resp.code, resp.message)
 
-    async def data(self, message: bytes, on_accept: AcceptHook | None = None) -> Reply:
-        """Send the message; return the upstream's 250 or raise :class:`UpstreamError`.
+    async def data(self, *pieces: bytes | memoryview, on_accept: AcceptHook | None = None) -> Reply:
+        """Send the message ``b"".join(pieces)`` without joining them (e.g. the trace
+        header and the client's bytes); return the upstream's 250 or raise
+        :class:`UpstreamError`.
 
         ``on_accept(accepted recipients)`` is awaited right after the 250 is
         read, before the connection is pooled or closed (a QUIT is a round
@@ -118,7 +121,8 @@ class UpstreamTransaction:
         """
         started = time.monotonic()
         try:
-            resp = await self._smtp().data(message)
+            smtp = self._smtp()
+            resp = await send_data(smtp, pieces, timeout=smtp.timeout)
         except asyncio.CancelledError:
             self._drop()
             raise
@@ -236,7 +240,7 @@ class UpstreamClient:
         self,
         mail_from: str,
         rcpts: Sequence[str],
-        message: bytes,
+        message: bytes | tuple[bytes | memoryview, ...],
         options: Sequence[str] = (),
         *,
         on_accept: AcceptHook | None = None,
@@ -258,7 +262,9 @@ class UpstreamClient:
         if not txn.accepted:
             await txn.abort()
             raise _all_refused(refused)
-        return DeliveryResult(reply=await txn.data(message, on_accept), refused=refused)
+        pieces = message if isinstance(message, tuple) else (message,)
+        reply = await txn.data(*pieces, on_accept=on_accept)
+        return DeliveryResult(reply=reply, refused=refused)
 
     async def ping(self) -> None:
         """Check the upstream answers EHLO now (for readiness); raise :class:`UpstreamError`."""
