@@ -8,7 +8,6 @@ raise :class:`relay.errors.ConfigError` listing ``section.key: reason`` lines.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -16,15 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,6 +24,17 @@ from pydantic_settings import (
 )
 
 from relay.errors import ConfigError
+from relay.settings_smtp import LimitsSettings, SmtpAuthSettings, SmtpSettings
+from relay.settings_types import (
+    SECTION_CONFIG,
+    DomainPattern,
+    ListenAddress,
+    MiB,
+    PositiveFloat,
+    PositiveInt,
+    check_networks,
+    parse_listen,
+)
 
 __all__ = [
     "Action",
@@ -56,10 +58,14 @@ __all__ = [
     "parse_listen",
 ]
 
+
+class _Section(BaseModel):
+    model_config = SECTION_CONFIG
+
+
 CONFIG_ENV = "CCGUARD_CONFIG"
 ENV_PREFIX = "CCGUARD_"
 _JSON_HINT = "lists and tables must be JSON, e.g. CCGUARD_SMTP__ALLOWED_NETWORKS='[\"10.0.0.0/8\"]'"
-MiB = 1024 * 1024
 
 
 class Action(StrEnum):
@@ -71,161 +77,6 @@ class Action(StrEnum):
     SPLIT = "split"
     REJECT = "reject"
     QUARANTINE = "quarantine"
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """Split ``"127.0.0.1:10025"`` or ``"[::1]:10025"`` into host and port."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:10025 or [::1]:10025")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port {port_text!r} is not a number from 0 to 65535")
-    return host, int(port_text)
-
-
-def _check_listen(value: str) -> str:
-    parse_listen(value)
-    return value
-
-
-def _check_domain_pattern(value: str) -> str:
-    bare = value.removeprefix("*.")
-    if not bare or "*" in bare or "@" in bare or bare.startswith(".") or " " in bare:
-        raise ValueError(f"{value!r} is not a domain or *.domain pattern")
-    return value.lower()
-
-
-ListenAddress = Annotated[str, AfterValidator(_check_listen)]
-DomainPattern = Annotated[str, AfterValidator(_check_domain_pattern)]
-PositiveInt = Annotated[int, Field(gt=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SmtpAuthSettings(_Section):
-    """SMTP AUTH (PLAIN, LOGIN) for clients outside ``allowed_networks``."""
-
-    #: Users file (same format and tools as the admin users); unset: no AUTH.
-    users_file: str | None = None
-    #: Demand AUTH from every client, even from ``allowed_networks``.
-    required: bool = False
-    #: Offer AUTH without TLS: for loopback tests only (a warning is logged at start).
-    allow_plaintext: bool = False
-    #: User name (or ``"*"`` for every other user) → MAIL FROM patterns it may use.
-    sender_patterns: dict[str, list[str]] = {}
-    #: Failed AUTH attempts per minute from all clients together; beyond it every
-    #: attempt gets 454 without a password check until the oldest is a minute old.
-    max_failures_per_minute: PositiveInt = 120
-
-    @model_validator(mode="after")
-    def _needs_users(self) -> SmtpAuthSettings:
-        if self.users_file is None and (self.required or self.sender_patterns):
-            raise ValueError("required and sender_patterns need users_file")
-        return self
-
-
-StartTls = Literal["off", "offer", "required"]
-
-
-class SmtpSettings(_Section):
-    """The SMTP listener that clients send to."""
-
-    listen: ListenAddress = "127.0.0.1:10025"
-    #: Server certificate chain and private key (PEM), re-read on SIGHUP.
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    #: Default: "offer" with a certificate, "off" without.
-    starttls: StartTls = "off"
-    #: Optional implicit-TLS listener (RFC 8314 "submissions"), e.g. "127.0.0.1:10465".
-    tls_listen: ListenAddress | None = None
-    auth: SmtpAuthSettings = SmtpAuthSettings()
-    hostname: str = "ccguard.localdomain"
-    allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]
-    max_message_size: PositiveInt = 50 * MiB
-    max_recipients: PositiveInt = 1000
-    idle_timeout: PositiveFloat = 300.0
-    transaction_timeout: PositiveFloat = 600.0
-    shutdown_grace: Annotated[float, Field(ge=0)] = 30.0
-    #: Listen queue length; the kernel caps it at net.core.somaxconn.
-    backlog: Annotated[int, Field(ge=1, le=65535)] = 1024
-    #: Expect a PROXY v1/v2 header (HAProxy ``send-proxy-v2``) from a ``proxy_trusted`` peer.
-    proxy_protocol: bool = False
-    proxy_trusted: list[str] = []
-    #: Seconds a trusted proxy has to send the header (aiosmtpd warns below 3).
-    proxy_timeout: Annotated[float, Field(ge=3)] = 10.0
-
-    @field_validator("allowed_networks", "proxy_trusted")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for net in value:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{net!r} is not an IP network ({exc})") from None
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _default_starttls(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "starttls" not in data:
-            return {**data, "starttls": "offer" if data.get("tls_cert") else "off"}
-        return data
-
-    @model_validator(mode="after")
-    def _tls_consistent(self) -> SmtpSettings:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key must be set together")
-        if self.tls_cert is None and self.starttls != "off":
-            raise ValueError(f'starttls = "{self.starttls}" needs tls_cert and tls_key')
-        if self.tls_cert is None and self.tls_listen is not None:
-            raise ValueError("tls_listen needs tls_cert and tls_key")
-        auth = self.auth
-        if auth.users_file and not auth.allow_plaintext and not self.tls_enabled:
-            raise ValueError(
-                "auth.users_file: AUTH is offered only after TLS; set tls_cert and tls_key "
-                "(or auth.allow_plaintext = true on loopback tests)"
-            )
-        return self
-
-    @property
-    def tls_enabled(self) -> bool:
-        """True when some listener speaks TLS (STARTTLS offered or implicit TLS)."""
-        return self.tls_cert is not None and (self.starttls != "off" or bool(self.tls_listen))
-
-    @model_validator(mode="after")
-    def _proxy_needs_trusted(self) -> SmtpSettings:
-        if self.proxy_protocol and not self.proxy_trusted:
-            raise ValueError(
-                "proxy_protocol = true needs proxy_trusted (the load balancers' networks)"
-            )
-        return self
-
-
-class LimitsSettings(_Section):
-    """Abuse and resource limits of the SMTP front (Postfix anvil / postscreen style)."""
-
-    max_connections: PositiveInt = 1000
-    max_connections_per_ip: PositiveInt = 50
-    #: MAIL FROM commands per minute per authenticated user, else per client IP; unset = off.
-    messages_per_minute: PositiveInt | None = None
-    rate_exempt_networks: list[str] = []
-    #: Seconds to wait after a ``220-`` first greeting line; a client talking in that
-    #: window is refused as an early talker.  0 turns the test off.
-    pregreet_wait: Annotated[float, Field(ge=0, le=30)] = 0.0
-    #: Message bytes being received or processed at once, summed over every
-    #: transaction of the process; more gets ``452 4.3.1`` (README, [limits]).
-    #: 256 MiB: a message costs about 1.5x its size while it is processed, so the
-    #: process stays under ~450 MiB, a quarter of a 2 GiB machine.
-    max_inflight_bytes: PositiveInt = 256 * MiB
-
-    @field_validator("rate_exempt_networks")
-    @classmethod
-    def _exempt(cls, value: list[str]) -> list[str]:
-        return SmtpSettings._networks(value)
 
 
 class UpstreamSettings(_Section):
@@ -355,7 +206,7 @@ class AdminSettings(_Section):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, value: list[str]) -> list[str]:
-        return SmtpSettings._networks(value)
+        return check_networks(value)
 
 
 class MetricsSettings(_Section):

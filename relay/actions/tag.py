@@ -64,8 +64,7 @@ def is_tag_field(field: RawField) -> bool:
     if field.name:
         return field.key.startswith(_TAG_KEY)
     return any(
-        _CONTROLS.sub(b"", line).lower().startswith(_TAG_BYTES)
-        for line in field.raw.split(CRLF)
+        _CONTROLS.sub(b"", line).lower().startswith(_TAG_BYTES) for line in field.raw.split(CRLF)
     )
 
 

@@ -14,7 +14,6 @@ the first failure.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -22,6 +21,19 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import Metric
 
 from relay import __version__
+from relay.observability.metrics_front import (
+    AUTH_MECHANISMS,
+    AUTH_RESULTS,
+    HANGUP_STAGES,
+    INFLIGHT_STAGES,
+    PROXY_FAILURES,
+    REFUSAL_REASONS,
+    SMTP_STAGES,
+    TLS_FAILURES,
+    TLS_VERSIONS,
+    FrontDoorMetrics,
+    code_class,
+)
 
 if TYPE_CHECKING:
     from relay.policy.verdict import Verdict
@@ -51,40 +63,17 @@ __all__ = [
 #: ``rule`` label value of messages no rule matched.
 NO_RULE = "none"
 ACTIONS = ("pass", "tag", "rewrite", "split", "reject", "quarantine")
-SMTP_STAGES = ("connect", "helo", "mail", "rcpt", "data", "other")
-#: Where a client that hung up without QUIT was: ``none`` = between transactions.
-HANGUP_STAGES = ("none", "mail", "rcpt", "data")
-CODE_CLASSES = ("2xx", "4xx", "5xx")
 UPSTREAM_ERROR_KINDS = ("refused", "timeout", "disconnect", "4xx", "5xx", "tls", "auth")
 UPSTREAM_OUTCOMES = ("accepted", "refused", "error")
 NOTIFICATION_RESULTS = ("sent", "failed")
 POLICY_MODES = ("enforce", "monitor")
-#: Where a transaction can be refused for want of in-flight budget.
-INFLIGHT_STAGES = ("mail", "data")
 QUARANTINE_STATUSES = ("held",)
 #: PostgreSQL pool: connections open, of which idle; requests waiting for one.
 STORE_POOL_STATES = ("open", "idle", "waiting")
-#: Why a connection was refused (or closed unanswered) before its greeting.
-REFUSAL_REASONS = (
-    "network",
-    "max_connections",
-    "max_connections_per_ip",
-    "early_talker",
-    "proxy",
-)
-#: Why a PROXY protocol header was not accepted.
-PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
 #: Actions a calendar fallback replaces, and what it may become.
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
-#: SMTP AUTH: mechanisms offered and how an attempt ended (never a user name).
-AUTH_MECHANISMS = ("PLAIN", "LOGIN")
-AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
-#: TLS protocol versions the listener accepts (1.2 minimum); anything else is "other".
-TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
-#: Why a client's TLS handshake failed: a TLS alert or bad record, the client left, other.
-TLS_FAILURES = ("protocol", "closed", "other")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -109,12 +98,7 @@ class _WithoutCreated:
             yield metric
 
 
-def code_class(code: int) -> str:
-    """``"2xx"`` … ``"5xx"`` for an SMTP reply code, ``"other"`` for anything else."""
-    return f"{code // 100}xx" if 200 <= code < 600 else "other"
-
-
-class Metrics:
+class Metrics(FrontDoorMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -151,58 +135,13 @@ class Metrics:
             registry=reg,
         )
         self.messages.labels(action="pass", rule=NO_RULE)
-        self.smtp_replies = Counter(
-            "ccguard_smtp_replies",
-            "SMTP replies sent to clients by stage and code class.",
-            ["stage", "code_class"],
-            registry=reg,
-        )
-        for stage in SMTP_STAGES:
-            for cls in CODE_CLASSES:
-                self.smtp_replies.labels(stage=stage, code_class=cls)
-        self.sessions_active = Gauge(
-            "ccguard_smtp_sessions_active", "SMTP client sessions open now.", registry=reg
-        )
-        self.client_hangups = Counter(
-            "ccguard_smtp_client_hangups",
-            "Clients that hung up without QUIT (reset or close), by where their "
-            'transaction was (stage="none": between transactions).',
-            ["stage"],
-            registry=reg,
-        )
-        for stage in HANGUP_STAGES:
-            self.client_hangups.labels(stage=stage)
+        self._smtp_sessions()
         self.line_endings_normalised = Counter(
             "ccguard_messages_line_endings_normalised",
             "Messages received with bare CR or bare LF line endings, normalised to CRLF "
             "before inspection.",
             registry=reg,
         )
-
-    def _front_door(self) -> None:
-        reg = self.registry
-        self.connections_refused = Counter(
-            "ccguard_smtp_connections_refused",
-            "SMTP connections refused before the greeting, by reason.",
-            ["reason"],
-            registry=reg,
-        )
-        for reason in REFUSAL_REASONS:
-            self.connections_refused.labels(reason=reason)
-        self.rate_limited_messages = Counter(
-            "ccguard_smtp_rate_limited_messages",
-            "MAIL FROM commands refused by [limits] messages_per_minute.",
-            registry=reg,
-        )
-        self.proxy_header_failures = Counter(
-            "ccguard_smtp_proxy_header_failures",
-            "Connections closed because their PROXY protocol header was missing, "
-            "invalid or from an untrusted peer.",
-            ["reason"],
-            registry=reg,
-        )
-        for reason in PROXY_FAILURES:
-            self.proxy_header_failures.labels(reason=reason)
 
     def _exposure(self) -> None:
         reg = self.registry
@@ -308,28 +247,6 @@ class Metrics:
         for result in NOTIFICATION_RESULTS:
             self.notifications.labels(result=result)
 
-    def _inflight(self) -> None:
-        reg = self.registry
-        self.inflight_bytes = Gauge(
-            "ccguard_inflight_bytes",
-            "Message bytes being received or processed now ([limits] max_inflight_bytes).",
-            registry=reg,
-        )
-        self.inflight_limit = Gauge(
-            "ccguard_inflight_limit_bytes",
-            "The configured [limits] max_inflight_bytes.",
-            registry=reg,
-        )
-        self.inflight_refusals = Counter(
-            "ccguard_inflight_refusals",
-            "Transactions refused with 452 4.3.1 because max_inflight_bytes was used up, "
-            "by stage (mail: SIZE= announced, data: while receiving).",
-            ["stage"],
-            registry=reg,
-        )
-        for stage in INFLIGHT_STAGES:
-            self.inflight_refusals.labels(stage=stage)
-
     def _admin(self) -> None:
         self.admin_refused_requests = Counter(
             "ccguard_admin_requests_refused",
@@ -356,36 +273,6 @@ class Metrics:
             ["mode"],
             registry=reg,
         )
-
-    def _tls_auth(self) -> None:
-        reg = self.registry
-        self.smtp_tls_sessions = Counter(
-            "ccguard_smtp_tls_sessions",
-            "SMTP client sessions that completed a TLS handshake (STARTTLS or implicit TLS), "
-            "by protocol version.",
-            ["version"],
-            registry=reg,
-        )
-        for version in TLS_VERSIONS:
-            self.smtp_tls_sessions.labels(version=version)
-        self.smtp_tls_failures = Counter(
-            "ccguard_smtp_tls_handshake_failures",
-            "SMTP client STARTTLS handshakes that failed, by reason (protocol, closed, other).",
-            ["reason"],
-            registry=reg,
-        )
-        for reason in TLS_FAILURES:
-            self.smtp_tls_failures.labels(reason=reason)
-        self.smtp_auth_attempts = Counter(
-            "ccguard_smtp_auth_attempts",
-            "SMTP AUTH attempts by mechanism and result "
-            "(success, failure, throttled, busy, error).",
-            ["mechanism", "result"],
-            registry=reg,
-        )
-        for mechanism in AUTH_MECHANISMS:
-            for result in AUTH_RESULTS:
-                self.smtp_auth_attempts.labels(mechanism=mechanism, result=result)
 
     # -- helpers the SMTP path calls -------------------------------------------------
 
@@ -423,44 +310,6 @@ class Metrics:
         """One message arrived with bare CR/LF and was normalised to CRLF."""
         self.line_endings_normalised.inc()
 
-    def connection_refused(self, reason: str) -> None:
-        """Count one connection refused at the door (see :data:`REFUSAL_REASONS`)."""
-        self.connections_refused.labels(reason=reason).inc()
-
-    def rate_limited(self) -> None:
-        """Count one MAIL FROM refused by the message rate limit."""
-        self.rate_limited_messages.inc()
-
-    def proxy_header_failure(self, reason: str) -> None:
-        """Count one PROXY header not accepted (see :data:`PROXY_FAILURES`)."""
-        self.proxy_header_failures.labels(reason=reason).inc()
-
-    def observe_reply(self, stage: str, code: int) -> None:
-        """Count one SMTP reply; unknown stages count as ``other``."""
-        stage = stage if stage in SMTP_STAGES else "other"
-        self.smtp_replies.labels(stage=stage, code_class=code_class(code)).inc()
-
-    def session_opened(self) -> None:
-        """One more SMTP session is open."""
-        self.sessions_active.inc()
-
-    def session_closed(self) -> None:
-        """One SMTP session ended."""
-        self.sessions_active.dec()
-
-    def client_hung_up(self, stage: str) -> None:
-        """Count one client that hung up without QUIT; unknown stages count as ``none``."""
-        self.client_hangups.labels(stage=stage if stage in HANGUP_STAGES else "none").inc()
-
-    @contextmanager
-    def session(self) -> Iterator[None]:
-        """Count a session as open while the block runs."""
-        self.session_opened()
-        try:
-            yield
-        finally:
-            self.session_closed()
-
     def observe_upstream(self, outcome: str, seconds: float, error_kind: str | None = None) -> None:
         """Record one upstream delivery attempt (``accepted``, ``refused`` or ``error``)
         and, for a failure, count it under ``error_kind`` (refused, timeout, ...)."""
@@ -481,20 +330,6 @@ class Metrics:
         """Count one sender notice: ``sent`` or ``failed``."""
         self.notifications.labels(result=result).inc()
 
-    def smtp_tls_failed(self, reason: str) -> None:
-        """Count one failed client TLS handshake; unknown reasons count as ``other``."""
-        self.smtp_tls_failures.labels(reason=reason if reason in TLS_FAILURES else "other").inc()
-
-    def smtp_tls_session(self, version: str) -> None:
-        """Count one client session encrypted with ``version`` (e.g. ``TLSv1.3``)."""
-        self.smtp_tls_sessions.labels(version=version if version in TLS_VERSIONS else "other").inc()
-
-    def smtp_auth_attempt(self, mechanism: str, result: str) -> None:
-        """Count one SMTP AUTH attempt; unknown mechanisms and results are kept out of labels."""
-        mechanism = mechanism if mechanism in AUTH_MECHANISMS else "other"
-        result = result if result in AUTH_RESULTS else "failure"
-        self.smtp_auth_attempts.labels(mechanism=mechanism, result=result).inc()
-
     def set_quarantine(self, counts: Mapping[str, int], oldest_held_age: float | None) -> None:
         """Set the quarantine gauges from the store's counts by status.
 
@@ -511,14 +346,6 @@ class Metrics:
         self.store_pool.labels(state="open").set(stats.get("pool_size", 0))
         self.store_pool.labels(state="idle").set(stats.get("pool_available", 0))
         self.store_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
-
-    def set_inflight_bytes(self, value: int) -> None:
-        """The bytes reserved by transactions in flight now."""
-        self.inflight_bytes.set(value)
-
-    def inflight_refused(self, stage: str) -> None:
-        """Count one transaction refused for want of in-flight budget at ``stage``."""
-        self.inflight_refusals.labels(stage=stage if stage in INFLIGHT_STAGES else "data").inc()
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition (format 0.0.4) and its content type."""

@@ -65,9 +65,7 @@ def new_message_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
 
 
-def new_message_row(
-    new: NewMessage, received_at: float, *, pieces: bool = False
-) -> dict[str, Any]:
+def new_message_row(new: NewMessage, received_at: float, *, pieces: bool = False) -> dict[str, Any]:
     """The column values (all but ``id``) of ``new`` as a freshly held message.
 
     ``message`` is ``trace + message`` joined, or with ``pieces`` the tuple of

@@ -11,14 +11,14 @@ from collections.abc import Callable
 from typing import Any
 
 from aiosmtpd.proxy_protocol import ProxyData
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Session, TLSSetupException, syntax
+from aiosmtpd.smtp import TLSSetupException
 
 from relay import codes
 from relay.codes import Reply
-from relay.smtp.auth import PendingLogin, capture_credentials, session_user
+from relay.smtp.auth import capture_credentials, session_user
 from relay.smtp.context import FrontContext
-from relay.smtp.data import DataOutcome, read_data
 from relay.smtp.proxy import ProxyGate
+from relay.smtp.server_commands import CommandOverrides
 from relay.smtp.session import SessionHandler
 from relay.smtp.tls import TlsInfo, handshake_failure, tls_info
 
@@ -39,12 +39,6 @@ _EMPTY_AUTH_LINE = b"250-AUTH "
 _MECHANISMS = ("LOGIN", "PLAIN")
 
 
-_DATA_REFUSALS = {
-    DataOutcome.LINE_TOO_LONG: codes.LINE_TOO_LONG,
-    DataOutcome.TOO_BIG: codes.MESSAGE_TOO_BIG,
-    DataOutcome.NO_BUDGET: codes.INSUFFICIENT_STORAGE,
-}
-
 # At shutdown, how long closed sessions get to RSET (or close) their upstream
 # transaction before the pool is closed under them.
 _CLEANUP_SECONDS = 5.0
@@ -53,20 +47,7 @@ _CLEANUP_SECONDS = 5.0
 _STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
 
 
-class _Session(Session):
-    """aiosmtpd's Session without the deprecation warning its ``login_data``
-    setter logs on every successful AUTH (smtp_AUTH sets it itself)."""
-
-    @property
-    def login_data(self) -> Any:
-        return self._login_data
-
-    @login_data.setter
-    def login_data(self, value: Any) -> None:
-        self._login_data = value
-
-
-class GuardSMTP(SMTP):
+class GuardSMTP(CommandOverrides):
     """aiosmtpd's SMTP with ccguard's access check, replies, timeouts and cleanup."""
 
     def __init__(
@@ -118,9 +99,6 @@ class GuardSMTP(SMTP):
 
         return run
 
-    def _create_session(self) -> Session:
-        return _Session(self.loop)
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         super().connection_made(transport)
@@ -139,26 +117,6 @@ class GuardSMTP(SMTP):
     def authenticated_user(self) -> str | None:
         """The user this session authenticated as, if any."""
         return session_user(self.session)
-
-    @syntax("AUTH <mechanism>")
-    async def smtp_AUTH(self, arg: str) -> None:
-        if self._ctx.auth is None:  # not "538 encryption required": TLS would not help
-            await self.push(str(codes.AUTH_NOT_ENABLED))
-            return
-        await super().smtp_AUTH(arg)
-
-    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
-        return await self._checked(await super().auth_PLAIN(_, args))
-
-    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
-        return await self._checked(await super().auth_LOGIN(_, args))
-
-    async def _checked(self, result: AuthResult) -> AuthResult:
-        """aiosmtpd's parsed credentials, checked without blocking the loop (relay.smtp.auth)."""
-        pending = result.auth_data
-        if self._ctx.auth is None or not isinstance(pending, PendingLogin):
-            return result
-        return await self._ctx.auth.check(self._guard.client_ip, pending)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._slot_ip is not None:
@@ -295,46 +253,6 @@ class GuardSMTP(SMTP):
         )
         if self._ctx.metrics is not None:
             self._ctx.metrics.smtp_tls_failed(reason)
-
-    async def smtp_DATA(self, arg: str) -> None:
-        if arg or self.envelope is None or not self.envelope.rcpt_tos:
-            await super().smtp_DATA(arg)  # a syntax error or 503: the transaction goes on
-            return
-        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
-            return
-        try:
-            await self._receive_message()
-        finally:
-            # No DATA hook runs for an oversized message, an over-long line or
-            # one over the in-flight budget: the upstream transaction must not stay open.
-            # (After a hang-up, session_over ends it and says so.)
-            if self.hung_up_at is None:
-                await self._guard.end_transaction()
-
-    async def _receive_message(self) -> None:
-        """aiosmtpd's DATA, reading into one buffer (see :mod:`relay.smtp.data`)."""
-        assert self.envelope is not None and not self._decode_data
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        try:
-            result = await read_data(
-                self._reader,
-                size_limit=self.data_size_limit,
-                line_limit=self.line_length_limit,
-                fits=self._guard.data_fits,
-                refused=self._guard.data_refused,
-            )
-        except asyncio.CancelledError:
-            self._writer.close()  # the connection was reset during DATA
-            raise
-        refusal = _DATA_REFUSALS.get(result.outcome)
-        if refusal is not None:
-            self._set_post_data_state()  # type: ignore[no-untyped-call]
-            await self.push(str(refusal))
-            return
-        self.envelope.content = self.envelope.original_content = result.content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()  # type: ignore[no-untyped-call]
-        await self.push("250 OK" if status is MISSING else status)
 
     async def push(self, status: str | bytes | None) -> None:
         if status is None:  # handle_exception re-raised a lost cancellation: nothing to say

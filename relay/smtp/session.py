@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +18,10 @@ from relay.codes import Reply
 from relay.envelope import Envelope
 from relay.errors import UpstreamError
 from relay.inspect import ParsedMessage, parse_message
-from relay.policy.verdict import Verdict
 from relay.smtp.budget import Reservation
 from relay.smtp.context import FrontContext
+from relay.smtp.session_budget import InflightHooks, announced_size
+from relay.smtp.session_log import log_abandoned, log_transaction, loggable_cause
 from relay.smtp.trace import new_queue_id, received_header
 from relay.upstream import UpstreamTransaction
 
@@ -33,7 +33,7 @@ __all__ = ["SessionHandler"]
 _PARSE_INLINE_BYTES = 256 * 1024
 
 
-class SessionHandler:
+class SessionHandler(InflightHooks):
     """aiosmtpd handler for one connection (a new one per connection)."""
 
     def __init__(self, ctx: FrontContext) -> None:
@@ -173,26 +173,16 @@ class SessionHandler:
                 self.in_transaction = False
                 self._ctx.sessions.update()
                 if not self._message_taken:
-                    self._log_abandoned(outcome, stage)
-
-    def _log_abandoned(self, outcome: str, stage: str | None) -> None:
-        # Still one line per transaction, also when no message came (RSET, QUIT,
-        # a hang-up, a timeout, an upstream refusal at MAIL or RCPT).
-        self._ctx.log.info(
-            "transaction",
-            queue_id=self.queue_id,
-            client_ip=self.client_ip,
-            **_session_log_fields(
-                self._front.get("auth_user"),
-                self._front.get("tls_version", ""),
-                self._front.get("tls_cipher", ""),
-                self._ctx.redact,
-            ),
-            recipients=self._rcpt_count,
-            outcome=outcome,
-            **({"stage": stage} if stage else {}),
-            duration_seconds=round(time.monotonic() - self._started, 6),
-        )
+                    log_abandoned(
+                        self._ctx,
+                        self.queue_id,
+                        self.client_ip,
+                        self._front,
+                        recipients=self._rcpt_count,
+                        started=self._started,
+                        outcome=outcome,
+                        stage=stage,
+                    )
 
     # -- aiosmtpd hooks -----------------------------------------------------
 
@@ -210,7 +200,7 @@ class SessionHandler:
             return self._rate_limited()
         await self.end_transaction()
         self._begin_transaction()
-        if not self._reserve(_announced_size(options)):
+        if not self._reserve(announced_size(options)):
             await self.end_transaction()
             return str(codes.INSUFFICIENT_STORAGE)
         try:
@@ -221,7 +211,7 @@ class SessionHandler:
                 queue_id=self.queue_id,
                 kind=exc.kind,
                 reply_code=exc.reply.code,
-                **_loggable_cause(exc),
+                **loggable_cause(exc),
             )
             await self.end_transaction()
             return str(exc.reply)
@@ -291,7 +281,7 @@ class SessionHandler:
                 reply = exc.reply
         finally:
             await txn.abort()  # a no-op when the dispatcher already finished it
-        self._log_transaction(env, message, verdict, reply, inspect_seconds)
+        log_transaction(self._ctx, env, message, verdict, reply, inspect_seconds, self._started)
         if self._ctx.metrics is not None:
             self._ctx.metrics.observe_message(verdict, message.size, inspect_seconds)
             if message.normalised:
@@ -305,42 +295,6 @@ class SessionHandler:
         )
         await self.end_transaction()
         return str(codes.INTERNAL_ERROR.with_text(f"{codes.INTERNAL_ERROR.text} (ref {ref})"))
-
-    # -- the in-flight budget -------------------------------------------------
-
-    def _reserve(self, size: int) -> bool:
-        self._reservation = self._ctx.budget.reservation()
-        if self._reservation.grow_to(size):
-            return True
-        self._ctx.budget.refused("mail")
-        self._ctx.log.warning(
-            "in-flight budget exhausted", queue_id=self.queue_id, stage="mail", size=size
-        )
-        return False
-
-    def data_fits(self, size: int) -> bool:
-        """Hold ``size`` bytes of DATA in the in-flight budget; False (holding no more) if
-        they do not fit."""
-        if self._reservation is None:
-            # The transaction already failed (e.g. the upstream dropped at RCPT) and
-            # DATA will get that failure's reply; its bytes still count while read.
-            self._reservation = self._ctx.budget.reservation()
-        return self._reservation.grow_to(size)
-
-    def data_refused(self) -> None:
-        """DATA went over the in-flight budget: the rest is discarded, so give it all back."""
-        if self._reservation is not None:
-            self._reservation.release()
-            self._reservation = None
-        self._ctx.budget.refused("data")
-        self._ctx.log.warning("in-flight budget exhausted", queue_id=self.queue_id, stage="data")
-
-    def _hand_over_reservation(self, task: asyncio.Future[Any]) -> None:
-        # The message's bytes live as long as its task, which outlives a client
-        # that hangs up: the reservation goes with the task.
-        reservation, self._reservation = self._reservation, None
-        if reservation is not None:
-            task.add_done_callback(lambda _: reservation.release())
 
     # -- helpers ------------------------------------------------------------
 
@@ -386,43 +340,6 @@ class SessionHandler:
             **self._front_fields(),
         )
 
-    def _log_transaction(
-        self,
-        env: Envelope,
-        message: ParsedMessage,
-        verdict: Verdict,
-        reply: Reply,
-        inspect_seconds: float,
-    ) -> None:
-        redact = self._ctx.redact
-        self._ctx.log.info(
-            "transaction",
-            queue_id=env.queue_id,
-            client_ip=env.client_ip,
-            **_session_log_fields(env.auth_user, env.tls_version, env.tls_cipher, redact),
-            sender=redact(env.mail_from) if env.mail_from else "<>",
-            recipients=len(env.rcpt_tos),
-            size=message.size,
-            line_endings_normalised=message.normalised,
-            action=str(verdict.action),
-            rule=verdict.rule,
-            calendar_fallback=str(verdict.calendar_fallback) if verdict.calendar_fallback else None,
-            exposure=verdict.exposure.counts(),
-            reply_code=reply.code,
-            reply_status=reply.status,
-            inspect_seconds=round(inspect_seconds, 6),
-            duration_seconds=round(time.monotonic() - self._started, 6),
-        )
-
-
-def _announced_size(options: list[str]) -> int:
-    """The ``SIZE=`` a client announced at MAIL (aiosmtpd checked it is digits), else 0."""
-    for option in options:
-        keyword, _, value = option.partition("=")
-        if keyword.upper() == "SIZE" and value.isdigit():
-            return int(value)
-    return 0
-
 
 async def _parse(data: bytes) -> ParsedMessage:
     """:func:`parse_message`, in a worker thread for a big message (normalising
@@ -432,25 +349,5 @@ async def _parse(data: bytes) -> ParsedMessage:
     return await asyncio.to_thread(parse_message, data)
 
 
-def _session_log_fields(
-    user: str | None, tls_version: str, tls_cipher: str, redact: Callable[[str], str]
-) -> dict[str, str | None]:
-    """AUTH and TLS for every transaction line (with a message or without one);
-    a user name that is an address is redacted."""
-    return {
-        "auth_user": redact(user) if user and "@" in user else user,
-        "tls": tls_version or None,
-        "tls_cipher": tls_cipher or None,
-    }
-
-
 def _sender(address: str) -> str:
     return "" if address in ("<>", "") else address
-
-
-def _loggable_cause(exc: UpstreamError) -> dict[str, str]:
-    """Why the upstream connection failed (e.g. the certificate check), for the log.
-
-    Left out for 4xx/5xx: those texts are the upstream's and may quote the sender.
-    """
-    return {} if exc.kind in ("4xx", "5xx") else {"error": str(exc)}

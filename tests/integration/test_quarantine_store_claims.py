@@ -88,9 +88,7 @@ async def test_mark_released_needs_a_claim(pair: Pair) -> None:
     assert (await store.get(mid)).status == HELD  # type: ignore[union-attr]
 
 
-async def test_a_crashed_claimants_claim_expires(
-    pair: Pair, clock: Clock
-) -> None:
+async def test_a_crashed_claimants_claim_expires(pair: Pair, clock: Clock) -> None:
     first, second = pair
     mid = await first.put(new_message())
     await first.claim(mid, "alice")
