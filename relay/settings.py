@@ -328,6 +328,9 @@ class AdminSettings(_Section):
     listen: ListenAddress = "127.0.0.1:8025"
     users_file: str = "var/admin-users.json"
     session_secret: str | None = None
+    #: A file holding the session key (created with a random key if missing); instances
+    #: sharing it accept each other's session cookies.  Wins over ``session_secret``.
+    session_key_file: str | None = None
     session_max_age: PositiveInt = 8 * 3600
     tls_cert: str | None = None
     tls_key: str | None = None
