@@ -304,6 +304,11 @@ class QuarantineSettings(_Section):
     database: str = "var/ccguard.db"
     retention_days: PositiveFloat = 30.0
     purge_interval: PositiveFloat = 3600.0
+    #: Seconds a split attempt's or a release's claim lasts unless renewed (the holder
+    #: renews it every third of that while it works): how long a crashed holder blocks.
+    claim_lease: Annotated[float, Field(ge=1.0, le=600.0)] = 30.0
+    #: Seconds a split attempt waits for another attempt's claim before answering 451.
+    claim_wait: Annotated[float, Field(ge=0.0, le=120.0)] = 15.0
 
 
 class SplitSettings(_Section):
