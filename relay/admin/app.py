@@ -25,7 +25,7 @@ from relay.credentials.hashing import HashingPool
 from relay.credentials.throttle import LoginThrottle
 from relay.credentials.users import UserDB, UsersFileError
 from relay.observability.metrics import Metrics
-from relay.quarantine.store import QuarantineStore
+from relay.quarantine.store import CLAIM_STALE_AFTER, QuarantineStore
 from relay.settings import AdminSettings
 
 __all__ = ["CONTENT_SECURITY_POLICY", "create_admin_app"]
@@ -114,6 +114,7 @@ def create_admin_app(
     codec: SessionCodec | None = None,
     hashing: HashingPool | None = None,
     metrics: Metrics | None = None,
+    claim_lease: float = CLAIM_STALE_AFTER,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
 
@@ -137,7 +138,7 @@ def create_admin_app(
     ]
     context = AdminContext(
         settings=settings,
-        review=Review(store, releaser, log),
+        review=Review(store, releaser, log, claim_lease=claim_lease),
         users=users,
         codec=codec,
         throttle=throttle or LoginThrottle(),
