@@ -31,6 +31,7 @@ from tests.helpers.instances import (
 from tests.helpers.kill_upstream import KillingUpstream
 from tests.helpers.multi import INTERNAL, RCPTS, auth, metric, per_rcpt, send, split_message
 from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.waiting import Gate, wait_until
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 HOLD_ME = (
@@ -231,6 +232,43 @@ async def test_sigkill_of_a_mid_split_then_retry_through_b_duplicates_nobody(
         assert killer.copies == Counter(RCPTS)  # nobody twice, nobody left out
         taken = {"kind": "split", "event": "taken_over"}
         assert await asyncio.to_thread(metric, b, "ccguard_claim_events_total", taken) == 1
+    finally:
+        stop_instance(a)
+        stop_instance(b)
+
+
+async def test_a_release_claim_left_by_a_killed_instance_is_taken_over_after_its_lease(
+    tmp_path: Path, upstream: RecordingUpstream
+) -> None:
+    """Before: 409 for 600 s.  Now: at most ``claim_lease`` (2 s here) of 409, then B
+    releases it and every recipient gets it once."""
+    a, b = _pair(tmp_path, upstream.port, split=False, claim_lease=2)
+    gate = Gate(first=1)  # A's release stops at DATA, never answered
+    try:
+        await _run([a, b])
+        msg_id = _held_id(await asyncio.to_thread(send, a, HOLD_ME, HOLD_RCPTS))
+        upstream.data_gate = gate.hold
+        async with httpx.AsyncClient(base_url=a.admin_url, auth=auth(), timeout=30) as on_a:
+            doomed = asyncio.create_task(
+                on_a.post(f"/api/quarantine/{msg_id}/release", json={"mode": "as-is"})
+            )
+            await wait_until(lambda: gate.waiting == 1, "A's release reached DATA")
+            assert a.proc is not None
+            a.proc.kill()
+            await asyncio.to_thread(a.proc.wait, 10)
+            with pytest.raises(httpx.TransportError):
+                await doomed
+        statuses = []
+        async with httpx.AsyncClient(base_url=b.admin_url, auth=auth(), timeout=30) as on_b:
+            for _ in range(100):  # bounded: 2 s of lease, polled
+                resp = await on_b.post(f"/api/quarantine/{msg_id}/release", json={"mode": "as-is"})
+                statuses.append(resp.status_code)
+                if resp.status_code != 409:
+                    break
+                await asyncio.sleep(0.1)
+        assert statuses[-1] == 200 and set(statuses[:-1]) <= {409}, statuses
+        [got] = upstream.messages  # B's delivery; A's never completed
+        assert sorted(got.rcpt_tos) == HOLD_RCPTS
     finally:
         stop_instance(a)
         stop_instance(b)
