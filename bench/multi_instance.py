@@ -20,6 +20,9 @@ process started is stopped.
 
 Usage:
   python bench/multi_instance.py --runs 20
+  # the tree before leases, for comparison (a copy of it with this script and
+  # tests/helpers/{instances,multi}.py added):
+  python /tmp/base/bench/multi_instance.py --runs 20 --old-config
 """
 
 from __future__ import annotations
@@ -106,10 +109,14 @@ async def retry_until_250(instance: Instance, msg: bytes, people: list[str]) -> 
     return replies
 
 
+#: ``--old-config``: no key the tree before leases does not know (for a comparison run).
+NEW_KEYS: dict[str, Any] = {"claim_lease": 2, "claim_wait": 10}
+
+
 def pair(folder: Path, port: int) -> list[Instance]:
     return [
         write_instance(folder, name, upstream_port=port, database=folder / "shared.db",
-                       claim_lease=2, claim_wait=10)
+                       **NEW_KEYS)
         for name in ("a", "b")
     ]  # fmt: skip
 
@@ -182,7 +189,13 @@ async def kill(folder: Path, runs: int) -> Tally:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--old-config", action="store_true", help="omit claim_lease, claim_wait, session_key_file"
+    )
     args = parser.parse_args()
+    if args.old_config:
+        NEW_KEYS.clear()
+        NEW_KEYS["shared_key"] = False
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ccguard-multi-") as tmp:
         base = Path(tmp)
