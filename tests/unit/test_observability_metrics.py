@@ -42,6 +42,7 @@ EXPECTED_TYPES = {
     "ccguard_quarantine_oldest_held_seconds": "gauge",
     "ccguard_store_errors_total": "counter",
     "ccguard_notifications_total": "counter",
+    "ccguard_claim_events_total": "counter",
     "ccguard_admin_requests_refused_total": "counter",
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
@@ -50,7 +51,7 @@ EXPECTED_TYPES = {
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
                   "version", "mode", "le", "truncated", "replaced", "reason",
-                  "mechanism"}  # fmt: skip
+                  "mechanism", "event"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
