@@ -19,8 +19,8 @@ from relay.observability.metrics import Metrics
 from relay.quarantine import SqliteStore
 from relay.settings import Action
 from relay.upstream import UpstreamClient
-from tests.helpers.actions import make_verdict, parsed
-from tests.helpers.actions_smtp import ENV, MATCHER, MSG, RCPTS, REDACTOR, TRACE, live
+from tests.helpers.actions import MATCHER, make_verdict, parsed
+from tests.helpers.actions_smtp import ENV, MSG, RCPTS, REDACTOR, TRACE, live
 from tests.helpers.relay import LogCapture, settings_for
 from tests.helpers.upstream import RecordingUpstream
 
