@@ -86,7 +86,9 @@ class GuardSMTP(SMTP):
                 auth_required=settings.auth.required,
                 auth_require_tls=not (implicit_tls or settings.auth.allow_plaintext),
                 auth_exclude_mechanism=() if ctx.auth else _MECHANISMS,
-                proxy_protocol_timeout=(settings.proxy_timeout if ctx.proxy is not None else None),
+                proxy_protocol_timeout=(
+                    settings.proxy_timeout if ctx.proxy is not None else None
+                ),
                 loop=asyncio.get_running_loop(),
             )
         self._ctx = ctx
