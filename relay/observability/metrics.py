@@ -77,6 +77,9 @@ ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
 #: SMTP AUTH: mechanisms offered and how an attempt ended (never a user name).
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
+#: Cross-process claims: what they guard, and what happened to one.
+CLAIM_KINDS = ("split", "release")
+CLAIM_EVENTS = ("taken_over", "wait_timed_out", "lost")
 #: TLS protocol versions the listener accepts (1.2 minimum); anything else is "other".
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 
@@ -300,6 +303,16 @@ class Metrics:
         )
         for result in NOTIFICATION_RESULTS:
             self.notifications.labels(result=result)
+        self.claim_events = Counter(
+            "ccguard_claim_events",
+            "Claims (split attempts, releases) taken over after their holder's lease "
+            "expired, waits for a claim that timed out (451), claims lost while working.",
+            ["kind", "event"],
+            registry=reg,
+        )
+        for kind in CLAIM_KINDS:
+            for event in CLAIM_EVENTS:
+                self.claim_events.labels(kind=kind, event=event)
 
     def _admin(self) -> None:
         self.admin_refused_requests = Counter(
@@ -434,6 +447,11 @@ class Metrics:
     def store_error(self) -> None:
         """Count one failed store operation."""
         self.store_errors.inc()
+
+    def claim_event(self, kind: str, event: str) -> None:
+        """Count one claim event (a CLAIM_KINDS and a CLAIM_EVENTS value; others are ignored)."""
+        if kind in CLAIM_KINDS and event in CLAIM_EVENTS:
+            self.claim_events.labels(kind=kind, event=event).inc()
 
     def admin_refused(self, reason: str) -> None:
         """Count one refused admin request; ``reason`` is one of ADMIN_REFUSAL_REASONS."""

@@ -43,6 +43,7 @@ EXPECTED_TYPES = {
     "ccguard_store_errors_total": "counter",
     "ccguard_store_pool_connections": "gauge",
     "ccguard_notifications_total": "counter",
+    "ccguard_claim_events_total": "counter",
     "ccguard_admin_requests_refused_total": "counter",
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
@@ -51,7 +52,7 @@ EXPECTED_TYPES = {
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
                   "version", "mode", "le", "truncated", "replaced", "reason",
-                  "mechanism", "state"}  # fmt: skip
+                  "mechanism", "state", "event"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
