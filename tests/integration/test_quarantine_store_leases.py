@@ -1,4 +1,5 @@
-"""Leases with fencing on a real SQLite file shared by two stores (two processes' view).
+"""Leases with fencing on a real SQLite file and a real PostgreSQL database, each shared
+by two stores (two processes' view).
 
 The split action serialises the attempts of one message with these; a
 crashed holder's lease expires and is taken over, and a holder that lost
@@ -8,14 +9,13 @@ its lease cannot write to the ledger any more.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from relay.errors import LeaseLostError, QuarantineClaimedError
-from relay.quarantine import SqliteStore
+from relay.quarantine import QuarantineStore
 from tests.helpers.quarantine_store import Clock, new_message
+from tests.integration.conftest import StoreFactory
 
 TTL = 30.0
 KEY = "split:0123456789abcdef"
@@ -26,20 +26,20 @@ def clock() -> Clock:
     return Clock()
 
 
+Pair = tuple[QuarantineStore, QuarantineStore]
+
+
 @pytest.fixture
-async def pair(tmp_path: Path, clock: Clock) -> AsyncIterator[tuple[SqliteStore, SqliteStore]]:
-    """Two stores (two connections) on one file, as two instances have."""
-    first = SqliteStore(tmp_path / "q.db", clock=clock)
-    second = SqliteStore(tmp_path / "q.db", clock=clock)
+async def pair(make_store: StoreFactory, clock: Clock) -> Pair:
+    """Two stores (two connections) on one database, as two instances have."""
+    first, second = make_store(clock=clock), make_store(clock=clock)
     await first.open()
     await second.open()
-    yield first, second
-    await first.close()
-    await second.close()
+    return first, second
 
 
 async def test_simultaneous_acquires_have_exactly_one_winner(
-    pair: tuple[SqliteStore, SqliteStore],
+    pair: Pair,
 ) -> None:
     first, second = pair
     for n in range(20):
@@ -51,7 +51,7 @@ async def test_simultaneous_acquires_have_exactly_one_winner(
 
 
 async def test_a_live_lease_blocks_others_until_dropped_then_the_token_grows(
-    pair: tuple[SqliteStore, SqliteStore], clock: Clock
+    pair: Pair, clock: Clock
 ) -> None:
     first, second = pair
     lease = await first.acquire_lease(KEY, "holder-a", TTL)
@@ -64,7 +64,7 @@ async def test_a_live_lease_blocks_others_until_dropped_then_the_token_grows(
 
 
 async def test_renewal_keeps_the_lease_alive(
-    pair: tuple[SqliteStore, SqliteStore], clock: Clock
+    pair: Pair, clock: Clock
 ) -> None:
     first, second = pair
     lease = await first.acquire_lease(KEY, "holder-a", TTL)
@@ -76,7 +76,7 @@ async def test_renewal_keeps_the_lease_alive(
 
 
 async def test_an_expired_lease_is_taken_over_and_fences_out_its_old_holder(
-    pair: tuple[SqliteStore, SqliteStore], clock: Clock
+    pair: Pair, clock: Clock
 ) -> None:
     first, second = pair
     old = await first.acquire_lease(KEY, "holder-a", TTL)
@@ -96,7 +96,7 @@ async def test_an_expired_lease_is_taken_over_and_fences_out_its_old_holder(
 
 
 async def test_an_expired_lease_nobody_took_may_still_be_used_by_its_holder(
-    pair: tuple[SqliteStore, SqliteStore], clock: Clock
+    pair: Pair, clock: Clock
 ) -> None:
     first, _ = pair
     lease = await first.acquire_lease(KEY, "holder-a", TTL)
@@ -107,7 +107,7 @@ async def test_an_expired_lease_nobody_took_may_still_be_used_by_its_holder(
 
 
 async def test_ledger_purge_forgets_old_leases(
-    pair: tuple[SqliteStore, SqliteStore], clock: Clock
+    pair: Pair, clock: Clock
 ) -> None:
     first, second = pair
     lease = await first.acquire_lease(KEY, "holder-a", TTL)
@@ -119,7 +119,7 @@ async def test_ledger_purge_forgets_old_leases(
 
 
 async def test_a_renewed_release_claim_holds_and_an_unrenewed_one_is_taken_over(
-    pair: tuple[SqliteStore, SqliteStore], clock: Clock
+    pair: Pair, clock: Clock
 ) -> None:
     first, second = pair
     mid = await first.put(new_message())
@@ -133,3 +133,38 @@ async def test_a_renewed_release_claim_holds_and_an_unrenewed_one_is_taken_over(
     taken = await second.claim(mid, "bob", TTL)
     assert taken.claimed_by == "bob"
     assert not await first.renew_claim(mid, "alice")
+
+
+async def test_without_an_injected_clock_leases_expire_by_the_real_clock(
+    make_store: StoreFactory,
+) -> None:
+    # Production stores: on PostgreSQL "now" is the database's clock.
+    first, second = make_store(), make_store()
+    await first.open()
+    await second.open()
+    live = await first.acquire_lease(KEY, "holder-a", 3600)
+    assert live is not None
+    assert await second.acquire_lease(KEY, "holder-b", 3600) is None
+    assert await first.renew_lease(live, -1)  # now expired (a stalled holder)
+    taken = await second.acquire_lease(KEY, "holder-b", 3600)
+    assert taken is not None and (taken.token, taken.taken_over) == (2, True)
+    with pytest.raises(LeaseLostError):
+        await first.record_copies_fenced(live, ["d:g1@example.com"])
+    assert await second.copies_done(KEY) == set()
+
+
+async def test_without_an_injected_clock_a_release_claim_is_renewed_by_the_real_clock(
+    make_store: StoreFactory,
+) -> None:
+    first, second = make_store(), make_store()
+    await first.open()
+    await second.open()
+    mid = await first.put(new_message())
+    before = await first.claim(mid, "alice")
+    assert await first.renew_claim(mid, "alice")
+    renewed = await second.get(mid)
+    assert renewed is not None and before.claimed_at is not None
+    assert renewed.claimed_at is not None and renewed.claimed_at >= before.claimed_at
+    with pytest.raises(QuarantineClaimedError):
+        await second.claim(mid, "bob")
+    assert not await second.renew_claim(mid, "bob")
