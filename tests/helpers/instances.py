@@ -1,4 +1,5 @@
-"""Several real ``ccguard serve`` processes sharing one SQLite file, as an operator runs them.
+"""Several real ``ccguard serve`` processes sharing one database (an SQLite file or a
+PostgreSQL URL), as an operator runs them.
 
 Each instance has its own SMTP and admin port; all share the database, the
 users file and the session key file.  Used by the multi-instance tests and by
@@ -29,6 +30,8 @@ class Instance:
     smtp_port: int
     admin_port: int
     proc: subprocess.Popen[bytes] | None = None
+    #: Extra environment of the process (e.g. ``PGPASSWORD``).
+    env: dict[str, str] | None = None
 
     @property
     def admin_url(self) -> str:
@@ -40,7 +43,8 @@ def write_instance(
     name: str,
     *,
     upstream_port: int,
-    database: Path,
+    database: Path | str,
+    env: dict[str, str] | None = None,
     claim_lease: float | None = None,
     claim_wait: float | None = None,
     pool_size: int = 0,
@@ -69,12 +73,12 @@ def write_instance(
         + f'[logging]\nhash_key = "test-key"\n{rule}',
         encoding="utf-8",
     )
-    return Instance(name, config, smtp_port, admin_port)
+    return Instance(name, config, smtp_port, admin_port, env=env)
 
 
 def start_instance(instance: Instance) -> Instance:
     """Start ``ccguard serve`` for ``instance`` (does not wait)."""
-    instance.proc = start_ccguard("serve", "--config", str(instance.config))
+    instance.proc = start_ccguard("serve", "--config", str(instance.config), env=instance.env)
     return instance
 
 
