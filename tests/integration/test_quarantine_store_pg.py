@@ -15,7 +15,7 @@ import pytest
 
 from relay.errors import StoreError
 from relay.quarantine.pg import PgStore
-from relay.quarantine.pg_schema import SCHEMA_VERSION
+from relay.quarantine.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from tests.helpers.postgres import PgCluster
 from tests.helpers.process import ROOT
 from tests.helpers.quarantine_store import RAW, new_message
@@ -130,6 +130,33 @@ async def test_simultaneous_first_starts_migrate_once(pg_cluster: PgCluster) -> 
         with psycopg.connect(url, password=pg_cluster.password) as conn:
             rows = conn.execute("SELECT version FROM ccguard_schema").fetchall()
         assert rows == [(SCHEMA_VERSION,)]
+
+
+async def test_a_version_1_database_migrates_to_leases_keeping_its_messages(
+    pg_cluster: PgCluster,
+) -> None:
+    url = pg_cluster.url(pg_cluster.create_database())
+    with psycopg.connect(url, password=pg_cluster.password) as conn:  # what v1 created
+        conn.execute("CREATE TABLE ccguard_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO ccguard_schema (version) VALUES (1)")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+    old = PgStore(url, pg_options(pg_cluster), migrate=False)
+    with pytest.raises(StoreError, match=rf"schema version 1.*needs {SCHEMA_VERSION}"):
+        await old.open()
+    store = PgStore(url, pg_options(pg_cluster))
+    try:
+        await store.open()  # v1 had no leases table
+        mid = await store.put(new_message())
+        lease = await store.acquire_lease("split:abc", "holder-a", 30)
+        assert lease is not None and lease.token == 1
+        await store.record_copies_fenced(lease, ["d:g1@example.com"])
+        assert await store.copies_done("split:abc") == {"d:g1@example.com"}
+        assert (await store.get(mid)) is not None
+    finally:
+        await store.close()
+    with psycopg.connect(url, password=pg_cluster.password) as conn:
+        assert conn.execute("SELECT version FROM ccguard_schema").fetchall() == [(2,)]
 
 
 async def test_without_migrate_an_empty_database_is_refused(pg_cluster: PgCluster) -> None:
