@@ -33,7 +33,8 @@ def _ccguard(
 def test_migrate_then_status_on_postgresql(pg_cluster: PgCluster, tmp_path: Path) -> None:
     url = pg_cluster.url(pg_cluster.create_database())
     status = _ccguard(pg_cluster, tmp_path, url, "db", "status")
-    assert status.returncode == 1 and f"schema version 0 (needs migrating to {PG_VERSION})" in status.stdout
+    assert status.returncode == 1
+    assert f"schema version 0 (needs migrating to {PG_VERSION})" in status.stdout
     migrated = _ccguard(pg_cluster, tmp_path, url, "db", "migrate")
     assert migrated.returncode == 0, migrated.stderr
     assert f"schema version {PG_VERSION} (was 0)" in migrated.stdout
