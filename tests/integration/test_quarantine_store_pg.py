@@ -18,7 +18,8 @@ from relay.quarantine.pg import PgStore
 from relay.quarantine.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from tests.helpers.postgres import PgCluster
 from tests.helpers.process import ROOT
-from tests.helpers.quarantine_store import RAW, new_message
+from tests.helpers.quarantine_store import RAW, Clock, new_message
+from tests.helpers.waiting import wait_until
 from tests.integration.conftest import pg_options
 
 
@@ -230,3 +231,47 @@ async def test_a_schema_of_its_own_through_the_url_options(pg_cluster: PgCluster
         count = conn.execute("SELECT count(*) FROM ccguard.messages").fetchone()
         public = conn.execute("SELECT to_regclass('public.messages')").fetchone()
     assert count == (1,) and public == (None,)
+
+
+async def test_a_take_over_waits_for_a_fenced_write_in_flight_and_then_sees_it(
+    pg_cluster: PgCluster,
+) -> None:
+    # The old holder's fenced write is held mid-transaction (after its FOR SHARE on
+    # the lease row) by a table lock on the ledger; the take-over must wait for it,
+    # or the new holder would read a ledger without that copy and send it again.
+    url = pg_cluster.url(pg_cluster.create_database())
+    clock = Clock()
+    old_store = PgStore(url, pg_options(pg_cluster), clock=clock)
+    new_store = PgStore(url, pg_options(pg_cluster), clock=clock)
+    await old_store.open()
+    await new_store.open()
+    blocker = psycopg.connect(url, password=pg_cluster.password)
+    watcher = psycopg.connect(url, password=pg_cluster.password, autocommit=True)
+    try:
+        old = await old_store.acquire_lease("split:k", "holder-a", 30)
+        assert old is not None
+        clock.now += 30  # expired: a take-over may happen at any moment now
+        blocker.execute("LOCK TABLE split_ledger IN EXCLUSIVE MODE")
+        write = asyncio.create_task(old_store.record_copies_fenced(old, ["d:g1@example.com"]))
+        await wait_until(lambda: _lock_waiters(watcher) == 1, "the fenced write waits")
+        take = asyncio.create_task(new_store.acquire_lease("split:k", "holder-b", 30))
+        await wait_until(lambda: _lock_waiters(watcher) == 2, "the take-over waits")
+        assert not write.done() and not take.done()
+        blocker.commit()
+        await write  # it held the key all along: recorded
+        new = await take
+        assert new is not None and (new.token, new.taken_over) == (2, True)
+        assert await new_store.copies_done("split:k") == {"d:g1@example.com"}
+    finally:
+        blocker.close()
+        watcher.close()
+        await old_store.close()
+        await new_store.close()
+
+
+def _lock_waiters(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return int(row[0]) if row else 0
