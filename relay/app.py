@@ -249,6 +249,7 @@ class Relay:
                 extra_routes=extra,
                 hashing=self.admin_hashing,
                 metrics=self.metrics,
+                claim_lease=self.settings.quarantine.claim_lease,
             )
             tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
             servers.append(HttpServer("admin", app, admin.listen, **tls))

@@ -36,6 +36,7 @@ __all__ = [
     "SENDER_NOT_OWNED",
     "SENDER_OK",
     "SHUTTING_DOWN",
+    "SPLIT_BUSY",
     "SPLIT_DELIVERED",
     "STARTTLS_FIRST",
     "STORE_FAILED",
@@ -126,6 +127,7 @@ INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, try again later")
 # [limits] max_inflight_bytes is used up by messages in flight: the client's queue retries.
 INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 STORE_FAILED = Reply(451, "4.3.0", "Quarantine store unavailable, try again later")
+SPLIT_BUSY = Reply(451, "4.3.0", "Another delivery of this message is under way, try again later")
 UPSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Upstream server unavailable, try again later")
 UPSTREAM_TIMEOUT = Reply(451, "4.4.2", "Upstream server timed out, try again later")
 UPSTREAM_TEMPFAIL = Reply(451, "4.4.0", "Upstream server deferred the message, try again later")

@@ -8,7 +8,9 @@ from relay.codes import Reply
 __all__ = [
     "CCGuardError",
     "CalendarAttendeesVisible",
+    "ClaimBusyError",
     "ConfigError",
+    "LeaseLostError",
     "QuarantineClaimedError",
     "QuarantineNotFound",
     "QuarantineStateError",
@@ -67,6 +69,20 @@ class StoreError(CCGuardError):
     """The quarantine / ledger store could not read or write."""
 
     reply = codes.STORE_FAILED
+
+
+class ClaimBusyError(CCGuardError):
+    """Another attempt held the message's claim for longer than we may wait."""
+
+    reply = codes.SPLIT_BUSY
+
+
+class LeaseLostError(StoreError):
+    """A ledger write under a lease was refused: another attempt has the key now."""
+
+    def __init__(self, key_hint: str, token: int) -> None:
+        self.token = token
+        super().__init__(f"lease {token} on {key_hint} was taken over; nothing recorded")
 
 
 class QuarantineNotFound(StoreError):

@@ -171,6 +171,11 @@ class QuarantineSettings(_Section):
     connect_timeout: PositiveFloat = 5.0
     #: PostgreSQL only: seconds one statement (lock waits included) may run.
     statement_timeout: PositiveFloat = 10.0
+    #: Seconds a split attempt's or a release's claim lasts unless renewed (the holder
+    #: renews it every third of that while it works): how long a crashed holder blocks.
+    claim_lease: Annotated[float, Field(ge=1.0, le=600.0)] = 30.0
+    #: Seconds a split attempt waits for another attempt's claim before answering 451.
+    claim_wait: Annotated[float, Field(ge=0.0, le=120.0)] = 15.0
 
 
 class SplitSettings(_Section):
@@ -195,6 +200,9 @@ class AdminSettings(_Section):
     listen: ListenAddress = "127.0.0.1:8025"
     users_file: str = "var/admin-users.json"
     session_secret: str | None = None
+    #: A file holding the session key (created with a random key if missing); instances
+    #: sharing it accept each other's session cookies.  Wins over ``session_secret``.
+    session_key_file: str | None = None
     session_max_age: PositiveInt = 8 * 3600
     tls_cert: str | None = None
     tls_key: str | None = None

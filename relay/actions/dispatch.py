@@ -20,6 +20,7 @@ from relay.actions.notify import NoticeSender
 from relay.actions.ports import ActionMetrics, Deliverer, LiveTransaction, Redact, domain_only
 from relay.actions.replies import held_reply, reject_reply
 from relay.actions.rewrite import rewrite_message
+from relay.actions.split_claims import SplitClaims
 from relay.actions.split_delivery import SplitDelivery
 from relay.actions.tag import sanitise, tag_pieces, verdict_tags
 from relay.codes import Reply
@@ -73,9 +74,13 @@ class Dispatcher:
         self.notices = NoticeSender(
             upstream, log=log, metrics=metrics, redact=redact, retry_delay=notice_retry_delay
         )
+        claims = SplitClaims(
+            store, lease=settings.quarantine.claim_lease, wait=settings.quarantine.claim_wait,
+            log=log, metrics=metrics,
+        )  # fmt: skip
         self.splitter = SplitDelivery(
             upstream=upstream, store=store, matcher=matcher, log=log, redact=redact,
-            on_store_error=self._store_failed, on_refused=self._bounce,
+            on_store_error=self._store_failed, on_refused=self._bounce, claims=claims,
         )  # fmt: skip
         self._handlers = self._handler_table()
 

@@ -1,8 +1,9 @@
 """One asyncio lock per key, kept only while someone holds or waits for it.
 
-This serialises the deliveries of one split message *inside one process*.
-Several ccguard instances sharing one ledger database need a claim in the
-database itself (the PostgreSQL backend's job); this lock cannot see them.
+This serialises the deliveries of one split message *inside one process*,
+so that same-process retries wait here instead of polling the database.
+Across processes the lease in the store (relay/actions/split_claims.py)
+does the job; correctness comes from that lease, not from this lock.
 """
 
 from __future__ import annotations

@@ -74,6 +74,8 @@ class ActionMetrics(Protocol):
 
     def notification(self, result: str) -> None: ...
 
+    def claim_event(self, kind: str, event: str) -> None: ...
+
 
 def domain_only(address: str) -> str:
     """A stand-in for an address in logs when no keyed hash is configured: ``*@domain``."""

@@ -25,9 +25,12 @@ A recipient-level 4xx/5xx does not stop the other copies; a failure of the
 connection (refused, timeout, disconnect, TLS) does, since the next copy
 would most likely wait out the same fault.
 
-Deliveries of one key are serialised by an in-process lock (a retry can
-arrive while the first attempt is still being finished).  Several instances
-sharing one database need a claim in the database as well.
+Deliveries of one key are serialised across every process on the database
+by a lease in the store (relay/actions/split_claims.py): a retry that arrives
+while another attempt is still being finished, here or on another instance,
+waits for it and then reads its ledger rows; every ledger write is fenced by
+the lease.  An in-process lock in front of it spares same-process retries the
+polling.
 """
 
 from __future__ import annotations
@@ -49,13 +52,14 @@ from relay.actions.split import (
     refused_id,
     split_key,
 )
+from relay.actions.split_claims import SplitClaims
 from relay.actions.tag import Tags
 from relay.codes import Reply
 from relay.envelope import Envelope
-from relay.errors import StoreError, UpstreamError, UpstreamPermanentError
+from relay.errors import ClaimBusyError, StoreError, UpstreamError, UpstreamPermanentError
 from relay.inspect.domains import DomainMatcher
 from relay.inspect.parsed import ParsedMessage
-from relay.quarantine.store import QuarantineStore
+from relay.quarantine.store import Lease, QuarantineStore
 from relay.upstream.replies import transient_reply_for
 
 __all__ = ["Bounce", "SplitDelivery", "StoreFailed", "copy_options"]
@@ -109,6 +113,7 @@ class SplitDelivery:
         redact: Redact,
         on_store_error: StoreFailed,
         on_refused: Bounce,
+        claims: SplitClaims,
     ) -> None:
         self._upstream = upstream
         self._store = store
@@ -118,6 +123,7 @@ class SplitDelivery:
         self._on_store_error = on_store_error
         self._on_refused = on_refused
         self._locks = KeyLocks()
+        self._claims = claims
 
     @property
     def busy(self) -> int:
@@ -129,11 +135,20 @@ class SplitDelivery:
         ledger; return the reply to end of DATA."""
         key = split_key(env, message.data)
         async with self._locks.hold(key):
-            return await self._attempt(env, key, message, tags, trace)
+            try:
+                lease = await self._claims.acquire(key, env.queue_id)
+            except ClaimBusyError as exc:  # another attempt is still at it: retry later
+                return exc.reply
+            except StoreError as exc:
+                self._on_store_error("ledger_claim", env, exc)
+                return codes.STORE_FAILED
+            async with self._claims.holding(lease, env.queue_id):
+                return await self._attempt(env, lease, message, tags, trace)
 
     async def _attempt(
-        self, env: Envelope, key: str, message: ParsedMessage, tags: Tags, trace: bytes
+        self, env: Envelope, lease: Lease, message: ParsedMessage, tags: Tags, trace: bytes
     ) -> Reply:
+        key = lease.key
         copies = plan_split(message, env, self._matcher, tags=tags)
         try:
             attempt = _Attempt(done=await self._store.copies_done(key))
@@ -142,9 +157,9 @@ class SplitDelivery:
             return codes.STORE_FAILED
         for copy in copies:
             rcpts = attempt.pending(copy)
-            if rcpts and not await self._send(env, key, copy, rcpts, trace, attempt):
+            if rcpts and not await self._send(env, lease, copy, rcpts, trace, attempt):
                 break
-        reply = await self._conclude(env, key, message, copies, attempt)
+        reply = await self._conclude(env, lease, message, copies, attempt)
         self._log.info(
             "message_split", queue_id=env.queue_id, copies=len(copies),
             delivered=attempt.delivered_copies(copies), refused=len(attempt.refused),
@@ -153,7 +168,7 @@ class SplitDelivery:
         return reply
 
     async def _send(
-        self, env: Envelope, key: str, copy: SplitCopy, rcpts: tuple[str, ...], trace: bytes,
+        self, env: Envelope, lease: Lease, copy: SplitCopy, rcpts: tuple[str, ...], trace: bytes,
         attempt: _Attempt,
     ) -> bool:  # fmt: skip
         """One copy to ``rcpts``; False when the attempt must stop here."""
@@ -162,8 +177,9 @@ class SplitDelivery:
         async def record(accepted: Sequence[str]) -> None:
             # The upstream has the copy from its 250 on: until this commit
             # returns, a crash means the retry sends it again.  So it runs
-            # first, before logging, metrics, pooling or QUIT.
-            await self._store.record_copies(key, [delivered_id(r) for r in accepted])
+            # first, before logging, metrics, pooling or QUIT.  Fenced: refused
+            # (LeaseLostError, the attempt halts) if another attempt took over.
+            await self._store.record_copies_fenced(lease, [delivered_id(r) for r in accepted])
             attempt.done.update(delivered_id(r) for r in accepted)
 
         try:
@@ -203,7 +219,7 @@ class SplitDelivery:
         attempt.halted = codes.STORE_FAILED
 
     async def _conclude(
-        self, env: Envelope, key: str, message: ParsedMessage, copies: Sequence[SplitCopy],
+        self, env: Envelope, lease: Lease, message: ParsedMessage, copies: Sequence[SplitCopy],
         attempt: _Attempt,
     ) -> Reply:  # fmt: skip
         if attempt.halted is not None:
@@ -214,13 +230,13 @@ class SplitDelivery:
             return attempt.deferred or next(iter(attempt.refused.values()))
         if attempt.refused:
             self._on_refused(env, message, dict(attempt.refused))
-            await self._record_refusals(env, key, attempt)
+            await self._record_refusals(env, lease, attempt)
             if attempt.halted is not None:
                 return attempt.halted
         return attempt.deferred or split_reply(attempt.delivered_copies(copies))
 
-    async def _record_refusals(self, env: Envelope, key: str, attempt: _Attempt) -> None:
+    async def _record_refusals(self, env: Envelope, lease: Lease, attempt: _Attempt) -> None:
         try:
-            await self._store.record_copies(key, [refused_id(r) for r in attempt.refused])
+            await self._store.record_copies_fenced(lease, [refused_id(r) for r in attempt.refused])
         except StoreError as exc:  # the retry tries (and bounces) these again
             self._halt(env, attempt, exc)

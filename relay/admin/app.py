@@ -19,13 +19,13 @@ from relay.admin.api import api_routes
 from relay.admin.bodies import BodyLimit
 from relay.admin.context import AdminContext, context_of
 from relay.admin.review import EventLog, Releaser, Review
-from relay.admin.sessions import SessionCodec
+from relay.admin.sessions import SessionCodec, load_session_key
 from relay.admin.web import web_routes
 from relay.credentials.hashing import HashingPool
 from relay.credentials.throttle import LoginThrottle
 from relay.credentials.users import UserDB, UsersFileError
 from relay.observability.metrics import Metrics
-from relay.quarantine.store import QuarantineStore
+from relay.quarantine.store import CLAIM_STALE_AFTER, QuarantineStore
 from relay.settings import AdminSettings
 
 __all__ = ["CONTENT_SECURITY_POLICY", "create_admin_app"]
@@ -114,6 +114,7 @@ def create_admin_app(
     codec: SessionCodec | None = None,
     hashing: HashingPool | None = None,
     metrics: Metrics | None = None,
+    claim_lease: float = CLAIM_STALE_AFTER,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
 
@@ -121,9 +122,14 @@ def create_admin_app(
     ``throttle``, ``codec`` and ``hashing`` replace the default login throttle,
     session codec and password-hashing pool (2 threads, 8 waiting); ``metrics``
     counts refused requests.  Request bodies are capped at ``max_request_bytes``.
-    Without ``settings.session_secret`` the session key is random: sessions end at restart.
+    The session key is ``settings.session_key_file``'s (shared by every instance),
+    else ``settings.session_secret``; without either it is random: sessions end at restart.
     """
-    codec = codec or SessionCodec(settings.session_secret, settings.session_max_age)
+    if codec is None:
+        secret = settings.session_secret
+        if settings.session_key_file:
+            secret = load_session_key(settings.session_key_file)
+        codec = SessionCodec(secret, settings.session_max_age)
     routes: list[BaseRoute] = [
         *extra_routes,
         *api_routes(),
@@ -132,7 +138,7 @@ def create_admin_app(
     ]
     context = AdminContext(
         settings=settings,
-        review=Review(store, releaser, log),
+        review=Review(store, releaser, log, claim_lease=claim_lease),
         users=users,
         codec=codec,
         throttle=throttle or LoginThrottle(),

@@ -27,6 +27,7 @@ from relay.errors import (
     UpstreamPermanentError,
 )
 from relay.quarantine.store import (
+    CLAIM_STALE_AFTER,
     RELEASE_AS_IS,
     RELEASE_REWRITE,
     QuarantineStore,
@@ -98,12 +99,25 @@ class Viewed:
 
 
 class Review:
-    """Audited view / release / delete / purge of quarantined messages."""
+    """Audited view / release / delete / purge of quarantined messages.
 
-    def __init__(self, store: QuarantineStore, releaser: Releaser | None, log: EventLog) -> None:
+    ``claim_lease``: how long a release claim lasts unless renewed; the
+    releasing process renews it while it delivers, so a claim left by a
+    crashed process blocks other releases for at most that long.
+    """
+
+    def __init__(
+        self,
+        store: QuarantineStore,
+        releaser: Releaser | None,
+        log: EventLog,
+        *,
+        claim_lease: float = CLAIM_STALE_AFTER,
+    ) -> None:
         self.store = store
         self.releaser = releaser
         self.log = log
+        self.claim_lease = claim_lease
 
     async def audit(
         self, actor: str, action: str, target: str, result: str, detail: str = ""
@@ -165,14 +179,31 @@ class Review:
         if self.releaser is None:
             raise RuntimeError("no releaser configured")
         stored = await self._audited(
-            actor, "release", message_id, self.store.claim(message_id, actor)
+            actor, "release", message_id, self.store.claim(message_id, actor, self.claim_lease)
         )
+        renewer = asyncio.create_task(self._renew(message_id, actor))
         try:
             return await self._release_claimed(self.releaser, stored, mode, actor)
         except BaseException:
             with contextlib.suppress(StoreError):
                 await self.store.release_claim(message_id, actor)
             raise
+        finally:
+            renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewer
+
+    async def _renew(self, message_id: str, actor: str) -> None:
+        """Keep the release claim fresh while delivering (at most every 10 s: a delete
+        counts a claim older than CLAIM_STALE_AFTER as abandoned)."""
+        while True:
+            await asyncio.sleep(min(self.claim_lease, CLAIM_STALE_AFTER) / 3)
+            try:
+                if not await self.store.renew_claim(message_id, actor):
+                    self.log.info("release_claim_lost", target=message_id, actor=actor)
+                    return
+            except StoreError:
+                continue  # two more tries before the lease runs out
 
     async def _release_claimed(
         self, releaser: Releaser, stored: StoredMessage, mode: str, actor: str

@@ -22,12 +22,16 @@ import binascii
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["COOKIE_NAME", "Session", "SessionCodec"]
+from relay.errors import ConfigError
+
+__all__ = ["COOKIE_NAME", "Session", "SessionCodec", "load_session_key"]
 
 COOKIE_NAME = "ccguard_session"
 
@@ -56,6 +60,42 @@ class Session:
     def csrf_ok(self, token: str | None) -> bool:
         """Constant-time check of a submitted CSRF token."""
         return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
+
+
+def load_session_key(path: str | os.PathLike[str]) -> str:
+    """The session key in ``path``, created (random, mode 0600) if the file does not exist.
+
+    Instances sharing the file sign and accept the same cookies.  Creation is
+    atomic (written aside, then hard-linked into place), so instances started
+    together agree on one key: whoever links first wins, the others read it.
+    """
+    target = Path(path).expanduser()
+    try:
+        if not target.exists():
+            _create_key_file(target)
+        key = target.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError([("admin.session_key_file", f"cannot use {target}: {exc}")]) from None
+    if len(key) < 32:
+        raise ConfigError([("admin.session_key_file", f"{target} holds fewer than 32 characters")])
+    return key
+
+
+def _create_key_file(target: Path) -> None:
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    aside = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(aside, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    try:
+        os.write(fd, (secrets.token_urlsafe(48) + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(aside, target)
+    except FileExistsError:
+        pass  # another instance created it first: use theirs
+    finally:
+        os.unlink(aside)
 
 
 def _b64e(data: bytes) -> str:

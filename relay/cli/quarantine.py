@@ -189,7 +189,7 @@ async def _run(command: Command, args: argparse.Namespace, settings: Settings) -
         store = open_store(settings.quarantine)
         await store.open()
         stack.push_async_callback(store.close)
-        review = Review(store, None, _QuietLog())
+        review = Review(store, None, _QuietLog(), claim_lease=settings.quarantine.claim_lease)
         try:
             return await command(review, args, settings, stack)
         except QuarantineNotFound:

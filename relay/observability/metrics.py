@@ -74,6 +74,9 @@ STORE_POOL_STATES = ("open", "idle", "waiting")
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
+#: Cross-process claims: what they guard, and what happened to one.
+CLAIM_KINDS = ("split", "release")
+CLAIM_EVENTS = ("taken_over", "wait_timed_out", "lost")
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -246,6 +249,16 @@ class Metrics(FrontDoorMetrics):
         )
         for result in NOTIFICATION_RESULTS:
             self.notifications.labels(result=result)
+        self.claim_events = Counter(
+            "ccguard_claim_events",
+            "Claims (split attempts, releases) taken over after their holder's lease "
+            "expired, waits for a claim that timed out (451), claims lost while working.",
+            ["kind", "event"],
+            registry=reg,
+        )
+        for kind in CLAIM_KINDS:
+            for event in CLAIM_EVENTS:
+                self.claim_events.labels(kind=kind, event=event)
 
     def _admin(self) -> None:
         self.admin_refused_requests = Counter(
@@ -320,6 +333,11 @@ class Metrics(FrontDoorMetrics):
     def store_error(self) -> None:
         """Count one failed store operation."""
         self.store_errors.inc()
+
+    def claim_event(self, kind: str, event: str) -> None:
+        """Count one claim event (a CLAIM_KINDS and a CLAIM_EVENTS value; others are ignored)."""
+        if kind in CLAIM_KINDS and event in CLAIM_EVENTS:
+            self.claim_events.labels(kind=kind, event=event).inc()
 
     def admin_refused(self, reason: str) -> None:
         """Count one refused admin request; ``reason`` is one of ADMIN_REFUSAL_REASONS."""

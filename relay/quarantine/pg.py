@@ -28,6 +28,7 @@ from relay.errors import QuarantineClaimedError, StoreError
 from relay.quarantine import pg_sql
 from relay.quarantine.pg_conn import PgOptions, build_conninfo, describe, make_pool
 from relay.quarantine.pg_conn import translate_error as _translate
+from relay.quarantine.pg_leases import PgLeaseMethods, database_now
 from relay.quarantine.pg_schema import SCHEMA_VERSION, migrate, schema_version
 from relay.quarantine.pg_sql import CLEAR_CLAIM, FULL_COLUMNS, SUMMARY_COLUMNS, Conn
 from relay.quarantine.sqlite_sql import new_message_id, new_message_row
@@ -51,21 +52,28 @@ T = TypeVar("T")
 _DRIVER_ERRORS = (psycopg.Error, PoolTimeout, TimeoutError, OSError)
 
 
-class PgStore:
-    """The quarantine, split ledger and audit log in one PostgreSQL database."""
+class PgStore(PgLeaseMethods):
+    """The quarantine, split ledger, leases and audit log in one PostgreSQL database.
+
+    Release claims and leases expire by the DATABASE's clock, so instances on
+    hosts with skewed clocks agree; ``clock`` (tests only) replaces it, and
+    stamps ``received_at``, decisions, ledger rows and audit entries, which
+    otherwise come from this host's clock.
+    """
 
     def __init__(
         self,
         url: str,
         options: PgOptions | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         migrate: bool = True,
     ) -> None:
         self.url = url
         self.where = describe(url)
         self.options = options or PgOptions()
-        self._clock = clock
+        self._clock = clock or time.time
+        self._injected_clock = clock
         self._migrate = migrate
         self._pool: AsyncConnectionPool[Conn] | None = None
 
@@ -224,7 +232,7 @@ class PgStore:
         """Claim a held message for release by ``actor`` (row locked, checked and set)."""
 
         async def run(conn: Conn) -> StoredMessage:
-            now = self._clock()
+            now = await database_now(conn, self._injected_now())
             row = await pg_sql.held_row(conn, message_id, "release")
             pg_sql.refuse_live_claim(row, message_id, "release", now, stale_after)
             await conn.execute(
@@ -268,7 +276,7 @@ class PgStore:
         """held (no release under way) → deleted by ``actor``; bytes wiped, metadata kept."""
 
         async def run(conn: Conn) -> None:
-            now = self._clock()
+            now = await database_now(conn, self._injected_now())
             row = await pg_sql.held_row(conn, message_id, "delete")
             pg_sql.refuse_live_claim(row, message_id, "delete", now, CLAIM_STALE_AFTER)
             await conn.execute(
@@ -329,12 +337,6 @@ class PgStore:
         ids = tuple(copy_ids)
         now = self._clock()
         await self._in_transaction("ledger write", lambda c: pg_sql.record_copies(c, key, ids, now))
-
-    async def expire_ledger(self, cutoff_epoch: float) -> int:
-        """Drop split-ledger rows recorded before ``cutoff_epoch``; returns how many."""
-        return await self._in_transaction(
-            "ledger expire", lambda c: pg_sql.expire_ledger(c, cutoff_epoch)
-        )
 
     # -- audit ------------------------------------------------------------
 

@@ -80,7 +80,22 @@ _V1 = (
     "CREATE TABLE probe (id integer PRIMARY KEY CHECK (id = 1), at double precision NOT NULL)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# v2: leases, so that several instances on one database deliver a split
+# message one attempt at a time (see relay/quarantine/pg_leases.py).
+_V2 = (
+    """
+    CREATE TABLE leases (
+        key         text PRIMARY KEY,
+        holder      text,
+        token       bigint NOT NULL,
+        expires_at  double precision NOT NULL,
+        taken_over  boolean NOT NULL DEFAULT false
+    )
+    """,
+    "CREATE INDEX leases_expires ON leases (expires_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

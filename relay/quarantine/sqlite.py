@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from relay.errors import StoreError
-from relay.quarantine import sqlite_log
+from relay.quarantine import sqlite_leases, sqlite_log
 from relay.quarantine.sqlite_claims import (
     CLEAR_CLAIM,
     expire_messages,
@@ -57,6 +57,7 @@ from relay.quarantine.store import (
     RELEASED,
     STATUSES,
     AuditEntry,
+    Lease,
     NewMessage,
     Page,
     QuarantineStats,
@@ -180,6 +181,20 @@ class SqliteStore:
 
         await self._call("release claim", run)
 
+    async def renew_claim(self, message_id: str, actor: str) -> bool:
+        """Refresh ``actor``'s claim on a held message; False if it is no longer theirs."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with write_transaction(conn):
+                cur = conn.execute(
+                    "UPDATE messages SET claimed_at = ? "
+                    "WHERE id = ? AND claimed_by = ? AND status = ?",
+                    (self._clock(), message_id, actor, HELD),
+                )
+            return cur.rowcount == 1
+
+        return await self._call("renew claim", run)
+
     async def mark_released(self, message_id: str, actor: str, mode: str) -> StoredMessage:
         """held and claimed by ``actor`` → released by ``actor`` with ``mode``."""
         if mode not in RELEASE_MODES:
@@ -277,6 +292,30 @@ class SqliteStore:
             sqlite_log.record_copies(conn, key, ids, self._clock())
 
         await self._call("ledger write", run)
+
+    async def acquire_lease(self, key: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease on ``key`` unless a live one exists (see sqlite_leases)."""
+        return await self._call(
+            "lease", lambda conn: sqlite_leases.acquire(conn, key, holder, self._clock(), ttl)
+        )
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        """Extend ``lease`` by ``ttl`` from now; False if the key changed hands."""
+        return await self._call(
+            "lease renewal", lambda conn: sqlite_leases.renew(conn, lease, self._clock(), ttl)
+        )
+
+    async def drop_lease(self, lease: Lease) -> None:
+        """Give ``lease`` up; no-op if the key changed hands."""
+        await self._call("lease drop", lambda conn: sqlite_leases.drop(conn, lease))
+
+    async def record_copies_fenced(self, lease: Lease, copy_ids: Sequence[str]) -> None:
+        """Ledger entries under ``lease``, refused (LeaseLostError) if it was taken over."""
+        ids = tuple(copy_ids)
+        await self._call(
+            "ledger write",
+            lambda conn: sqlite_leases.record_fenced(conn, lease, ids, self._clock()),
+        )
 
     async def expire_ledger(self, cutoff_epoch: float) -> int:
         """Drop split-ledger rows recorded before ``cutoff_epoch``; returns how many.

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import random
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from relay.errors import StoreError
 from relay.quarantine.sqlite_schema import migrate
 
-__all__ = ["connect", "translate_error"]
+__all__ = ["connect", "retry_busy", "translate_error"]
+
+T = TypeVar("T")
 
 _HINTS = {
     "SQLITE_FULL": "the disk is full",
@@ -64,25 +70,59 @@ def _prepare_directory(path: Path) -> None:
         raise StoreError(f"{where} directory {path.parent} is not writable by this user")
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def retry_busy(fn: Callable[[], T], within: float) -> T:
+    """``fn()``, tried again on SQLITE_BUSY / SQLITE_LOCKED until ``within`` seconds passed.
+
+    SQLite answers BUSY at once, without calling the busy handler, where
+    waiting could deadlock: two connections switching a new file to WAL, or
+    one reading a file while another runs its first write.  Those are exactly
+    what several processes starting together on a fresh file do, so opening
+    retries them (short random back-off, bounded by the busy timeout).
+    """
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(random.uniform(0.005, 0.05))
+
+
+def _use_wal(conn: sqlite3.Connection, path: Path) -> None:
+    # A concurrent opener may have switched already: then there is nothing to do.
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if str(mode).lower() != "wal":
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(
+            f"quarantine store {path}: cannot use WAL mode (got {mode!r}); "
+            "put the database on a local filesystem"
+        )
+
+
 def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """Open ``path`` (creating its directory), set WAL + synchronous=FULL, migrate.
 
-    Must be called on the thread that will use the connection.
+    Must be called on the thread that will use the connection.  Safe when
+    several processes open (and create) the same file at the same moment:
+    the busy timeout is set before anything else, the WAL switch and the
+    migration (one ``BEGIN IMMEDIATE`` transaction) are retried on BUSY.
     """
     _prepare_directory(path)
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     try:
-        conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(
-                f"quarantine store {path}: cannot use WAL mode (got {mode!r}); "
-                "put the database on a local filesystem"
-            )
+        conn.row_factory = sqlite3.Row
+        retry_busy(lambda: _use_wal(conn, path), busy_timeout)
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA secure_delete = ON")
-        migrate(conn, f"quarantine store {path}")
+        retry_busy(lambda: migrate(conn, f"quarantine store {path}"), busy_timeout)
         _fsync_dir(path.parent)
     except BaseException:
         conn.close()

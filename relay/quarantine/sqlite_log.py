@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from relay.quarantine.sqlite_leases import expire_leases
 from relay.quarantine.sqlite_tx import write_transaction
 from relay.quarantine.store import AuditEntry, release_key
 
@@ -39,6 +40,7 @@ def expire_ledger(conn: sqlite3.Connection, cutoff_epoch: float) -> int:
             "DELETE FROM split_ledger WHERE recorded_at < ? AND substr(key, 1, ?) != ?",
             (cutoff_epoch, len(_RELEASE_PREFIX), _RELEASE_PREFIX),
         )
+        expire_leases(conn, cutoff_epoch)
     return int(cur.rowcount)
 
 

@@ -82,7 +82,22 @@ _V2 = (
 # v3: the SMTP AUTH user that sent the message, shown to the reviewer.
 _V3 = ("ALTER TABLE messages ADD COLUMN auth_user TEXT",)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# v4: leases, so that several processes on one database deliver a split
+# message one attempt at a time (see relay/quarantine/sqlite_leases.py).
+_V4 = (
+    """
+    CREATE TABLE leases (
+        key         TEXT PRIMARY KEY,
+        holder      TEXT,
+        token       INTEGER NOT NULL,
+        expires_at  REAL NOT NULL,
+        taken_over  INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX leases_expires ON leases (expires_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

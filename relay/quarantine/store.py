@@ -35,6 +35,7 @@ __all__ = [
     "RELEASE_REWRITE",
     "STATUSES",
     "AuditEntry",
+    "Lease",
     "MessageSummary",
     "NewMessage",
     "Page",
@@ -55,8 +56,10 @@ RELEASE_REWRITE = "rewrite"
 """Release mode: deliver with external recipients hidden (the rewrite action)."""
 RELEASE_MODES: tuple[str, ...] = (RELEASE_AS_IS, RELEASE_REWRITE)
 
-CLAIM_STALE_AFTER = 600.0
-"""Seconds after which a release claim counts as abandoned (its holder crashed)."""
+CLAIM_STALE_AFTER = 30.0
+"""Seconds after which a release claim that was not renewed counts as abandoned (its
+holder crashed): the releasing process renews it while it delivers
+(:meth:`QuarantineStore.renew_claim`), ``[quarantine] claim_lease`` sets it."""
 
 
 def release_key(message_id: str) -> str:
@@ -192,6 +195,23 @@ class AuditEntry:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A claim on a key (a split message) held by one attempt in one process.
+
+    ``holder`` is unique per attempt; ``token`` (the fencing token) grows by
+    one each time the key changes hands.  A ledger write made under the lease
+    (:meth:`QuarantineStore.record_copies_fenced`) is refused once the key has
+    changed hands.  ``taken_over``: the previous holder's lease had expired
+    without being dropped (that holder crashed or stalled).
+    """
+
+    key: str
+    holder: str
+    token: int
+    taken_over: bool = False
+
+
 @runtime_checkable
 class QuarantineStore(Protocol):
     """Durable store of held messages, the split ledger and the audit log."""
@@ -232,6 +252,10 @@ class QuarantineStore(Protocol):
     async def release_claim(self, message_id: str, actor: str) -> None:
         """Drop ``actor``'s claim (the release did not complete); no-op if not theirs."""
 
+    async def renew_claim(self, message_id: str, actor: str) -> bool:
+        """Refresh ``actor``'s release claim (it is still delivering); False if it
+        no longer holds it (expired and taken over, released or deleted)."""
+
     async def mark_released(self, message_id: str, actor: str, mode: str) -> StoredMessage:
         """held (claimed by ``actor``) → released; raises QuarantineNotFound /
         QuarantineStateError / QuarantineClaimedError (``actor`` holds no claim)."""
@@ -259,6 +283,20 @@ class QuarantineStore(Protocol):
     async def record_copies(self, key: str, copy_ids: Sequence[str]) -> None:
         """Split ledger: several entries in one transaction (all durable, or none);
         durable before it returns; idempotent."""
+
+    async def acquire_lease(self, key: str, holder: str, ttl: float) -> Lease | None:
+        """Take the lease on ``key`` for ``ttl`` seconds if nobody holds a live one;
+        None if someone does (the caller waits and tries again)."""
+
+    async def renew_lease(self, lease: Lease, ttl: float) -> bool:
+        """Extend ``lease`` to ``ttl`` seconds from now; False if the key changed hands."""
+
+    async def drop_lease(self, lease: Lease) -> None:
+        """Give ``lease`` up (the attempt is over); no-op if the key changed hands."""
+
+    async def record_copies_fenced(self, lease: Lease, copy_ids: Sequence[str]) -> None:
+        """:meth:`record_copies` under ``lease.key``, in the same transaction as a check
+        that ``lease`` still holds the key; raises LeaseLostError (nothing recorded) if not."""
 
     async def expire_ledger(self, cutoff_epoch: float) -> int:
         """Drop split-ledger rows recorded before ``cutoff_epoch``; returns the count.

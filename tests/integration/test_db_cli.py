@@ -9,6 +9,8 @@ from pathlib import Path
 
 from relay.quarantine import RELEASE_AS_IS, SqliteStore
 from relay.quarantine.pg import PgStore
+from relay.quarantine.pg_schema import SCHEMA_VERSION as PG_VERSION
+from relay.quarantine.sqlite_schema import SCHEMA_VERSION as SQLITE_VERSION
 from tests.helpers.postgres import PgCluster
 from tests.helpers.quarantine_store import new_message
 from tests.integration.conftest import pg_options
@@ -31,21 +33,22 @@ def _ccguard(
 def test_migrate_then_status_on_postgresql(pg_cluster: PgCluster, tmp_path: Path) -> None:
     url = pg_cluster.url(pg_cluster.create_database())
     status = _ccguard(pg_cluster, tmp_path, url, "db", "status")
-    assert status.returncode == 1 and "schema version 0 (needs migrating to 1)" in status.stdout
+    assert status.returncode == 1
+    assert f"schema version 0 (needs migrating to {PG_VERSION})" in status.stdout
     migrated = _ccguard(pg_cluster, tmp_path, url, "db", "migrate")
     assert migrated.returncode == 0, migrated.stderr
-    assert "schema version 1 (was 0)" in migrated.stdout
+    assert f"schema version {PG_VERSION} (was 0)" in migrated.stdout
     assert pg_cluster.password not in migrated.stdout + migrated.stderr
     status = _ccguard(pg_cluster, tmp_path, url, "db", "status")
     assert status.returncode == 0, status.stderr
-    assert "schema version 1 (current)" in status.stdout and "held=0" in status.stdout
+    assert f"schema version {PG_VERSION} (current)" in status.stdout and "held=0" in status.stdout
 
 
 def test_status_on_sqlite(pg_cluster: PgCluster, tmp_path: Path) -> None:
     assert _ccguard(pg_cluster, tmp_path, "q.db", "db", "status").returncode == 1
     assert _ccguard(pg_cluster, tmp_path, "q.db", "db", "migrate").returncode == 0
     status = _ccguard(pg_cluster, tmp_path, "q.db", "db", "status")
-    assert "schema version 3 (current)" in status.stdout and status.returncode == 0
+    assert f"schema version {SQLITE_VERSION} (current)" in status.stdout and status.returncode == 0
 
 
 async def test_copy_moves_everything_once(pg_cluster: PgCluster, tmp_path: Path) -> None:

@@ -15,10 +15,11 @@ import pytest
 
 from relay.errors import StoreError
 from relay.quarantine.pg import PgStore
-from relay.quarantine.pg_schema import SCHEMA_VERSION
+from relay.quarantine.pg_schema import MIGRATIONS, SCHEMA_VERSION
 from tests.helpers.postgres import PgCluster
 from tests.helpers.process import ROOT
-from tests.helpers.quarantine_store import RAW, new_message
+from tests.helpers.quarantine_store import RAW, Clock, new_message
+from tests.helpers.waiting import wait_until
 from tests.integration.conftest import pg_options
 
 
@@ -132,6 +133,33 @@ async def test_simultaneous_first_starts_migrate_once(pg_cluster: PgCluster) -> 
         assert rows == [(SCHEMA_VERSION,)]
 
 
+async def test_a_version_1_database_migrates_to_leases_keeping_its_messages(
+    pg_cluster: PgCluster,
+) -> None:
+    url = pg_cluster.url(pg_cluster.create_database())
+    with psycopg.connect(url, password=pg_cluster.password) as conn:  # what v1 created
+        conn.execute("CREATE TABLE ccguard_schema (version integer NOT NULL)")
+        conn.execute("INSERT INTO ccguard_schema (version) VALUES (1)")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+    old = PgStore(url, pg_options(pg_cluster), migrate=False)
+    with pytest.raises(StoreError, match=rf"schema version 1.*needs {SCHEMA_VERSION}"):
+        await old.open()
+    store = PgStore(url, pg_options(pg_cluster))
+    try:
+        await store.open()  # v1 had no leases table
+        mid = await store.put(new_message())
+        lease = await store.acquire_lease("split:abc", "holder-a", 30)
+        assert lease is not None and lease.token == 1
+        await store.record_copies_fenced(lease, ["d:g1@example.com"])
+        assert await store.copies_done("split:abc") == {"d:g1@example.com"}
+        assert (await store.get(mid)) is not None
+    finally:
+        await store.close()
+    with psycopg.connect(url, password=pg_cluster.password) as conn:
+        assert conn.execute("SELECT version FROM ccguard_schema").fetchall() == [(2,)]
+
+
 async def test_without_migrate_an_empty_database_is_refused(pg_cluster: PgCluster) -> None:
     url = pg_cluster.url(pg_cluster.create_database())
     with pytest.raises(StoreError, match=r"schema version 0.*ccguard db migrate"):
@@ -203,3 +231,47 @@ async def test_a_schema_of_its_own_through_the_url_options(pg_cluster: PgCluster
         count = conn.execute("SELECT count(*) FROM ccguard.messages").fetchone()
         public = conn.execute("SELECT to_regclass('public.messages')").fetchone()
     assert count == (1,) and public == (None,)
+
+
+async def test_a_take_over_waits_for_a_fenced_write_in_flight_and_then_sees_it(
+    pg_cluster: PgCluster,
+) -> None:
+    # The old holder's fenced write is held mid-transaction (after its FOR SHARE on
+    # the lease row) by a table lock on the ledger; the take-over must wait for it,
+    # or the new holder would read a ledger without that copy and send it again.
+    url = pg_cluster.url(pg_cluster.create_database())
+    clock = Clock()
+    old_store = PgStore(url, pg_options(pg_cluster), clock=clock)
+    new_store = PgStore(url, pg_options(pg_cluster), clock=clock)
+    await old_store.open()
+    await new_store.open()
+    blocker = psycopg.connect(url, password=pg_cluster.password)
+    watcher = psycopg.connect(url, password=pg_cluster.password, autocommit=True)
+    try:
+        old = await old_store.acquire_lease("split:k", "holder-a", 30)
+        assert old is not None
+        clock.now += 30  # expired: a take-over may happen at any moment now
+        blocker.execute("LOCK TABLE split_ledger IN EXCLUSIVE MODE")
+        write = asyncio.create_task(old_store.record_copies_fenced(old, ["d:g1@example.com"]))
+        await wait_until(lambda: _lock_waiters(watcher) == 1, "the fenced write waits")
+        take = asyncio.create_task(new_store.acquire_lease("split:k", "holder-b", 30))
+        await wait_until(lambda: _lock_waiters(watcher) == 2, "the take-over waits")
+        assert not write.done() and not take.done()
+        blocker.commit()
+        await write  # it held the key all along: recorded
+        new = await take
+        assert new is not None and (new.token, new.taken_over) == (2, True)
+        assert await new_store.copies_done("split:k") == {"d:g1@example.com"}
+    finally:
+        blocker.close()
+        watcher.close()
+        await old_store.close()
+        await new_store.close()
+
+
+def _lock_waiters(conn: psycopg.Connection[tuple[object, ...]]) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -41,7 +41,8 @@ def write_config(tmp_path: Path, port: int, upstream_port: int, pool_size: int) 
         f'[upstream]\nhost = "127.0.0.1"\nport = {upstream_port}\nstarttls = "off"\n'
         f"pool_size = {pool_size}\n"
         f'[organisation]\ninternal_domains = ["example.org"]\n'
-        f'[quarantine]\ndatabase = "{tmp_path}/ccguard.db"\n'
+        # The killed attempt's claim blocks its retry until its lease expires.
+        f'[quarantine]\ndatabase = "{tmp_path}/ccguard.db"\nclaim_lease = 2\n'
         f'[admin]\nenabled = false\n[logging]\nhash_key = "test-key"\n'
         f'[[policy.rules]]\nname = "split-all"\nmin_visible_external = 2\naction = "split"\n'
     )

@@ -46,6 +46,7 @@ EXPECTED_TYPES = {
     "ccguard_inflight_bytes": "gauge",
     "ccguard_inflight_limit_bytes": "gauge",
     "ccguard_inflight_refusals_total": "counter",
+    "ccguard_claim_events_total": "counter",
     "ccguard_admin_requests_refused_total": "counter",
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
@@ -55,7 +56,7 @@ EXPECTED_TYPES = {
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
                   "version", "mode", "le", "truncated", "replaced", "reason",
-                  "mechanism", "state"}  # fmt: skip
+                  "mechanism", "state", "event"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
