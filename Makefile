@@ -15,6 +15,7 @@ run: venv
 
 lint: venv
 	$(VENV)/bin/ruff check relay tests bench
+	$(VENV)/bin/ruff format --check relay tests bench
 	$(VENV)/bin/mypy relay
 
 test: venv
