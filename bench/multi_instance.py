@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Split exactly once across two ``ccguard serve`` processes on one SQLite file.
+"""Split exactly once across two ``ccguard serve`` processes on one database.
 
 Not part of the test suite.  Two real instances (A and B, own SMTP and admin
-ports, one database) and a real aiosmtpd upstream on 127.0.0.1 in this process
+ports, one database: an SQLite file, or with ``--backend postgresql`` a
+database on a private PostgreSQL cluster started here as the tests do, see
+tests/helpers/postgres.py) and a real aiosmtpd upstream on 127.0.0.1 in this process
 that counts every copy per recipient.  Scenarios, ``--runs`` each, every run
 with its own message (own Message-ID, own recipients):
 
@@ -20,6 +22,7 @@ process started is stopped.
 
 Usage:
   python bench/multi_instance.py --runs 20
+  python bench/multi_instance.py --runs 20 --backend postgresql
   # the tree before leases, for comparison (a copy of it with this script and
   # tests/helpers/{instances,multi}.py added):
   python /tmp/base/bench/multi_instance.py --runs 20 --old-config
@@ -49,7 +52,8 @@ from tests.helpers.instances import (  # noqa: E402
     write_instance,
 )
 from tests.helpers.kill_upstream import KillingUpstream  # noqa: E402
-from tests.helpers.multi import send  # noqa: E402
+from tests.helpers.multi import SharedDatabase, send  # noqa: E402
+from tests.helpers.postgres import PgCluster  # noqa: E402
 from tests.helpers.upstream import RecordingUpstream  # noqa: E402
 
 
@@ -113,10 +117,10 @@ async def retry_until_250(instance: Instance, msg: bytes, people: list[str]) -> 
 NEW_KEYS: dict[str, Any] = {"claim_lease": 2, "claim_wait": 10}
 
 
-def pair(folder: Path, port: int) -> list[Instance]:
+def pair(folder: Path, port: int, shared: SharedDatabase) -> list[Instance]:
     return [
-        write_instance(folder, name, upstream_port=port, database=folder / "shared.db",
-                       **NEW_KEYS)
+        write_instance(folder, name, upstream_port=port, database=shared.database,
+                       env=shared.env(), **NEW_KEYS)
         for name in ("a", "b")
     ]  # fmt: skip
 
@@ -133,9 +137,9 @@ def counted(upstream: RecordingUpstream, people: list[str]) -> Counter[str]:
     return Counter(r for m in upstream.messages for r in m.rcpt_tos if r in people)
 
 
-async def defer_and_race(folder: Path, runs: int) -> tuple[Tally, Tally]:
+async def defer_and_race(folder: Path, runs: int, shared: SharedDatabase) -> tuple[Tally, Tally]:
     upstream = await RecordingUpstream().start()
-    instances = pair(folder, upstream.port)
+    instances = pair(folder, upstream.port, shared)
     defer, race = Tally("defer"), Tally("race")
     try:
         await up(instances)
@@ -163,9 +167,9 @@ async def defer_and_race(folder: Path, runs: int) -> tuple[Tally, Tally]:
     return defer, race
 
 
-async def kill(folder: Path, runs: int) -> Tally:
-    killer = await KillingUpstream(folder / "shared.db").start()
-    instances = pair(folder, killer.port)
+async def kill(folder: Path, runs: int, shared: SharedDatabase) -> Tally:
+    killer = await KillingUpstream(shared.database, shared.password).start()
+    instances = pair(folder, killer.port, shared)
     tally = Tally("kill")
     try:
         for n in range(runs):
@@ -186,9 +190,30 @@ async def kill(folder: Path, runs: int) -> Tally:
     return tally
 
 
+def database(folder: Path, cluster: PgCluster | None) -> SharedDatabase:
+    """An SQLite file in ``folder``, or a new database on ``cluster``."""
+    if cluster is None:
+        return SharedDatabase(folder / "shared.db")
+    return SharedDatabase(cluster.url(cluster.create_database()), cluster.password)
+
+
+async def scenarios(runs: int, cluster: PgCluster | None) -> list[Tally]:
+    """defer, race and kill, ``runs`` each, each phase on a database of its own."""
+    from relay.credentials.users import UserDB  # users file for the admin side
+
+    with tempfile.TemporaryDirectory(prefix="ccguard-multi-") as tmp:
+        base = Path(tmp)
+        for sub in ("dr", "k"):
+            (base / sub).mkdir()
+            UserDB(base / sub / "users.json").set_password("alice", "not used by the bench")
+        dr = await defer_and_race(base / "dr", runs, database(base / "dr", cluster))
+        return [*dr, await kill(base / "k", runs, database(base / "k", cluster))]
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument(
         "--old-config", action="store_true", help="omit claim_lease, claim_wait, session_key_file"
     )
@@ -197,15 +222,15 @@ async def main() -> None:
         NEW_KEYS.clear()
         NEW_KEYS["shared_key"] = False
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="ccguard-multi-") as tmp:
-        base = Path(tmp)
-        (base / "dr").mkdir()
-        (base / "k").mkdir()
-        from relay.credentials.users import UserDB  # users file for the admin side
-
-        for sub in ("dr", "k"):
-            UserDB(base / sub / "users.json").set_password("alice", "not used by the bench")
-        tallies = [*await defer_and_race(base / "dr", args.runs), await kill(base / "k", args.runs)]
+    cluster = PgCluster("bench").init() if args.backend == "postgresql" else None
+    try:
+        if cluster is not None:
+            cluster.start()
+        tallies = await scenarios(args.runs, cluster)
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+    print(f"backend: {args.backend}")
     for tally in tallies:
         print(tally.line())
     total_dup = sum(t.duplicates for t in tallies)

@@ -2,9 +2,9 @@
 
 After it has written (and drained) its 250 for the ``kill_after``-th copy, the
 next command ccguard sends it, on any connection (QUIT, RSET, MAIL, EHLO …),
-is not answered: the upstream first looks at the ledger in ccguard's SQLite
-file (what was durable at that moment), then kills ccguard with SIGKILL and
-waits until it is dead.
+is not answered: the upstream first looks at the ledger in ccguard's database
+(an SQLite file or a PostgreSQL URL: what was durable at that moment), then
+kills ccguard with SIGKILL and waits until it is dead.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from aiosmtpd.smtp import SMTP
 
 from tests.helpers.upstream import serve_loopback
@@ -32,7 +33,8 @@ _VERBS = ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT")
 class KillingUpstream:
     """Records each copy's recipients; kills ``victim`` as described above."""
 
-    database: Path
+    database: Path | str  # an SQLite file, or a postgresql:// URL (with ``password``)
+    password: str | None = None
     copies: Counter[str] = field(default_factory=Counter)
     victim: subprocess.Popen[bytes] | None = None
     kill_after: int = 0  # 0: never
@@ -68,14 +70,17 @@ class KillingUpstream:
         if not self._armed or self.victim is None:
             return True
         victim, self.victim, self._armed = self.victim, None, False
-        self.ledger_at_kill = _ledger(self.database)
+        self.ledger_at_kill = _ledger(self.database, self.password)
         self.killed_at = verb
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         return False
 
 
-def _ledger(database: Path) -> set[str]:
+def _ledger(database: Path | str, password: str | None) -> set[str]:
+    if isinstance(database, str):
+        with psycopg.connect(database, password=password) as pg:
+            return {row[0] for row in pg.execute("SELECT copy_id FROM split_ledger")}
     conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
     try:
         return {row[0] for row in conn.execute("SELECT copy_id FROM split_ledger")}

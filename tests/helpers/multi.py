@@ -6,6 +6,8 @@ import re
 import smtplib
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -16,6 +18,7 @@ __all__ = [
     "EXTERNAL",
     "INTERNAL",
     "RCPTS",
+    "SharedDatabase",
     "auth",
     "metric",
     "per_rcpt",
@@ -26,6 +29,19 @@ __all__ = [
 EXTERNAL = ["g1@example.com", "g2@example.net", "g3@example.com"]
 INTERNAL = ["ia@example.org", "ib@example.org"]
 RCPTS = EXTERNAL + INTERNAL  # split copies: g1, g2, g3, then one for both internal recipients
+
+
+@dataclass(frozen=True)
+class SharedDatabase:
+    """The database several instances share: an SQLite file, or a postgresql:// URL
+    whose password (never in the config) reaches the instances as ``PGPASSWORD``."""
+
+    database: Path | str
+    password: str | None = None
+
+    def env(self) -> dict[str, str] | None:
+        """Extra environment for the instances (``None``: nothing to add)."""
+        return None if self.password is None else {"PGPASSWORD": self.password}
 
 
 def split_message(tag: str) -> bytes:

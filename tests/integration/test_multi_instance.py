@@ -1,4 +1,7 @@
-"""Two real ``ccguard serve`` processes on one SQLite file, each with its own ports.
+"""Two real ``ccguard serve`` processes on one database, each with its own ports.
+
+Every test runs twice: on one SQLite file and on one PostgreSQL database (a
+private cluster started by the tests, see tests/helpers/postgres.py).
 
 What an operator running several instances relies on: whatever one instance
 holds, the other lists, shows and releases; a release or a split retry is
@@ -29,7 +32,17 @@ from tests.helpers.instances import (
     write_instance,
 )
 from tests.helpers.kill_upstream import KillingUpstream
-from tests.helpers.multi import INTERNAL, RCPTS, auth, metric, per_rcpt, send, split_message
+from tests.helpers.multi import (
+    INTERNAL,
+    RCPTS,
+    SharedDatabase,
+    auth,
+    metric,
+    per_rcpt,
+    send,
+    split_message,
+)
+from tests.helpers.postgres import PgCluster
 from tests.helpers.upstream import RecordingUpstream
 from tests.helpers.waiting import Gate, wait_until
 
@@ -50,11 +63,22 @@ async def upstream() -> AsyncIterator[RecordingUpstream]:
         await up.stop()
 
 
-def _pair(folder: Path, upstream_port: int, **keys: object) -> list[Instance]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> SharedDatabase:
+    """The one database A and B share: an SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return SharedDatabase(tmp_path / "shared.db")
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    return SharedDatabase(cluster.url(cluster.create_database()), cluster.password)
+
+
+def _pair(
+    folder: Path, upstream_port: int, shared: SharedDatabase, **keys: object
+) -> list[Instance]:
     UserDB(folder / "users.json").set_password("alice", PASSWORD)
     return [
-        write_instance(folder, name, upstream_port=upstream_port, database=folder / "shared.db",
-                       **keys)  # type: ignore[arg-type]
+        write_instance(folder, name, upstream_port=upstream_port, database=shared.database,
+                       env=shared.env(), **keys)  # type: ignore[arg-type]
         for name in ("a", "b")
     ]  # fmt: skip
 
@@ -67,9 +91,11 @@ async def _run(instances: list[Instance]) -> None:
 
 
 @pytest.fixture
-async def holding(tmp_path: Path, upstream: RecordingUpstream) -> AsyncIterator[list[Instance]]:
+async def holding(
+    tmp_path: Path, upstream: RecordingUpstream, shared: SharedDatabase
+) -> AsyncIterator[list[Instance]]:
     """A and B, with a rule that holds the message for review."""
-    instances = _pair(tmp_path, upstream.port, split=False)
+    instances = _pair(tmp_path, upstream.port, shared, split=False)
     try:
         await _run(instances)
         yield instances
@@ -155,9 +181,11 @@ async def test_a_login_on_a_holds_on_b_and_a_logout_on_a_ends_it_on_b(
 
 
 @pytest.fixture
-def splitting(tmp_path: Path, upstream: RecordingUpstream) -> Iterator[list[Instance]]:
+def splitting(
+    tmp_path: Path, upstream: RecordingUpstream, shared: SharedDatabase
+) -> Iterator[list[Instance]]:
     """A and B (configured, not started), splitting; a short lease so a crash costs 2 s."""
-    instances = _pair(tmp_path, upstream.port, claim_lease=2, claim_wait=10)
+    instances = _pair(tmp_path, upstream.port, shared, claim_lease=2, claim_wait=10)
     try:
         yield instances
     finally:
@@ -201,8 +229,8 @@ async def test_concurrent_retries_through_a_and_b_give_each_recipient_one_copy(
 
 
 @pytest.fixture
-async def killer(tmp_path: Path) -> AsyncIterator[KillingUpstream]:
-    up = await KillingUpstream(tmp_path / "shared.db").start()
+async def killer(shared: SharedDatabase) -> AsyncIterator[KillingUpstream]:
+    up = await KillingUpstream(shared.database, shared.password).start()
     try:
         yield up
     finally:
@@ -211,12 +239,12 @@ async def killer(tmp_path: Path) -> AsyncIterator[KillingUpstream]:
 
 @pytest.mark.parametrize("kill_after", [1, 2, 4])
 async def test_sigkill_of_a_mid_split_then_retry_through_b_duplicates_nobody(
-    tmp_path: Path, killer: KillingUpstream, kill_after: int
+    tmp_path: Path, killer: KillingUpstream, kill_after: int, shared: SharedDatabase
 ) -> None:
     """A is killed at its next word to the upstream after the 250 for copy ``kill_after``
     (so outside the remaining window, see docs/actions.md); the retry through B
     waits for A's lease to expire, takes over and sends only what is missing."""
-    a, b = _pair(tmp_path, killer.port, claim_lease=2, claim_wait=10)
+    a, b = _pair(tmp_path, killer.port, shared, claim_lease=2, claim_wait=10)
     try:
         await _run([a, b])
         assert a.proc is not None
@@ -238,11 +266,11 @@ async def test_sigkill_of_a_mid_split_then_retry_through_b_duplicates_nobody(
 
 
 async def test_a_release_claim_left_by_a_killed_instance_is_taken_over_after_its_lease(
-    tmp_path: Path, upstream: RecordingUpstream
+    tmp_path: Path, upstream: RecordingUpstream, shared: SharedDatabase
 ) -> None:
     """Before: 409 for 600 s.  Now: at most ``claim_lease`` (2 s here) of 409, then B
     releases it and every recipient gets it once."""
-    a, b = _pair(tmp_path, upstream.port, split=False, claim_lease=2)
+    a, b = _pair(tmp_path, upstream.port, shared, split=False, claim_lease=2)
     gate = Gate(first=1)  # A's release stops at DATA, never answered
     try:
         await _run([a, b])
