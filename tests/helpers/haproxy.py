@@ -12,17 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers.process import free_port
+
 __all__ = ["HAPROXY", "Frontend", "free_port", "running_haproxy"]
 
 HAPROXY = "/usr/sbin/haproxy"  # missing means failure, not skip
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import psycopg
+
+from tests.helpers.process import free_port
 
 __all__ = ["PgCluster", "find_bindir"]
 
@@ -38,12 +39,6 @@ def find_bindir() -> Path:
             "run scripts/install-system-deps.sh (apt-get install postgresql)"
         )
     return Path(found[-1]).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PgCluster:
@@ -87,7 +82,7 @@ class PgCluster:
 
     def start(self) -> None:
         """pg_ctl start on a free loopback port (the same port again after a stop)."""
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         # fsync off: a test cluster need not survive a power cut, and it is much faster.
         opts = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} "

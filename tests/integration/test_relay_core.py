@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 import smtplib
-import socket
 
 import aiosmtplib
 import pytest
 
+from tests.helpers.process import free_port
 from tests.helpers.relay import running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream
 
@@ -142,13 +142,6 @@ async def test_refused_recipient_is_refused_to_client_others_delivered(
     assert replies[3][0] == 250
     (got,) = upstream.messages
     assert got.rcpt_tos == ["bob@example.com", "carol@example.net"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_upstream_down_gives_451_at_mail() -> None:
