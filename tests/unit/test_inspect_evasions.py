@@ -103,10 +103,14 @@ SHAPES = {
     "comment-before-at": " ".join(f"a{i}(Sales)@example.com" for i in range(50)),
     "comment-after-at": " ".join(f"a{i}@(Sales)example.com" for i in range(50)),
     "quoted-domain": " ".join(f'a{i}@"example.com"' for i in range(50)),
-    "in-own-quoted-local": '"' + ", ".join(f"a{i}@example.com" for i in range(49)) + '"@example.net',
+    "in-own-quoted-local": '"'
+    + ", ".join(f"a{i}@example.com" for i in range(49))
+    + '"@example.net',
     "in-domain-literal": "x@[" + " ".join(f"a{i}@example.com" for i in range(49)) + "]",
     "in-route": "<@" + ",@".join(f"a{i}@example.com" for i in range(49)) + ":x@example.com>",
-    "in-route-literal": "<@[" + " ".join(f"a{i}@example.com" for i in range(49)) + "]:x@example.net>",
+    "in-route-literal": "<@["
+    + " ".join(f"a{i}@example.com" for i in range(49))
+    + "]:x@example.net>",
 }
 
 
