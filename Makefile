@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: run test lint venv clean bench
+.PHONY: run test lint venv clean bench bench-throughput
 
 $(VENV)/.installed: pyproject.toml
 	PYTHON=$(PYTHON) ./scripts/bootstrap-venv.sh
@@ -25,6 +25,10 @@ test: venv
 
 bench: venv
 	$(VENV)/bin/python bench/run.py
+
+# Only the interleaved throughput run (ccguard vs the libraries' floor and Postfix).
+bench-throughput: venv
+	$(VENV)/bin/python bench/bench_throughput.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
