@@ -211,6 +211,12 @@ class Metrics(FrontDoorMetrics):
         )
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind=kind)
+        self.upstream_connections_opened = Counter(
+            "ccguard_upstream_connections_opened",
+            "New connections to the upstream (connect + EHLO); a rate near the message "
+            "rate means the pool is too small for the load.",
+            registry=reg,
+        )
 
     def _quarantine(self) -> None:
         reg = self.registry
@@ -329,6 +335,10 @@ class Metrics(FrontDoorMetrics):
         self.upstream_duration.labels(outcome=outcome).observe(seconds)
         if error_kind is not None:
             self.upstream_errors.labels(kind=error_kind).inc()
+
+    def upstream_connection_opened(self) -> None:
+        """Count one new upstream connection (pool churn)."""
+        self.upstream_connections_opened.inc()
 
     def store_error(self) -> None:
         """Count one failed store operation."""
