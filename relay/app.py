@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -39,16 +40,24 @@ from relay.smtp.pipeline import InspectingDecider
 from relay.smtp.tls import ServerTls
 from relay.upstream import UpstreamClient
 
-__all__ = ["Relay", "serve", "wait_for_stop_signal"]
+__all__ = ["Relay", "serve", "serve_worker", "wait_for_stop_signal"]
 
 
 class Relay:
     """One running ccguard: SMTP front, upstream, quarantine, admin and metrics."""
 
     def __init__(
-        self, settings: Settings, *, log: Any | None = None, redactor: Redactor | None = None
+        self,
+        settings: Settings,
+        *,
+        log: Any | None = None,
+        redactor: Redactor | None = None,
+        worker: int | None = None,
     ) -> None:
         self.settings = settings
+        #: Index of this worker process ([smtp] workers); None when there is one process.
+        #: Only the first serves HTTP and runs the retention.
+        self.worker = worker
         self.log = log if log is not None else structlog.get_logger("ccguard")
         self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
@@ -137,11 +146,13 @@ class Relay:
         await self.listener.start(host, port)
         if self.settings.smtp.tls_listen:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
-        for server in self._http_servers():
+        for server in self._http_servers() if not self.worker else []:
             await server.start()
             self.http.append(server)
-        self._background.append(asyncio.create_task(self._retention()))
-        self._warn_without_admins()
+        if not self.worker:
+            self._background.append(asyncio.create_task(self._retention()))
+        if not self.worker:
+            self._warn_without_admins()
         self._warn_smtp_auth()
         self._warn_proxy_overlap()
         self.log.info(
@@ -326,15 +337,35 @@ async def wait_for_stop_signal() -> None:
     await stop.wait()
 
 
-async def serve(settings: Settings) -> int:
+async def serve_worker(settings: Settings, index: int, ready_fd: int | None) -> int:
+    """One of ``[smtp] workers``: :func:`serve`, its metrics in the supervisor's directory."""
+    from relay.observability import multiprocess
+    from relay.smtp.workers import die_with_parent
+
+    die_with_parent()
+    directory = os.environ[multiprocess.ENV]
+    multiprocess.enable(directory)
+    structlog.contextvars.bind_contextvars(worker=index)
+    return await serve(settings, worker=index, ready_fd=ready_fd, metrics_dir=directory)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    worker: int | None = None,
+    ready_fd: int | None = None,
+    metrics_dir: str | None = None,
+) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code.
 
-    SIGHUP re-reads the listener's TLS certificate and key.
+    SIGHUP re-reads the listener's TLS certificate and key.  A worker writes one
+    byte to ``ready_fd`` once it listens.
     """
     redactor = configure_logging(settings.logging)
     log = structlog.get_logger("ccguard")
     try:
-        relay = Relay(settings, log=log, redactor=redactor)
+        relay = Relay(settings, log=log, redactor=redactor, worker=worker)
+        relay.metrics.multiprocess_dir = metrics_dir
     except ConfigError as exc:
         log.error("cannot start", error=str(exc))
         return 2
@@ -351,6 +382,9 @@ async def serve(settings: Settings) -> int:
         await relay.stop()
         return 1
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, relay.reload_tls)
+    if ready_fd is not None:
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
     await wait_for_stop_signal()
     await relay.stop()
     return 0

@@ -7,9 +7,11 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from relay.app import serve, wait_for_stop_signal
+import structlog
+
+from relay.app import serve, serve_worker, wait_for_stop_signal
 from relay.cli.config import load_or_report
-from relay.settings import parse_listen
+from relay.settings import Settings, parse_listen
 
 __all__ = ["register"]
 
@@ -18,7 +20,21 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_or_report(args.config)
     if settings is None:
         return 2
+    if args.worker is not None:
+        return asyncio.run(serve_worker(settings, args.worker, args.ready_fd))
+    if settings.smtp.worker_count > 1:
+        return asyncio.run(_supervise(settings, args))
     return asyncio.run(serve(settings))
+
+
+async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.observability.logging import configure_logging
+    from relay.smtp.workers import Supervisor, WorkerSpec
+
+    configure_logging(settings.logging)
+    serve_args = ["--config", args.config] if args.config else []
+    spec = WorkerSpec(serve_args, settings.smtp.worker_count, settings.smtp.shutdown_grace)
+    return await Supervisor(spec, structlog.get_logger("ccguard.supervisor")).run()
 
 
 async def _run_sink(host: str, port: int, folder: Path) -> int:
@@ -45,6 +61,9 @@ def _sink(args: argparse.Namespace) -> int:
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add ``serve`` and ``sink``."""
     serve_p = subparsers.add_parser("serve", help="run the relay", parents=[common])
+    # Set by the supervisor of [smtp] workers, not by hand.
+    serve_p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    serve_p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_p.set_defaults(func=_serve)
     sink = subparsers.add_parser(
         "sink", help="run a capture SMTP server that writes .eml files", parents=[common]

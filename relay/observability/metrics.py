@@ -117,6 +117,8 @@ class Metrics(FrontDoorMetrics):
         mode: str = "enforce",
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        #: Directory of the worker processes' metric files, when /metrics sums them.
+        self.multiprocess_dir: str | None = None
         self._traffic()
         self._front_door()
         self._tls_auth()
@@ -211,6 +213,11 @@ class Metrics(FrontDoorMetrics):
         )
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind=kind)
+        self.worker_restarts = Counter(
+            "ccguard_worker_restarts",
+            "Worker processes ([smtp] workers) that died and were started again.",
+            registry=reg,
+        )
         self.upstream_connections_opened = Counter(
             "ccguard_upstream_connections_opened",
             "New connections to the upstream (connect + EHLO); a rate near the message "
@@ -375,6 +382,17 @@ class Metrics(FrontDoorMetrics):
         self.store_pool.labels(state="idle").set(stats.get("pool_available", 0))
         self.store_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
 
+    def worker_restarted(self) -> None:
+        """Count one worker process that died and was started again (supervisor)."""
+        self.worker_restarts.inc()
+
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition (format 0.0.4) and its content type."""
+        """The Prometheus text exposition (format 0.0.4) and its content type.
+
+        With several workers (:attr:`multiprocess_dir` set) it is the sum over
+        every worker process (:mod:`relay.observability.multiprocess`)."""
+        if self.multiprocess_dir is not None:
+            from relay.observability import multiprocess
+
+            return multiprocess.render(self.multiprocess_dir)
         return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_PLAIN_0_0_4

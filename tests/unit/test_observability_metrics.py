@@ -54,6 +54,7 @@ EXPECTED_TYPES = {
     "ccguard_smtp_tls_handshake_failures_total": "counter",
     "ccguard_smtp_auth_attempts_total": "counter",
     "ccguard_upstream_connections_opened_total": "counter",
+    "ccguard_worker_restarts_total": "counter",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
                   "version", "mode", "le", "truncated", "replaced", "reason",
