@@ -113,10 +113,12 @@ def floor_process(script: str, workdir: Path, *args: str) -> Iterator[tuple[int,
 
 
 @contextmanager
-def ccguard_process(workdir: Path, upstream: int, workers: int) -> Iterator[tuple[int, int]]:
+def ccguard_process(
+    workdir: Path, upstream: int, workers: int, loop: str
+) -> Iterator[tuple[int, int]]:
     port, admin = free_port(), free_port()
-    config = workdir / f"ccguard-w{workers}.toml"
-    workers_line = f"workers = {workers}\n" if workers != 1 else ""
+    config = workdir / f"ccguard-w{workers}-{loop}.toml"
+    workers_line = f'workers = {workers}\nevent_loop = "{loop}"\n'
     config.write_text(
         f'[smtp]\nlisten = "127.0.0.1:{port}"\nhostname = "ccguard.bench"\n{workers_line}'
         f'[upstream]\nhost = "127.0.0.1"\nport = {upstream}\nstarttls = "off"\n'
@@ -125,7 +127,7 @@ def ccguard_process(workdir: Path, upstream: int, workers: int) -> Iterator[tupl
         f'[logging]\nformat = "json"\nlevel = "info"\nhash_key = "bench-only"\n'
     )
     argv = [sys.executable, "-m", "relay", "serve", "--config", str(config)]
-    proc = _spawn(argv, workdir / f"ccguard-w{workers}.log", port, "ccguard")
+    proc = _spawn(argv, workdir / f"ccguard-w{workers}-{loop}.log", port, "ccguard")
     try:
         yield port, proc.pid
     finally:
@@ -209,10 +211,9 @@ def report(targets: dict[str, Target], args: argparse.Namespace) -> None:
             )
     print("\n# per-round ratios (median [min..max])")
     pairs: list[tuple[str, str]] = []
-    for w in args.workers:
-        cc = f"ccguard-w{w}"
+    for cc in (name for name in targets if name.startswith("ccguard")):
         pairs += [(cc, "floor"), (cc, "sink"), (cc, "postfix")]
-        if w != 1 and "ccguard-w1" in targets:
+        if cc != "ccguard-w1":
             pairs.append((cc, "ccguard-w1"))
     for rcpts in args.rcpts:
         for a, b in pairs:
@@ -233,19 +234,35 @@ def probe(port: int, args: argparse.Namespace) -> str:
     return done.stdout.strip()
 
 
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--messages", type=int, default=2000, help="messages per run")
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--size", type=int, default=4096)
-    parser.add_argument("--workers", default="1,2", help="ccguard worker counts to run")
+    parser.add_argument(
+        "--workers",
+        default="1,2,1u,2u" if _has_uvloop() else "1,2",
+        help='ccguard variants: worker counts, "u" suffix = uvloop (default: with it if installed)',
+    )
     parser.add_argument("--targets", default="sink,floor,ccguard,postfix")
     parser.add_argument("--rcpts", default="1,10")
     parser.add_argument("--probe-rate", type=float, default=200.0)
     parser.add_argument("--probe-seconds", type=float, default=10.0, help="0: no probe")
     args, _ = parser.parse_known_args()  # make bench passes the same extras to every script
-    args.workers = [int(w) for w in args.workers.split(",")]
+    # "2" = two workers on asyncio's loop, "2u" = on uvloop (pip install ccguard[fast])
+    args.workers = [
+        (int(w.rstrip("u")), "uvloop" if w.endswith("u") else "asyncio")
+        for w in args.workers.split(",")
+    ]
     args.rcpts = [int(r) for r in args.rcpts.split(",")]
     wanted = args.targets.split(",")
     print(
@@ -267,9 +284,11 @@ def main() -> int:
         }
         for name in wanted:
             if name == "ccguard":
-                for w in args.workers:
-                    port, pid = stack.enter_context(ccguard_process(workdir, sink.port, w))
-                    targets[f"ccguard-w{w}"] = Target(f"ccguard-w{w}", port, pid)
+                for variant in args.workers:
+                    w, loop = variant
+                    label = f"ccguard-w{w}" + ("-uvloop" if loop == "uvloop" else "")
+                    port, pid = stack.enter_context(ccguard_process(workdir, sink.port, w, loop))
+                    targets[label] = Target(label, port, pid)
             else:
                 port, pid = starters[name]()
                 targets[name] = Target(name, port, pid, relays=name != "sink")

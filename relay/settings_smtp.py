@@ -80,6 +80,8 @@ class SmtpSettings(_Section):
     #: Worker processes sharing the SMTP port (SO_REUSEPORT) under one supervisor;
     #: "auto" = one per CPU this process may run on (README, Tuning).
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
+    #: "auto": uvloop when it is installed (``pip install ccguard[fast]``), else asyncio's.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
     @property
     def worker_count(self) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,28 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_or_report(args.config)
     if settings is None:
         return 2
+    run = _runner(settings.smtp.event_loop)
+    if run is None:
+        print('ccguard: [smtp] event_loop = "uvloop" but uvloop is not installed', file=sys.stderr)
+        print("  install it with: pip install 'ccguard[fast]'", file=sys.stderr)
+        return 2
     if args.worker is not None:
-        return asyncio.run(serve_worker(settings, args.worker, args.ready_fd))
+        return run(serve_worker(settings, args.worker, args.ready_fd))
     if settings.smtp.worker_count > 1:
-        return asyncio.run(_supervise(settings, args))
-    return asyncio.run(serve(settings))
+        return asyncio.run(_supervise(settings, args))  # it only waits: no need for speed
+    return run(serve(settings))
+
+
+def _runner(kind: str) -> Callable[[Coroutine[Any, Any, int]], int] | None:
+    """``asyncio.run`` or ``uvloop.run`` as ``[smtp] event_loop`` asks (None: not installed)."""
+    if kind == "asyncio":
+        return asyncio.run
+    try:
+        import uvloop
+    except ImportError:
+        return None if kind == "uvloop" else asyncio.run
+    run: Callable[[Coroutine[Any, Any, int]], int] = uvloop.run
+    return run
 
 
 async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
