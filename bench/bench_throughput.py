@@ -24,6 +24,7 @@ Usage: python bench/bench_throughput.py [--rounds 3] [--messages 2000] [--worker
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -234,12 +235,51 @@ def probe(port: int, args: argparse.Namespace) -> str:
     return done.stdout.strip()
 
 
+def probe_rounds(targets: list[Target], args: argparse.Namespace) -> None:
+    """Probe latency through each target, interleaved over ``--rounds`` like the rates."""
+    print(f"\n# probe latency under {args.probe_rate:.0f} msg/s background load (ms)")
+    got: dict[str, list[dict[str, float]]] = {t.name: [] for t in targets}
+    order = list(targets)
+    for _ in range(args.rounds):
+        for t in order:
+            got[t.name].append(json.loads(probe(t.port, args)))
+        order = order[1:] + order[:1]
+    for name, runs in got.items():
+        p50 = statistics.median(r["p50_ms"] for r in runs)
+        p99 = statistics.median(r["p99_ms"] for r in runs)
+        rate = statistics.median(r["background_rate"] for r in runs)
+        line = f"{name:<18} p50 {p50:6.2f}  p99 {p99:7.2f}  (background {rate:.0f} msg/s)"
+        if name != "floor" and "floor" in got:
+            ratios = [r["p99_ms"] / f["p99_ms"] for r, f in zip(runs, got["floor"], strict=True)]
+            line += f"  p99 / floor per round: {' '.join(f'{x:.2f}' for x in ratios)}"
+        print(line, flush=True)
+
+
 def _has_uvloop() -> bool:
     try:
         import uvloop  # noqa: F401
     except ImportError:
         return False
     return True
+
+
+def flat_memory(targets: dict[str, Target], sink: Sink, args: argparse.Namespace) -> None:
+    """RSS of each ccguard tree after N messages in all, for each N of ``--rss``."""
+    marks = [int(n) for n in args.rss.split(",")]
+    print(f"\n# RSS (process tree) after {', '.join(f'{n:,}' for n in marks)} messages")
+    for t in (t for t in targets.values() if t.name.startswith("ccguard")):
+        sent, readings = 0, []
+        for mark in marks:
+            while sent < mark:
+                batch = min(20000, mark - sent)
+                before = sink.messages()
+                smtp_source(t.port, args.sessions, batch, 1, args.size)
+                sink.wait_for(before + batch, timeout=120)
+                sent += batch
+            readings.append(rss_kib(t.pid) / 1024)
+        growth = readings[-1] / readings[0] - 1
+        shown = "  ".join(f"{n:,}: {r:.1f} MiB" for n, r in zip(marks, readings, strict=True))
+        print(f"{t.name:<18} {shown}  ({growth * 100:+.1f} %)", flush=True)
 
 
 def main() -> int:
@@ -256,7 +296,12 @@ def main() -> int:
     parser.add_argument("--targets", default="sink,floor,ccguard,postfix")
     parser.add_argument("--rcpts", default="1,10")
     parser.add_argument("--probe-rate", type=float, default=200.0)
-    parser.add_argument("--probe-seconds", type=float, default=10.0, help="0: no probe")
+    parser.add_argument("--probe-seconds", type=float, default=6.0, help="0: no probe")
+    parser.add_argument(
+        "--rss",
+        default="",
+        help="e.g. 20000,200000: RSS of each ccguard after that many messages in all (flat memory)",
+    )
     args, _ = parser.parse_known_args()  # make bench passes the same extras to every script
     # "2" = two workers on asyncio's loop, "2u" = on uvloop (pip install ccguard[fast])
     args.workers = [
@@ -301,13 +346,12 @@ def main() -> int:
             order = order[1:] + order[:1]
         report(targets, args)
         if args.probe_seconds > 0:
-            print(f"\n# probe latency under {args.probe_rate:.0f} msg/s background load")
-            for t in targets.values():
-                if t.name != "sink":
-                    print(f"{t.name:<11} {probe(t.port, args)}", flush=True)
+            probe_rounds([t for t in targets.values() if t.name != "sink"], args)
         for t in targets.values():
             if t.name.startswith("ccguard"):
                 print(f"{t.name} RSS now {rss_kib(t.pid) / 1024:.1f} MiB")
+        if args.rss:
+            flat_memory(targets, sink, args)
     return 0
 
 

@@ -52,7 +52,8 @@ async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
 
     configure_logging(settings.logging)
     serve_args = ["--config", args.config] if args.config else []
-    spec = WorkerSpec(serve_args, settings.smtp.worker_count, settings.smtp.shutdown_grace)
+    smtp = settings.smtp
+    spec = WorkerSpec(serve_args, smtp.worker_count, smtp.shutdown_grace, settings.policy.mode)
     return await Supervisor(spec, structlog.get_logger("ccguard.supervisor")).run()
 
 

@@ -45,6 +45,8 @@ class WorkerSpec:
     serve_args: Sequence[str]
     count: int
     grace: float
+    #: ``[policy] mode``: the supervisor's own gauges must agree with the workers'.
+    policy_mode: str = "enforce"
 
 
 class _Worker:
@@ -65,7 +67,9 @@ class Supervisor:
         self._stopping = asyncio.Event()
         self._metrics_dir = tempfile.mkdtemp(prefix="ccguard-metrics-")
         multiprocess.enable(self._metrics_dir)
-        self._metrics = Metrics()  # the supervisor's own file: the restart counter
+        # The supervisor's own files: the restart counter (its other series are 0,
+        # or the same as every worker's for the info gauges).
+        self._metrics = Metrics(mode=spec.policy_mode)
 
     async def run(self) -> int:
         """Start every worker, supervise them until a stop signal; the exit code."""

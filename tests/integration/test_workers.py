@@ -51,7 +51,8 @@ PASSED = ("ccguard_messages_total", (("action", "pass"), ("rule", "none")))
 async def test_two_workers_share_the_port_and_metrics_add_up(
     upstream: RecordingUpstream, tmp_path: Path
 ) -> None:
-    async with running_workers(settings_for(upstream.port), 2, tmp_path) as relay:
+    settings = settings_for(upstream.port, policy={"mode": "monitor"})
+    async with running_workers(settings, 2, tmp_path) as relay:
         assert sorted(relay.worker_pids()) == [0, 1]
         await asyncio.to_thread(send, relay.smtp_port, 30)
         await upstream.wait_for(30)
@@ -59,6 +60,9 @@ async def test_two_workers_share_the_port_and_metrics_add_up(
         assert metrics[PASSED] == 30  # the one /metrics port reports both workers
         assert metrics[("ccguard_smtp_sessions_active", ())] == 0
         assert metrics[("ccguard_build_info", (("version", "0.1.0"),))] == 1
+        # Supervisor and workers agree on the mode: not "enforce" from a default.
+        assert metrics[("ccguard_policy_mode", (("mode", "monitor"),))] == 1
+        assert metrics[("ccguard_policy_mode", (("mode", "enforce"),))] == 0
     lines = [e for e in relay.events() if e.get("event") == "transaction"]
     by_worker = {w: sum(1 for e in lines if e.get("worker") == w) for w in (0, 1)}
     assert sum(by_worker.values()) == 30
