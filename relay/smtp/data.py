@@ -105,10 +105,8 @@ async def read_data(
     and the first limit hit is the outcome, as in aiosmtpd.
     """
     collector = _Collector(size_limit, line_limit, fits, refused)
-    whole = await _take_buffered_message(reader)
-    if whole is not None:
-        return _bulk(whole, collector)
     mid_line = False  # the last read ended without CRLF (an over-long line)
+    first = True
     while True:
         try:
             line = await reader.readuntil(b"\r\n")
@@ -118,17 +116,24 @@ async def read_data(
             break
         mid_line = not line.endswith(b"\r\n")
         collector.feed(line)
+        if first and not mid_line:
+            # The first line waited for the client; the rest of a small message
+            # has usually arrived with it.
+            first = False
+            rest = await _take_buffered_message(reader)
+            if rest is not None:
+                return _bulk(rest, collector)
     return collector.result()
 
 
 async def _take_buffered_message(reader: asyncio.StreamReader) -> bytes | None:
-    """The message without its end line, if it and its end line are all buffered
-    already and small; else None and nothing is consumed."""
+    """The rest of the message (after a line end) without its end line, if it and
+    its end line are all buffered already and small; else None, nothing consumed."""
     buffered = getattr(reader, "_buffer", None)  # CPython's StreamReader keeps a bytearray
     if not isinstance(buffered, bytearray) or len(buffered) > _BULK_BYTES:
         return None
     if buffered.startswith(b".\r\n"):
-        return None  # an empty message: the line loop handles it
+        return None  # the end line comes next: the line loop handles it
     end = buffered.find(_END)
     if end < 0:
         return None
@@ -137,24 +142,29 @@ async def _take_buffered_message(reader: asyncio.StreamReader) -> bytes | None:
 
 
 def _bulk(body: bytes, collector: _Collector) -> DataResult:
-    """The same rules as line by line, for a message whose every line ends in CRLF.
-
-    When no limit is hit the only reservation the line loop makes is the first
-    (a step ahead of the first line, more than the whole message), so that one
-    is made and the message is returned whole; otherwise the lines are fed one
-    by one, exactly as read from the network."""
+    """The same rules as line by line, for the rest of a message whose every line
+    ends in CRLF: when no limit is hit and the reservation made for the first line
+    covers it all (the line loop would do nothing else), it is taken whole;
+    otherwise its lines are fed one by one, as if read from the network."""
     lines = body.split(b"\r\n")[:-1]
-    longest = max(map(len, lines)) + 2
-    clean = longest <= collector._line_limit and not (
-        collector._size_limit and len(body) > collector._size_limit
+    total = collector.received + len(body)
+    size_limit = collector._size_limit
+    clean = (
+        collector.outcome is DataOutcome.COMPLETE
+        and max(map(len, lines)) + 2 <= collector._line_limit
+        and not (size_limit and total > size_limit)
+        and total <= collector.reserved
     )
-    if clean and collector._fits(len(lines[0]) + 2 + _RESERVE_STEP):
-        if body[:1] != b"." and b"\r\n." not in body:
-            return DataResult(DataOutcome.COMPLETE, body)
-        unstuffed = b"\r\n".join(line[1:] if line[:1] == b"." else line for line in lines)
-        return DataResult(DataOutcome.COMPLETE, unstuffed + b"\r\n")
-    for line in lines:
-        collector.feed(line + b"\r\n")
+    if not clean:
+        for line in lines:
+            collector.feed(line + b"\r\n")
+        return collector.result()
+    collector.received = total
+    if body[:1] != b"." and b"\r\n." not in body:
+        collector.buffer.write(body)
+    else:
+        collector.buffer.write(b"\r\n".join(ln[1:] if ln[:1] == b"." else ln for ln in lines))
+        collector.buffer.write(b"\r\n")
     return collector.result()
 
 
