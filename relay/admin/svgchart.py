@@ -37,15 +37,14 @@ class Series:
     values: Sequence[float]
 
 
-def nice_max(value: float) -> float:
-    """A round axis maximum ≥ ``value`` (1, 2 or 5 times a power of ten); 1 for an empty chart."""
-    if value <= 0:
-        return 1.0
-    magnitude = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        if value <= step * magnitude:
-            return float(step * magnitude)
-    return float(10 * magnitude)  # pragma: no cover - the loop always returns
+def nice_max(value: float, ticks: int = 4) -> tuple[float, float]:
+    """A round axis ``(maximum, step)``: maximum ≥ ``value``, ``ticks`` steps of 1, 2 or 5
+    times a power of ten, at least 1 (the charts count messages); (4, 1) for nothing."""
+    raw = max(value, 0.0) / ticks
+    magnitude = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    nice = next(m * magnitude for m in (1, 2, 5, 10) if raw <= m * magnitude)
+    step = max(1.0, float(nice))
+    return step * ticks, step
 
 
 def _number(value: float) -> str:
@@ -109,10 +108,10 @@ def stacked_bars(
     left, top, bottom = 44, 28, 44
     plot_w, plot_h = width - left - 8, height - top - bottom
     totals = [sum(s.values[i] for s in series) for i in range(len(labels))]
-    top_value = nice_max(max(totals, default=0))
+    top_value, step = nice_max(max(totals, default=0))
     _, parts = _open("stacked", title, desc, width, height)
     parts += _legend(series, left, 14)
-    parts += _y_axis(left, top, plot_w, plot_h, top_value)
+    parts += _y_axis(left, top, plot_w, plot_h, top_value, step)
     slot = plot_w / max(len(labels), 1)
     bar_w = max(1.0, slot * 0.72)
     every = max(1, math.ceil(len(labels) / 10))
@@ -135,11 +134,13 @@ def stacked_bars(
     return Markup("".join(parts))
 
 
-def _y_axis(left: float, top: float, plot_w: float, plot_h: float, top_value: float) -> list[str]:
+def _y_axis(
+    left: float, top: float, plot_w: float, plot_h: float, top_value: float, step: float
+) -> list[str]:
     parts = []
-    for step in range(5):
-        value = top_value * step / 4
-        y = top + plot_h - plot_h * step / 4
+    for n in range(round(top_value / step) + 1):
+        value = n * step
+        y = top + plot_h - plot_h * value / top_value
         parts.append(
             f'<line x1="{left}" x2="{left + plot_w:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
             'stroke="#d0d7de" stroke-width="1"/>'
