@@ -88,8 +88,8 @@ def _legend(series: Sequence[Series], x: float, y: float) -> list[str]:
     parts, offset = [], x
     for s in series:
         parts.append(_rect(offset, y - 10, 12, 12, s.color) + "/>")
-        parts.append(_text(offset + 16, y, s.name))
-        offset += 24 + 7.2 * len(s.name)
+        parts.append(_text(offset + 16, y, s.name, 13))
+        offset += 26 + 7.0 * len(s.name)
     return parts
 
 
@@ -99,7 +99,7 @@ def stacked_bars(
     series: Sequence[Series],
     *,
     desc: str = "",
-    width: int = 720,
+    width: int = 600,
     height: int = 260,
 ) -> Markup:
     """Vertical bars, one per label, each stacking every series' value (bottom first)."""
@@ -114,7 +114,7 @@ def stacked_bars(
     parts += _y_axis(left, top, plot_w, plot_h, top_value, step)
     slot = plot_w / max(len(labels), 1)
     bar_w = max(1.0, slot * 0.72)
-    every = max(1, math.ceil(len(labels) / 10))
+    every = max(1, math.ceil(len(labels) / 7))
     for i, label in enumerate(labels):
         x = left + i * slot + (slot - bar_w) / 2
         base = float(top + plot_h)
@@ -145,7 +145,7 @@ def _y_axis(
             f'<line x1="{left}" x2="{left + plot_w:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
             'stroke="#d0d7de" stroke-width="1"/>'
         )
-        parts.append(_text(left - 6, y + 4, _number(value), 11, "end"))
+        parts.append(_text(left - 6, y + 4, _number(value), 13, "end"))
     return parts
 
 
@@ -156,21 +156,21 @@ def horizontal_bars(
     color: str = "#1f6feb",
     desc: str = "",
     unit: str = "",
-    width: int = 720,
+    width: int = 560,
 ) -> Markup:
     """One labelled horizontal bar per ``(label, value)``, longest scale at the top value."""
-    row_h, label_w, top = 26, 200, 8
+    row_h, label_w, top = 30, 215, 8
     height = top + row_h * max(len(items), 1) + 8
-    plot_w = width - label_w - 90
+    plot_w = width - label_w - 80
     top_value = max((v for _, v in items), default=0) or 1
     _, parts = _open("horizontal", title, desc, width, height)
     for i, (label, value) in enumerate(items):
         y = top + i * row_h
         w = max(1.0, plot_w * value / top_value) if value > 0 else 0.0
         shown = label if len(label) <= 28 else label[:27] + "…"
-        parts.append(_text(label_w - 8, y + 17, shown, anchor="end"))
-        parts.append(_bar(label_w, y + 4, w, row_h - 8, color, label, "", value))
-        parts.append(_text(label_w + w + 6, y + 17, f"{_number(value)}{unit}"))
+        parts.append(_text(label_w - 8, y + 20, shown, 14, "end"))
+        parts.append(_bar(label_w, y + 5, w, row_h - 10, color, label, "", value))
+        parts.append(_text(label_w + w + 6, y + 20, f"{_number(value)}{unit}", 14))
     if not items:
         parts.append(_text(label_w, top + 17, "nothing in this period"))
     parts.append("</svg>")
