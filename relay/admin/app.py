@@ -20,6 +20,7 @@ from relay.admin.bodies import BodyLimit
 from relay.admin.context import AdminContext, context_of
 from relay.admin.overview_web import overview_routes
 from relay.admin.report import ReportSource
+from relay.admin.report_render import add_filters
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec, load_session_key
 from relay.admin.web import web_routes
@@ -160,5 +161,6 @@ def create_admin_app(
     )
     app.state.ccguard_admin = context
     app.state.ccguard_templates = _templates()
+    add_filters(app.state.ccguard_templates.env)
     app.state.ccguard_report = report
     return app

@@ -14,6 +14,7 @@ import json
 import secrets
 import time
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -24,7 +25,7 @@ from relay.admin.charts import build_charts
 from relay.admin.context import context_of
 from relay.admin.figures import Period, compute_figures
 from relay.admin.report import Report, ReportSource, gather, parse_day, report_json
-from relay.admin.report_render import add_filters, duration, render_html, render_pdf
+from relay.admin.report_render import duration, render_html, render_pdf
 from relay.errors import ReportError
 from relay.observability.redact import Redactor
 from relay.settings import PolicySettings
@@ -49,6 +50,11 @@ def report_source_of(request: Request) -> ReportSource:
         )
         request.app.state.ccguard_report = source
     return source
+
+
+def _to_login(request: Request) -> Response:
+    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse("/login?" + urlencode({"next": target}), status_code=303)
 
 
 def _today() -> date:
@@ -80,7 +86,7 @@ async def _overview(request: Request) -> Response:
     ctx = context_of(request)
     session = await ctx.user_session(request)
     if session is None:
-        return RedirectResponse("/login?next=/overview", status_code=303)
+        return _to_login(request)
     error = None
     try:
         period = period_from(request)
@@ -92,7 +98,6 @@ async def _overview(request: Request) -> Response:
     decided_today = compute_figures(await store.period_rows(today.start, today.end), today)
     stats = await store.stats()
     templates: Jinja2Templates = request.app.state.ccguard_templates
-    add_filters(templates.env)
     oldest = None if stats.oldest_held_at is None else now - stats.oldest_held_at
     values = {
         "session": session,
@@ -111,7 +116,7 @@ async def _report(request: Request) -> Response:
     ctx = context_of(request)
     session = await ctx.user_session(request)
     if session is None:
-        return RedirectResponse("/login?next=/overview", status_code=303)
+        return _to_login(request)
     fmt = request.path_params["fmt"]
     if fmt not in _TYPES:
         return HTMLResponse("Unknown report format: use pdf, html or json.", status_code=404)

@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -50,7 +51,7 @@ async def test_reviewers_land_on_the_overview(env: Env) -> None:
     resp = await env.client.get("/")
     assert resp.status_code == 303 and resp.headers["location"] == "/overview"
     resp = await env.client.get("/overview")
-    assert resp.status_code == 303 and resp.headers["location"] == "/login?next=/overview"
+    assert resp.status_code == 303 and resp.headers["location"] == "/login?next=%2Foverview"
     resp = await _login(env.client)
     assert resp.status_code == 303 and resp.headers["location"] == "/overview"
     page = await env.client.get("/overview")
@@ -129,6 +130,8 @@ async def test_bad_periods_get_a_reason(env: Env) -> None:
     assert resp.status_code == 400 and "ends before it starts" in resp.text
     resp = await env.client.get("/overview/report.doc")
     assert resp.status_code == 404
-    assert (
-        await httpx.AsyncClient(base_url=env.url).get("/overview/report.json")
-    ).status_code == 303
+    async with httpx.AsyncClient(base_url=env.url) as anonymous:
+        resp = await anonymous.get(f"/overview/report.json?{NOVEMBER}")
+    assert resp.status_code == 303
+    want = "/login?" + urlencode({"next": f"/overview/report.json?{NOVEMBER}"})
+    assert resp.headers["location"] == want
