@@ -164,6 +164,8 @@ async def test_pdf_report_renders_with_charts_and_no_address(seeded: Seeded) -> 
     assert "590" in text and "Policy in force" in text
     assert "@" not in text
     ARTIFACTS.mkdir(exist_ok=True)
+    for stale in ARTIFACTS.glob("report-pdf-*.png"):
+        stale.unlink()
     prefix = ARTIFACTS / "report-pdf"
     subprocess.run(["pdftoppm", "-r", "70", "-png", str(pdf), str(prefix)], check=True, timeout=60)
     pages = sorted(ARTIFACTS.glob("report-pdf-*.png"))
