@@ -344,8 +344,9 @@ def main() -> int:
                 for target in order:
                     one_run(target, sink, args, rcpts)
             order = order[1:] + order[:1]
-        report(targets, args)
-        if args.probe_seconds > 0:
+        if args.rounds > 0:
+            report(targets, args)
+        if args.probe_seconds > 0 and args.rounds > 0:
             probe_rounds([t for t in targets.values() if t.name != "sink"], args)
         for t in targets.values():
             if t.name.startswith("ccguard"):

@@ -150,9 +150,8 @@ class Relay:
         for server in self._http_servers() if not self.worker else []:
             await server.start()
             self.http.append(server)
-        if not self.worker:
+        if not self.worker:  # the other workers leave these to the first
             self._background.append(asyncio.create_task(self._retention()))
-        if not self.worker:
             self._warn_without_admins()
         self._warn_smtp_auth()
         self._warn_proxy_overlap()
