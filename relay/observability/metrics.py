@@ -34,6 +34,7 @@ from relay.observability.metrics_front import (
     FrontDoorMetrics,
     code_class,
 )
+from relay.observability.metrics_throughput import ThroughputMetrics
 
 if TYPE_CHECKING:
     from relay.policy.verdict import Verdict
@@ -103,7 +104,7 @@ class _WithoutCreated:
             yield metric
 
 
-class Metrics(FrontDoorMetrics):
+class Metrics(FrontDoorMetrics, ThroughputMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -126,6 +127,7 @@ class Metrics(FrontDoorMetrics):
         self._tls_auth()
         self._exposure()
         self._upstream()
+        self._throughput()
         self._quarantine()
         self._inflight()
         self._admin()
@@ -215,17 +217,6 @@ class Metrics(FrontDoorMetrics):
         )
         for kind in UPSTREAM_ERROR_KINDS:
             self.upstream_errors.labels(kind=kind)
-        self.worker_restarts = Counter(
-            "ccguard_worker_restarts",
-            "Worker processes ([smtp] workers) that died and were started again.",
-            registry=reg,
-        )
-        self.upstream_connections_opened = Counter(
-            "ccguard_upstream_connections_opened",
-            "New connections to the upstream (connect + EHLO); a rate near the message "
-            "rate means the pool is too small for the load.",
-            registry=reg,
-        )
 
     def _quarantine(self) -> None:
         reg = self.registry
@@ -353,10 +344,6 @@ class Metrics(FrontDoorMetrics):
         if error_kind is not None:
             self.upstream_errors.labels(kind=error_kind).inc()
 
-    def upstream_connection_opened(self) -> None:
-        """Count one new upstream connection (pool churn)."""
-        self.upstream_connections_opened.inc()
-
     def store_error(self) -> None:
         """Count one failed store operation."""
         self.store_errors.inc()
@@ -397,15 +384,9 @@ class Metrics(FrontDoorMetrics):
         self.store_pool.labels(state="idle").set(stats.get("pool_available", 0))
         self.store_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
 
-    def worker_restarted(self) -> None:
-        """Count one worker process that died and was started again (supervisor)."""
-        self.worker_restarts.inc()
-
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition (format 0.0.4) and its content type.
-
-        With several workers (:attr:`multiprocess_dir` set) it is the sum over
-        every worker process (:mod:`relay.observability.multiprocess`)."""
+        """The Prometheus text exposition (format 0.0.4) and its content type; with
+        :attr:`multiprocess_dir` set, summed over the workers (``multiprocess``)."""
         if self.multiprocess_dir is not None:
             from relay.observability import multiprocess
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import statistics
 import time
+from collections.abc import Awaitable
 
 from relay.envelope import Envelope
 from relay.inspect import parse_message
@@ -20,10 +22,14 @@ def wide(addresses: int) -> bytes:
     return f"From: <alice@example.org>\r\nTo: {to}\r\nSubject: all\r\n\r\nHi\r\n".encode()
 
 
-def send(port: int, message: bytes, count: int = 1) -> None:
+def send_sync(port: int, message: bytes, count: int = 1) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=60) as client:
         for _ in range(count):
             client.sendmail("alice@example.org", ["bob@example.com"], message)
+
+
+async def send(port: int, message: bytes) -> None:
+    await asyncio.to_thread(send_sync, port, message)
 
 
 async def test_a_5000_address_header_does_not_stall_other_sessions(
@@ -37,27 +43,37 @@ async def test_a_5000_address_header_does_not_stall_other_sessions(
             client_ip="127.0.0.1", client_helo="t", queue_id="Q", rcpt_options=(),
         )  # fmt: skip
         parsed = parse_message(big)
-        started = time.perf_counter()
-        decider.decide_now(env, parsed)  # type: ignore[attr-defined]
-        inline_seconds = time.perf_counter() - started
+        inline = []
+        for _ in range(3):
+            started = time.perf_counter()
+            decider.decide_now(env, parsed)  # type: ignore[attr-defined]
+            inline.append(time.perf_counter() - started)
+        gaps = []
+        for _ in range(3):  # a busy machine can stall any process now and then: the best of 3
+            gaps.append(await worst_gap_while(send(relay.smtp_port, big), relay.smtp_port))
+    assert len(upstream.messages) == 3 * 21
+    # Inspected on the loop, the loop would stand still for the whole inspection every
+    # time; in a thread it keeps turning (the GIL is handed over every few ms).
+    assert min(gaps) < statistics.median(inline) / 2, (gaps, inline)
 
-        worst_gap = 0.0
-        done = asyncio.Event()
 
-        async def ticker() -> None:
-            nonlocal worst_gap
-            while not done.is_set():
-                before = time.perf_counter()
-                await asyncio.sleep(0.001)
-                worst_gap = max(worst_gap, time.perf_counter() - before)
+async def worst_gap_while(big_send: Awaitable[None], port: int) -> float:
+    """The longest the event loop stood still while ``big_send`` ran next to a
+    session sending 20 small messages."""
+    worst = 0.0
+    done = asyncio.Event()
 
-        tick = asyncio.create_task(ticker())
-        small = asyncio.create_task(asyncio.to_thread(send, relay.smtp_port, SMALL, 20))
-        await asyncio.to_thread(send, relay.smtp_port, big)
-        done.set()
-        await tick
-        await small
-    assert len(upstream.messages) == 21
-    # Inspected on the loop, the loop would stand still for the whole inspection; in
-    # a thread it keeps turning (the GIL is handed over every few milliseconds).
-    assert worst_gap < inline_seconds / 2, (worst_gap, inline_seconds)
+    async def ticker() -> None:
+        nonlocal worst
+        while not done.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            worst = max(worst, time.perf_counter() - before)
+
+    tick = asyncio.create_task(ticker())
+    small = asyncio.create_task(asyncio.to_thread(send_sync, port, SMALL, 20))
+    await big_send
+    done.set()
+    await tick
+    await small
+    return worst
