@@ -10,15 +10,18 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from relay import __version__
 from relay.actions import Dispatcher, QuarantineReleaser
 from relay.admin import create_admin_app
+from relay.admin.app import SecurityHeaders
 from relay.credentials.hashing import HashingPool
 from relay.credentials.throttle import LoginThrottle
 from relay.credentials.users import UserDB, UsersFileError
@@ -30,6 +33,8 @@ from relay.observability.logging import configure_logging
 from relay.observability.metrics import Metrics
 from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
+from relay.review.web import sender_routes, static_mount
+from relay.review.wiring import SelfServiceParts, build_self_service
 from relay.settings import Settings, parse_listen
 from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.access import NetworkAccess
@@ -46,7 +51,12 @@ class Relay:
     """One running ccguard: SMTP front, upstream, quarantine, admin and metrics."""
 
     def __init__(
-        self, settings: Settings, *, log: Any | None = None, redactor: Redactor | None = None
+        self,
+        settings: Settings,
+        *,
+        log: Any | None = None,
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log if log is not None else structlog.get_logger("ccguard")
@@ -58,7 +68,9 @@ class Relay:
         self.upstream = UpstreamClient(
             settings.upstream, local_hostname=settings.smtp.hostname, metrics=self.metrics
         )
-        self.store: QuarantineStore = open_store(settings.quarantine)
+        # ``clock`` (tests only): the store's and the undo holds' time, settable.
+        self._clock = clock or time.time
+        self.store: QuarantineStore = open_store(settings.quarantine, clock=clock)
         self.dispatcher = Dispatcher(
             upstream=self.upstream,
             store=self.store,
@@ -68,6 +80,11 @@ class Relay:
             metrics=self.metrics,
             redact=self.redactor.address,
         )
+        self.releaser = QuarantineReleaser(
+            self.upstream, self.matcher, log=self.log, redact=self.redactor.address
+        )
+        self.self_service = self._self_service()
+        self.dispatcher.held_hook = self.self_service.holds
         # Two pools: a flood of SMTP AUTH guesses must not make admin logins wait or fail.
         self.hashing = HashingPool()  # SMTP AUTH
         self.admin_hashing = HashingPool()
@@ -77,6 +94,14 @@ class Relay:
         self.http: list[HttpServer] = []
         self._stop_background = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+
+    def _self_service(self) -> SelfServiceParts:
+        return build_self_service(
+            settings=self.settings, store=self.store, releaser=self.releaser,
+            splitter=self.dispatcher.splitter, send_mail=self.dispatcher.notices.send,
+            log=self.log, redact=self.redactor.address, count=self.metrics.self_service,
+            clock=self._clock,
+        )  # fmt: skip
 
     def _front_context(self) -> FrontContext:
         settings = self.settings
@@ -141,6 +166,8 @@ class Relay:
             await server.start()
             self.http.append(server)
         self._background.append(asyncio.create_task(self._retention()))
+        holds = self.self_service.holds.run(self._stop_background)
+        self._background.append(asyncio.create_task(holds))
         self._warn_without_admins()
         self._warn_smtp_auth()
         self._warn_proxy_overlap()
@@ -235,15 +262,22 @@ class Relay:
         if metrics.listen:
             app = Starlette(routes=self._observability())
             servers.append(HttpServer("metrics", app, metrics.listen))
-        if admin.enabled:
-            extra = [] if metrics.listen else self._observability()
-            releaser = QuarantineReleaser(
-                self.upstream, self.matcher, log=self.log, redact=self.redactor.address
+        sender = self.self_service.service
+        sender_page = sender_routes(sender) if sender is not None else []
+        if sender_page and self.settings.review.listen:
+            app = Starlette(
+                routes=[*sender_page, static_mount()], middleware=[Middleware(SecurityHeaders)]
             )
+            servers.append(HttpServer("review", app, self.settings.review.listen))
+            sender_page = []
+        if admin.enabled:
+            extra = ([] if metrics.listen else self._observability()) + sender_page
             app = create_admin_app(
                 settings=admin,
                 store=self.store,
-                releaser=releaser,
+                releaser=self.releaser,
+                review=self.self_service.review,
+                desk=self.self_service.desk,
                 users=UserDB(admin.users_file),
                 log=self.log,
                 extra_routes=extra,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from relay.admin.api import api_routes
 from relay.admin.bodies import BodyLimit
 from relay.admin.context import AdminContext, context_of
+from relay.admin.requests_web import requests_routes
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec, load_session_key
 from relay.admin.web import web_routes
@@ -27,6 +29,9 @@ from relay.credentials.users import UserDB, UsersFileError
 from relay.observability.metrics import Metrics
 from relay.quarantine.store import CLAIM_STALE_AFTER, QuarantineStore
 from relay.settings import AdminSettings
+
+if TYPE_CHECKING:
+    from relay.review.desk import RequestDesk
 
 __all__ = ["CONTENT_SECURITY_POLICY", "create_admin_app"]
 
@@ -115,6 +120,8 @@ def create_admin_app(
     hashing: HashingPool | None = None,
     metrics: Metrics | None = None,
     claim_lease: float = CLAIM_STALE_AFTER,
+    review: Review | None = None,
+    desk: RequestDesk | None = None,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
 
@@ -124,6 +131,8 @@ def create_admin_app(
     counts refused requests.  Request bodies are capped at ``max_request_bytes``.
     The session key is ``settings.session_key_file``'s (shared by every instance),
     else ``settings.session_secret``; without either it is random: sessions end at restart.
+    ``review`` replaces the audited review built here; ``desk`` (sender self-service,
+    relay/review/desk.py) adds the release-request pages and API.
     """
     if codec is None:
         secret = settings.session_secret
@@ -132,13 +141,14 @@ def create_admin_app(
         codec = SessionCodec(secret, settings.session_max_age)
     routes: list[BaseRoute] = [
         *extra_routes,
+        *(requests_routes() if desk is not None else []),
         *api_routes(),
         *web_routes(),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     context = AdminContext(
         settings=settings,
-        review=Review(store, releaser, log, claim_lease=claim_lease),
+        review=review or Review(store, releaser, log, claim_lease=claim_lease),
         users=users,
         codec=codec,
         throttle=throttle or LoginThrottle(),
@@ -154,5 +164,6 @@ def create_admin_app(
         exception_handlers={UsersFileError: _users_file_broken},
     )
     app.state.ccguard_admin = context
+    app.state.ccguard_desk = desk
     app.state.ccguard_templates = _templates()
     return app

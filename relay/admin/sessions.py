@@ -62,9 +62,7 @@ class Session:
         return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
 
 
-def load_session_key(
-    path: str | os.PathLike[str], setting: str = "admin.session_key_file"
-) -> str:
+def load_session_key(path: str | os.PathLike[str], setting: str = "admin.session_key_file") -> str:
     """The session key in ``path``, created (random, mode 0600) if the file does not exist.
 
     Instances sharing the file sign and accept the same cookies.  Creation is

@@ -62,9 +62,14 @@ class TokenSigner:
 
     def _mac(self, message_id: str, mail_from: str, expires: int, nonce: str) -> str:
         text = b"\0".join(
-            (_CONTEXT, message_id.encode(), mail_from.casefold().encode(), b"%d" % expires,
-             nonce.encode())
-        )  # fmt: skip
+            (
+                _CONTEXT,
+                message_id.encode(),
+                mail_from.casefold().encode(),
+                b"%d" % expires,
+                nonce.encode(),
+            )
+        )
         return _b64(hmac.new(self._key, text, hashlib.sha256).digest())
 
     def make(self, message_id: str, mail_from: str) -> str:
