@@ -107,7 +107,7 @@ class SelfService:
         self.store, self.review, self.splitter = store, review, splitter
         self.signer, self.settings, self.rules = signer, settings, rules
         self._redact, self.log, self.count = redact, log, count
-        self.throttle = throttle or LoginThrottle(free=settings.max_refusals, cap=300.0)
+        self.throttle = throttle or LoginThrottle(free=settings.max_refusals, base=30.0, cap=900.0)
 
     def actor(self, mail_from: str) -> str:
         """The audit actor for a sender: never the address, its keyed hash."""
