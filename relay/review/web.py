@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 from relay.admin.context import is_cross_site
 from relay.admin.preview import explain_exposure
 from relay.errors import CalendarAttendeesVisible, FourEyesError, QuarantineStateError
+from relay.quarantine.store import StoredMessage
 from relay.review.service import DecisionFailed, SelfService, SenderDone, Throttled
 from relay.review.tokens import TokenRefused
 
@@ -61,6 +62,12 @@ def static_mount() -> Mount:
     return Mount("/static", app=StaticFiles(directory=str(_ADMIN / "static")), name="static")
 
 
+def _explain(msg: StoredMessage) -> list[str]:
+    """Why it was held, in the admin page's words, minus the reviewers' release advice."""
+    lines = explain_exposure(msg.exposure, msg.rule, msg.reason)
+    return [line for line in lines if not line.startswith("Release ")]
+
+
 def _peer(request: Request) -> str:
     return request.client.host if request.client else "-"
 
@@ -95,7 +102,7 @@ def sender_routes(service: SelfService) -> list[BaseRoute]:
             "delay": view.delay,
             "pending": view.request,
             "status_text": _STATUS.get(msg.status, msg.status),
-            "explanation": explain_exposure(msg.exposure, msg.rule, msg.reason),
+            "explanation": _explain(msg),
             "four_eyes": bool(rule and rule.four_eyes),
             **extra,
         }
@@ -155,7 +162,7 @@ def _done(
         "pending": done.request,
         "status_text": _STATUS.get(msg.status, msg.status),
         "done": _DONE.get(done.choice, "Done."),
-        "explanation": explain_exposure(msg.exposure, msg.rule, msg.reason),
+        "explanation": _explain(msg),
         "four_eyes": False,
     }
     return templates.TemplateResponse(request, "sender.html", values)
