@@ -143,6 +143,17 @@ class SQL:
         "JOIN messages m ON m.id = d.message_id WHERE d.status = 'pending' "
         "AND m.status = 'held' AND d.deliver_at <= :now ORDER BY d.deliver_at LIMIT :limit"
     )
+    #: What a purge of old messages removes with them (``:cutoff``), before the messages.
+    PURGE = (
+        "DELETE FROM request_approvals WHERE request_id IN (SELECT r.id FROM release_requests r "
+        "JOIN messages m ON m.id = r.message_id WHERE m.received_at < :cutoff)",
+        "DELETE FROM release_requests WHERE message_id IN "
+        "(SELECT id FROM messages WHERE received_at < :cutoff)",
+        "DELETE FROM delay_timers WHERE message_id IN "
+        "(SELECT id FROM messages WHERE received_at < :cutoff)",
+        "DELETE FROM used_tokens WHERE message_id IN "
+        "(SELECT id FROM messages WHERE received_at < :cutoff)",
+    )
     FINISH_DELAY = (
         "UPDATE delay_timers SET status = :status "
         "WHERE message_id = :message_id AND status = 'pending'"

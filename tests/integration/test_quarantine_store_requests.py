@@ -153,3 +153,20 @@ async def test_sqlite_v4_file_is_migrated_to_v5_keeping_messages(tmp_path: Path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()
+
+
+async def test_purge_takes_requests_holds_and_tokens_with_the_messages(
+    store: QuarantineStore, clock: Clock
+) -> None:
+    old = await store.put(new_message(received_at=1_000.0))
+    new = await store.put(new_message(received_at=2_000.0))
+    for mid in (old, new):
+        req = await store.add_request(mid, "sender:x", "personal reasons", 2)
+        await store.approve_request(req.id, "bob")
+        await store.set_delay(mid, 5_000.0, "rewrite")
+        await store.use_token(f"t-{mid}", mid, "request")
+    assert await store.expire(1_500.0) == 1
+    assert [r.message_id for r in await store.list_requests()] == [new]
+    assert await store.get_delay(old) is None and await store.get_delay(new) is not None
+    assert await store.token_used(f"t-{old}") is None
+    assert await store.token_used(f"t-{new}") == "request"
