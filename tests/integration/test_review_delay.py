@@ -9,10 +9,12 @@ import email
 import email.policy
 
 import httpx
+import pytest
 
 from relay.quarantine import HELD, RELEASED
 from relay.quarantine.requests import DELAY_CANCELLED, DELAY_DONE
 from relay.settings import Settings
+from tests.helpers.postgres import PgCluster
 from tests.helpers.process import free_port
 from tests.helpers.quarantine_store import Clock
 from tests.helpers.relay import running_relay
@@ -89,9 +91,17 @@ async def test_send_now_delivers_as_written_and_cancels_the_timer(
         assert len(_sent(upstream)) == 1
 
 
-async def test_two_instances_deliver_a_due_hold_once(upstream: RecordingUpstream) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_two_instances_deliver_a_due_hold_once(
+    upstream: RecordingUpstream, backend: str, request: pytest.FixtureRequest
+) -> None:
     clock = Clock(1_800_000_000.0)
     one = _settings(upstream, after="as-is")
+    if backend == "postgresql":
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        database = cluster.url(cluster.create_database())
+        quarantine = {"database": database, "password_file": str(cluster.password_file)}
+        one = one.model_copy(update={"quarantine": one.quarantine.model_copy(update=quarantine)})
     two = one.model_copy(
         update={
             "smtp": one.smtp.model_copy(update={"listen": "127.0.0.1:0"}),
