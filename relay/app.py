@@ -15,13 +15,11 @@ from typing import Any
 
 import structlog
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 from relay import __version__
 from relay.actions import Dispatcher, QuarantineReleaser
 from relay.admin import create_admin_app
-from relay.admin.app import SecurityHeaders
 from relay.credentials.hashing import HashingPool
 from relay.credentials.throttle import LoginThrottle
 from relay.credentials.users import UserDB, UsersFileError
@@ -33,8 +31,7 @@ from relay.observability.logging import configure_logging
 from relay.observability.metrics import Metrics
 from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
-from relay.review.web import sender_routes, static_mount
-from relay.review.wiring import SelfServiceParts, build_self_service
+from relay.review.wiring import SelfServiceParts, build_self_service, sender_server
 from relay.settings import Settings, parse_listen
 from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.access import NetworkAccess
@@ -262,14 +259,8 @@ class Relay:
         if metrics.listen:
             app = Starlette(routes=self._observability())
             servers.append(HttpServer("metrics", app, metrics.listen))
-        sender = self.self_service.service
-        sender_page = sender_routes(sender) if sender is not None else []
-        if sender_page and self.settings.review.listen:
-            app = Starlette(
-                routes=[*sender_page, static_mount()], middleware=[Middleware(SecurityHeaders)]
-            )
-            servers.append(HttpServer("review", app, self.settings.review.listen))
-            sender_page = []
+        review_server, sender_page = sender_server(self.self_service, self.settings)
+        servers += [review_server] if review_server is not None else []
         if admin.enabled:
             extra = ([] if metrics.listen else self._observability()) + sender_page
             app = create_admin_app(

@@ -8,6 +8,7 @@ shown again with what happened; the link is then used up.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from relay.admin.context import is_cross_site
+from relay.admin.context import forwarded_client_ip, is_cross_site
 from relay.admin.preview import explain_exposure
 from relay.errors import CalendarAttendeesVisible, FourEyesError, QuarantineStateError
 from relay.quarantine.store import StoredMessage
@@ -68,13 +69,13 @@ def _explain(msg: StoredMessage) -> list[str]:
     return [line for line in lines if not line.startswith("Release ")]
 
 
-def _peer(request: Request) -> str:
-    return request.client.host if request.client else "-"
-
-
-def sender_routes(service: SelfService) -> list[BaseRoute]:
-    """The sender page's routes, bound to ``service``."""
+def sender_routes(service: SelfService, trusted_proxies: Sequence[str] = ()) -> list[BaseRoute]:
+    """The sender page's routes, bound to ``service``; clients behind one of
+    ``trusted_proxies`` are known (throttled, audited) by their X-Forwarded-For."""
     templates = _templates()
+
+    def _peer(request: Request) -> str:
+        return forwarded_client_ip(request, trusted_proxies)
 
     def error(request: Request, status: int, title: str, message: str) -> Response:
         values = {"title": title, "message": message}

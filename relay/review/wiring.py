@@ -10,17 +10,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from relay.admin.app import SecurityHeaders
+from relay.admin.bodies import BodyLimit
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import load_session_key
+from relay.httpserver import HttpServer
 from relay.quarantine.store import QuarantineStore
 from relay.review.desk import DecisionMail, RequestDesk
 from relay.review.holds import UndoHolds
 from relay.review.sender_split import SplitRunner
 from relay.review.service import Counter, SelfService
 from relay.review.tokens import TokenSigner
+from relay.review.web import sender_routes, static_mount
 from relay.settings import Settings
 
-__all__ = ["SelfServiceParts", "build_self_service"]
+__all__ = ["SelfServiceParts", "build_self_service", "sender_server"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +76,23 @@ def build_self_service(
         lease_ttl=settings.quarantine.claim_lease,
     )  # fmt: skip
     return SelfServiceParts(review, desk, service, holds)
+
+
+def sender_server(
+    parts: SelfServiceParts, settings: Settings
+) -> tuple[HttpServer | None, list[BaseRoute]]:
+    """The ``[review] listen`` server of the sender page (None when it has none), and the
+    routes the admin listener serves instead (none when it has its own server)."""
+    if parts.service is None:
+        return None, []
+    routes = sender_routes(parts.service, settings.admin.trusted_proxies)
+    if not settings.review.listen:
+        return None, routes
+    app = Starlette(
+        routes=[*routes, static_mount()],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(BodyLimit, limit=settings.admin.max_request_bytes),
+        ],
+    )
+    return HttpServer("review", app, settings.review.listen), []
