@@ -20,8 +20,9 @@ from starlette.routing import Route
 
 from relay.admin.api import _authenticated, _error, _json_body, iso_time
 from relay.admin.context import context_of
+from relay.admin.releasing import ReleaseDeferred
 from relay.admin.web import _checked_post, _error_page, _field, _render, _to_login
-from relay.errors import FourEyesError, RequestNotFound, RequestStateError
+from relay.errors import FourEyesError, RequestNotFound, RequestStateError, UpstreamError
 from relay.quarantine.requests import PENDING, ReleaseRequest
 
 if TYPE_CHECKING:
@@ -35,6 +36,12 @@ _NOTICES = {
     "denied": "Denied. The sender was told.",
     "requested": "Release request made; another reviewer must approve it.",
 }
+
+
+_NOT_DELIVERED = (
+    "The request is approved, but the upstream did not take the message; it is still held. "
+    "Release it as sent from its page once the upstream is back."
+)
 
 
 def _desk(request: Request) -> RequestDesk:
@@ -96,6 +103,8 @@ async def _decide(request: Request) -> Response:
         return _error_page(request, session, 403, "Four eyes", f"Nothing was done: {exc.why}.")
     except (RequestNotFound, RequestStateError) as exc:
         return _error_page(request, session, 409, "Nothing was done", str(exc))
+    except (UpstreamError, ReleaseDeferred):
+        return _error_page(request, session, 502, "Approved, not delivered", _NOT_DELIVERED)
     return RedirectResponse(f"/requests?done={done}", status_code=303)
 
 
@@ -142,6 +151,8 @@ async def _api_decide(request: Request, actor: str) -> Response:
         return _error(404, "not_found", "no release request with this id")
     except RequestStateError as exc:
         return _error(409, "conflict", str(exc), status=exc.status)
+    except (UpstreamError, ReleaseDeferred) as exc:
+        return _error(502, "upstream_failed", _NOT_DELIVERED, detail=str(exc))
     body = request_json(decided)
     body["delivered"] = report.delivered if report is not None else None
     return JSONResponse(body)

@@ -45,8 +45,10 @@ class RequestDesk:
         from_address: str = "postmaster@localhost",
         hostname: str = "localhost",
         count: Counter = lambda action: None,
+        link: Callable[[str, str], str] | None = None,
     ) -> None:
         self.review, self.store, self.rules, self.log = review, review.store, rules, log
+        self._link = link
         self._send, self._from, self._hostname, self.count = (
             send_mail,
             from_address,
@@ -151,6 +153,11 @@ class RequestDesk:
             else "It was not delivered as written; it stays held until a reviewer deals with it."
         )
         lines += ["", outcome]
+        if not approved and self._link is not None and stored.status == "held":
+            lines += [
+                "You can still send it with the recipients hidden, one copy each, or",
+                f"withdraw it: {self._link(stored.id, stored.mail_from)}",
+            ]
         mail = compose_notice(
             from_address=self._from,
             to=stored.mail_from,

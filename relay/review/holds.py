@@ -57,12 +57,12 @@ def links_text(url: str, settings: ReviewSettings, expires: float, hold: bool) -
     )
 
 
-def _hold_outcome(minutes: int, after: str) -> str:
+def _hold_outcome(minutes: int, after: str, linked: bool) -> str:
     how = "as you wrote it" if after == "as-is" else "with the external recipients hidden"
+    why = "so you can\nstop or change it (an undo hold)" if linked else "(an undo hold)"
     return (
-        f"Your message is held for {minutes} minute{'s' if minutes != 1 else ''} so you can\n"
-        "stop or change it (an undo hold). If you do nothing it will then be\n"
-        f"delivered {how}."
+        f"Your message is held for {minutes} minute{'s' if minutes != 1 else ''} {why}. "
+        f"If nobody acts it will then be\ndelivered {how}."
     )
 
 
@@ -95,7 +95,8 @@ class UndoHolds:
         if minutes is not None and settings is not None:
             deliver_at = self._clock() + minutes * 60
             await self.store.set_delay(quarantine_id, deliver_at, settings.after_delay)
-            outcome = _hold_outcome(minutes, settings.after_delay)
+            linked = self._link is not None and bool(envelope.mail_from)
+            outcome = _hold_outcome(minutes, settings.after_delay, linked)
         links = ""
         if self._link is not None and envelope.mail_from:
             url = self._link(quarantine_id, envelope.mail_from)

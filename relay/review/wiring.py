@@ -57,11 +57,6 @@ def build_self_service(
     """Every self-service part, wired; reads (or creates) the token key file when on."""
     rules = {rule.name: rule for rule in settings.policy.rules}
     review = Review(store, releaser, log, claim_lease=settings.quarantine.claim_lease)
-    desk = RequestDesk(
-        review=review, rules=rules, log=log, send_mail=send_mail, count=count,
-        from_address=settings.notifications.from_address, hostname=settings.smtp.hostname,
-    )  # fmt: skip
-    review.as_is_guard = desk.guard_as_is
     service = None
     if settings.review.enabled:
         key = load_session_key(settings.review.token_key_file, "review.token_key_file")
@@ -70,6 +65,12 @@ def build_self_service(
             signer=TokenSigner(key, settings.review.token_ttl, clock=clock), rules=rules,
             redact=redact, log=log, count=count,
         )  # fmt: skip
+    desk = RequestDesk(
+        review=review, rules=rules, log=log, send_mail=send_mail, count=count,
+        from_address=settings.notifications.from_address, hostname=settings.smtp.hostname,
+        link=service.link if service is not None else None,
+    )  # fmt: skip
+    review.as_is_guard = desk.guard_as_is
     holds = UndoHolds(
         store=store, review=review, rules=rules, settings=settings.review, log=log, count=count,
         link=service.link if service is not None else None, clock=clock,

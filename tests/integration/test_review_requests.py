@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 
 import httpx
 
@@ -140,8 +141,36 @@ async def test_deny_keeps_it_held_and_tells_the_sender(upstream: RecordingUpstre
             late = await http.post(f"{api}/requests/{req['id']}/approve", json={},
                                    headers=basic("alice"))  # fmt: skip
             assert late.status_code == 409
-        text = await _decision(upstream, 2)
-        assert "was denied" in text and "Use Bcc for trainees" in text and "by bob" in text
-        stored = await relay.store.get(mid)
-        assert stored is not None and stored.status == HELD
-        assert _as_sent(upstream) == []
+            text = await _decision(upstream, 2)
+            assert "was denied" in text and "Use Bcc for trainees" in text and "by bob" in text
+            stored = await relay.store.get(mid)
+            assert stored is not None and stored.status == HELD
+            assert _as_sent(upstream) == []
+            fresh = re.search(r"(http://\S+/r/\S+)", text)  # the sender may still decide
+            assert fresh is not None and fresh.group(1) != link
+            hidden = await http.post(fresh.group(1), data={"choice": "hidden"})
+            assert hidden.status_code == 200 and len(_as_sent(upstream)) == 1
+
+
+async def test_approved_but_upstream_down_stays_held_and_can_be_released_later(
+    upstream: RecordingUpstream,
+) -> None:
+    async with running_relay(_settings(upstream, four_eyes=True)) as relay:
+        api = f"http://127.0.0.1:{relay.http_port('admin')}/api"
+        mid = await send_held(relay.smtp_port)
+        link = await notice_link(upstream)
+        async with httpx.AsyncClient() as http:
+            await http.post(link, data={"choice": "request", "justification": "urgent"})
+            (req,) = (await http.get(f"{api}/requests", headers=basic("bob"))).json()["items"]
+            await http.post(f"{api}/requests/{req['id']}/approve", json={}, headers=basic("bob"))
+            upstream.data_hook = lambda envelope: "451 4.3.0 try later"
+            failed = await http.post(f"{api}/requests/{req['id']}/approve", json={},
+                                     headers=basic("alice"))  # fmt: skip
+            assert failed.status_code == 502 and failed.json()["error"] == "upstream_failed"
+            stored = await relay.store.get(mid)
+            assert stored is not None and stored.status == HELD
+            upstream.data_hook = None
+            again = await http.post(f"{api}/quarantine/{mid}/release", json={"mode": "as-is"},
+                                    headers=basic("bob"))  # fmt: skip
+            assert again.status_code == 200, again.text  # the approved request allows it
+        assert len(_as_sent(upstream)) == 1
