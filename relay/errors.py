@@ -15,6 +15,7 @@ __all__ = [
     "QuarantineClaimedError",
     "QuarantineNotFound",
     "QuarantineStateError",
+    "ReportError",
     "RequestNotFound",
     "RequestStateError",
     "StoreError",
@@ -188,3 +189,7 @@ class FourEyesError(CCGuardError):
         self.reviewer = reviewer
         self.why = why
         super().__init__(f"release request {request_id}: {why}")
+
+
+class ReportError(CCGuardError):
+    """The evidence report could not be made (e.g. the PDF renderer is not installed)."""

@@ -83,7 +83,7 @@ def _safe_next(target: str | None) -> str:
     # Only local paths: never redirect a freshly logged-in admin to another site.
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
-    return "/quarantine"
+    return "/overview"
 
 
 async def _login_form(request: Request) -> Response:
@@ -184,7 +184,8 @@ async def _pending_requests(request: Request) -> int:
 
 
 async def _home(request: Request) -> Response:
-    target = "/requests" if await _pending_requests(request) else "/quarantine"
+    # Reviewers land on what waits for them: release requests first, else the overview.
+    target = "/requests" if await _pending_requests(request) else "/overview"
     return RedirectResponse(target, status_code=303)
 
 

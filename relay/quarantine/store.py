@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from relay.envelope import Envelope
     from relay.policy.verdict import Verdict
     from relay.quarantine.requests import DelayTimer, ReleaseRequest
+    from relay.quarantine.stats import PeriodRow
 
 __all__ = [
     "CLAIM_STALE_AFTER",
@@ -363,3 +364,10 @@ class QuarantineStore(Protocol):
 
     async def finish_delay(self, message_id: str, status: str) -> bool:
         """pending → ``status`` (``done`` / ``cancelled``); False if not pending."""
+
+    # -- overview -------------------------------------------------------------
+
+    async def period_rows(self, start: float, end: float) -> builtins.list[PeriodRow]:
+        """Messages received, released or deleted in ``[start, end)`` (epoch seconds),
+        oldest first, as address-free :class:`~relay.quarantine.stats.PeriodRow` rows (the
+        sender aside); raises StoreError past ``MAX_PERIOD_ROWS``."""
