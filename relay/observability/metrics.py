@@ -34,6 +34,7 @@ from relay.observability.metrics_front import (
     FrontDoorMetrics,
     code_class,
 )
+from relay.observability.metrics_review import SelfServiceMetrics
 from relay.observability.metrics_throughput import ThroughputMetrics
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class _WithoutCreated:
             yield metric
 
 
-class Metrics(FrontDoorMetrics, ThroughputMetrics):
+class Metrics(FrontDoorMetrics, SelfServiceMetrics, ThroughputMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -131,6 +132,7 @@ class Metrics(FrontDoorMetrics, ThroughputMetrics):
         self._quarantine()
         self._inflight()
         self._admin()
+        self._self_service()
         self._info(version)
         self.set_policy_mode(mode)
 
