@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from relay.errors import ConfigError
+from relay.settings_milter import MilterSettings
 from relay.settings_smtp import LimitsSettings, SmtpAuthSettings, SmtpSettings
 from relay.settings_types import (
     SECTION_CONFIG,
@@ -44,6 +45,7 @@ __all__ = [
     "ListenAddress",
     "LoggingSettings",
     "MetricsSettings",
+    "MilterSettings",
     "NotificationSettings",
     "OrganisationSettings",
     "PolicySettings",
@@ -244,6 +246,7 @@ class Settings(BaseSettings):
     )
 
     smtp: SmtpSettings = SmtpSettings()
+    milter: MilterSettings = MilterSettings()
     limits: LimitsSettings = LimitsSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     organisation: OrganisationSettings = OrganisationSettings()

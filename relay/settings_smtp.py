@@ -53,7 +53,8 @@ StartTls = Literal["off", "offer", "required"]
 class SmtpSettings(_Section):
     """The SMTP listener that clients send to."""
 
-    listen: ListenAddress = "127.0.0.1:10025"
+    #: Empty: no SMTP listener (the milter front alone, ``[milter] listen``).
+    listen: ListenAddress | Literal[""] = "127.0.0.1:10025"
     #: Server certificate chain and private key (PEM), re-read on SIGHUP.
     tls_cert: str | None = None
     tls_key: str | None = None
