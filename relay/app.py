@@ -25,6 +25,7 @@ from relay.credentials.users import UserDB, UsersFileError
 from relay.errors import ConfigError, StoreError
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
+from relay.milter import MilterContext, MilterListener
 from relay.observability.http import CheckResult, observability_routes
 from relay.observability.logging import configure_logging
 from relay.observability.metrics import Metrics
@@ -72,6 +73,9 @@ class Relay:
         self.hashing = HashingPool()  # SMTP AUTH
         self.admin_hashing = HashingPool()
         self.front = self._front_context()
+        if not settings.smtp.listen and not settings.milter.listen:
+            raise ConfigError([("smtp.listen", "empty, and so is milter.listen: nothing to serve")])
+        self.milter = MilterListener(self._milter_context())
         self.listener = SmtpListener(self.front)
         self.tls_listener = SmtpListener(self.front, implicit_tls=True)
         self.http: list[HttpServer] = []
@@ -93,6 +97,14 @@ class Relay:
             auth=self._smtp_auth(),
             limits=settings.limits,
         )
+
+    def _milter_context(self) -> MilterContext:
+        settings = self.settings
+        return MilterContext(
+            settings=settings.milter, decider=self.front.decider, dispatcher=self.dispatcher,
+            matcher=self.matcher, log=self.log, redact=self.redactor.address,
+            metrics=self.metrics, max_message_size=settings.smtp.max_message_size,
+        )  # fmt: skip
 
     def _server_tls(self) -> ServerTls | None:
         smtp = self.settings.smtp
@@ -133,8 +145,11 @@ class Relay:
     async def start(self) -> None:
         """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
         await self.store.open()
-        host, port = parse_listen(self.settings.smtp.listen)
-        await self.listener.start(host, port)
+        host, port = parse_listen(self.settings.smtp.listen or "127.0.0.1:0")
+        if self.settings.smtp.listen:
+            await self.listener.start(host, port)
+        if self.settings.milter.address is not None:
+            await self.milter.start(self.settings.milter.address)
         if self.settings.smtp.tls_listen:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
         for server in self._http_servers():
@@ -147,7 +162,8 @@ class Relay:
         self.log.info(
             "ccguard started",
             version=__version__,
-            smtp_listen=f"{host}:{self.listener.port}",
+            smtp_listen=f"{host}:{self.listener.port}" if self.listener.serving else None,
+            milter_listen=self.milter.listen or None,
             smtp_tls_listen=self.tls_listen,
             starttls=self.settings.smtp.starttls,
             smtp_auth=self.front.auth is not None,
@@ -275,7 +291,14 @@ class Relay:
                 return (False, f"{type(exc).__name__}: {exc}")
             return (True, f"EHLO answered in {time.monotonic() - started:.3f}s")
 
-        return {"smtp": smtp, "store": store, "upstream": upstream}
+        async def milter() -> CheckResult:
+            up = self.milter.serving
+            return (up, f"listening on {self.milter.listen}" if up else "not listening")
+
+        fronts = {"smtp": (smtp, self.settings.smtp.listen)}
+        fronts["milter"] = (milter, self.settings.milter.listen)
+        checks: dict[str, Any] = {name: check for name, (check, on) in fronts.items() if on}
+        return {**checks, "store": store, "upstream": upstream}
 
     async def refresh_quarantine_gauges(self) -> None:
         """Read the quarantine's counts and oldest held message into the gauges."""
@@ -302,6 +325,7 @@ class Relay:
         self.log.info("ccguard stopping", grace_seconds=grace)
         await self.listener.stop(grace)
         await self.tls_listener.stop(grace)
+        await self.milter.stop(grace)
         await self.dispatcher.close()
         for server in reversed(self.http):
             await server.stop()

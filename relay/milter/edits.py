@@ -49,9 +49,7 @@ class InsertEdit:
 Edit = ChangeEdit | InsertEdit
 
 
-def header_edits(
-    original: Sequence[HeaderField], target: Sequence[HeaderField]
-) -> list[Edit]:
+def header_edits(original: Sequence[HeaderField], target: Sequence[HeaderField]) -> list[Edit]:
     """The edits turning ``original`` into ``target`` (see the module doc)."""
     originals = {id(f) for f in original}
     kept = {id(f) for f in target}
@@ -63,8 +61,10 @@ def header_edits(
         occurrences[field.key] = index = occurrences.get(field.key, 0) + 1
         dropped = id(field) not in kept
         # New fields that cannot stand in for this one go in before it.
-        while at < len(target) and id(target[at]) not in originals and not (
-            dropped and target[at].key == field.key
+        while (
+            at < len(target)
+            and id(target[at]) not in originals
+            and not (dropped and target[at].key == field.key)
         ):
             inserts.append(_insert(at, target[at]))
             at += 1

@@ -130,7 +130,9 @@ def test_messages_count_by_action_and_rule_with_exposure_buckets() -> None:
     scrape = parse_metrics(metrics.render()[0])
     assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE, front="smtp") == 2
     assert scrape.value("ccguard_messages_total", action="reject", rule="bulk", front="smtp") == 1
-    assert scrape.value("ccguard_messages_total", action="quarantine", rule="huge", front="smtp") == 0
+    assert (
+        scrape.value("ccguard_messages_total", action="quarantine", rule="huge", front="smtp") == 0
+    )
     cumulative = {0: 1, 1: 1, 2: 1, 5: 2, 250: 2, 500: 3, 5000: 3}
     for le, count in cumulative.items():
         assert scrape.value("ccguard_visible_external_recipients_bucket", le=f"{le:.1f}") == count

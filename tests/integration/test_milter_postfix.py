@@ -1,0 +1,308 @@
+"""ccguard as a milter of a real, private Postfix: every action, through Postfix's own replies.
+
+Each test starts its own Postfix (own config, queue and maillog, 127.0.0.1 only) with
+``smtpd_milters`` pointing at a real ccguard milter started in the test's loop, and a
+recording aiosmtpd upstream as Postfix's relayhost.  ccguard's own deliveries (split
+copies, releases, notices) go to Postfix's re-injection listener, which runs no milters.
+Expectations are the SMTP path's: the same bytes are sent through a ccguard SMTP front
+and compared with what Postfix delivered after the milter's edits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from relay.app import Relay
+from relay.credentials.users import UserDB
+from tests.helpers.milter import POSTFIX_RECEIVED, SmtpResult, milter_main_cf, submit, wait_until
+from tests.helpers.postfix import PostfixInstance, instance_dir, require_postfix, write_instance
+from tests.helpers.process import free_port
+from tests.helpers.relay import LogCapture, running_relay, settings_for
+from tests.helpers.upstream import RecordingUpstream
+
+pytestmark = pytest.mark.postfix
+
+SENDER = "alice@example.org"
+ADMIN_PASSWORD = "correct horse battery staple"
+RULES = {
+    "rules": [
+        {"name": "hold-mass", "min_visible_external": 8, "action": "quarantine"},
+        {"name": "refuse-many", "min_visible_external": 6, "action": "reject"},
+        {"name": "one-each", "min_visible_external": 5, "action": "split"},
+        {"name": "hide-external", "min_visible_external": 3, "action": "rewrite"},
+    ]
+}
+CCGUARD_RECEIVED = re.compile(
+    rb"Received: from [^\r\n]+\r\n\tby ccguard\.test [^\r\n]+\r\n\t[^\r\n]+\r\n"
+)
+
+
+def externals(count: int) -> list[str]:
+    return [f"p{i}@example.com" for i in range(count)]
+
+
+def message(count: int, subject: str, *, extra: bytes = b"") -> bytes:
+    """``count`` external recipients spread over two To and two Cc fields (folded,
+    mixed case), one internal one in each, complete headers so Postfix adds none."""
+    people = [f"Person {i} <p{i}@example.com>" for i in range(count)]
+    half = len(people) // 2
+    to1 = ",\r\n\t".join(["Colleague <colleague@example.org>", *people[:half]])
+    cc2 = ", ".join(["boss@example.org", *people[half:]])
+    return (
+        (
+            f"From: Alice <alice@example.org>\r\nTo: {to1}\r\n"
+            f"Subject: {subject}\r\nCC: {cc2}\r\nto: team@example.org\r\n"
+            f"Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
+            f"Message-ID: <{subject}@example.org>\r\n"
+        ).encode()
+        + extra
+        + f"\r\nBody of {subject}\r\n.dot line\r\n".encode()
+    )
+
+
+@dataclass
+class Stack:
+    """Postfix with ccguard as its milter; the upstream Postfix relays to."""
+
+    postfix: PostfixInstance
+    relay: Relay
+    upstream: RecordingUpstream
+    log: LogCapture
+
+    def send(self, data: bytes, rcpts: list[str]) -> SmtpResult:
+        return submit(self.postfix.smtp_port, data, SENDER, rcpts)
+
+
+@pytest.fixture
+def postfix_dirs(tmp_path: Path) -> Iterator[list[PostfixInstance]]:
+    require_postfix()
+    started: list[PostfixInstance] = []
+    try:
+        yield started
+    finally:
+        for number, instance in enumerate(started):
+            try:
+                instance.stop()
+            finally:
+                instance.discard(keep_log=tmp_path / f"postfix{number}-maillog")
+
+
+def start_postfix(
+    started: list[PostfixInstance], upstream_port: int, milter: str
+) -> PostfixInstance:
+    instance = write_instance(
+        instance_dir(),
+        smtp_port=free_port(),
+        relayhost=f"[127.0.0.1]:{upstream_port}",
+        reinject_port=free_port(),
+        main=milter_main_cf(milter),
+    )
+    started.append(instance)
+    instance.start()
+    return instance
+
+
+@asynccontextmanager
+async def milter_stack(
+    started: list[PostfixInstance], upstream: RecordingUpstream, **sections: dict[str, Any]
+) -> AsyncIterator[Stack]:
+    port = free_port()
+    reinject = free_port()
+    instance = write_instance(
+        instance_dir(),
+        smtp_port=free_port(),
+        relayhost=f"[127.0.0.1]:{upstream.port}",
+        reinject_port=reinject,
+        main=milter_main_cf(f"inet:127.0.0.1:{port}"),
+    )
+    started.append(instance)
+    sections.setdefault("policy", RULES)
+    settings = settings_for(
+        reinject, smtp={"listen": ""}, milter={"listen": f"inet:127.0.0.1:{port}"}, **sections
+    )
+    UserDB(settings.admin.users_file).set_password("alice", ADMIN_PASSWORD)
+    log = LogCapture()
+    async with running_relay(settings, log) as relay:
+        await asyncio.to_thread(instance.start)
+        yield Stack(instance, relay, upstream, log)
+
+
+async def smtp_path(data: bytes, rcpts: list[str], **sections: dict[str, Any]) -> tuple[Any, bytes]:
+    """What the SMTP front makes of the same message: its reply and the bytes it
+    delivered without its Received header (None when it delivered nothing)."""
+    upstream = await RecordingUpstream().start()
+    try:
+        sections.setdefault("policy", RULES)
+        async with running_relay(settings_for(upstream.port, **sections)) as relay:
+            result = await asyncio.to_thread(submit, relay.smtp_port, data, SENDER, rcpts)
+        if not upstream.messages:
+            return result, b""
+        (got,) = upstream.messages
+        match = CCGUARD_RECEIVED.match(got.data)
+        assert match, got.data[:300]
+        return result, got.data[match.end() :]
+    finally:
+        await upstream.stop()
+
+
+def without_postfix_received(data: bytes) -> bytes:
+    """The delivered bytes without the Postfix Received header (ccguard's tags,
+    inserted at the top, stand before it)."""
+    match = POSTFIX_RECEIVED.search(data)
+    assert match, data[:400]
+    return data[: match.start()] + data[match.end() :]
+
+
+async def delivered_one(stack: Stack) -> bytes:
+    await wait_until(lambda: len(stack.upstream.messages) >= 1, "a delivery", stack.postfix)
+    (got,) = stack.upstream.messages
+    return got.data
+
+
+async def test_pass_delivers_the_message_unchanged_but_forged_tags(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    forged = b"X-CCGuard-Action: pass\r\nx-ccguard-rule: approved\r\n"
+    data = message(1, "pass", extra=forged)
+    async with milter_stack(postfix_dirs, upstream) as stack:
+        result = await asyncio.to_thread(stack.send, data, ["p0@example.com"])
+        got = await delivered_one(stack)
+    assert result.code == 250 and result.text.startswith("2.0.0 Ok: queued as"), result
+    assert without_postfix_received(got) == message(1, "pass")
+    _, expected = await smtp_path(data, ["p0@example.com"])
+    assert without_postfix_received(got) == expected
+
+
+async def test_rewrite_changes_every_occurrence_exactly_as_the_smtp_path(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    forged = b"X-CCGuard-Action: pass\r\n"
+    data = message(4, "rewrite", extra=forged)
+    rcpts = [*externals(4), "colleague@example.org"]
+    async with milter_stack(postfix_dirs, upstream) as stack:
+        result = await asyncio.to_thread(stack.send, data, rcpts)
+        got = await delivered_one(stack)
+        assert sorted(stack.upstream.messages[0].rcpt_tos) == sorted(rcpts)  # envelope kept
+    smtp_result, expected = await smtp_path(data, rcpts)
+    assert result.code == 250 and smtp_result.code == 250
+    assert without_postfix_received(got) == expected
+    assert got.startswith(b"X-CCGuard-Action: rewrite\r\nX-CCGuard-Rule: hide-external\r\n")
+    assert b"example.com" not in got.split(b"\r\n\r\n", 1)[0]
+    assert b"To: Colleague <colleague@example.org>\r\n" in got
+    assert b"CC: boss@example.org\r\nto: team@example.org\r\n" in got
+
+
+async def test_monitor_mode_tags_like_the_smtp_path(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    data = message(9, "monitor")
+    policy = {**RULES, "mode": "monitor"}
+    async with milter_stack(postfix_dirs, upstream, policy=policy) as stack:
+        result = await asyncio.to_thread(stack.send, data, externals(9))
+        got = await delivered_one(stack)
+    _, expected = await smtp_path(data, externals(9), policy=policy)
+    assert result.code == 250
+    assert without_postfix_received(got) == expected
+    assert got.startswith(b"X-CCGuard-Action: monitor; would=quarantine\r\n")
+
+
+async def test_reject_gives_the_smtp_paths_550_and_delivers_nothing(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    data = message(6, "reject")
+    async with milter_stack(postfix_dirs, upstream) as stack:
+        result = await asyncio.to_thread(stack.send, data, externals(6))
+        queued = await asyncio.to_thread(stack.postfix.queue_ids)
+    smtp_result, _ = await smtp_path(data, externals(6))
+    assert (result.code, result.text) == (550, smtp_result.text), result
+    assert result.text.startswith("5.7.1 Message would show 6 external addresses")
+    assert upstream.messages == [] and queued == []
+
+
+def api(port: int, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    token = base64.b64encode(f"alice:{ADMIN_PASSWORD}".encode()).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+async def test_quarantine_holds_then_discards_and_release_delivers_once(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    data = message(8, "hold")
+    async with milter_stack(postfix_dirs, upstream) as stack:
+        result = await asyncio.to_thread(stack.send, data, externals(8))
+        admin = stack.relay.http_port("admin")
+        listing = await asyncio.to_thread(api, admin, "GET", "/api/quarantine")
+        (item,) = listing["items"]
+        held = await stack.relay.store.get(item["id"])
+        assert upstream.messages == []  # discarded by Postfix, held by ccguard
+        assert await asyncio.to_thread(stack.postfix.queue_ids) == []
+        answer = await asyncio.to_thread(
+            api, admin, "POST", f"/api/quarantine/{item['id']}/release", {"mode": "as-is"}
+        )
+        assert answer["status"] == "released", answer
+        got = await delivered_one(stack)
+        again = await asyncio.to_thread(_release_again, admin, item["id"])
+        await asyncio.sleep(0)
+    assert result.code == 250, result
+    assert held is not None and held.message == data
+    assert sorted(upstream.messages[0].rcpt_tos) == externals(8)
+    assert without_postfix_received(got) == data
+    assert again == 409 and len(upstream.messages) == 1
+    held_line = [e for e in stack.log.events() if e.get("event") == "message_held"]
+    assert held_line and held_line[0]["queue_id"] == _postfix_queue_id(result)
+
+
+def _release_again(port: int, message_id: str) -> int:
+    try:
+        api(port, "POST", f"/api/quarantine/{message_id}/release", {"mode": "as-is"})
+    except urllib.error.HTTPError as err:
+        return err.code
+    return 200
+
+
+def _postfix_queue_id(result: SmtpResult) -> str:
+    return result.text.rsplit(" ", 1)[1]
+
+
+async def test_split_delivers_one_copy_each_then_discards(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    data = message(5, "split")
+    rcpts = [*externals(5), "colleague@example.org"]
+    async with milter_stack(postfix_dirs, upstream) as stack:
+        result = await asyncio.to_thread(stack.send, data, rcpts)
+        await wait_until(lambda: len(upstream.messages) >= 6, "six copies", stack.postfix)
+        await wait_until(lambda: not stack.postfix.queue_ids(), "an empty queue", stack.postfix)
+    assert result.code == 250, result
+    by_rcpt = sorted((tuple(m.rcpt_tos), m.data) for m in upstream.messages)
+    assert [r for r, _ in by_rcpt] == sorted(
+        [(r,) for r in externals(5)] + [("colleague@example.org",)]
+    )
+    for (rcpt,), copy in by_rcpt:
+        head = copy.split(b"\r\n\r\n", 1)[0]
+        shown = set(re.findall(rb"p\d@example\.com", head))
+        assert shown == ({rcpt.encode()} if rcpt.endswith("example.com") else set()), (rcpt, head)
+        assert b"X-CCGuard-Action: split" in head
+
+
+from urllib import error as _error  # noqa: E402
+
+urllib.error = _error  # type: ignore[attr-defined]
