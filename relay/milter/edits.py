@@ -71,7 +71,7 @@ def header_edits(original: Sequence[HeaderField], target: Sequence[HeaderField])
         if not dropped:
             at += 1  # target[at] is this very field: the actions keep the order
         elif at < len(target) and id(target[at]) not in originals:
-            changes.append(ChangeEdit(field.name, index, milter_value(target[at])))
+            changes.append(ChangeEdit(target[at].name, index, milter_value(target[at])))
             at += 1
         else:
             changes.append(ChangeEdit(field.name, index, b""))

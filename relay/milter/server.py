@@ -25,7 +25,8 @@ class MilterListener:
     """Accepts milter connections and serves each one."""
 
     def __init__(self, ctx: MilterContext) -> None:
-        self._ctx = ctx
+        #: What each connection is served with (replaceable before :meth:`start`).
+        self.ctx = ctx
         self._server: asyncio.Server | None = None
         self._tasks: dict[asyncio.Task[None], MilterConnection] = {}
         self.address: MilterListen | None = None
@@ -37,7 +38,7 @@ class MilterListener:
             path = Path(address.path)
             _remove_stale_socket(path)
             self._server = await asyncio.start_unix_server(self._serve, path=str(path))
-            path.chmod(self._ctx.settings.mode)
+            path.chmod(self.ctx.settings.mode)
         else:
             self._server = await asyncio.start_server(self._serve, address.host, address.port)
 
@@ -65,8 +66,8 @@ class MilterListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        connection = self._tasks[task] = MilterConnection(self._ctx, reader, writer)
-        metrics = self._ctx.metrics
+        connection = self._tasks[task] = MilterConnection(self.ctx, reader, writer)
+        metrics = self.ctx.metrics
         if metrics is not None:
             metrics.milter_connection(1)
         try:
