@@ -26,7 +26,7 @@ from relay.inspect.parsed import ParsedMessage, parse_message
 from relay.policy.verdict import Verdict
 from relay.smtp.pipeline import Decider, InspectingDecider
 from tests.helpers.milter import POSTFIX_RECEIVED, milter_main_cf, wait_until
-from tests.helpers.postfix import PostfixInstance, instance_dir, require_postfix, write_instance
+from tests.helpers.postfix import instance_dir, require_postfix, write_instance
 from tests.helpers.process import free_port
 from tests.helpers.relay import LogCapture, settings_for
 from tests.helpers.upstream import RecordingUpstream

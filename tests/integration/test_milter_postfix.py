@@ -14,160 +14,31 @@ import asyncio
 import base64
 import json
 import re
+import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from relay.app import Relay
-from relay.credentials.users import UserDB
-from tests.helpers.milter import POSTFIX_RECEIVED, SmtpResult, milter_main_cf, submit, wait_until
-from tests.helpers.postfix import PostfixInstance, instance_dir, require_postfix, write_instance
-from tests.helpers.process import free_port
-from tests.helpers.relay import LogCapture, running_relay, settings_for
+from tests.helpers.milter import (
+    ADMIN_PASSWORD,
+    RULES,
+    SmtpResult,
+    delivered_one,
+    externals,
+    message,
+    milter_stack,
+    postfix_dirs,
+    smtp_path,
+    wait_until,
+    without_postfix_received,
+)
+from tests.helpers.postfix import PostfixInstance
 from tests.helpers.upstream import RecordingUpstream
 
+__all__ = ["postfix_dirs"]  # the fixture, used by name
+
 pytestmark = pytest.mark.postfix
-
-SENDER = "alice@example.org"
-ADMIN_PASSWORD = "correct horse battery staple"
-RULES = {
-    "rules": [
-        {"name": "hold-mass", "min_visible_external": 8, "action": "quarantine"},
-        {"name": "refuse-many", "min_visible_external": 6, "action": "reject"},
-        {"name": "one-each", "min_visible_external": 5, "action": "split"},
-        {"name": "hide-external", "min_visible_external": 3, "action": "rewrite"},
-    ]
-}
-CCGUARD_RECEIVED = re.compile(
-    rb"Received: from [^\r\n]+\r\n\tby ccguard\.test [^\r\n]+\r\n\t[^\r\n]+\r\n"
-)
-
-
-def externals(count: int) -> list[str]:
-    return [f"p{i}@example.com" for i in range(count)]
-
-
-def message(count: int, subject: str, *, extra: bytes = b"") -> bytes:
-    """``count`` external recipients spread over two To and two Cc fields (folded,
-    mixed case), one internal one in each, complete headers so Postfix adds none."""
-    people = [f"Person {i} <p{i}@example.com>" for i in range(count)]
-    half = len(people) // 2
-    to1 = ",\r\n\t".join(["Colleague <colleague@example.org>", *people[:half]])
-    cc2 = ", ".join(["boss@example.org", *people[half:]])
-    return (
-        (
-            f"From: Alice <alice@example.org>\r\nTo: {to1}\r\n"
-            f"Subject: {subject}\r\nCC: {cc2}\r\nto: team@example.org\r\n"
-            f"Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
-            f"Message-ID: <{subject}@example.org>\r\n"
-        ).encode()
-        + extra
-        + f"\r\nBody of {subject}\r\n.dot line\r\n".encode()
-    )
-
-
-@dataclass
-class Stack:
-    """Postfix with ccguard as its milter; the upstream Postfix relays to."""
-
-    postfix: PostfixInstance
-    relay: Relay
-    upstream: RecordingUpstream
-    log: LogCapture
-
-    def send(self, data: bytes, rcpts: list[str]) -> SmtpResult:
-        return submit(self.postfix.smtp_port, data, SENDER, rcpts)
-
-
-@pytest.fixture
-def postfix_dirs(tmp_path: Path) -> Iterator[list[PostfixInstance]]:
-    require_postfix()
-    started: list[PostfixInstance] = []
-    try:
-        yield started
-    finally:
-        for number, instance in enumerate(started):
-            try:
-                instance.stop()
-            finally:
-                instance.discard(keep_log=tmp_path / f"postfix{number}-maillog")
-
-
-def start_postfix(
-    started: list[PostfixInstance], upstream_port: int, milter: str
-) -> PostfixInstance:
-    instance = write_instance(
-        instance_dir(),
-        smtp_port=free_port(),
-        relayhost=f"[127.0.0.1]:{upstream_port}",
-        reinject_port=free_port(),
-        main=milter_main_cf(milter),
-    )
-    started.append(instance)
-    instance.start()
-    return instance
-
-
-@asynccontextmanager
-async def milter_stack(
-    started: list[PostfixInstance], upstream: RecordingUpstream, **sections: dict[str, Any]
-) -> AsyncIterator[Stack]:
-    port = free_port()
-    reinject = free_port()
-    instance = write_instance(
-        instance_dir(),
-        smtp_port=free_port(),
-        relayhost=f"[127.0.0.1]:{upstream.port}",
-        reinject_port=reinject,
-        main=milter_main_cf(f"inet:127.0.0.1:{port}"),
-    )
-    started.append(instance)
-    sections.setdefault("policy", RULES)
-    settings = settings_for(
-        reinject, smtp={"listen": ""}, milter={"listen": f"inet:127.0.0.1:{port}"}, **sections
-    )
-    UserDB(settings.admin.users_file).set_password("alice", ADMIN_PASSWORD)
-    log = LogCapture()
-    async with running_relay(settings, log) as relay:
-        await asyncio.to_thread(instance.start)
-        yield Stack(instance, relay, upstream, log)
-
-
-async def smtp_path(data: bytes, rcpts: list[str], **sections: dict[str, Any]) -> tuple[Any, bytes]:
-    """What the SMTP front makes of the same message: its reply and the bytes it
-    delivered without its Received header (None when it delivered nothing)."""
-    upstream = await RecordingUpstream().start()
-    try:
-        sections.setdefault("policy", RULES)
-        async with running_relay(settings_for(upstream.port, **sections)) as relay:
-            result = await asyncio.to_thread(submit, relay.smtp_port, data, SENDER, rcpts)
-        if not upstream.messages:
-            return result, b""
-        (got,) = upstream.messages
-        match = CCGUARD_RECEIVED.match(got.data)
-        assert match, got.data[:300]
-        return result, got.data[match.end() :]
-    finally:
-        await upstream.stop()
-
-
-def without_postfix_received(data: bytes) -> bytes:
-    """The delivered bytes without the Postfix Received header (ccguard's tags,
-    inserted at the top, stand before it)."""
-    match = POSTFIX_RECEIVED.search(data)
-    assert match, data[:400]
-    return data[: match.start()] + data[match.end() :]
-
-
-async def delivered_one(stack: Stack) -> bytes:
-    await wait_until(lambda: len(stack.upstream.messages) >= 1, "a delivery", stack.postfix)
-    (got,) = stack.upstream.messages
-    return got.data
 
 
 async def test_pass_delivers_the_message_unchanged_but_forged_tags(
@@ -301,8 +172,3 @@ async def test_split_delivers_one_copy_each_then_discards(
         shown = set(re.findall(rb"p\d@example\.com", head))
         assert shown == ({rcpt.encode()} if rcpt.endswith("example.com") else set()), (rcpt, head)
         assert b"X-CCGuard-Action: split" in head
-
-
-from urllib import error as _error  # noqa: E402
-
-urllib.error = _error  # type: ignore[attr-defined]

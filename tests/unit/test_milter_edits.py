@@ -24,7 +24,9 @@ def originals_and_target(draw: st.DrawFn) -> tuple[list[HeaderField], list[Heade
     original kept, replaced by a field of its name, or dropped, in order."""
     names = draw(st.lists(st.sampled_from(NAMES), max_size=12))
     originals = [field(name, i) for i, name in enumerate(names)]
-    target = [field(n, 100 + i) for i, n in enumerate(draw(st.lists(st.sampled_from(NAMES), max_size=4)))]
+    target = [
+        field(n, 100 + i) for i, n in enumerate(draw(st.lists(st.sampled_from(NAMES), max_size=4)))
+    ]
     for i, original in enumerate(originals):
         fate = draw(st.sampled_from(["keep", "replace", "drop", "insert-before"]))
         if fate == "insert-before":
