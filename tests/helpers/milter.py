@@ -188,11 +188,14 @@ async def milter_stack(
     *,
     deliver_to: int | None = None,
     milter_port: int | None = None,
+    then_milter: int | None = None,
+    postfix_main: dict[str, str] | None = None,
     **sections: dict[str, Any],
 ) -> AsyncIterator[Stack]:
     """Postfix (relayhost: ``upstream``) calling a ccguard milter (policy :data:`RULES`
     unless ``policy`` is given) whose ``[upstream]`` is Postfix's re-injection listener,
-    or ``deliver_to``."""
+    or ``deliver_to``; ``then_milter`` is a second milter Postfix calls after ccguard,
+    ``postfix_main`` more main.cf parameters."""
     port = milter_port or free_port()
     reinject = free_port()
     instance = write_instance(
@@ -200,16 +203,19 @@ async def milter_stack(
         smtp_port=free_port(),
         relayhost=f"[127.0.0.1]:{upstream.port}",
         reinject_port=reinject,
-        main=milter_main_cf(f"inet:127.0.0.1:{port}"),
+        main={
+            **milter_main_cf(
+                f"inet:127.0.0.1:{port}"
+                + (f", inet:127.0.0.1:{then_milter}" if then_milter else "")
+            ),
+            **(postfix_main or {}),
+        },
     )
     started.append(instance)
     sections.setdefault("policy", RULES)
-    settings = settings_for(
-        deliver_to or reinject,
-        smtp={"listen": ""},
-        milter={"listen": f"inet:127.0.0.1:{port}"},
-        **sections,
-    )
+    smtp = {"listen": "", **sections.pop("smtp", {})}
+    milter = {"listen": f"inet:127.0.0.1:{port}", **sections.pop("milter", {})}
+    settings = settings_for(deliver_to or reinject, smtp=smtp, milter=milter, **sections)
     UserDB(settings.admin.users_file).set_password("alice", ADMIN_PASSWORD)
     log = LogCapture()
     async with running_relay(settings, log) as relay:

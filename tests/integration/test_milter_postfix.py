@@ -33,6 +33,7 @@ from tests.helpers.milter import (
     wait_until,
     without_postfix_received,
 )
+from tests.helpers.milter_probe import RecordingMilter
 from tests.helpers.postfix import PostfixInstance
 from tests.helpers.upstream import RecordingUpstream
 
@@ -172,3 +173,23 @@ async def test_split_delivers_one_copy_each_then_discards(
         shown = set(re.findall(rb"p\d@example\.com", head))
         assert shown == ({rcpt.encode()} if rcpt.endswith("example.com") else set()), (rcpt, head)
         assert b"X-CCGuard-Action: split" in head
+
+
+async def test_a_milter_listed_after_ccguard_sees_its_edits(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    """Why the README says: list ccguard before a DKIM signer in smtpd_milters, and the
+    signer signs the header fields ccguard rewrote (and its tags)."""
+    signer = await RecordingMilter().start()
+    data = message(4, "signed-after")
+    try:
+        async with milter_stack(postfix_dirs, upstream, then_milter=signer.port) as stack:
+            result = await asyncio.to_thread(stack.send, data, externals(4))
+            got = await delivered_one(stack)
+    finally:
+        await signer.stop()
+    assert result.code == 250
+    (seen,) = signer.headers
+    shown = b"".join(f"{name}:".encode() + value + b"\r\n" for name, value in seen)
+    assert without_postfix_received(got).startswith(shown.replace(b"\n\t", b"\r\n\t"))
+    assert seen[0] == ("X-CCGuard-Action", b" rewrite")

@@ -106,3 +106,35 @@ async def test_milter_down_postfix_tempfails_then_delivers_once_it_is_back(
     assert queued_while_down == [] and len(upstream.messages) == 1
     assert back.code == 250
     assert b"Subject: milter-down" in upstream.messages[0].data
+
+
+async def test_message_over_max_message_size_gets_552(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    data = message(1, "too-big", extra=b"X-Padding: " + b"x" * 3000 + b"\r\n")
+    smtp = {"listen": "", "max_message_size": 2048}
+    async with milter_stack(postfix_dirs, upstream, smtp=smtp) as stack:
+        result = await asyncio.to_thread(stack.send, data, externals(1))
+    assert (result.code, result.text) == (
+        552,
+        "5.3.4 Message size exceeds fixed maximum message size",
+    )
+    assert upstream.messages == []
+
+
+async def test_progress_keeps_postfix_waiting_through_a_slow_split(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    """Each split copy takes 1.5 s upstream, five copies outlast Postfix's
+    milter_content_timeout (3 s): the progress messages keep Postfix waiting."""
+    upstream.data_delay = 1.5
+    async with milter_stack(
+        postfix_dirs,
+        upstream,
+        deliver_to=upstream.port,
+        milter={"progress_interval": 0.5},
+        postfix_main={"milter_content_timeout": "3s"},
+    ) as stack:
+        result = await asyncio.to_thread(stack.send, message(5, "slow-split"), externals(5))
+    assert result.code == 250, result
+    assert sorted(r for m in upstream.messages for r in m.rcpt_tos) == externals(5)
