@@ -53,10 +53,13 @@ EXPECTED_TYPES = {
     "ccguard_smtp_tls_sessions_total": "counter",
     "ccguard_smtp_tls_handshake_failures_total": "counter",
     "ccguard_smtp_auth_attempts_total": "counter",
+    "ccguard_milter_connections": "gauge",
+    "ccguard_milter_replies_total": "counter",
+    "ccguard_milter_errors_total": "counter",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
                   "version", "mode", "le", "truncated", "replaced", "reason",
-                  "mechanism", "state", "event"}  # fmt: skip
+                  "mechanism", "state", "event", "front", "reply"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
