@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class MilterListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        _no_delay(writer)
         connection = self._tasks[task] = MilterConnection(self.ctx, reader, writer)
         metrics = self.ctx.metrics
         if metrics is not None:
@@ -99,6 +101,14 @@ class MilterListener:
         self._server = None
         if self.address is not None and self.address.is_unix:
             _remove_stale_socket(Path(self.address.path))
+
+
+def _no_delay(writer: asyncio.StreamWriter) -> None:
+    """TCP_NODELAY on an inet connection: an answer is one small frame, and Nagle's
+    algorithm would hold it back until the MTA acknowledges the last one."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _remove_stale_socket(path: Path) -> None:
