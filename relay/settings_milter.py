@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, field_validator
 
-from relay.settings_types import SECTION_CONFIG, PositiveFloat, parse_listen
+from relay.settings_types import SECTION_CONFIG, PositiveFloat, check_networks, parse_listen
 
 __all__ = ["MilterListen", "MilterSettings", "parse_milter_listen"]
 
@@ -59,11 +59,20 @@ class MilterSettings(BaseModel):
     listen: Annotated[str, AfterValidator(_check)] = ""
     #: Permission bits of a ``unix:`` socket (octal text): who may connect to it.
     socket_mode: str = "0660"
+    #: ``inet:`` peers allowed to connect (the MTA's addresses); any other peer is
+    #: closed at once.  A milter peer can make ccguard send split copies through
+    #: ``[upstream]``, so this is ccguard's open-relay guard for the milter front.
+    allowed_peers: list[str] = ["127.0.0.0/8", "::1/128"]
     #: Seconds a connection may stay silent between two milter commands.
     idle_timeout: PositiveFloat = 600.0
     #: Seconds between progress messages while an action runs (a split delivering
     #: many copies), so Postfix's ``milter_content_timeout`` does not expire.
     progress_interval: PositiveFloat = 10.0
+
+    @field_validator("allowed_peers")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return check_networks(value)
 
     @field_validator("socket_mode")
     @classmethod

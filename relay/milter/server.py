@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 
 from relay.milter.connection import MilterConnection
+from relay.smtp.access import NetworkAccess
 from relay.milter.context import MilterContext
 from relay.settings_milter import MilterListen
 
@@ -30,6 +31,7 @@ class MilterListener:
         self.ctx = ctx
         self._server: asyncio.Server | None = None
         self._tasks: dict[asyncio.Task[None], MilterConnection] = {}
+        self._peers = NetworkAccess(ctx.settings.allowed_peers)
         self.address: MilterListen | None = None
 
     async def start(self, address: MilterListen) -> None:
@@ -65,6 +67,13 @@ class MilterListener:
         return port
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if isinstance(peer, tuple) and not self._peers.allows(peer[0]):
+            self.ctx.log.warning("milter_peer_refused", client_ip=peer[0])
+            if self.ctx.metrics is not None:
+                self.ctx.metrics.milter_error("peer")
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         _no_delay(writer)

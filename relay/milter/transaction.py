@@ -40,6 +40,7 @@ class MilterTransaction:
 
     def reset(self) -> None:
         """Forget the current message (abort, or a new MAIL FROM)."""
+        self.macros.pop("i", None)  # the queue id is the message's, not the connection's
         self.mail_from: str | None = None
         self.mail_options: tuple[str, ...] = ()
         self.rcpts: list[str] = []

@@ -16,8 +16,9 @@ __all__ = ["FRONTS", "MILTER_ERRORS", "MILTER_REPLIES", "MilterMetrics"]
 FRONTS = ("smtp", "milter")
 #: What the milter told the MTA at end of message.
 MILTER_REPLIES = ("continue", "discard", "reject", "tempfail")
-#: Why a milter connection was dropped without an answer.
-MILTER_ERRORS = ("protocol", "too_large", "idle_timeout", "internal")
+#: Why a milter connection was dropped without an answer (``peer``: not in
+#: ``[milter] allowed_peers``).
+MILTER_ERRORS = ("protocol", "too_large", "idle_timeout", "peer", "internal")
 
 
 class MilterMetrics:

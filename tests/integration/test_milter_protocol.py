@@ -21,9 +21,14 @@ from tests.helpers.upstream import RecordingUpstream
 async def exchange(port: int, data: bytes) -> bytes:
     """Send ``data``; everything the milter answers until it closes (bounded)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
+    answer = b""
+    try:
+        writer.write(data)
+        await writer.drain()
+        while chunk := await asyncio.wait_for(reader.read(65536), 10):
+            answer += chunk
+    except ConnectionResetError:
+        pass  # closed with our bytes unread: what was answered before still counts
     writer.close()
     return answer
 
@@ -97,3 +102,17 @@ async def test_stale_unix_socket_is_replaced_but_a_regular_file_is_not(
     finally:
         await relay.stop()
     assert regular.read_text() == "keep me"
+
+
+async def test_a_peer_outside_allowed_peers_is_closed_before_any_answer(
+    upstream: RecordingUpstream,
+) -> None:
+    """A milter peer could make ccguard send split copies through [upstream]: only the
+    MTA's own addresses may connect (here loopback is not among them)."""
+    port = free_port()
+    milter = {"listen": f"inet:127.0.0.1:{port}", "allowed_peers": ["192.0.2.0/24"]}
+    settings = settings_for(upstream.port, smtp={"listen": ""}, milter=milter)
+    async with running_relay(settings) as relay:
+        answer = await exchange(port, negotiate())
+        refused = errors(relay, "peer")
+    assert answer == b"" and refused == 1
