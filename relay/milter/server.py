@@ -16,9 +16,9 @@ import stat
 from pathlib import Path
 
 from relay.milter.connection import MilterConnection
-from relay.smtp.access import NetworkAccess
 from relay.milter.context import MilterContext
 from relay.settings_milter import MilterListen
+from relay.smtp.access import NetworkAccess
 
 __all__ = ["MilterListener"]
 
