@@ -15,6 +15,7 @@ __all__ = [
     "QuarantineClaimedError",
     "QuarantineNotFound",
     "QuarantineStateError",
+    "ReportError",
     "StoreError",
     "UpstreamError",
     "UpstreamPermanentError",
@@ -164,3 +165,7 @@ class MilterProtocolError(CCGuardError):
     def __init__(self, reason: str, kind: str = "protocol") -> None:
         super().__init__(reason)
         self.kind = kind
+
+
+class ReportError(CCGuardError):
+    """The evidence report could not be made (e.g. the PDF renderer is not installed)."""
