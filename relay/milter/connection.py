@@ -84,11 +84,14 @@ class MilterConnection:
         except MilterProtocolError as exc:
             self._failed(exc.kind, str(exc))
         except (InvalidMessage, UnexpectedMessage, ValueError, InsufficientSpace) as exc:
-            self._failed("protocol", f"{type(exc).__name__}: {exc}")
+            # The codec's texts quote the frame (a header value may hold an address).
+            self._failed("protocol", type(exc).__name__)
         except TimeoutError:
             self._failed("idle_timeout", "no command within [milter] idle_timeout")
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception as exc:  # a malformed frame the codec asserts on, or a bug
+            self._failed("internal", type(exc).__name__)
         finally:
             self._writer.close()
             with contextlib.suppress(Exception):

@@ -75,7 +75,10 @@ class EndOfMessage:
             try:
                 answer = await self._decide_and_act(env, self._state.builder.build())
             except Exception as exc:  # fail closed: the client's MTA retries
-                self._ctx.log.exception("milter_failed", queue_id=env.queue_id, error=str(exc))
+                # The type only: an exception text may quote an address.
+                self._ctx.log.error(
+                    "milter_failed", queue_id=env.queue_id, error=type(exc).__name__
+                )
                 answer = MilterAnswer("tempfail", reply=codes.INTERNAL_ERROR)
         if self._ctx.metrics is not None:
             self._ctx.metrics.milter_reply(answer.kind)
