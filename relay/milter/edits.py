@@ -12,7 +12,11 @@ aligns the two lists and expresses the difference as milter edits:
 Indexes: Postfix counts a name's occurrences case-insensitively and in the
 header block as it is *now*, so a deletion renumbers the occurrences after it.
 The changes are therefore sent last occurrence first (nothing before an edit
-has moved), and the insertions after them, top first, at their final positions.
+has moved), and the insertions after them, top first, at their final positions;
+``insheader`` counts Postfix's own Received header (hidden from milters, on top of
+the client's fields) too, so a field inserted below the top run goes one further.
+New fields replace a dropped field of their name where one is near (the
+undisclosed-recipients To takes the first To's place by ``chgheader``).
 :func:`apply_edits` replays edits with those rules; the front checks with it
 that the edits give exactly the wanted fields before it sends any.
 """
@@ -57,36 +61,62 @@ def header_edits(original: Sequence[HeaderField], target: Sequence[HeaderField])
     inserts: list[InsertEdit] = []
     occurrences: dict[str, int] = {}
     at = 0
-    for field in original:
+    for i, field in enumerate(original):
         occurrences[field.key] = index = occurrences.get(field.key, 0) + 1
         dropped = id(field) not in kept
-        # New fields that cannot stand in for this one go in before it.
+        # A new field goes in before this one unless a dropped original of its name can
+        # stand in for it: this one while on top (tags stay on top), else this one or
+        # one further on before the next kept field.
         while (
             at < len(target)
             and id(target[at]) not in originals
-            and not (dropped and target[at].key == field.key)
+            and not (
+                dropped and target[at].key == field.key
+                if at == len(inserts)
+                else _replaceable(target[at], original, i, kept)
+            )
         ):
-            inserts.append(_insert(at, target[at]))
+            inserts.append(_insert(at, target[at], top=at == len(inserts)))
             at += 1
         if not dropped:
             at += 1  # target[at] is this very field: the actions keep the order
-        elif at < len(target) and id(target[at]) not in originals:
+        elif at < len(target) and id(target[at]) not in originals and target[at].key == field.key:
             changes.append(ChangeEdit(target[at].name, index, milter_value(target[at])))
             at += 1
         else:
             changes.append(ChangeEdit(field.name, index, b""))
-    inserts.extend(_insert(pos, f) for pos, f in enumerate(target[at:], start=at))
+    on_top = len(inserts) if len(inserts) == at else -1  # target[:at] all new: top run
+    inserts.extend(
+        _insert(pos, f, top=on_top >= 0 and pos == on_top + n)
+        for n, (pos, f) in enumerate(enumerate(target[at:], start=at))
+    )
     changes.sort(key=lambda c: (c.name.lower(), -c.index))
     return [*changes, *inserts]
 
 
-def _insert(position: int, field: HeaderField) -> InsertEdit:
-    return InsertEdit(position, field.name, milter_value(field))
+def _replaceable(
+    new: HeaderField, original: Sequence[HeaderField], start: int, kept: set[int]
+) -> bool:
+    """True when a dropped field called like ``new`` comes at ``start`` or after it,
+    before the next field that is kept."""
+    for field in original[start:]:
+        if id(field) in kept:
+            return False
+        if field.key == new.key:
+            return True
+    return False
+
+
+def _insert(position: int, field: HeaderField, *, top: bool) -> InsertEdit:
+    # Postfix counts its own Received header (which it does not show to milters) at
+    # the top of the block: below the run of fields inserted on top, one more.
+    return InsertEdit(position if top else position + 1, field.name, milter_value(field))
 
 
 def apply_edits(original: Sequence[HeaderField], edits: Sequence[Edit]) -> list[HeaderField]:
-    """``original`` after ``edits``, numbered as Postfix numbers them (see the module doc)."""
-    fields = list(original)
+    """``original`` after ``edits``, numbered as Postfix numbers them (see the module doc),
+    its hidden Received header included."""
+    fields = [_HIDDEN, *original]
     for edit in edits:
         new = field_from_milter(edit.name, edit.value)
         if isinstance(edit, InsertEdit):
@@ -99,4 +129,8 @@ def apply_edits(original: Sequence[HeaderField], edits: Sequence[Edit]) -> list[
             fields[spots[edit.index - 1]] = new
         else:
             del fields[spots[edit.index - 1]]
-    return fields
+    return [f for f in fields if f is not _HIDDEN]
+
+
+#: Stands for the MTA's own Received header: counted by insheader, never shown or edited.
+_HIDDEN = HeaderField("", b"")

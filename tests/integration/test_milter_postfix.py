@@ -193,3 +193,34 @@ async def test_a_milter_listed_after_ccguard_sees_its_edits(
     shown = b"".join(f"{name}:".encode() + value + b"\r\n" for name, value in seen)
     assert without_postfix_received(got).startswith(shown.replace(b"\n\t", b"\r\n\t"))
     assert seen[0] == ("X-CCGuard-Action", b" rewrite")
+
+
+async def test_rewrite_of_resent_fields_and_an_all_external_to_matches_the_smtp_path(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    """To left empty becomes undisclosed-recipients:; (one, where the first To was), the
+    second To and an emptied Resent-Cc go, Resent-To keeps its internal address."""
+    data = (
+        b"From: Alice <alice@example.org>\r\n"
+        b"Resent-From: Desk <desk@example.org>\r\n"
+        b"Resent-Date: Mon, 02 Mar 2026 09:00:00 +0000\r\n"
+        b"Resent-Message-ID: <resent-1@example.org>\r\n"
+        b"Resent-To: p0@example.com, desk2@example.org\r\n"
+        b"Resent-Cc: p1@example.com\r\n"
+        b"To: p2@example.com,\r\n p3@example.com\r\n"
+        b"Subject: resent\r\n"
+        b"TO: p4@example.com\r\n"
+        b"Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
+        b"Message-ID: <resent@example.org>\r\n"
+        b"\r\nBody\r\n"
+    )
+    policy = {"rules": [{"name": "hide", "min_visible_external": 3, "action": "rewrite"}]}
+    async with milter_stack(postfix_dirs, upstream, policy=policy) as stack:
+        result = await asyncio.to_thread(stack.send, data, externals(5))
+        got = await delivered_one(stack)
+    _, expected = await smtp_path(data, externals(5), policy=policy)
+    assert result.code == 250
+    assert without_postfix_received(got) == expected
+    head = got.split(b"\r\n\r\n", 1)[0]
+    assert b"To: undisclosed-recipients:;\r\nSubject: resent\r\nDate:" in head
+    assert b"Resent-To: desk2@example.org\r\n" in head and b"Resent-Cc" not in head
