@@ -35,6 +35,7 @@ from relay.observability.metrics_front import (
     code_class,
 )
 from relay.observability.metrics_milter import FRONTS, MilterMetrics
+from relay.observability.metrics_review import SelfServiceMetrics
 
 if TYPE_CHECKING:
     from relay.policy.verdict import Verdict
@@ -104,7 +105,7 @@ class _WithoutCreated:
             yield metric
 
 
-class Metrics(FrontDoorMetrics, MilterMetrics):
+class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -129,6 +130,7 @@ class Metrics(FrontDoorMetrics, MilterMetrics):
         self._quarantine()
         self._inflight()
         self._admin()
+        self._self_service()
         self._info(version)
         self.set_policy_mode(mode)
 
