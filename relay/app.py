@@ -35,6 +35,7 @@ from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
 from relay.review.wiring import SelfServiceParts, build_self_service, sender_server
 from relay.settings import Settings, parse_listen
+from relay.settings_milter import require_a_front
 from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.access import NetworkAccess
 from relay.smtp.auth import SmtpAuthenticator
@@ -88,9 +89,10 @@ class Relay:
         self.hashing = HashingPool()  # SMTP AUTH
         self.admin_hashing = HashingPool()
         self.front = self._front_context()
-        if not settings.smtp.listen and not settings.milter.listen:
-            raise ConfigError([("smtp.listen", "empty, and so is milter.listen: nothing to serve")])
-        self.milter = MilterListener(self._milter_context())
+        require_a_front(settings.smtp.listen, settings.milter.listen)  # else ConfigError
+        self.milter = MilterListener(MilterContext(
+            settings.milter, self.front.decider, self.dispatcher, self.matcher, self.log,
+            self.redactor.address, self.metrics, settings.smtp.max_message_size))  # fmt: skip
         self.listener = SmtpListener(self.front)
         self.tls_listener = SmtpListener(self.front, implicit_tls=True)
         self.http: list[HttpServer] = []
@@ -120,14 +122,6 @@ class Relay:
             auth=self._smtp_auth(),
             limits=settings.limits,
         )
-
-    def _milter_context(self) -> MilterContext:
-        settings = self.settings
-        return MilterContext(
-            settings=settings.milter, decider=self.front.decider, dispatcher=self.dispatcher,
-            matcher=self.matcher, log=self.log, redact=self.redactor.address,
-            metrics=self.metrics, max_message_size=settings.smtp.max_message_size,
-        )  # fmt: skip
 
     def _server_tls(self) -> ServerTls | None:
         smtp = self.settings.smtp
@@ -171,8 +165,7 @@ class Relay:
         host, port = parse_listen(self.settings.smtp.listen or "127.0.0.1:0")
         if self.settings.smtp.listen:
             await self.listener.start(host, port)
-        if self.settings.milter.address is not None:
-            await self.milter.start(self.settings.milter.address)
+        await self.milter.start(self.settings.milter.address)  # None: no milter
         if self.settings.smtp.tls_listen:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
         for server in self._http_servers():
@@ -188,7 +181,6 @@ class Relay:
             "ccguard started",
             version=__version__,
             smtp_listen=f"{host}:{self.listener.port}" if self.listener.serving else None,
-            milter_listen=self.milter.listen or None,
             smtp_tls_listen=self.tls_listen,
             starttls=self.settings.smtp.starttls,
             smtp_auth=self.front.auth is not None,
@@ -323,14 +315,9 @@ class Relay:
                 return (False, f"{type(exc).__name__}: {exc}")
             return (True, f"EHLO answered in {time.monotonic() - started:.3f}s")
 
-        async def milter() -> CheckResult:
-            up = self.milter.serving
-            return (up, f"listening on {self.milter.listen}" if up else "not listening")
-
-        fronts = {"smtp": (smtp, self.settings.smtp.listen)}
-        fronts["milter"] = (milter, self.settings.milter.listen)
-        checks: dict[str, Any] = {name: check for name, (check, on) in fronts.items() if on}
-        return {**checks, "store": store, "upstream": upstream}
+        fronts: dict[str, Any] = {"smtp": smtp} if self.settings.smtp.listen else {}
+        fronts |= {"milter": self.milter.check} if self.settings.milter.listen else {}
+        return {**fronts, "store": store, "upstream": upstream}
 
     async def refresh_quarantine_gauges(self) -> None:
         """Read the quarantine's counts and oldest held message into the gauges."""

@@ -10,9 +10,10 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, field_validator
 
+from relay.errors import ConfigError
 from relay.settings_types import SECTION_CONFIG, PositiveFloat, check_networks, parse_listen
 
-__all__ = ["MilterListen", "MilterSettings", "parse_milter_listen"]
+__all__ = ["MilterListen", "MilterSettings", "parse_milter_listen", "require_a_front"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +95,10 @@ class MilterSettings(BaseModel):
     def mode(self) -> int:
         """``socket_mode`` as a number."""
         return int(self.socket_mode, 8)
+
+
+def require_a_front(smtp_listen: str, milter_listen: str) -> None:
+    """Raise :class:`ConfigError` when neither ``[smtp] listen`` nor ``[milter] listen``
+    is set: such a ccguard would serve nothing."""
+    if not smtp_listen and not milter_listen:
+        raise ConfigError([("smtp.listen", "empty, and so is milter.listen: nothing to serve")])

@@ -34,8 +34,11 @@ class MilterListener:
         self._peers = NetworkAccess(ctx.settings.allowed_peers)
         self.address: MilterListen | None = None
 
-    async def start(self, address: MilterListen) -> None:
-        """Bind and accept; an ``inet`` port 0 picks a free port (see :attr:`listen`)."""
+    async def start(self, address: MilterListen | None) -> None:
+        """Bind and accept; an ``inet`` port 0 picks a free port (see :attr:`listen`).
+        ``None`` (``[milter] listen`` empty): nothing to start."""
+        if address is None:
+            return
         self.address = address
         if address.is_unix:
             path = Path(address.path)
@@ -44,10 +47,16 @@ class MilterListener:
             path.chmod(self.ctx.settings.mode)
         else:
             self._server = await asyncio.start_server(self._serve, address.host, address.port)
+        self.ctx.log.info("milter listening", listen=self.listen)
 
     @property
     def serving(self) -> bool:
         return self._server is not None and self._server.is_serving()
+
+    async def check(self) -> tuple[bool, str]:
+        """The readiness check: listening, and where."""
+        up = self.serving
+        return (up, f"listening on {self.listen}" if up else "not listening")
 
     @property
     def listen(self) -> str:
