@@ -34,6 +34,7 @@ from relay.observability.metrics_front import (
     FrontDoorMetrics,
     code_class,
 )
+from relay.observability.metrics_milter import FRONTS, MilterMetrics
 from relay.observability.metrics_review import SelfServiceMetrics
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class _WithoutCreated:
             yield metric
 
 
-class Metrics(FrontDoorMetrics, SelfServiceMetrics):
+class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -122,6 +123,7 @@ class Metrics(FrontDoorMetrics, SelfServiceMetrics):
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._traffic()
         self._front_door()
+        self._milter()
         self._tls_auth()
         self._exposure()
         self._upstream()
@@ -136,12 +138,14 @@ class Metrics(FrontDoorMetrics, SelfServiceMetrics):
         reg = self.registry
         self.messages = Counter(
             "ccguard_messages",
-            "Messages by the action taken and the rule that matched "
-            f'(rule="{NO_RULE}" when none did).',
-            ["action", "rule"],
+            "Messages by the action taken, the rule that matched "
+            f'(rule="{NO_RULE}" when none did) and the front that received them '
+            '(front="smtp" or "milter").',
+            ["action", "rule", "front"],
             registry=reg,
         )
-        self.messages.labels(action="pass", rule=NO_RULE)
+        for front in FRONTS:
+            self.messages.labels(action="pass", rule=NO_RULE, front=front)
         self._smtp_sessions()
         self.line_endings_normalised = Counter(
             "ccguard_messages_line_endings_normalised",
@@ -313,11 +317,16 @@ class Metrics(FrontDoorMetrics, SelfServiceMetrics):
         in monitor mode, so alerts on a rise in rejections see a zero baseline.
         """
         for action, rule in rules:
-            self.messages.labels(action=str(action), rule=rule)
+            for front in FRONTS:
+                self.messages.labels(action=str(action), rule=rule, front=front)
 
-    def observe_message(self, verdict: Verdict, size: int, inspect_seconds: float) -> None:
-        """Count one message by its verdict; record exposure, size and inspection time."""
-        self.messages.labels(action=str(verdict.action), rule=verdict.rule or NO_RULE).inc()
+    def observe_message(
+        self, verdict: Verdict, size: int, inspect_seconds: float, front: str = "smtp"
+    ) -> None:
+        """Count one message by its verdict and ``front`` (``smtp`` or ``milter``);
+        record exposure, size and inspection time."""
+        rule = verdict.rule or NO_RULE
+        self.messages.labels(action=str(verdict.action), rule=rule, front=front).inc()
         self.visible_external.observe(verdict.exposure.visible_external)
         self.external_domains.observe(verdict.exposure.external_domains)
         self.message_size.observe(size)
