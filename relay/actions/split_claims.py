@@ -84,6 +84,7 @@ class SplitClaims:
                 self._log.warning("split_claim_busy", queue_id=queue_id, waited=self.wait)
                 raise ClaimBusyError()
             await asyncio.sleep(POLL * random.uniform(0.5, 1.5))
+        self._count("taken")
         if lease.taken_over:
             self._count("taken_over")
             self._log.warning("split_claim_taken_over", queue_id=queue_id, token=lease.token)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from relay.actions.release import ReleaseAttempt, check_hidden_release
+from relay.actions.split_claims import ClaimMetrics
 from relay.admin.preview import MessagePreview, preview_message
 from relay.admin.releasing import REFUSED_PREFIX, ReleaseDeferred, ReleaseProgress, ReleaseReport
 from relay.codes import Reply
@@ -113,11 +114,17 @@ class Review:
         log: EventLog,
         *,
         claim_lease: float = CLAIM_STALE_AFTER,
+        metrics: ClaimMetrics | None = None,
     ) -> None:
         self.store = store
         self.releaser = releaser
         self.log = log
         self.claim_lease = claim_lease
+        self._metrics = metrics
+
+    def _count(self, event: str) -> None:
+        if self._metrics is not None:
+            self._metrics.claim_event("release", event)
 
     async def audit(
         self, actor: str, action: str, target: str, result: str, detail: str = ""
@@ -178,9 +185,7 @@ class Review:
             raise ValueError(f"mode must be one of {', '.join(PUBLIC_MODES)}")
         if self.releaser is None:
             raise RuntimeError("no releaser configured")
-        stored = await self._audited(
-            actor, "release", message_id, self.store.claim(message_id, actor, self.claim_lease)
-        )
+        stored = await self._claim(message_id, actor)
         renewer = asyncio.create_task(self._renew(message_id, actor))
         try:
             return await self._release_claimed(self.releaser, stored, mode, actor)
@@ -193,6 +198,21 @@ class Review:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
 
+    async def _claim(self, message_id: str, actor: str) -> StoredMessage:
+        """The release claim, counted: taken (over an expired one?) or refused (409)."""
+        try:
+            stored = await self._audited(
+                actor, "release", message_id, self.store.claim(message_id, actor, self.claim_lease)
+            )
+        except QuarantineClaimedError:
+            self._count("refused")
+            raise
+        self._count("taken")
+        if stored.claim_taken_over:
+            self._count("taken_over")
+            self.log.info("release_claim_taken_over", target=message_id, actor=actor)
+        return stored
+
     async def _renew(self, message_id: str, actor: str) -> None:
         """Keep the release claim fresh while delivering (at most every 10 s: a delete
         counts a claim older than CLAIM_STALE_AFTER as abandoned)."""
@@ -200,6 +220,7 @@ class Review:
             await asyncio.sleep(min(self.claim_lease, CLAIM_STALE_AFTER) / 3)
             try:
                 if not await self.store.renew_claim(message_id, actor):
+                    self._count("lost")
                     self.log.info("release_claim_lost", target=message_id, actor=actor)
                     return
             except StoreError:

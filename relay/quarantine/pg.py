@@ -19,6 +19,7 @@ import asyncio
 import builtins
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 import psycopg
@@ -239,7 +240,8 @@ class PgStore(PgLeaseMethods):
                 "UPDATE messages SET claimed_by = %s, claimed_at = %s WHERE id = %s",
                 (actor, now, message_id),
             )
-            return await self._full_row(conn, message_id)
+            stored = await self._full_row(conn, message_id)
+            return replace(stored, claim_taken_over=row["claimed_by"] is not None)
 
         return await self._in_transaction("claim", run)
 
