@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from relay.actions.ports import AcceptHook
 from relay.actions.release import ReleaseAttempt, check_hidden_release
 from relay.actions.split_claims import ClaimMetrics
 from relay.admin.preview import MessagePreview, preview_message
@@ -71,9 +72,15 @@ class Releaser(Protocol):
     """Delivers a held message upstream (``relay.actions.release.QuarantineReleaser``)."""
 
     async def release(
-        self, stored: StoredMessage, mode: str, rcpts: Sequence[str] | None = None
+        self,
+        stored: StoredMessage,
+        mode: str,
+        rcpts: Sequence[str] | None = None,
+        *,
+        on_accept: AcceptHook | None = None,
     ) -> ReleaseAttempt:
-        """Deliver ``stored`` to ``rcpts``; per-recipient outcome, or raise UpstreamError."""
+        """Deliver ``stored`` to ``rcpts``; per-recipient outcome, or raise UpstreamError.
+        ``on_accept(accepted)`` is awaited right after the upstream's 250."""
         ...
 
 
@@ -232,14 +239,25 @@ class Review:
         if mode == MODE_HIDDEN:
             await self._refuse_visible_attendees(stored, actor)
         progress = await self.progress(stored.id)
+        key = release_key(stored.id)
+
+        async def record(accepted: Sequence[str]) -> None:
+            # From the upstream's 250 on they have it: recorded first (one
+            # transaction, one fsync), so that a crash leaves the few
+            # milliseconds of that commit for a later release to repeat.
+            if accepted:
+                await self.store.record_copies(key, list(accepted))
+
         try:
-            attempt = await releaser.release(stored, mode, progress.pending(stored.rcpt_tos))
+            pending = progress.pending(stored.rcpt_tos)
+            attempt = await releaser.release(stored, mode, pending, on_accept=record)
         except UpstreamError as exc:
             detail = f"mode={mode} kind={exc.kind} reply={exc.reply.code} {exc.reply.status}"
             await self.audit(actor, "release", stored.id, "upstream_failed", detail)
             raise
         nobody_has_it = not (progress.delivered or attempt.delivered)
-        await self._record(stored.id, attempt, keep_refusals=not nobody_has_it)
+        if attempt.refused and not nobody_has_it:  # once someone has it, retries skip them
+            await self.store.record_copies(key, [REFUSED_PREFIX + r for r in attempt.refused])
         report = _report(stored, mode, progress, attempt)
         if report.deferred:
             await self.audit(actor, "release", stored.id, "deferred", report.audit_detail())
@@ -261,15 +279,6 @@ class Review:
             )
             await self.audit(actor, "release", stored.id, "refused", detail)
             raise
-
-    async def _record(self, message_id: str, attempt: ReleaseAttempt, keep_refusals: bool) -> None:
-        """Write who got it (and, once someone has it, who refused it for good) to the ledger."""
-        key = release_key(message_id)
-        for rcpt in attempt.delivered:
-            await self.store.record_copy(key, rcpt)
-        if keep_refusals:
-            for rcpt in attempt.refused:
-                await self.store.record_copy(key, REFUSED_PREFIX + rcpt)
 
     async def _mark_released(self, report: ReleaseReport, actor: str) -> ReleaseReport:
         message_id, detail = report.message.id, report.audit_detail()
