@@ -65,8 +65,15 @@ class SplitClaims:
         if self._metrics is not None:
             self._metrics.claim_event("split", event)
 
-    async def acquire(self, key: str, queue_id: str) -> Lease:
-        """The lease on ``key``, waiting at most ``wait`` seconds for its holder.
+    def busy(self, queue_id: str) -> ClaimBusyError:
+        """The wait for the key ran out (here or in the in-process lock): counted, logged."""
+        self._count("wait_timed_out")
+        self._log.warning("split_claim_busy", queue_id=queue_id, waited=self.wait)
+        return ClaimBusyError()
+
+    async def acquire(self, key: str, queue_id: str, wait: float | None = None) -> Lease:
+        """The lease on ``key``, waiting at most ``wait`` (default: ``self.wait``)
+        seconds for its holder.
 
         Raises ClaimBusyError when the wait runs out, StoreError when the store fails.
         """
@@ -74,15 +81,13 @@ class SplitClaims:
         if stale is not None:
             await self._drop(stale)
         holder = secrets.token_hex(12)
-        deadline = self._clock() + self.wait
+        deadline = self._clock() + (self.wait if wait is None else wait)
         while True:
             lease = await self._store.acquire_lease(key, holder, self.lease)
             if lease is not None:
                 break
             if self._clock() >= deadline:
-                self._count("wait_timed_out")
-                self._log.warning("split_claim_busy", queue_id=queue_id, waited=self.wait)
-                raise ClaimBusyError()
+                raise self.busy(queue_id)
             await asyncio.sleep(POLL * random.uniform(0.5, 1.5))
         self._count("taken")
         if lease.taken_over:
