@@ -1,14 +1,15 @@
 """One attempt at a time per split message, across every process on the database.
 
 A split attempt first takes the message key's lease in the store (see
-:meth:`relay.quarantine.store.QuarantineStore.acquire_lease`), renews it every
-third of ``[quarantine] claim_lease`` while it delivers, records each copy
-under it (a fenced write: refused once the key changed hands) and drops it at
-the end.  A retry that arrives meanwhile, through this process or another,
-waits for the lease (at most ``claim_wait`` seconds, then ``451``, so the
-client retries later) and then reads the ledger the first attempt wrote.  If
-the holder died its lease expires within ``claim_lease`` seconds and the next
-attempt takes over.
+:meth:`relay.quarantine.store.QuarantineStore.acquire_lease`), renews it a
+third of ``[quarantine] claim_lease`` after each successful renewal (a failed
+or slow one is retried at once, see :mod:`relay.actions.renewal`) while it
+delivers, records each copy under it (a fenced write: refused once the key
+changed hands) and drops it at the end.  A retry that arrives meanwhile,
+through this process or another, waits for the lease (at most ``claim_wait``
+seconds, then ``451``, so the client retries later) and then reads the ledger
+the first attempt wrote.  If the holder died its lease expires within
+``claim_lease`` seconds and the next attempt takes over.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
+from relay.actions.renewal import keep_renewed
 from relay.errors import ClaimBusyError, StoreError
 from relay.quarantine.store import Lease, QuarantineStore
 
@@ -116,15 +118,12 @@ class SplitClaims:
             self._undropped[lease.key] = lease
 
     async def _renew(self, lease: Lease, queue_id: str) -> None:
-        while True:
-            await asyncio.sleep(self.lease / 3)
-            try:
-                still_mine = await self._store.renew_lease(lease, self.lease)
-            except StoreError as exc:  # try again: the lease has two more thirds to live
-                self._log.warning("split_claim_renewal_failed", queue_id=queue_id, error=str(exc))
-                continue
-            if not still_mine:
-                # Its ledger writes will be refused (fenced): the attempt ends with 451.
-                self._count("lost")
-                self._log.error("split_claim_lost", queue_id=queue_id, token=lease.token)
-                return
+        def failed(error: str) -> None:  # tried again at once: see relay/actions/renewal.py
+            self._log.warning("split_claim_renewal_failed", queue_id=queue_id, error=error)
+
+        await keep_renewed(
+            lambda: self._store.renew_lease(lease, self.lease), self.lease, on_error=failed
+        )
+        # Its ledger writes will be refused (fenced): the attempt ends with 451.
+        self._count("lost")
+        self._log.error("split_claim_lost", queue_id=queue_id, token=lease.token)

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TypeVar
 
 from relay.actions.ports import AcceptHook
 from relay.actions.release import ReleaseAttempt, check_hidden_release
+from relay.actions.renewal import keep_renewed
 from relay.actions.split_claims import ClaimMetrics
 from relay.admin.preview import MessagePreview, preview_message
 from relay.admin.releasing import REFUSED_PREFIX, ReleaseDeferred, ReleaseProgress, ReleaseReport
@@ -221,17 +222,19 @@ class Review:
         return stored
 
     async def _renew(self, message_id: str, actor: str) -> None:
-        """Keep the release claim fresh while delivering (at most every 10 s: a delete
-        counts a claim older than CLAIM_STALE_AFTER as abandoned)."""
-        while True:
-            await asyncio.sleep(min(self.claim_lease, CLAIM_STALE_AFTER) / 3)
-            try:
-                if not await self.store.renew_claim(message_id, actor):
-                    self._count("lost")
-                    self.log.info("release_claim_lost", target=message_id, actor=actor)
-                    return
-            except StoreError:
-                continue  # two more tries before the lease runs out
+        """Keep the release claim fresh while delivering (renewed as if it lasted at most
+        CLAIM_STALE_AFTER: a delete counts an older claim as abandoned)."""
+
+        def failed(error: str) -> None:  # tried again at once: see relay/actions/renewal.py
+            self.log.info("release_claim_renewal_failed", target=message_id, error=error)
+
+        await keep_renewed(
+            lambda: self.store.renew_claim(message_id, actor),
+            min(self.claim_lease, CLAIM_STALE_AFTER),
+            on_error=failed,
+        )
+        self._count("lost")
+        self.log.info("release_claim_lost", target=message_id, actor=actor)
 
     async def _release_claimed(
         self, releaser: Releaser, stored: StoredMessage, mode: str, actor: str

@@ -6,7 +6,11 @@ swallows what the server answers to it (the server sends it only once the
 statement has run and, in autocommit, committed) and closes that client
 connection: the statement took effect, the client never hears so.  This is
 what a connection dropped at the wrong moment (a load balancer, a failover,
-a network cut) does.  Every other byte is passed through unchanged.
+a network cut) does.  Armed with ``hang=True`` it instead black-holes that
+connection from the marked message on, both ways, and keeps it open (a
+half-open connection, a dead route): the statement never reaches the server
+and the client waits for an answer that never comes.  Every other byte is passed through
+unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ class CutProxy:
     port: int = 0
     cuts: int = 0  # answers swallowed so far
     _marker: bytes | None = None
+    _hang: bool = False
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -41,9 +46,10 @@ class CutProxy:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def arm(self, marker: bytes) -> None:
-        """Lose the answer to the next client message containing ``marker``."""
-        self._marker = marker
+    def arm(self, marker: bytes, *, hang: bool = False) -> None:
+        """Lose the answer to the next client message containing ``marker``
+        (``hang``: and every later byte on that connection, which stays open)."""
+        self._marker, self._hang = marker, hang
 
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
@@ -64,9 +70,14 @@ class CutProxy:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cut: asyncio.Event
     ) -> None:
         while chunk := await reader.read(65536):
+            if cut.is_set() and self._hang:
+                continue  # black-holed: nothing more reaches the server
             if self._marker is not None and self._marker in chunk:
                 self._marker = None
                 cut.set()
+                if self._hang:
+                    self.cuts += 1  # the statement never reaches the server
+                    continue
             writer.write(chunk)
             await writer.drain()
 
@@ -75,6 +86,8 @@ class CutProxy:
     ) -> None:
         while chunk := await reader.read(65536):
             if cut.is_set():
+                if self._hang:
+                    continue  # silent for good
                 self.cuts += 1  # the statement ran; its answer is lost with the connection
                 return
             writer.write(chunk)
