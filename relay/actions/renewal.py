@@ -39,12 +39,14 @@ async def keep_renewed(
     lease: float,
     *,
     on_error: Callable[[str], None],
+    on_renewed: Callable[[float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Call ``renew()`` (True: still ours) so that the claim never lapses while
     the store answers within the lease; return once it answers False (the
     claim changed hands).  Failures and slow tries are reported to ``on_error``
-    and retried; cancel the task to stop."""
+    and retried; ``on_renewed(t)`` hears of each success (``t``: when that try
+    started, by ``clock``); cancel the task to stop."""
     last_ok = clock()
     abandoned: set[asyncio.Task[bool]] = set()
     try:
@@ -71,6 +73,8 @@ async def keep_renewed(
             if not mine:
                 return
             last_ok = started
+            if on_renewed is not None:
+                on_renewed(started)
     finally:
         for pending in abandoned:
             pending.cancel()

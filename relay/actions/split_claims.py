@@ -25,7 +25,7 @@ from typing import Protocol
 from structlog.typing import FilteringBoundLogger
 
 from relay.actions.renewal import keep_renewed
-from relay.errors import ClaimBusyError, StoreError
+from relay.errors import ClaimBusyError, LeaseLostError, StoreError
 from relay.quarantine.store import Lease, QuarantineStore
 
 __all__ = ["ClaimMetrics", "SplitClaims"]
@@ -62,6 +62,8 @@ class SplitClaims:
         # Leases this process could not drop (the store failed at that moment):
         # its next attempt of the key drops them first instead of waiting them out.
         self._undropped: dict[str, Lease] = {}
+        # Held leases (by holder id): when last renewed (by ``clock``), or None once lost.
+        self._renewed_at: dict[str, float | None] = {}
 
     def _count(self, event: str) -> None:
         if self._metrics is not None:
@@ -100,6 +102,7 @@ class SplitClaims:
     @contextlib.asynccontextmanager
     async def holding(self, lease: Lease, queue_id: str) -> AsyncIterator[None]:
         """Renew ``lease`` in the background for the block; drop it afterwards."""
+        self._renewed_at[lease.holder] = self._clock()
         renewer = asyncio.create_task(self._renew(lease, queue_id))
         try:
             yield
@@ -107,7 +110,17 @@ class SplitClaims:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
+            del self._renewed_at[lease.holder]
             await self._drop(lease)
+
+    def check(self, lease: Lease) -> None:
+        """Raise LeaseLostError unless ``lease`` is provably still held: not found
+        taken over, and renewed less than ``lease`` seconds ago (by this process's
+        clock; the store's expiry is never earlier).  Called right before each
+        copy's DATA: a holder that may have lost its key sends nothing more."""
+        renewed_at = self._renewed_at.get(lease.holder)
+        if renewed_at is None or self._clock() - renewed_at >= self.lease:
+            raise LeaseLostError(lease.key[:40], lease.token)
 
     async def _drop(self, lease: Lease) -> None:
         try:
@@ -121,9 +134,14 @@ class SplitClaims:
         def failed(error: str) -> None:  # tried again at once: see relay/actions/renewal.py
             self._log.warning("split_claim_renewal_failed", queue_id=queue_id, error=error)
 
+        def renewed(at: float) -> None:
+            self._renewed_at[lease.holder] = at
+
         await keep_renewed(
-            lambda: self._store.renew_lease(lease, self.lease), self.lease, on_error=failed
-        )
-        # Its ledger writes will be refused (fenced): the attempt ends with 451.
+            lambda: self._store.renew_lease(lease, self.lease), self.lease,
+            on_error=failed, on_renewed=renewed, clock=self._clock,
+        )  # fmt: skip
+        # No further DATA (check) and its ledger writes are refused (fenced): 451.
+        self._renewed_at[lease.holder] = None
         self._count("lost")
         self._log.error("split_claim_lost", queue_id=queue_id, token=lease.token)

@@ -200,8 +200,9 @@ class SplitDelivery:
 
         try:
             result = await self._upstream.deliver(
-                env.mail_from, rcpts, (trace, *copy.pieces), options, on_accept=record
-            )
+                env.mail_from, rcpts, (trace, *copy.pieces), options, on_accept=record,
+                before_data=lambda: self._claims.check(lease),
+            )  # fmt: skip
         except StoreError as exc:
             self._halt(env, attempt, exc)
             return False
