@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -129,6 +129,9 @@ class Review:
         self.log = log
         self.claim_lease = claim_lease
         self._metrics = metrics
+        #: Sender self-service (relay/review/desk.py): refuses a release as sent
+        #: that needs two reviewers' approval (raises FourEyesError).
+        self.as_is_guard: Callable[[StoredMessage, str], Awaitable[None]] | None = None
 
     def _count(self, event: str) -> None:
         if self._metrics is not None:
@@ -241,6 +244,8 @@ class Review:
     ) -> ReleaseReport:
         if mode == MODE_HIDDEN:
             await self._refuse_visible_attendees(stored, actor)
+        elif self.as_is_guard is not None:
+            await self.as_is_guard(stored, actor)
         progress = await self.progress(stored.id)
         key = release_key(stored.id)
 
