@@ -104,7 +104,7 @@ class Relay:
             settings=self.settings, store=self.store, releaser=self.releaser,
             splitter=self.dispatcher.splitter, send_mail=self.dispatcher.notices.send,
             log=self.log, redact=self.redactor.address, count=self.metrics.self_service,
-            clock=self._clock,
+            clock=self._clock, claim_metrics=self.metrics,
         )  # fmt: skip
 
     def _front_context(self) -> FrontContext:

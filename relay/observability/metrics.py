@@ -79,8 +79,15 @@ CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
 REPORT_FORMATS = ("pdf", "html", "json")
 #: Cross-process claims: what they guard, and what happened to one.
-CLAIM_KINDS = ("split", "release")
-CLAIM_EVENTS = ("taken_over", "wait_timed_out", "lost")
+#: taken: a claim won (taken_over: of those, one whose holder's lease had expired);
+#: split retries wait (wait_timed_out: waited claim_wait, answered 451), releases do not
+#: (refused: 409, another release is under way); lost: found taken over while working.
+CLAIM_KIND_EVENTS = {
+    "split": ("taken", "taken_over", "wait_timed_out", "lost"),
+    "release": ("taken", "taken_over", "refused", "lost"),
+}
+CLAIM_KINDS = tuple(CLAIM_KIND_EVENTS)
+CLAIM_EVENTS = tuple(dict.fromkeys(e for events in CLAIM_KIND_EVENTS.values() for e in events))
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -259,13 +266,14 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
             self.notifications.labels(result=result)
         self.claim_events = Counter(
             "ccguard_claim_events",
-            "Claims (split attempts, releases) taken over after their holder's lease "
-            "expired, waits for a claim that timed out (451), claims lost while working.",
+            "Claims (split attempts, releases) taken, taken over after their holder's lease "
+            "expired, waits for a claim that timed out (451), releases refused (409) "
+            "because another is under way, claims lost while working.",
             ["kind", "event"],
             registry=reg,
         )
-        for kind in CLAIM_KINDS:
-            for event in CLAIM_EVENTS:
+        for kind, events in CLAIM_KIND_EVENTS.items():
+            for event in events:
                 self.claim_events.labels(kind=kind, event=event)
 
     def _admin(self) -> None:
@@ -356,8 +364,9 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
         self.store_errors.inc()
 
     def claim_event(self, kind: str, event: str) -> None:
-        """Count one claim event (a CLAIM_KINDS and a CLAIM_EVENTS value; others are ignored)."""
-        if kind in CLAIM_KINDS and event in CLAIM_EVENTS:
+        """Count one claim event (a kind and one of its events in CLAIM_KIND_EVENTS;
+        others are ignored)."""
+        if event in CLAIM_KIND_EVENTS.get(kind, ()):
             self.claim_events.labels(kind=kind, event=event).inc()
 
     def admin_refused(self, reason: str) -> None:
