@@ -28,6 +28,7 @@ from relay.credentials.users import UserDB, UsersFileError
 from relay.errors import ConfigError, StoreError
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
+from relay.milter import MilterContext, MilterListener
 from relay.observability.http import CheckResult, observability_routes
 from relay.observability.logging import configure_logging
 from relay.observability.metrics import Metrics
@@ -35,6 +36,7 @@ from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
 from relay.review.wiring import SelfServiceParts, build_self_service, sender_server
 from relay.settings import Settings, parse_listen
+from relay.settings_milter import require_a_front
 from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.access import NetworkAccess
 from relay.smtp.auth import SmtpAuthenticator
@@ -43,7 +45,7 @@ from relay.smtp.pipeline import InspectingDecider
 from relay.smtp.tls import ServerTls
 from relay.upstream import UpstreamClient
 
-__all__ = ["Relay", "serve", "serve_worker", "wait_for_stop_signal"]
+__all__ = ["Relay", "serve", "wait_for_stop_signal"]
 
 
 class Relay:
@@ -59,9 +61,7 @@ class Relay:
         worker: int | None = None,
     ) -> None:
         self.settings = settings
-        #: Index of this worker process ([smtp] workers); None when there is one process.
-        #: Only the first serves HTTP and runs the retention.
-        self.worker = worker
+        self.worker = worker  #: [smtp] workers: this one's index (None: one process)
         self.log = log if log is not None else structlog.get_logger("ccguard")
         self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
@@ -92,6 +92,10 @@ class Relay:
         self.hashing = HashingPool()  # SMTP AUTH
         self.admin_hashing = HashingPool()
         self.front = self._front_context()
+        require_a_front(settings.smtp.listen, settings.milter.listen)  # else ConfigError
+        self.milter = MilterListener(MilterContext(
+            settings.milter, self.front.decider, self.dispatcher, self.matcher, self.log,
+            self.redactor.address, self.metrics, settings.smtp.max_message_size))  # fmt: skip
         self.listener = SmtpListener(self.front)
         self.tls_listener = SmtpListener(self.front, implicit_tls=True)
         self.http: list[HttpServer] = []
@@ -103,7 +107,7 @@ class Relay:
             settings=self.settings, store=self.store, releaser=self.releaser,
             splitter=self.dispatcher.splitter, send_mail=self.dispatcher.notices.send,
             log=self.log, redact=self.redactor.address, count=self.metrics.self_service,
-            clock=self._clock,
+            clock=self._clock, claim_metrics=self.metrics,
         )  # fmt: skip
 
     def _front_context(self) -> FrontContext:
@@ -161,8 +165,10 @@ class Relay:
     async def start(self) -> None:
         """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
         await self.store.open()
-        host, port = parse_listen(self.settings.smtp.listen)
-        await self.listener.start(host, port)
+        host, port = parse_listen(self.settings.smtp.listen or "127.0.0.1:0")
+        if self.settings.smtp.listen:
+            await self.listener.start(host, port)
+        await self.milter.start(self.settings.milter.address)  # None: no milter
         if self.settings.smtp.tls_listen:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
         for server in self._http_servers() if not self.worker else []:
@@ -178,7 +184,7 @@ class Relay:
         self.log.info(
             "ccguard started",
             version=__version__,
-            smtp_listen=f"{host}:{self.listener.port}",
+            smtp_listen=f"{host}:{self.listener.port}" if self.listener.serving else None,
             smtp_tls_listen=self.tls_listen,
             starttls=self.settings.smtp.starttls,
             smtp_auth=self.front.auth is not None,
@@ -313,7 +319,9 @@ class Relay:
                 return (False, f"{type(exc).__name__}: {exc}")
             return (True, f"EHLO answered in {time.monotonic() - started:.3f}s")
 
-        return {"smtp": smtp, "store": store, "upstream": upstream}
+        fronts: dict[str, Any] = {"smtp": smtp} if self.settings.smtp.listen else {}
+        fronts |= {"milter": self.milter.check} if self.settings.milter.listen else {}
+        return {**fronts, "store": store, "upstream": upstream}
 
     async def refresh_quarantine_gauges(self) -> None:
         """Read the quarantine's counts and oldest held message into the gauges."""
@@ -340,6 +348,7 @@ class Relay:
         self.log.info("ccguard stopping", grace_seconds=grace)
         await self.listener.stop(grace)
         await self.tls_listener.stop(grace)
+        await self.milter.stop(grace)
         await self.dispatcher.close()
         for server in reversed(self.http):
             await server.stop()
@@ -362,18 +371,6 @@ async def wait_for_stop_signal() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-
-async def serve_worker(settings: Settings, index: int, ready_fd: int | None) -> int:
-    """One of ``[smtp] workers``: :func:`serve`, its metrics in the supervisor's directory."""
-    from relay.observability import multiprocess
-    from relay.smtp.workers import die_with_parent
-
-    die_with_parent()
-    directory = os.environ[multiprocess.ENV]
-    multiprocess.enable(directory)
-    structlog.contextvars.bind_contextvars(worker=index)
-    return await serve(settings, worker=index, ready_fd=ready_fd, metrics_dir=directory)
 
 
 async def serve(
@@ -409,9 +406,8 @@ async def serve(
         await relay.stop()
         return 1
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, relay.reload_tls)
-    if ready_fd is not None:
+    if ready_fd is not None:  # a worker: tell the supervisor it listens
         os.write(ready_fd, b"1")
-        os.close(ready_fd)
     await wait_for_stop_signal()
     await relay.stop()
     return 0

@@ -1,9 +1,10 @@
-"""``ccguard serve`` and ``ccguard sink``."""
+"""``ccguard serve``, ``ccguard milter`` and ``ccguard sink``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from relay.app import serve, serve_worker, wait_for_stop_signal
+from relay.app import serve, wait_for_stop_signal
 from relay.cli.config import load_or_report
 from relay.settings import Settings, parse_listen
 
@@ -46,6 +47,18 @@ def _runner(kind: str) -> Callable[[Coroutine[Any, Any, int]], int] | None:
     return run
 
 
+async def serve_worker(settings: Settings, index: int, ready_fd: int | None) -> int:
+    """One of ``[smtp] workers``: :func:`serve`, its metrics in the supervisor's directory."""
+    from relay.observability import multiprocess
+    from relay.smtp.workers import die_with_parent
+
+    die_with_parent()
+    directory = os.environ[multiprocess.ENV]
+    multiprocess.enable(directory)
+    structlog.contextvars.bind_contextvars(worker=index)
+    return await serve(settings, worker=index, ready_fd=ready_fd, metrics_dir=directory)
+
+
 async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
     from relay.observability.logging import configure_logging
     from relay.smtp.workers import Supervisor, WorkerSpec
@@ -55,6 +68,20 @@ async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
     smtp = settings.smtp
     spec = WorkerSpec(serve_args, smtp.worker_count, smtp.shutdown_grace, settings.policy.mode)
     return await Supervisor(spec, structlog.get_logger("ccguard.supervisor")).run()
+
+
+def _milter(args: argparse.Namespace) -> int:
+    settings = load_or_report(args.config)
+    if settings is None:
+        return 2
+    if not settings.milter.listen:
+        print(
+            "ccguard milter: milter.listen is empty: set [milter] listen, "
+            'e.g. listen = "inet:127.0.0.1:8890"'
+        )
+        return 2
+    only = settings.model_copy(update={"smtp": settings.smtp.model_copy(update={"listen": ""})})
+    return asyncio.run(serve(only))
 
 
 async def _run_sink(host: str, port: int, folder: Path) -> int:
@@ -79,12 +106,18 @@ def _sink(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``serve`` and ``sink``."""
+    """Add ``serve``, ``milter`` and ``sink``."""
     serve_p = subparsers.add_parser("serve", help="run the relay", parents=[common])
     # Set by the supervisor of [smtp] workers, not by hand.
     serve_p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     serve_p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_p.set_defaults(func=_serve)
+    milter = subparsers.add_parser(
+        "milter",
+        help="run only the milter front ([milter] listen), no SMTP listener",
+        parents=[common],
+    )
+    milter.set_defaults(func=_milter)
     sink = subparsers.add_parser(
         "sink", help="run a capture SMTP server that writes .eml files", parents=[common]
     )
