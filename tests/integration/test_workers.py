@@ -45,7 +45,7 @@ def send_during_shutdown(port: int) -> dict[str, object]:
         client.close()
 
 
-PASSED = ("ccguard_messages_total", (("action", "pass"), ("rule", "none")))
+PASSED = ("ccguard_messages_total", (("action", "pass"), ("front", "smtp"), ("rule", "none")))
 
 
 async def test_two_workers_share_the_port_and_metrics_add_up(
