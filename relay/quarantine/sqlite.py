@@ -36,6 +36,7 @@ from relay.quarantine.sqlite_claims import (
     require_claim,
     set_claim,
 )
+from relay.quarantine.sqlite_search import SqliteSearchMethods
 from relay.quarantine.sqlite_sql import (
     FULL_COLUMNS,
     SUMMARY_COLUMNS,
@@ -69,7 +70,7 @@ __all__ = ["SqliteStore", "new_message_id"]
 T = TypeVar("T")
 
 
-class SqliteStore:
+class SqliteStore(SqliteSearchMethods):
     """The quarantine, split ledger and audit log in one SQLite file (WAL)."""
 
     def __init__(

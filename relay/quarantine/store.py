@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from relay.envelope import Envelope
     from relay.policy.verdict import Verdict
+    from relay.quarantine.search import AuditPage, AuditQuery, MessageQuery
 
 __all__ = [
     "CLAIM_STALE_AFTER",
@@ -311,3 +312,14 @@ class QuarantineStore(Protocol):
         self, limit: int = 100, target: str | None = None
     ) -> builtins.list[AuditEntry]:
         """Audit entries newest first, optionally only those about ``target``."""
+
+    # -- workbench: search, audit listing (relay/quarantine/search.py) -------
+
+    async def search(self, query: MessageQuery, *, limit: int = 50, offset: int = 0) -> Page:
+        """Summaries of the messages matching ``query`` newest first, with the total;
+        the matching rules are in :mod:`relay.quarantine.search`."""
+
+    async def search_audit(
+        self, query: AuditQuery, *, limit: int = 100, offset: int = 0
+    ) -> AuditPage:
+        """Audit entries matching ``query`` newest first, with the total."""
