@@ -29,10 +29,10 @@ def _raw(subject: str) -> bytes:
 
 async def _seed(store: QuarantineStore) -> dict[str, str]:
     specs = {
-        "alice": ("Alice@Example.org", "Grüße an ALLE, ÜBERALL", ("x@example.com",), "bulk", 1000.0),
-        "malice": ("malice@example.org", "Invoice 100%_off", ("y@mail.example.com",), "bulk", 2000.0),
-        "bob": ("bob@sales.example.net", "Training", ("z@example.net", "w@example.com"), "huge", 3000.0),
-        "carol": ("carol@example_org.example", "training dates", ("v@example.net",), None, 4000.0),
+        "alice": ("Alice@Example.org", "Grüße an ALLE, ÜBERALL", ("x@example.com",), "bulk", 1e3),
+        "malice": ("malice@example.org", "Invoice 100%_off", ("y@mail.example.com",), "bulk", 2e3),
+        "bob": ("bob@sales.example.net", "Training", ("z@example.net", "w@example.com"), "xl", 3e3),
+        "carol": ("carol@example_org.example", "training dates", ("v@example.net",), None, 4e3),
     }  # fmt: skip
     ids = {}
     for key, (sender, subject, rcpts, rule, at) in specs.items():
