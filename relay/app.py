@@ -250,6 +250,7 @@ class Relay:
                 hashing=self.admin_hashing,
                 metrics=self.metrics,
                 claim_lease=self.settings.quarantine.claim_lease,
+                matcher=self.matcher,
             )
             tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
             servers.append(HttpServer("admin", app, admin.listen, **tls))
