@@ -91,7 +91,8 @@ async def _one(review: Review, message_id: str, action: str, actor: str) -> Bulk
         text = "calendar invitation: hiding recipients cannot hide its attendees; still held"
         return BulkOutcome(message_id, "refused", text)
     except UpstreamError as exc:
-        text = f"the upstream did not accept it ({exc.reply.code} {exc.reply.status}); still held"
+        reply = f"{exc.kind}, {exc.reply.code} {exc.reply.status}"
+        text = f"the upstream did not accept it ({reply}); still held"
         return BulkOutcome(message_id, "upstream_failed", text)
     except StoreError:
         return BulkOutcome(message_id, "store_failed", "the quarantine store failed; try again")
