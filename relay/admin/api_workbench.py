@@ -20,6 +20,7 @@ from relay.admin.bulk import (
     BULK_RELEASE_HIDDEN,
     MAX_BULK,
     BulkOutcome,
+    count_outcomes,
     matching_ids,
     run_bulk,
     summarise,
@@ -112,7 +113,9 @@ async def _bulk(request: Request, actor: str) -> Response:
         ids = await _ids(request, body)
     except ValueError as exc:  # JsonTooDeep / JsonNotUtf8 included
         return error_response(400, "bad_request", str(exc))
-    outcomes = await run_bulk(context_of(request).review, ids, action, actor)
+    ctx = context_of(request)
+    outcomes = await run_bulk(ctx.review, ids, action, actor)
+    count_outcomes(ctx.metrics, action, outcomes)
     return JSONResponse(
         {
             "action": "delete" if action == BULK_DELETE else "release",

@@ -25,6 +25,7 @@ from relay.errors import (
     StoreError,
     UpstreamError,
 )
+from relay.observability.metrics import Metrics
 from relay.quarantine.search import MessageQuery
 from relay.quarantine.store import HELD
 
@@ -34,6 +35,7 @@ __all__ = [
     "BULK_RELEASE_HIDDEN",
     "MAX_BULK",
     "BulkOutcome",
+    "count_outcomes",
     "matching_ids",
     "run_bulk",
     "summarise",
@@ -120,6 +122,13 @@ async def run_bulk(
     failed = any(not o.ok for o in outcomes)
     await review.audit(actor, "bulk", "*", "partial" if failed else "ok", detail.strip())
     return outcomes
+
+
+def count_outcomes(metrics: Metrics | None, action: str, outcomes: Iterable[BulkOutcome]) -> None:
+    """Count each outcome in ``ccguard_admin_bulk_messages_total`` (no-op without metrics)."""
+    if metrics is not None:
+        for outcome in outcomes:
+            metrics.bulk_message(action, outcome.result)
 
 
 def summarise(outcomes: Iterable[BulkOutcome]) -> Mapping[str, int]:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from relay.admin.bulk import BULK_ACTIONS, BULK_DELETE, matching_ids, run_bulk
+from relay.admin.bulk import BULK_ACTIONS, BULK_DELETE, count_outcomes, matching_ids, run_bulk
 from relay.admin.context import context_of
 from relay.admin.filters import MESSAGE_FIELDS, message_query
 from relay.admin.review import MODE_AS_IS
@@ -84,7 +84,9 @@ async def _bulk(request: Request) -> Response:
         return error_page(request, session, 400, "Nothing selected", text)
     if form.get("confirmed") != "yes":
         return await _confirm_bulk(request, session, action, ids)
-    await run_bulk(context_of(request).review, ids, action, str(session.user))
+    ctx = context_of(request)
+    outcomes = await run_bulk(ctx.review, ids, action, str(session.user))
+    count_outcomes(ctx.metrics, action, outcomes)
     target = "/quarantine/bulk/done?" + urlencode({"action": action, "ids": ",".join(ids)})
     return RedirectResponse(target, status_code=303)
 

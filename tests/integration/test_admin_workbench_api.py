@@ -104,6 +104,10 @@ async def test_bulk_release_hidden_reports_each_message_when_upstream_is_down_fo
     assert {("release", i, "upstream_failed") for i in down} <= set(audit)
     assert ("release", gone, "conflict") in audit
     assert ("release", "nosuchmessage000", "not_found") in audit
+    sample = env.metrics.registry.get_sample_value
+    name = "ccguard_admin_bulk_messages_total"
+    assert sample(name, {"action": "release-hidden", "result": "released"}) == 3
+    assert sample(name, {"action": "release-hidden", "result": "upstream_failed"}) == 2
     [summary] = [e for e in await env.store.list_audit() if e.action == "bulk"]
     assert (summary.actor, summary.result) == ("alice", "partial")
     assert "released=3" in summary.detail and "upstream_failed=2" in summary.detail
