@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Page, async_playwright
 
+from relay.quarantine.search import MessageQuery
 from tests.helpers.admin import EXTERNAL_RCPTS, PASSWORD, Env, admin_env, new_message
 from tests.integration.test_admin_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
@@ -121,6 +122,21 @@ async def _detail_confirm_delete(page: Page, env: Env, url: str, msg_id: str, sh
     assert stored is not None and stored.status == "deleted"
 
 
+async def _bulk_delete_all_matching(page: Page, env: Env, url: str, shots: Shots) -> None:
+    await page.goto(f"{url}/quarantine?subject=invoice")
+    assert "1 message held" in await page.locator("#count").inner_text()  # two were released
+    await page.get_by_label("all 1 matching this search").check()
+    await page.get_by_role("button", name="Delete…").click()
+    await page.get_by_role("heading", name="Delete 1 message?").wait_for()
+    await shots.take("bulk-delete-confirm")
+    await page.get_by_role("button", name="Yes, delete 1 message").click()
+    await page.wait_for_url("**/quarantine/bulk/done**")
+    assert await page.get_by_role("heading", name="1 of 1 message deleted").is_visible()
+    await shots.take("bulk-delete-summary")
+    page3 = await env.store.search(MessageQuery(subject="Invoice 3"))
+    assert [m.status for m in page3.items] == ["deleted"]
+
+
 async def _release_as_sent_confirm(page: Page, url: str, msg_id: str, shots: Shots) -> None:
     await page.goto(f"{url}/quarantine/{msg_id}")
     await page.get_by_role("link", name="Release as sent…").click()
@@ -158,6 +174,7 @@ async def test_workbench_in_chromium(tmp_path: Path, width: int) -> None:
             await shots.take("list")
             await _search(page, shots)
             await _bulk_release(page, env, env.url, ids, shots)
+            await _bulk_delete_all_matching(page, env, env.url, shots)
             await _release_as_sent_confirm(page, env.url, ids["Welcome to the training"], shots)
             await _detail_confirm_delete(
                 page, env, env.url, ids["Parents' evening on Thursday"], shots
