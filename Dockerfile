@@ -4,6 +4,9 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     CCGUARD_CONFIG=/etc/ccguard/ccguard.toml
 
+# Pango: WeasyPrint lays out the evidence report's PDF with it (`ccguard report --format pdf`).
+RUN apt-get update && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10025 --home-dir /var/lib/ccguard --create-home ccguard
 WORKDIR /opt/ccguard
 COPY pyproject.toml README.md ./

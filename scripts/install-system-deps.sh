@@ -4,7 +4,9 @@
 # openssl (makes the test certificates of the STARTTLS tests), libnet-ssleay-perl (swaks
 # --tls), libsasl2-modules (Postfix's SASL client offers PLAIN/LOGIN only with it),
 # haproxy (a real load balancer in front of ccguard sending PROXY protocol v2 headers),
-# postgresql (initdb/pg_ctl: the tests start private clusters as the 'postgres' user).
+# postgresql (initdb/pg_ctl: the tests start private clusters as the 'postgres' user),
+# poppler-utils (pdftoppm/pdftotext: the evidence report's PDF is turned into PNG and text
+# and checked).
 set -euo pipefail
 need=()
 command -v swaks >/dev/null || need+=(swaks)
@@ -17,6 +19,7 @@ perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl)
 dpkg -s libsasl2-modules >/dev/null 2>&1 || need+=(libsasl2-modules)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v pdftoppm >/dev/null || need+=(poppler-utils)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

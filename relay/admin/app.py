@@ -19,6 +19,9 @@ from relay.admin.api import api_routes
 from relay.admin.api_workbench import workbench_api_routes
 from relay.admin.bodies import BodyLimit
 from relay.admin.context import AdminContext, context_of
+from relay.admin.overview_web import overview_routes
+from relay.admin.report import ReportSource
+from relay.admin.report_render import add_filters
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec, load_session_key
 from relay.admin.web import web_routes
@@ -127,6 +130,7 @@ def create_admin_app(
     metrics: Metrics | None = None,
     claim_lease: float = CLAIM_STALE_AFTER,
     matcher: DomainMatcher | None = None,
+    report: ReportSource | None = None,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
 
@@ -136,6 +140,7 @@ def create_admin_app(
     counts refused requests.  Request bodies are capped at ``max_request_bytes``.
     ``matcher`` knows the organisation's domains (recipients are marked internal or
     external; without it, all are external).
+    ``report``: the policy and hash key the evidence report shows and uses.
     The session key is ``settings.session_key_file``'s (shared by every instance),
     else ``settings.session_secret``; without either it is random: sessions end at restart.
     """
@@ -151,6 +156,7 @@ def create_admin_app(
         *bulk_web_routes(),
         *workbench_web_routes(),
         *web_routes(),
+        *overview_routes(),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     context = AdminContext(
@@ -173,4 +179,6 @@ def create_admin_app(
     app.state.ccguard_admin = context
     app.state.ccguard_templates = _templates()
     app.state.ccguard_matcher = matcher or DomainMatcher(())
+    add_filters(app.state.ccguard_templates.env)
+    app.state.ccguard_report = report
     return app

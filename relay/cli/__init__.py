@@ -33,6 +33,7 @@ COMMANDS = (
     "relay.cli.admin",
     "relay.cli.smtp_user",
     "relay.cli.db",
+    "relay.cli.report",
 )
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "POLICY_MODES",
     "PROXY_FAILURES",
     "REFUSAL_REASONS",
+    "REPORT_FORMATS",
     "SMTP_STAGES",
     "TLS_FAILURES",
     "TLS_VERSIONS",
@@ -82,6 +83,7 @@ BULK_RESULTS = (
     "released", "deleted", "deferred", "upstream_failed", "conflict", "not_found", "refused",
     "store_failed",
 )  # fmt: skip
+REPORT_FORMATS = ("pdf", "html", "json")
 #: Cross-process claims: what they guard, and what happened to one.
 CLAIM_KINDS = ("split", "release")
 CLAIM_EVENTS = ("taken_over", "wait_timed_out", "lost")
@@ -286,6 +288,14 @@ class Metrics(FrontDoorMetrics):
             ["action", "result"],
             registry=self.registry,
         )
+        self.admin_reports = Counter(
+            "ccguard_admin_reports",
+            "Evidence reports downloaded from the overview page, by format.",
+            ["format"],
+            registry=self.registry,
+        )
+        for fmt in REPORT_FORMATS:
+            self.admin_reports.labels(format=fmt)
 
     def _info(self, version: str) -> None:
         reg = self.registry
@@ -364,6 +374,11 @@ class Metrics(FrontDoorMetrics):
         """Count one message of a bulk decision (values outside BULK_* are ignored)."""
         if action in BULK_ACTIONS and result in BULK_RESULTS:
             self.bulk_messages.labels(action=action, result=result).inc()
+
+    def report_made(self, fmt: str) -> None:
+        """Count one evidence report downloaded (``fmt`` one of REPORT_FORMATS)."""
+        if fmt in REPORT_FORMATS:
+            self.admin_reports.labels(format=fmt).inc()
 
     def notification(self, result: str) -> None:
         """Count one sender notice: ``sent`` or ``failed``."""

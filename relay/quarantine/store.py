@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from relay.envelope import Envelope
     from relay.policy.verdict import Verdict
     from relay.quarantine.search import AuditPage, AuditQuery, MessageQuery
+    from relay.quarantine.stats import PeriodRow
 
 __all__ = [
     "CLAIM_STALE_AFTER",
@@ -323,3 +324,10 @@ class QuarantineStore(Protocol):
         self, query: AuditQuery, *, limit: int = 100, offset: int = 0
     ) -> AuditPage:
         """Audit entries matching ``query`` newest first, with the total."""
+
+    # -- overview -------------------------------------------------------------
+
+    async def period_rows(self, start: float, end: float) -> builtins.list[PeriodRow]:
+        """Messages received, released or deleted in ``[start, end)`` (epoch seconds),
+        oldest first, as address-free :class:`~relay.quarantine.stats.PeriodRow` rows (the
+        sender aside); raises StoreError past ``MAX_PERIOD_ROWS``."""
