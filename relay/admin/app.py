@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -88,6 +89,14 @@ def _datetime_s(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _addr(address: str) -> Markup:
+    """An address that may wrap after its ``@`` (and nowhere inside a word), escaped."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return escape(address)
+    return escape(local) + Markup("@<wbr>") + escape(domain)
+
+
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
@@ -113,6 +122,7 @@ def _templates() -> Jinja2Templates:
     templates.env.filters["datetime"] = _datetime
     templates.env.filters["datetime_s"] = _datetime_s
     templates.env.filters["size"] = _size
+    templates.env.filters["addr"] = _addr
     return templates
 
 
