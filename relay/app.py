@@ -10,6 +10,7 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -31,6 +32,7 @@ from relay.observability.logging import configure_logging
 from relay.observability.metrics import Metrics
 from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
+from relay.review.wiring import SelfServiceParts, build_self_service, sender_server
 from relay.settings import Settings, parse_listen
 from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.access import NetworkAccess
@@ -47,7 +49,12 @@ class Relay:
     """One running ccguard: SMTP front, upstream, quarantine, admin and metrics."""
 
     def __init__(
-        self, settings: Settings, *, log: Any | None = None, redactor: Redactor | None = None
+        self,
+        settings: Settings,
+        *,
+        log: Any | None = None,
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log if log is not None else structlog.get_logger("ccguard")
@@ -59,7 +66,9 @@ class Relay:
         self.upstream = UpstreamClient(
             settings.upstream, local_hostname=settings.smtp.hostname, metrics=self.metrics
         )
-        self.store: QuarantineStore = open_store(settings.quarantine)
+        # ``clock`` (tests only): the store's and the undo holds' time, settable.
+        self._clock = clock or time.time
+        self.store: QuarantineStore = open_store(settings.quarantine, clock=clock)
         self.dispatcher = Dispatcher(
             upstream=self.upstream,
             store=self.store,
@@ -69,6 +78,11 @@ class Relay:
             metrics=self.metrics,
             redact=self.redactor.address,
         )
+        self.releaser = QuarantineReleaser(
+            self.upstream, self.matcher, log=self.log, redact=self.redactor.address
+        )
+        self.self_service = self._self_service()
+        self.dispatcher.held_hook = self.self_service.holds
         # Two pools: a flood of SMTP AUTH guesses must not make admin logins wait or fail.
         self.hashing = HashingPool()  # SMTP AUTH
         self.admin_hashing = HashingPool()
@@ -78,6 +92,14 @@ class Relay:
         self.http: list[HttpServer] = []
         self._stop_background = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+
+    def _self_service(self) -> SelfServiceParts:
+        return build_self_service(
+            settings=self.settings, store=self.store, releaser=self.releaser,
+            splitter=self.dispatcher.splitter, send_mail=self.dispatcher.notices.send,
+            log=self.log, redact=self.redactor.address, count=self.metrics.self_service,
+            clock=self._clock,
+        )  # fmt: skip
 
     def _front_context(self) -> FrontContext:
         settings = self.settings
@@ -142,6 +164,8 @@ class Relay:
             await server.start()
             self.http.append(server)
         self._background.append(asyncio.create_task(self._retention()))
+        holds = self.self_service.holds.run(self._stop_background)
+        self._background.append(asyncio.create_task(holds))
         self._warn_without_admins()
         self._warn_smtp_auth()
         self._warn_proxy_overlap()
@@ -236,15 +260,16 @@ class Relay:
         if metrics.listen:
             app = Starlette(routes=self._observability())
             servers.append(HttpServer("metrics", app, metrics.listen))
+        review_server, sender_page = sender_server(self.self_service, self.settings)
+        servers += [review_server] if review_server is not None else []
         if admin.enabled:
-            extra = [] if metrics.listen else self._observability()
-            releaser = QuarantineReleaser(
-                self.upstream, self.matcher, log=self.log, redact=self.redactor.address
-            )
+            extra = ([] if metrics.listen else self._observability()) + sender_page
             app = create_admin_app(
                 settings=admin,
                 store=self.store,
-                releaser=releaser,
+                releaser=self.releaser,
+                review=self.self_service.review,
+                desk=self.self_service.desk,
                 users=UserDB(admin.users_file),
                 log=self.log,
                 extra_routes=extra,

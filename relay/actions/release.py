@@ -34,6 +34,7 @@ __all__ = [
     "TransactionOpener",
     "check_hidden_release",
     "release_bytes",
+    "split_trace",
 ]
 
 HIDDEN = "hidden"
@@ -111,12 +112,12 @@ def release_bytes(stored: StoredMessage, mode: str, matcher: DomainMatcher) -> b
             (TAG_RULE, stored.rule or "none"),
             (TAG_EXPOSURE, exposure_text(stored.exposure)),
         ]
-        trace, client = _split_trace(held)
+        trace, client = split_trace(held)
         return trace + rewrite_message(client, matcher, tags=tags).message
     raise ValueError(f"unknown release mode {mode!r}; use {RELEASE_AS_IS!r} or {RELEASE_REWRITE!r}")
 
 
-def _split_trace(held: ParsedMessage) -> tuple[bytes, ParsedMessage]:
+def split_trace(held: ParsedMessage) -> tuple[bytes, ParsedMessage]:
     """(ccguard's Received header, the client's message) of a held message.
 
     The SMTP front stored its trace header first; live delivery puts the tags

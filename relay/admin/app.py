@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from markupsafe import Markup, escape
 from starlette.applications import Starlette
@@ -23,6 +24,7 @@ from relay.admin.context import AdminContext, context_of
 from relay.admin.overview_web import overview_routes
 from relay.admin.report import ReportSource
 from relay.admin.report_render import add_filters
+from relay.admin.requests_web import requests_routes
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec, load_session_key
 from relay.admin.web import web_routes
@@ -35,6 +37,9 @@ from relay.inspect.domains import DomainMatcher
 from relay.observability.metrics import Metrics
 from relay.quarantine.store import CLAIM_STALE_AFTER, QuarantineStore
 from relay.settings import AdminSettings
+
+if TYPE_CHECKING:
+    from relay.review.desk import RequestDesk
 
 __all__ = ["CONTENT_SECURITY_POLICY", "create_admin_app"]
 
@@ -140,6 +145,8 @@ def create_admin_app(
     metrics: Metrics | None = None,
     claim_lease: float = CLAIM_STALE_AFTER,
     matcher: DomainMatcher | None = None,
+    review: Review | None = None,
+    desk: RequestDesk | None = None,
     report: ReportSource | None = None,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
@@ -153,6 +160,8 @@ def create_admin_app(
     ``report``: the policy and hash key the evidence report shows and uses.
     The session key is ``settings.session_key_file``'s (shared by every instance),
     else ``settings.session_secret``; without either it is random: sessions end at restart.
+    ``review`` replaces the audited review built here; ``desk`` (sender self-service,
+    relay/review/desk.py) adds the release-request pages and API.
     """
     if codec is None:
         secret = settings.session_secret
@@ -161,6 +170,7 @@ def create_admin_app(
         codec = SessionCodec(secret, settings.session_max_age)
     routes: list[BaseRoute] = [
         *extra_routes,
+        *(requests_routes() if desk is not None else []),
         *api_routes(),
         *workbench_api_routes(),
         *bulk_web_routes(),
@@ -171,7 +181,7 @@ def create_admin_app(
     ]
     context = AdminContext(
         settings=settings,
-        review=Review(store, releaser, log, claim_lease=claim_lease),
+        review=review or Review(store, releaser, log, claim_lease=claim_lease),
         users=users,
         codec=codec,
         throttle=throttle or LoginThrottle(),
@@ -187,6 +197,7 @@ def create_admin_app(
         exception_handlers={UsersFileError: _users_file_broken},
     )
     app.state.ccguard_admin = context
+    app.state.ccguard_desk = desk
     app.state.ccguard_templates = _templates()
     app.state.ccguard_matcher = matcher or DomainMatcher(())
     add_filters(app.state.ccguard_templates.env)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -118,6 +118,9 @@ class Review:
         self.releaser = releaser
         self.log = log
         self.claim_lease = claim_lease
+        #: Sender self-service (relay/review/desk.py): refuses a release as sent
+        #: that needs two reviewers' approval (raises FourEyesError).
+        self.as_is_guard: Callable[[StoredMessage, str], Awaitable[None]] | None = None
 
     async def audit(
         self, actor: str, action: str, target: str, result: str, detail: str = ""
@@ -210,6 +213,8 @@ class Review:
     ) -> ReleaseReport:
         if mode == MODE_HIDDEN:
             await self._refuse_visible_attendees(stored, actor)
+        elif self.as_is_guard is not None:
+            await self.as_is_guard(stored, actor)
         progress = await self.progress(stored.id)
         try:
             attempt = await releaser.release(stored, mode, progress.pending(stored.rcpt_tos))

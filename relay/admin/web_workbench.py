@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from relay.admin.context import context_of
 from relay.admin.filters import MESSAGE_FIELDS, audit_query, describe_filter, message_query
-from relay.admin.web import render, to_login
+from relay.admin.web import pending_requests, render, to_login
 from relay.quarantine.search import AuditQuery, MessageQuery
 from relay.quarantine.store import STATUSES, QuarantineStore
 
@@ -85,6 +85,7 @@ async def _list(request: Request) -> Response:
         request, "list.html", session, status,
         page=page, page_no=page_no, pages=max(1, math.ceil(page.total / PAGE_SIZE)),
         filters=params, statuses=(*STATUSES, "all"), error=error, no_match=no_match,
+        pending_requests=await pending_requests(request),
         prev_query=urlencode({**kept, "page": page_no - 1}),
         next_query=urlencode({**kept, "page": page_no + 1}),
     )  # fmt: skip

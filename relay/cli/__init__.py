@@ -30,6 +30,7 @@ COMMANDS = (
     "relay.cli.health",
     "relay.cli.quarantine",
     "relay.cli.audit",
+    "relay.cli.requests",
     "relay.cli.admin",
     "relay.cli.smtp_user",
     "relay.cli.db",

@@ -34,6 +34,7 @@ from relay.observability.metrics_front import (
     FrontDoorMetrics,
     code_class,
 )
+from relay.observability.metrics_review import SelfServiceMetrics
 
 if TYPE_CHECKING:
     from relay.policy.verdict import Verdict
@@ -111,7 +112,7 @@ class _WithoutCreated:
             yield metric
 
 
-class Metrics(FrontDoorMetrics):
+class Metrics(FrontDoorMetrics, SelfServiceMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -135,6 +136,7 @@ class Metrics(FrontDoorMetrics):
         self._quarantine()
         self._inflight()
         self._admin()
+        self._self_service()
         self._info(version)
         self.set_policy_mode(mode)
 

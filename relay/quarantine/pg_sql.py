@@ -16,6 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import DictRow
 
 from relay.errors import QuarantineClaimedError, QuarantineNotFound, QuarantineStateError
+from relay.quarantine.requests import SQL, pg_sql
 from relay.quarantine.sqlite_sql import SUMMARY_COLUMNS
 from relay.quarantine.store import (
     HELD,
@@ -124,6 +125,8 @@ async def expire_messages(conn: Conn, cutoff_epoch: float) -> int:
         "(SELECT %s || id FROM messages WHERE received_at < %s)",
         (_RELEASE_PREFIX, cutoff_epoch),
     )
+    for statement in SQL.PURGE:  # requests, approvals, holds and used tokens go with them
+        await conn.execute(pg_sql(statement), {"cutoff": cutoff_epoch})
     cur = await conn.execute("DELETE FROM messages WHERE received_at < %s", (cutoff_epoch,))
     return int(cur.rowcount)
 

@@ -36,6 +36,7 @@ from relay.quarantine.sqlite_claims import (
     require_claim,
     set_claim,
 )
+from relay.quarantine.sqlite_requests import SqliteRequestMethods
 from relay.quarantine.sqlite_search import SqliteSearchMethods
 from relay.quarantine.sqlite_sql import (
     FULL_COLUMNS,
@@ -71,7 +72,7 @@ __all__ = ["SqliteStore", "new_message_id"]
 T = TypeVar("T")
 
 
-class SqliteStore(SqliteStatsMethods, SqliteSearchMethods):
+class SqliteStore(SqliteRequestMethods, SqliteStatsMethods, SqliteSearchMethods):
     """The quarantine, split ledger and audit log in one SQLite file (WAL)."""
 
     def __init__(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from relay.envelope import Envelope
     from relay.policy.verdict import Verdict
+    from relay.quarantine.requests import DelayTimer, ReleaseRequest
     from relay.quarantine.search import AuditPage, AuditQuery, MessageQuery
     from relay.quarantine.stats import PeriodRow
 
@@ -35,6 +36,7 @@ __all__ = [
     "RELEASE_AS_IS",
     "RELEASE_MODES",
     "RELEASE_REWRITE",
+    "RELEASE_SPLIT",
     "STATUSES",
     "AuditEntry",
     "Lease",
@@ -56,7 +58,9 @@ RELEASE_AS_IS = "as-is"
 """Release mode: deliver the stored bytes unchanged."""
 RELEASE_REWRITE = "rewrite"
 """Release mode: deliver with external recipients hidden (the rewrite action)."""
-RELEASE_MODES: tuple[str, ...] = (RELEASE_AS_IS, RELEASE_REWRITE)
+RELEASE_SPLIT = "split"
+"""Release mode: one copy per recipient (the split action), chosen by the sender."""
+RELEASE_MODES: tuple[str, ...] = (RELEASE_AS_IS, RELEASE_REWRITE, RELEASE_SPLIT)
 
 CLAIM_STALE_AFTER = 30.0
 """Seconds after which a release claim that was not renewed counts as abandoned (its
@@ -313,6 +317,54 @@ class QuarantineStore(Protocol):
         self, limit: int = 100, target: str | None = None
     ) -> builtins.list[AuditEntry]:
         """Audit entries newest first, optionally only those about ``target``."""
+
+    # -- sender self-service (issue 14): tokens, release requests, undo holds ------
+    # Rows live in relay/quarantine/sqlite_requests.py and pg_requests.py.
+
+    async def use_token(self, token_id: str, message_id: str, action: str) -> bool:
+        """Record a self-service token as used by ``action``; False if it was used
+        before (one conditional insert: exactly one use wins)."""
+
+    async def token_used(self, token_id: str) -> str | None:
+        """The action a token was used for, or None if it is unused."""
+
+    async def add_request(
+        self, message_id: str, requester: str, justification: str, approvals_needed: int = 1
+    ) -> ReleaseRequest:
+        """A pending release request for a held message; raises QuarantineNotFound,
+        QuarantineStateError (not held) or RequestStateError (one is pending already)."""
+
+    async def get_request(self, request_id: str) -> ReleaseRequest | None:
+        """The request with its approvals, or None."""
+
+    async def list_requests(
+        self, *, status: str | None = None, message_id: str | None = None, limit: int = 100
+    ) -> builtins.list[ReleaseRequest]:
+        """Requests newest first, optionally only one status or one message's."""
+
+    async def approve_request(
+        self, request_id: str, reviewer: str, comment: str = ""
+    ) -> ReleaseRequest:
+        """Add an approval; ``approved`` once it has ``approvals_needed``.  Raises
+        RequestNotFound, RequestStateError (not pending) or FourEyesError (the
+        reviewer made the request or approved it already)."""
+
+    async def deny_request(
+        self, request_id: str, reviewer: str, comment: str = ""
+    ) -> ReleaseRequest:
+        """pending → denied; raises RequestNotFound / RequestStateError."""
+
+    async def set_delay(self, message_id: str, deliver_at: float, mode: str) -> None:
+        """Start the undo-hold timer: deliver with ``mode`` at ``deliver_at`` (epoch)."""
+
+    async def get_delay(self, message_id: str) -> DelayTimer | None:
+        """The message's undo-hold timer, or None."""
+
+    async def due_delays(self, limit: int = 50) -> builtins.list[DelayTimer]:
+        """Pending timers whose time has come, of messages still held."""
+
+    async def finish_delay(self, message_id: str, status: str) -> bool:
+        """pending → ``status`` (``done`` / ``cancelled``); False if not pending."""
 
     # -- workbench: search, audit listing (relay/quarantine/search.py) -------
 
