@@ -27,7 +27,10 @@ __all__ = ["explain_no_match", "workbench_web_routes"]
 
 PAGE_SIZE = 50
 AUDIT_PAGE_SIZE = 50
-KNOWN_ACTIONS = ("login", "logout", "view", "release", "delete", "bulk", "purge")
+KNOWN_ACTIONS = (
+    "login", "logout", "view", "release", "delete", "bulk", "purge", "request", "approve", "deny",
+    "report",
+)  # fmt: skip
 _FAVICON = Path(__file__).parent / "static" / "favicon.svg"
 
 
