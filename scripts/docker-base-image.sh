@@ -54,6 +54,7 @@ if [ ! -s "$tarball" ]; then
   ln -sf python3 "$root/usr/bin/python"
   ln -sf pip3 "$root/usr/bin/pip"
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  chmod 0755 "$root"  # mktemp made it 0700: it becomes the image's /
   tar -C "$root" --numeric-owner -cf "$tarball.tmp" .
   mv "$tarball.tmp" "$tarball"
 fi
