@@ -4,7 +4,14 @@
 # openssl (makes the test certificates of the STARTTLS tests), libnet-ssleay-perl (swaks
 # --tls), libsasl2-modules (Postfix's SASL client offers PLAIN/LOGIN only with it),
 # haproxy (a real load balancer in front of ccguard sending PROXY protocol v2 headers),
-# postgresql (initdb/pg_ctl: the tests start private clusters as the 'postgres' user).
+# postgresql (initdb/pg_ctl: the tests start private clusters as the 'postgres' user),
+# docker.io + debootstrap (the container tests build and run the image on a private
+# dockerd, tests/helpers/docker.py), docker-compose (validates deploy/compose.yaml).
+#
+# Only the programs are wanted, never a system-wide service: while installing, a
+# policy-rc.d refuses every service start (sysvinit and systemd alike), and afterwards
+# the units of prometheus and docker.io are disabled, so nothing starts at boot either.
+# Enable them yourself if you want them (`systemctl enable --now prometheus`).
 set -euo pipefail
 need=()
 command -v swaks >/dev/null || need+=(swaks)
@@ -17,6 +24,9 @@ perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl)
 dpkg -s libsasl2-modules >/dev/null 2>&1 || need+=(libsasl2-modules)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+[ -x /usr/sbin/dockerd ] || need+=(docker.io)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -29,6 +39,25 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO mkdir -p /etc/postgresql-common
   [ -e /etc/postgresql-common/createcluster.conf ] ||
     echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# ccguard install-system-deps.sh: start no services\nexit 101\n' |
+      $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod 755 /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confold "${need[@]}"
+  units=()
+  for pkg in "${need[@]}"; do
+    case $pkg in
+      prometheus) units+=(prometheus.service) ;;
+      docker.io) units+=(docker.service docker.socket containerd.service) ;;
+    esac
+  done
+  if [ ${#units[@]} -gt 0 ] && command -v deb-systemd-helper >/dev/null; then
+    for unit in "${units[@]}"; do
+      $SUDO deb-systemd-helper disable "$unit" 2>/dev/null || true
+    done
+    echo "not enabled (start them yourself if you want them): ${units[*]}"
+  fi
 fi
