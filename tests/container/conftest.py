@@ -6,9 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers.docker import BuiltImage, Docker, build_image, docker_daemon
-
-_BUILT: list[BuiltImage] = []
+from tests.helpers.docker import SUMMARY, BuiltImage, Docker, build_image, docker_daemon
 
 
 @pytest.fixture(scope="session")
@@ -23,15 +21,10 @@ def docker() -> Iterator[Docker]:
 def image(docker: Docker) -> BuiltImage:
     """``docker build`` of the repository's Dockerfile (base: python:3.11-slim, or the
     debootstrap stand-in when no registry can be reached)."""
-    built = build_image(docker)
-    _BUILT.append(built)
-    return built
+    return build_image(docker)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say which base image the container tests used and what building cost."""
-    for built in _BUILT:
-        terminalreporter.write_line(
-            f"container image {built.tag}: base {built.base} "
-            f"(ready in {built.base_seconds:.1f} s), built in {built.build_seconds:.1f} s"
-        )
+    """Say which base and images the container tests used and what building cost."""
+    for line in SUMMARY:
+        terminalreporter.write_line(line)

@@ -24,10 +24,12 @@ from pathlib import Path
 
 from tests.helpers.process import ROOT
 
-__all__ = ["CACHE", "BuiltImage", "Docker", "build_image", "docker_daemon"]
+__all__ = ["CACHE", "SUMMARY", "BuiltImage", "Docker", "build_image", "docker_daemon"]
 
 CACHE = Path(os.environ.get("CCGUARD_CI_CACHE", "/var/cache/ccguard-ci"))
 IMAGE_TAG = "ccguard:ci"
+#: Lines for the end of the test run: which base and images were used, build times.
+SUMMARY: list[str] = []
 
 
 def _docker_binary() -> str:
@@ -180,4 +182,9 @@ def build_image(docker: Docker) -> BuiltImage:
     if cert and Path(cert).is_file():
         args += ["--secret", f"id=pip_cert,src={cert}"]
     docker.run(*args, str(ROOT), timeout=900)
-    return BuiltImage(IMAGE_TAG, base, based - started, time.monotonic() - based)
+    built = BuiltImage(IMAGE_TAG, base, based - started, time.monotonic() - based)
+    SUMMARY.append(
+        f"container image {built.tag}: base {built.base} "
+        f"(ready in {built.base_seconds:.1f} s), built in {built.build_seconds:.1f} s"
+    )
+    return built
