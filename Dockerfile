@@ -16,6 +16,10 @@ LABEL org.opencontainers.image.title="ccguard" \
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 CCGUARD_CONFIG=/etc/ccguard/ccguard.toml
 
+# Pango: WeasyPrint lays out the evidence report's PDF with it (`ccguard report --format pdf`).
+RUN apt-get update && apt-get install -y --no-install-recommends libpango-1.0-0 libpangoft2-1.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
 # No --create-home: /etc/skel's dot files have no business in the quarantine's folder.
 # A new named volume takes this folder's owner and mode (0700), so held messages stay
 # private to the ccguard user.

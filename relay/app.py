@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute
 from relay import __version__
 from relay.actions import Dispatcher, QuarantineReleaser
 from relay.admin import create_admin_app
+from relay.admin.report import ReportSource
 from relay.credentials.hashing import HashingPool
 from relay.credentials.throttle import LoginThrottle
 from relay.credentials.users import UserDB, UsersFileError
@@ -250,10 +251,16 @@ class Relay:
                 hashing=self.admin_hashing,
                 metrics=self.metrics,
                 claim_lease=self.settings.quarantine.claim_lease,
+                report=self.report_source(),
             )
             tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}
             servers.append(HttpServer("admin", app, admin.listen, **tls))
         return servers
+
+    def report_source(self) -> ReportSource:
+        """The policy in force and the log hash key, for the evidence report."""
+        org = self.settings.organisation
+        return ReportSource(self.settings.policy, tuple(org.internal_domains), self.redactor)
 
     def _checks(self) -> dict[str, Any]:
         async def smtp() -> CheckResult:

@@ -14,6 +14,7 @@ __all__ = [
     "QuarantineClaimedError",
     "QuarantineNotFound",
     "QuarantineStateError",
+    "ReportError",
     "StoreError",
     "UpstreamError",
     "UpstreamPermanentError",
@@ -153,3 +154,7 @@ class CalendarAttendeesVisible(CCGuardError):
             "recipients cannot hide its attendee list, so it was not released. "
             "Release it as sent (as-is) only if every attendee may see the others, or delete it."
         )
+
+
+class ReportError(CCGuardError):
+    """The evidence report could not be made (e.g. the PDF renderer is not installed)."""

@@ -5,6 +5,8 @@
 # --tls), libsasl2-modules (Postfix's SASL client offers PLAIN/LOGIN only with it),
 # haproxy (a real load balancer in front of ccguard sending PROXY protocol v2 headers),
 # postgresql (initdb/pg_ctl: the tests start private clusters as the 'postgres' user),
+# poppler-utils (pdftoppm/pdftotext: the evidence report's PDF is turned into PNG and text
+# and checked),
 # docker.io + debootstrap (the container tests build and run the image on a private
 # dockerd, tests/helpers/docker.py), docker-compose (validates deploy/compose.yaml).
 #
@@ -24,6 +26,7 @@ perl -MNet::SSLeay -e1 2>/dev/null || need+=(libnet-ssleay-perl)
 dpkg -s libsasl2-modules >/dev/null 2>&1 || need+=(libsasl2-modules)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v pdftoppm >/dev/null || need+=(poppler-utils)
 [ -x /usr/sbin/dockerd ] || need+=(docker.io)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v docker-compose >/dev/null || need+=(docker-compose)

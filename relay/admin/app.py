@@ -18,6 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from relay.admin.api import api_routes
 from relay.admin.bodies import BodyLimit
 from relay.admin.context import AdminContext, context_of
+from relay.admin.overview_web import overview_routes
+from relay.admin.report import ReportSource
+from relay.admin.report_render import add_filters
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec, load_session_key
 from relay.admin.web import web_routes
@@ -115,6 +118,7 @@ def create_admin_app(
     hashing: HashingPool | None = None,
     metrics: Metrics | None = None,
     claim_lease: float = CLAIM_STALE_AFTER,
+    report: ReportSource | None = None,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
 
@@ -122,6 +126,7 @@ def create_admin_app(
     ``throttle``, ``codec`` and ``hashing`` replace the default login throttle,
     session codec and password-hashing pool (2 threads, 8 waiting); ``metrics``
     counts refused requests.  Request bodies are capped at ``max_request_bytes``.
+    ``report``: the policy and hash key the evidence report shows and uses.
     The session key is ``settings.session_key_file``'s (shared by every instance),
     else ``settings.session_secret``; without either it is random: sessions end at restart.
     """
@@ -134,6 +139,7 @@ def create_admin_app(
         *extra_routes,
         *api_routes(),
         *web_routes(),
+        *overview_routes(),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     context = AdminContext(
@@ -155,4 +161,6 @@ def create_admin_app(
     )
     app.state.ccguard_admin = context
     app.state.ccguard_templates = _templates()
+    add_filters(app.state.ccguard_templates.env)
+    app.state.ccguard_report = report
     return app

@@ -82,7 +82,7 @@ def _safe_next(target: str | None) -> str:
     # Only local paths: never redirect a freshly logged-in admin to another site.
     if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
         return target
-    return "/quarantine"
+    return "/overview"
 
 
 async def _login_form(request: Request) -> Response:
@@ -175,7 +175,8 @@ async def _logout(request: Request) -> Response:
 
 
 async def _home(request: Request) -> Response:
-    return RedirectResponse("/quarantine", status_code=303)
+    # Reviewers land on the overview: what is held now, then one click to the list.
+    return RedirectResponse("/overview", status_code=303)
 
 
 async def _list(request: Request) -> Response:

@@ -32,6 +32,7 @@ COMMANDS = (
     "relay.cli.admin",
     "relay.cli.smtp_user",
     "relay.cli.db",
+    "relay.cli.report",
 )
 
 

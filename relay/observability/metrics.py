@@ -51,6 +51,7 @@ __all__ = [
     "POLICY_MODES",
     "PROXY_FAILURES",
     "REFUSAL_REASONS",
+    "REPORT_FORMATS",
     "SMTP_STAGES",
     "TLS_FAILURES",
     "TLS_VERSIONS",
@@ -74,6 +75,7 @@ STORE_POOL_STATES = ("open", "idle", "waiting")
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
+REPORT_FORMATS = ("pdf", "html", "json")
 #: Cross-process claims: what they guard, and what happened to one.
 CLAIM_KINDS = ("split", "release")
 CLAIM_EVENTS = ("taken_over", "wait_timed_out", "lost")
@@ -270,6 +272,14 @@ class Metrics(FrontDoorMetrics):
         )
         for reason in ADMIN_REFUSAL_REASONS:
             self.admin_refused_requests.labels(reason=reason)
+        self.admin_reports = Counter(
+            "ccguard_admin_reports",
+            "Evidence reports downloaded from the overview page, by format.",
+            ["format"],
+            registry=self.registry,
+        )
+        for fmt in REPORT_FORMATS:
+            self.admin_reports.labels(format=fmt)
 
     def _info(self, version: str) -> None:
         reg = self.registry
@@ -343,6 +353,11 @@ class Metrics(FrontDoorMetrics):
         """Count one refused admin request; ``reason`` is one of ADMIN_REFUSAL_REASONS."""
         if reason in ADMIN_REFUSAL_REASONS:
             self.admin_refused_requests.labels(reason=reason).inc()
+
+    def report_made(self, fmt: str) -> None:
+        """Count one evidence report downloaded (``fmt`` one of REPORT_FORMATS)."""
+        if fmt in REPORT_FORMATS:
+            self.admin_reports.labels(format=fmt).inc()
 
     def notification(self, result: str) -> None:
         """Count one sender notice: ``sent`` or ``failed``."""

@@ -31,6 +31,7 @@ from relay.quarantine.pg_conn import translate_error as _translate
 from relay.quarantine.pg_leases import PgLeaseMethods, database_now
 from relay.quarantine.pg_schema import SCHEMA_VERSION, migrate, schema_version
 from relay.quarantine.pg_sql import CLEAR_CLAIM, FULL_COLUMNS, SUMMARY_COLUMNS, Conn
+from relay.quarantine.pg_stats import PgStatsMethods
 from relay.quarantine.sqlite_sql import new_message_id, new_message_row
 from relay.quarantine.store import (
     CLAIM_STALE_AFTER,
@@ -52,7 +53,7 @@ T = TypeVar("T")
 _DRIVER_ERRORS = (psycopg.Error, PoolTimeout, TimeoutError, OSError)
 
 
-class PgStore(PgLeaseMethods):
+class PgStore(PgLeaseMethods, PgStatsMethods):
     """The quarantine, split ledger, leases and audit log in one PostgreSQL database.
 
     Release claims and leases expire by the DATABASE's clock, so instances on

@@ -47,6 +47,7 @@ from relay.quarantine.sqlite_sql import (
     row_to_stored,
     row_to_summary,
 )
+from relay.quarantine.sqlite_stats import SqliteStatsMethods
 from relay.quarantine.sqlite_tx import write_transaction
 from relay.quarantine.sqlite_worker import SqliteWorker
 from relay.quarantine.store import (
@@ -69,7 +70,7 @@ __all__ = ["SqliteStore", "new_message_id"]
 T = TypeVar("T")
 
 
-class SqliteStore:
+class SqliteStore(SqliteStatsMethods):
     """The quarantine, split ledger and audit log in one SQLite file (WAL)."""
 
     def __init__(

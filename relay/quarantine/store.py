@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from relay.envelope import Envelope
     from relay.policy.verdict import Verdict
+    from relay.quarantine.stats import PeriodRow
 
 __all__ = [
     "CLAIM_STALE_AFTER",
@@ -311,3 +312,10 @@ class QuarantineStore(Protocol):
         self, limit: int = 100, target: str | None = None
     ) -> builtins.list[AuditEntry]:
         """Audit entries newest first, optionally only those about ``target``."""
+
+    # -- overview -------------------------------------------------------------
+
+    async def period_rows(self, start: float, end: float) -> builtins.list[PeriodRow]:
+        """Messages received, released or deleted in ``[start, end)`` (epoch seconds),
+        oldest first, as address-free :class:`~relay.quarantine.stats.PeriodRow` rows (the
+        sender aside); raises StoreError past ``MAX_PERIOD_ROWS``."""

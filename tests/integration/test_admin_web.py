@@ -87,7 +87,7 @@ async def test_wrong_password_says_nothing_about_which_part(env: Env) -> None:
 async def test_login_list_detail_release_logout(env: Env) -> None:
     msg_id = await env.store.put(new_message())
     resp = await _login(env.client)
-    assert resp.status_code == 303 and resp.headers["location"] == "/quarantine"
+    assert resp.status_code == 303 and resp.headers["location"] == "/overview"
 
     listing = await env.client.get("/quarantine")
     assert listing.status_code == 200
@@ -203,7 +203,7 @@ async def test_login_redirects_only_to_local_pages(env: Env) -> None:
         "next": "//evil.example.com/",
     }
     resp = await env.client.post("/login", data=form)
-    assert resp.status_code == 303 and resp.headers["location"] == "/quarantine"
+    assert resp.status_code == 303 and resp.headers["location"] == "/overview"
 
 
 async def test_message_with_malformed_headers_has_a_detail_page(env: Env) -> None:

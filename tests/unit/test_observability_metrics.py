@@ -48,6 +48,7 @@ EXPECTED_TYPES = {
     "ccguard_inflight_refusals_total": "counter",
     "ccguard_claim_events_total": "counter",
     "ccguard_admin_requests_refused_total": "counter",
+    "ccguard_admin_reports_total": "counter",
     "ccguard_build_info": "gauge",
     "ccguard_policy_mode": "gauge",
     "ccguard_smtp_tls_sessions_total": "counter",
@@ -56,7 +57,7 @@ EXPECTED_TYPES = {
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
                   "version", "mode", "le", "truncated", "replaced", "reason",
-                  "mechanism", "state", "event"}  # fmt: skip
+                  "mechanism", "state", "event", "format"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
