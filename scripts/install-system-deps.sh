@@ -10,10 +10,9 @@
 # docker.io + debootstrap (the container tests build and run the image on a private
 # dockerd, tests/helpers/docker.py), docker-compose (validates deploy/compose.yaml).
 #
-# Only the programs are wanted, never a system-wide service: while installing, a
-# policy-rc.d refuses every service start (sysvinit and systemd alike), and afterwards
-# the units of prometheus and docker.io are disabled, so nothing starts at boot either.
-# Enable them yourself if you want them (`systemctl enable --now prometheus`).
+# Only the programs are wanted, never a system-wide service: scripts/apt-install-no-services.sh
+# installs them so that no service is started, now or at boot (a Prometheus, a dockerd,
+# a Postfix); enable one yourself if you want it (`systemctl enable --now prometheus`).
 set -euo pipefail
 need=()
 command -v swaks >/dev/null || need+=(swaks)
@@ -42,25 +41,5 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO mkdir -p /etc/postgresql-common
   [ -e /etc/postgresql-common/createcluster.conf ] ||
     echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\n# ccguard install-system-deps.sh: start no services\nexit 101\n' |
-      $SUDO tee /usr/sbin/policy-rc.d >/dev/null
-    $SUDO chmod 755 /usr/sbin/policy-rc.d
-    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
-  fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    -o Dpkg::Options::=--force-confold "${need[@]}"
-  units=()
-  for pkg in "${need[@]}"; do
-    case $pkg in
-      prometheus) units+=(prometheus.service) ;;
-      docker.io) units+=(docker.service docker.socket containerd.service) ;;
-    esac
-  done
-  if [ ${#units[@]} -gt 0 ] && command -v deb-systemd-helper >/dev/null; then
-    for unit in "${units[@]}"; do
-      $SUDO deb-systemd-helper disable "$unit" 2>/dev/null || true
-    done
-    echo "not enabled (start them yourself if you want them): ${units[*]}"
-  fi
+  "$(dirname "$0")/apt-install-no-services.sh" "${need[@]}"
 fi
