@@ -26,13 +26,16 @@ DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recomme
 units=()
 for pkg in $(comm -13 <(echo "$before") <(installed)); do
   while IFS= read -r path; do
-    units+=("${path##*/}")
+    units+=("$pkg:${path##*/}")
   done < <(dpkg -L "$pkg" 2>/dev/null |
     grep -E '^(/usr)?/lib/systemd/system/[^/@]+\.(service|socket|timer)$' || true)
 done
 if [ ${#units[@]} -gt 0 ] && command -v deb-systemd-helper >/dev/null; then
-  for unit in "${units[@]}"; do
-    $SUDO deb-systemd-helper disable "$unit" >/dev/null 2>&1 || true
+  for entry in "${units[@]}"; do
+    # The way the package's own maintainer scripts call it (it refuses other callers):
+    # removes the unit's symlinks and the "enabled by the package" record.
+    $SUDO env DPKG_MAINTSCRIPT_PACKAGE="${entry%%:*}" \
+      deb-systemd-helper disable "${entry#*:}" >/dev/null 2>&1 || true
   done
-  echo "left disabled (systemctl enable --now UNIT to use one): ${units[*]}"
+  echo "left disabled (systemctl enable --now UNIT to use one): ${units[*]#*:}"
 fi
