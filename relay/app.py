@@ -10,6 +10,7 @@ import contextlib
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -26,12 +27,15 @@ from relay.credentials.users import UserDB, UsersFileError
 from relay.errors import ConfigError, StoreError
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
+from relay.milter import MilterContext, MilterListener
 from relay.observability.http import CheckResult, observability_routes
 from relay.observability.logging import configure_logging
 from relay.observability.metrics import Metrics
 from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
+from relay.review.wiring import SelfServiceParts, build_self_service, sender_server
 from relay.settings import Settings, parse_listen
+from relay.settings_milter import require_a_front
 from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.access import NetworkAccess
 from relay.smtp.auth import SmtpAuthenticator
@@ -47,7 +51,12 @@ class Relay:
     """One running ccguard: SMTP front, upstream, quarantine, admin and metrics."""
 
     def __init__(
-        self, settings: Settings, *, log: Any | None = None, redactor: Redactor | None = None
+        self,
+        settings: Settings,
+        *,
+        log: Any | None = None,
+        redactor: Redactor | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log if log is not None else structlog.get_logger("ccguard")
@@ -59,7 +68,9 @@ class Relay:
         self.upstream = UpstreamClient(
             settings.upstream, local_hostname=settings.smtp.hostname, metrics=self.metrics
         )
-        self.store: QuarantineStore = open_store(settings.quarantine)
+        # ``clock`` (tests only): the store's and the undo holds' time, settable.
+        self._clock = clock or time.time
+        self.store: QuarantineStore = open_store(settings.quarantine, clock=clock)
         self.dispatcher = Dispatcher(
             upstream=self.upstream,
             store=self.store,
@@ -69,15 +80,32 @@ class Relay:
             metrics=self.metrics,
             redact=self.redactor.address,
         )
+        self.releaser = QuarantineReleaser(
+            self.upstream, self.matcher, log=self.log, redact=self.redactor.address
+        )
+        self.self_service = self._self_service()
+        self.dispatcher.held_hook = self.self_service.holds
         # Two pools: a flood of SMTP AUTH guesses must not make admin logins wait or fail.
         self.hashing = HashingPool()  # SMTP AUTH
         self.admin_hashing = HashingPool()
         self.front = self._front_context()
+        require_a_front(settings.smtp.listen, settings.milter.listen)  # else ConfigError
+        self.milter = MilterListener(MilterContext(
+            settings.milter, self.front.decider, self.dispatcher, self.matcher, self.log,
+            self.redactor.address, self.metrics, settings.smtp.max_message_size))  # fmt: skip
         self.listener = SmtpListener(self.front)
         self.tls_listener = SmtpListener(self.front, implicit_tls=True)
         self.http: list[HttpServer] = []
         self._stop_background = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
+
+    def _self_service(self) -> SelfServiceParts:
+        return build_self_service(
+            settings=self.settings, store=self.store, releaser=self.releaser,
+            splitter=self.dispatcher.splitter, send_mail=self.dispatcher.notices.send,
+            log=self.log, redact=self.redactor.address, count=self.metrics.self_service,
+            clock=self._clock, claim_metrics=self.metrics,
+        )  # fmt: skip
 
     def _front_context(self) -> FrontContext:
         settings = self.settings
@@ -134,21 +162,25 @@ class Relay:
     async def start(self) -> None:
         """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
         await self.store.open()
-        host, port = parse_listen(self.settings.smtp.listen)
-        await self.listener.start(host, port)
+        host, port = parse_listen(self.settings.smtp.listen or "127.0.0.1:0")
+        if self.settings.smtp.listen:
+            await self.listener.start(host, port)
+        await self.milter.start(self.settings.milter.address)  # None: no milter
         if self.settings.smtp.tls_listen:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
         for server in self._http_servers():
             await server.start()
             self.http.append(server)
         self._background.append(asyncio.create_task(self._retention()))
+        holds = self.self_service.holds.run(self._stop_background)
+        self._background.append(asyncio.create_task(holds))
         self._warn_without_admins()
         self._warn_smtp_auth()
         self._warn_proxy_overlap()
         self.log.info(
             "ccguard started",
             version=__version__,
-            smtp_listen=f"{host}:{self.listener.port}",
+            smtp_listen=f"{host}:{self.listener.port}" if self.listener.serving else None,
             smtp_tls_listen=self.tls_listen,
             starttls=self.settings.smtp.starttls,
             smtp_auth=self.front.auth is not None,
@@ -236,15 +268,16 @@ class Relay:
         if metrics.listen:
             app = Starlette(routes=self._observability())
             servers.append(HttpServer("metrics", app, metrics.listen))
+        review_server, sender_page = sender_server(self.self_service, self.settings)
+        servers += [review_server] if review_server is not None else []
         if admin.enabled:
-            extra = [] if metrics.listen else self._observability()
-            releaser = QuarantineReleaser(
-                self.upstream, self.matcher, log=self.log, redact=self.redactor.address
-            )
+            extra = ([] if metrics.listen else self._observability()) + sender_page
             app = create_admin_app(
                 settings=admin,
                 store=self.store,
-                releaser=releaser,
+                releaser=self.releaser,
+                review=self.self_service.review,
+                desk=self.self_service.desk,
                 users=UserDB(admin.users_file),
                 log=self.log,
                 extra_routes=extra,
@@ -282,7 +315,9 @@ class Relay:
                 return (False, f"{type(exc).__name__}: {exc}")
             return (True, f"EHLO answered in {time.monotonic() - started:.3f}s")
 
-        return {"smtp": smtp, "store": store, "upstream": upstream}
+        fronts: dict[str, Any] = {"smtp": smtp} if self.settings.smtp.listen else {}
+        fronts |= {"milter": self.milter.check} if self.settings.milter.listen else {}
+        return {**fronts, "store": store, "upstream": upstream}
 
     async def refresh_quarantine_gauges(self) -> None:
         """Read the quarantine's counts and oldest held message into the gauges."""
@@ -309,6 +344,7 @@ class Relay:
         self.log.info("ccguard stopping", grace_seconds=grace)
         await self.listener.stop(grace)
         await self.tls_listener.stop(grace)
+        await self.milter.stop(grace)
         await self.dispatcher.close()
         for server in reversed(self.http):
             await server.stop()

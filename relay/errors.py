@@ -10,11 +10,15 @@ __all__ = [
     "CalendarAttendeesVisible",
     "ClaimBusyError",
     "ConfigError",
+    "FourEyesError",
     "LeaseLostError",
+    "MilterProtocolError",
     "QuarantineClaimedError",
     "QuarantineNotFound",
     "QuarantineStateError",
     "ReportError",
+    "RequestNotFound",
+    "RequestStateError",
     "StoreError",
     "UpstreamError",
     "UpstreamPermanentError",
@@ -154,6 +158,48 @@ class CalendarAttendeesVisible(CCGuardError):
             "recipients cannot hide its attendee list, so it was not released. "
             "Release it as sent (as-is) only if every attendee may see the others, or delete it."
         )
+
+
+class MilterProtocolError(CCGuardError):
+    """The MTA sent something the milter protocol does not allow (or a frame larger
+    than ccguard accepts): the connection is closed and the MTA applies its
+    ``milter_default_action`` (``tempfail`` as documented)."""
+
+    def __init__(self, reason: str, kind: str = "protocol") -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+class RequestNotFound(StoreError):
+    """No release request has this id."""
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        super().__init__(f"no release request with id {request_id!r}")
+
+
+class RequestStateError(StoreError):
+    """The release request is not ``pending`` any more (or, when one is made, the
+    message already has a pending one); ``status`` is what it is now."""
+
+    def __init__(self, request_id: str, status: str, wanted: str) -> None:
+        self.request_id = request_id
+        self.status = status
+        super().__init__(f"cannot {wanted} release request {request_id!r}: it is {status}")
+
+
+class FourEyesError(CCGuardError):
+    """A reviewer may not approve this request: they made it, or they approved it
+    already and the rule wants a second, different reviewer.  ``code`` is the
+    API's error code (answered with 403)."""
+
+    code = "four_eyes"
+
+    def __init__(self, request_id: str, reviewer: str, why: str) -> None:
+        self.request_id = request_id
+        self.reviewer = reviewer
+        self.why = why
+        super().__init__(f"release request {request_id}: {why}")
 
 
 class ReportError(CCGuardError):

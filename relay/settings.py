@@ -24,6 +24,8 @@ from pydantic_settings import (
 )
 
 from relay.errors import ConfigError
+from relay.settings_milter import MilterSettings
+from relay.settings_review import ReviewSettings
 from relay.settings_smtp import LimitsSettings, SmtpAuthSettings, SmtpSettings
 from relay.settings_types import (
     SECTION_CONFIG,
@@ -44,10 +46,12 @@ __all__ = [
     "ListenAddress",
     "LoggingSettings",
     "MetricsSettings",
+    "MilterSettings",
     "NotificationSettings",
     "OrganisationSettings",
     "PolicySettings",
     "QuarantineSettings",
+    "ReviewSettings",
     "RuleSettings",
     "Settings",
     "SmtpAuthSettings",
@@ -136,6 +140,18 @@ class RuleSettings(_Section):
     #: SMTP AUTH users the rule applies to: names, "*" (anyone logged in) or
     #: "-" (clients that did not log in); empty: everybody.
     auth_users: list[str] = []
+    #: Sender self-service: releasing "as sent" needs two different reviewers.
+    four_eyes: bool = False
+    #: An undo hold (quarantine rules only): held this many minutes, then delivered
+    #: as ``after_delay`` says unless the sender or a reviewer acted first.
+    hold_minutes: Annotated[int, Field(ge=1, le=24 * 60)] | None = None
+    after_delay: Literal["as-is", "hidden"] = "hidden"
+
+    @model_validator(mode="after")
+    def _hold_needs_quarantine(self) -> RuleSettings:
+        if self.hold_minutes is not None and self.action is not Action.QUARANTINE:
+            raise ValueError('hold_minutes needs action = "quarantine" (the message is held)')
+        return self
 
 
 class PolicySettings(_Section):
@@ -244,6 +260,7 @@ class Settings(BaseSettings):
     )
 
     smtp: SmtpSettings = SmtpSettings()
+    milter: MilterSettings = MilterSettings()
     limits: LimitsSettings = LimitsSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     organisation: OrganisationSettings = OrganisationSettings()
@@ -253,6 +270,7 @@ class Settings(BaseSettings):
     split: SplitSettings = SplitSettings()
     notifications: NotificationSettings = NotificationSettings.model_validate({})
     admin: AdminSettings = AdminSettings()
+    review: ReviewSettings = ReviewSettings()
     metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
 from relay import codes
 from relay.actions.bounce import build_split_bounce
-from relay.actions.notices import build_notice, should_notify
+from relay.actions.notices import NoticeExtra, build_notice, should_notify
 from relay.actions.notify import NoticeSender
 from relay.actions.ports import ActionMetrics, Deliverer, LiveTransaction, Redact, domain_only
 from relay.actions.replies import held_reply, reject_reply
@@ -33,7 +34,7 @@ from relay.quarantine.store import NewMessage, QuarantineStore
 from relay.quarantine.subject import decode_subject
 from relay.settings import Action, Settings
 
-__all__ = ["Dispatcher", "Outcome"]
+__all__ = ["Dispatcher", "HeldHook", "Outcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,15 @@ class Outcome:
 
     reply: Reply
     quarantine_id: str | None = None
+    notice_extra: NoticeExtra | None = None
+
+
+class HeldHook(Protocol):
+    """Sender self-service (relay/review/): told of every held message."""
+
+    async def held(self, quarantine_id: str, envelope: Envelope, rule: str | None) -> NoticeExtra:
+        """Start the message's undo hold if its rule has one; what its notice adds."""
+        ...
 
 
 _Handler = Callable[[Envelope, ParsedMessage, Verdict, LiveTransaction, bytes], Awaitable[Outcome]]
@@ -83,6 +93,8 @@ class Dispatcher:
             on_store_error=self._store_failed, on_refused=self._bounce, claims=claims,
         )  # fmt: skip
         self._handlers = self._handler_table()
+        #: Set by app.py when sender self-service is on.
+        self.held_hook: HeldHook | None = None
 
     def _handler_table(self) -> dict[Action, _Handler]:
         return {
@@ -109,7 +121,7 @@ class Dispatcher:
             envelope, message, verdict, live, trace_header
         )
         if outcome.reply.is_success or verdict.action is Action.REJECT:
-            self._notify(envelope, message, verdict, outcome.quarantine_id)
+            self._notify(envelope, message, verdict, outcome)
         return outcome.reply
 
     async def close(self, timeout: float = 10.0) -> None:
@@ -188,7 +200,19 @@ class Dispatcher:
             self._store_failed("quarantine_put", env, exc)
             return Outcome(codes.STORE_FAILED)
         self._log.info("message_held", queue_id=env.queue_id, quarantine_id=quarantine_id)
-        return Outcome(held_reply(quarantine_id), quarantine_id)
+        extra = await self._held(quarantine_id, env, verdict)
+        return Outcome(held_reply(quarantine_id), quarantine_id, extra)
+
+    async def _held(
+        self, quarantine_id: str, env: Envelope, verdict: Verdict
+    ) -> NoticeExtra | None:
+        if self.held_hook is None:
+            return None
+        try:
+            return await self.held_hook.held(quarantine_id, env, verdict.rule)
+        except StoreError as exc:  # held all the same: it waits for a reviewer instead
+            self._store_failed("self_service_hold", env, exc)
+            return None
 
     async def _split(
         self,
@@ -215,15 +239,15 @@ class Dispatcher:
         self._log.error("store_failed", operation=what, queue_id=env.queue_id, error=str(exc))
 
     def _notify(
-        self, env: Envelope, msg: ParsedMessage, verdict: Verdict, quarantine_id: str | None
+        self, env: Envelope, msg: ParsedMessage, verdict: Verdict, outcome: Outcome
     ) -> None:
         notifications = self._settings.notifications
         if not should_notify(notifications, self._matcher, env, verdict, msg):
             return
         notice = build_notice(
-            envelope=env, verdict=verdict, quarantine_id=quarantine_id,
+            envelope=env, verdict=verdict, quarantine_id=outcome.quarantine_id,
             from_address=notifications.from_address, hostname=self._settings.smtp.hostname,
-            subject=decode_subject(msg), now=self._clock(),
+            subject=decode_subject(msg), now=self._clock(), extra=outcome.notice_extra,
         )  # fmt: skip
         self.notices.send(env.mail_from, notice)
 

@@ -14,6 +14,7 @@ import email.message
 import email.policy
 import email.utils
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from relay.actions.replies import exposure_phrase
@@ -25,6 +26,7 @@ from relay.settings import Action, NotificationSettings
 
 __all__ = [
     "NOTICE_HEADER",
+    "NoticeExtra",
     "build_notice",
     "compose_notice",
     "is_auto_submitted",
@@ -72,6 +74,15 @@ _OUTCOMES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class NoticeExtra:
+    """What sender self-service adds to a notice: ``outcome`` replaces the
+    "what happens next" paragraph (an undo hold), ``links`` is appended."""
+
+    outcome: str = ""
+    links: str = ""
+
+
 def one_line(text: str) -> str:
     """``text`` as one printable line: control characters (C0 including CR, LF
     and NUL, DEL, C1) and runs of whitespace become one space.
@@ -114,9 +125,11 @@ def should_notify(
     )
 
 
-def _body(verdict: Verdict, subject: str, now: datetime, quarantine_id: str | None) -> str:
+def _body(
+    verdict: Verdict, subject: str, now: datetime, quarantine_id: str | None, extra: NoticeExtra
+) -> str:
     lines = [
-        _OUTCOMES.get(verdict.action, "ccguard acted on your message."),
+        extra.outcome or _OUTCOMES.get(verdict.action, "ccguard acted on your message."),
         "",
         f"Subject:       {subject or '(no subject)'}",
         f"Received:      {now.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}",
@@ -125,6 +138,8 @@ def _body(verdict: Verdict, subject: str, now: datetime, quarantine_id: str | No
     ]
     if quarantine_id:
         lines.append(f"Quarantine id: {quarantine_id}")
+    if extra.links:
+        lines += ["", extra.links]
     return "\n".join(lines) + "\n"
 
 
@@ -137,17 +152,20 @@ def build_notice(
     hostname: str,
     subject: str,
     now: datetime,
+    extra: NoticeExtra | None = None,
 ) -> bytes:
     """The notice for ``envelope.mail_from`` as wire bytes (CRLF, 7-bit clean).
 
-    ``subject`` is the original message's decoded Subject.
+    ``subject`` is the original message's decoded Subject; ``extra`` adds the
+    sender self-service text (relay/review/) when it is on.
     """
+    extra = extra or NoticeExtra()
     subject = one_line(subject)
     return compose_notice(
         from_address=from_address,
         to=envelope.mail_from,
         subject=f"{_SUBJECTS.get(verdict.action, 'About your message')}: {subject}",
-        body=_body(verdict, subject, now, quarantine_id),
+        body=_body(verdict, subject, now, quarantine_id, extra),
         kind=str(verdict.action),
         auto_submitted="auto-generated",
         hostname=hostname,

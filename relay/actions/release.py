@@ -16,7 +16,7 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from relay.actions.ports import Redact, domain_only
+from relay.actions.ports import AcceptHook, Redact, domain_only
 from relay.actions.rewrite import rewrite_message
 from relay.actions.split_delivery import copy_options
 from relay.actions.tag import TAG_ACTION, TAG_EXPOSURE, TAG_RULE, exposure_text, sanitise
@@ -34,6 +34,7 @@ __all__ = [
     "TransactionOpener",
     "check_hidden_release",
     "release_bytes",
+    "split_trace",
 ]
 
 HIDDEN = "hidden"
@@ -47,8 +48,9 @@ class ReleaseTransaction(Protocol):
         """The upstream's answer to one RCPT (success or refusal)."""
         ...
 
-    async def data(self, message: bytes) -> Reply:
-        """Send the message; the 250, or raise UpstreamError."""
+    async def data(self, message: bytes, *, on_accept: AcceptHook | None = None) -> Reply:
+        """Send the message; the 250, or raise UpstreamError.  ``on_accept`` is awaited
+        right after the 250 is read (before QUIT or pooling); what it raises is raised."""
         ...
 
     async def abort(self) -> None:
@@ -111,12 +113,12 @@ def release_bytes(stored: StoredMessage, mode: str, matcher: DomainMatcher) -> b
             (TAG_RULE, stored.rule or "none"),
             (TAG_EXPOSURE, exposure_text(stored.exposure)),
         ]
-        trace, client = _split_trace(held)
+        trace, client = split_trace(held)
         return trace + rewrite_message(client, matcher, tags=tags).message
     raise ValueError(f"unknown release mode {mode!r}; use {RELEASE_AS_IS!r} or {RELEASE_REWRITE!r}")
 
 
-def _split_trace(held: ParsedMessage) -> tuple[bytes, ParsedMessage]:
+def split_trace(held: ParsedMessage) -> tuple[bytes, ParsedMessage]:
     """(ccguard's Received header, the client's message) of a held message.
 
     The SMTP front stored its trace header first; live delivery puts the tags
@@ -144,12 +146,19 @@ class QuarantineReleaser:
         self._redact = redact
 
     async def release(
-        self, stored: StoredMessage, mode: str, rcpts: Sequence[str] | None = None
+        self,
+        stored: StoredMessage,
+        mode: str,
+        rcpts: Sequence[str] | None = None,
+        *,
+        on_accept: AcceptHook | None = None,
     ) -> ReleaseAttempt:
         """Deliver ``stored`` (``mode`` ``as-is`` or ``rewrite``/``hidden``) with its
         stored sender to ``rcpts`` (default: every stored recipient), in one
         transaction.  Raises UpstreamError if the upstream took it for nobody
-        because of the connection, MAIL or DATA; refused RCPTs are reported."""
+        because of the connection, MAIL or DATA; refused RCPTs are reported.
+        ``on_accept(accepted)`` is awaited right after the upstream's 250 (the
+        caller records them there: before QUIT, logging or anything else)."""
         wanted = tuple(dict.fromkeys(stored.rcpt_tos if rcpts is None else rcpts))
         if not wanted:
             return ReleaseAttempt()
@@ -159,7 +168,7 @@ class QuarantineReleaser:
         )
         txn = await self._upstream.begin(stored.mail_from, options)
         accepted, deferred, refused = await self._recipients(txn, wanted)
-        reply = await txn.data(data) if accepted else None
+        reply = await txn.data(data, on_accept=on_accept) if accepted else None
         if reply is None:
             await txn.abort()
         attempt = ReleaseAttempt(reply, tuple(accepted), deferred, refused)

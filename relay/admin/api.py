@@ -27,6 +27,7 @@ from relay.admin.review import PUBLIC_MODES, Viewed, public_mode
 from relay.codes import Reply
 from relay.errors import (
     CalendarAttendeesVisible,
+    FourEyesError,
     QuarantineClaimedError,
     QuarantineNotFound,
     QuarantineStateError,
@@ -151,6 +152,8 @@ def _authenticated(
             return await handler(request, actor)
         except QuarantineNotFound:
             return _error(404, "not_found", "no quarantined message with this id")
+        except FourEyesError as exc:
+            return _error(403, exc.code, exc.why, request_id=exc.request_id)
         except QuarantineClaimedError as exc:
             return _error(
                 409, "conflict", f"message is being released by {exc.claimed_by}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,6 +22,7 @@ from relay.admin.context import AdminContext, context_of
 from relay.admin.overview_web import overview_routes
 from relay.admin.report import ReportSource
 from relay.admin.report_render import add_filters
+from relay.admin.requests_web import requests_routes
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec, load_session_key
 from relay.admin.web import web_routes
@@ -30,6 +32,9 @@ from relay.credentials.users import UserDB, UsersFileError
 from relay.observability.metrics import Metrics
 from relay.quarantine.store import CLAIM_STALE_AFTER, QuarantineStore
 from relay.settings import AdminSettings
+
+if TYPE_CHECKING:
+    from relay.review.desk import RequestDesk
 
 __all__ = ["CONTENT_SECURITY_POLICY", "create_admin_app"]
 
@@ -118,6 +123,8 @@ def create_admin_app(
     hashing: HashingPool | None = None,
     metrics: Metrics | None = None,
     claim_lease: float = CLAIM_STALE_AFTER,
+    review: Review | None = None,
+    desk: RequestDesk | None = None,
     report: ReportSource | None = None,
 ) -> Starlette:
     """The admin web UI + JSON API as an ASGI app (served by uvicorn in the relay's loop).
@@ -129,6 +136,8 @@ def create_admin_app(
     ``report``: the policy and hash key the evidence report shows and uses.
     The session key is ``settings.session_key_file``'s (shared by every instance),
     else ``settings.session_secret``; without either it is random: sessions end at restart.
+    ``review`` replaces the audited review built here; ``desk`` (sender self-service,
+    relay/review/desk.py) adds the release-request pages and API.
     """
     if codec is None:
         secret = settings.session_secret
@@ -137,6 +146,7 @@ def create_admin_app(
         codec = SessionCodec(secret, settings.session_max_age)
     routes: list[BaseRoute] = [
         *extra_routes,
+        *(requests_routes() if desk is not None else []),
         *api_routes(),
         *web_routes(),
         *overview_routes(),
@@ -144,7 +154,7 @@ def create_admin_app(
     ]
     context = AdminContext(
         settings=settings,
-        review=Review(store, releaser, log, claim_lease=claim_lease),
+        review=review or Review(store, releaser, log, claim_lease=claim_lease, metrics=metrics),
         users=users,
         codec=codec,
         throttle=throttle or LoginThrottle(),
@@ -160,6 +170,7 @@ def create_admin_app(
         exception_handlers={UsersFileError: _users_file_broken},
     )
     app.state.ccguard_admin = context
+    app.state.ccguard_desk = desk
     app.state.ccguard_templates = _templates()
     add_filters(app.state.ccguard_templates.env)
     app.state.ccguard_report = report

@@ -29,6 +29,7 @@ __all__ = [
     "basic_credentials",
     "client_ip",
     "context_of",
+    "forwarded_client_ip",
     "is_cross_site",
 ]
 
@@ -191,8 +192,12 @@ def client_ip(request: Request) -> str:
     """The client's address: the TCP peer ("-" if unknown), or, when the peer is one of
     ``[admin] trusted_proxies``, the address that proxy saw (X-Forwarded-For, read from
     the right, skipping other trusted proxies and anything that is not an IP address)."""
+    return forwarded_client_ip(request, context_of(request).settings.trusted_proxies)
+
+
+def forwarded_client_ip(request: Request, proxies: Sequence[str]) -> str:
+    """:func:`client_ip` with the trusted proxies given (for apps without an admin context)."""
     peer = request.client.host if request.client else "-"
-    proxies = context_of(request).settings.trusted_proxies
     if not proxies or not _trusted(peer, proxies):
         return peer
     hops = ",".join(request.headers.getlist("x-forwarded-for")).split(",")

@@ -62,7 +62,7 @@ class Session:
         return token is not None and hmac.compare_digest(token.encode(), self.csrf.encode())
 
 
-def load_session_key(path: str | os.PathLike[str]) -> str:
+def load_session_key(path: str | os.PathLike[str], setting: str = "admin.session_key_file") -> str:
     """The session key in ``path``, created (random, mode 0600) if the file does not exist.
 
     Instances sharing the file sign and accept the same cookies.  Creation is
@@ -75,9 +75,9 @@ def load_session_key(path: str | os.PathLike[str]) -> str:
             _create_key_file(target)
         key = target.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeError) as exc:
-        raise ConfigError([("admin.session_key_file", f"cannot use {target}: {exc}")]) from None
+        raise ConfigError([(setting, f"cannot use {target}: {exc}")]) from None
     if len(key) < 32:
-        raise ConfigError([("admin.session_key_file", f"{target} holds fewer than 32 characters")])
+        raise ConfigError([(setting, f"{target} holds fewer than 32 characters")])
     return key
 
 

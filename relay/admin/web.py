@@ -26,6 +26,7 @@ from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Viewed
 from relay.admin.sessions import Session
 from relay.errors import (
     CalendarAttendeesVisible,
+    FourEyesError,
     QuarantineClaimedError,
     QuarantineNotFound,
     QuarantineStateError,
@@ -174,9 +175,18 @@ async def _logout(request: Request) -> Response:
     return response
 
 
+async def _pending_requests(request: Request) -> int:
+    """How many release requests wait (relay/review/desk.py), shown to reviewers first."""
+    desk = getattr(request.app.state, "ccguard_desk", None)
+    if desk is None:
+        return 0
+    return len(await desk.store.list_requests(status="pending", limit=200))
+
+
 async def _home(request: Request) -> Response:
-    # Reviewers land on the overview: what is held now, then one click to the list.
-    return RedirectResponse("/overview", status_code=303)
+    # Reviewers land on what waits for them: release requests first, else the overview.
+    target = "/requests" if await _pending_requests(request) else "/overview"
+    return RedirectResponse(target, status_code=303)
 
 
 async def _list(request: Request) -> Response:
@@ -205,6 +215,7 @@ async def _list(request: Request) -> Response:
         page_no=page_no,
         filters=filters,
         statuses=(*STATUSES, "all"),
+        pending_requests=await _pending_requests(request),
         prev_query=urlencode({**filters, "page": page_no - 1}),
         next_query=urlencode({**filters, "page": page_no + 1}),
     )
@@ -267,7 +278,10 @@ async def _act(request: Request) -> Response:
         return await _perform(request, session, message_id, _field(form, "mode") or "")
     except QuarantineNotFound:
         return _not_found(request, session)
-    except (QuarantineStateError, ReleaseDeferred, UpstreamError, CalendarAttendeesVisible) as exc:
+    except (
+        QuarantineStateError, ReleaseDeferred, UpstreamError, CalendarAttendeesVisible,
+        FourEyesError,
+    ) as exc:  # fmt: skip
         status, error = _action_failure(exc)
         return await _detail_after_error(request, session, message_id, status, error)
 
@@ -300,6 +314,8 @@ def _action_failure(exc: Exception) -> tuple[int, str]:
             + ". Every recipient would still see every attendee. Release it as sent only "
             "if that is acceptable, or delete it."
         )
+    if isinstance(exc, FourEyesError):
+        return 403, f"Nothing was done: {exc.why}."
     if isinstance(exc, ReleaseDeferred):
         return 502, _capitalised(exc.report.still_held_text()) + "."
     assert isinstance(exc, UpstreamError)

@@ -26,6 +26,7 @@ from relay.cli.config import load_or_report
 from relay.codes import Reply
 from relay.errors import (
     CalendarAttendeesVisible,
+    FourEyesError,
     QuarantineClaimedError,
     QuarantineNotFound,
     QuarantineStateError,
@@ -190,14 +191,25 @@ async def _run(command: Command, args: argparse.Namespace, settings: Settings) -
         await store.open()
         stack.push_async_callback(store.close)
         review = Review(store, None, _QuietLog(), claim_lease=settings.quarantine.claim_lease)
+        review.as_is_guard = _four_eyes_guard(review, settings)
         try:
             return await command(review, args, settings, stack)
+        except FourEyesError as exc:
+            return _fail(f"four eyes: {exc.why}", code=3)
         except QuarantineNotFound:
             return _fail(f"no quarantined message with id {args.id}")
         except QuarantineClaimedError as exc:
             return _fail(f"message {args.id} is being released by {exc.claimed_by}; nothing done")
         except QuarantineStateError as exc:
             return _fail(f"message {args.id} is already {exc.status}; nothing done")
+
+
+def _four_eyes_guard(review: Review, settings: Settings) -> Any:
+    """The admin UI's rule: a ``four_eyes`` message goes as sent only through requests."""
+    from relay.review.desk import RequestDesk
+
+    rules = {rule.name: rule for rule in settings.policy.rules}
+    return RequestDesk(review=review, rules=rules, log=_QuietLog()).guard_as_is
 
 
 def _runner(command: Command) -> Callable[[argparse.Namespace], int]:

@@ -19,6 +19,7 @@ import asyncio
 import builtins
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 import psycopg
@@ -29,6 +30,7 @@ from relay.quarantine import pg_sql
 from relay.quarantine.pg_conn import PgOptions, build_conninfo, describe, make_pool
 from relay.quarantine.pg_conn import translate_error as _translate
 from relay.quarantine.pg_leases import PgLeaseMethods, database_now
+from relay.quarantine.pg_requests import PgRequestMethods
 from relay.quarantine.pg_schema import SCHEMA_VERSION, migrate, schema_version
 from relay.quarantine.pg_sql import CLEAR_CLAIM, FULL_COLUMNS, SUMMARY_COLUMNS, Conn
 from relay.quarantine.pg_stats import PgStatsMethods
@@ -53,7 +55,7 @@ T = TypeVar("T")
 _DRIVER_ERRORS = (psycopg.Error, PoolTimeout, TimeoutError, OSError)
 
 
-class PgStore(PgLeaseMethods, PgStatsMethods):
+class PgStore(PgLeaseMethods, PgRequestMethods, PgStatsMethods):
     """The quarantine, split ledger, leases and audit log in one PostgreSQL database.
 
     Release claims and leases expire by the DATABASE's clock, so instances on
@@ -156,24 +158,35 @@ class PgStore(PgLeaseMethods, PgStatsMethods):
     # -- messages ---------------------------------------------------------
 
     async def put(self, new: NewMessage) -> str:
-        """Hold ``new``; committed before it returns; returns the new id."""
+        """Hold ``new``; committed before it returns; returns the new id.
+
+        A failure after the INSERT was sent (the connection dropped, the
+        answer lost) may hide a commit: the INSERT is then sent once more with
+        the same id, which is idempotent (``ON CONFLICT (id) DO NOTHING``
+        waits for an INSERT of that id still in flight, and a row that is
+        already there counts as ours if its queue id and time are), so the
+        client gets ``250`` for one held copy instead of ``451`` and a second
+        copy on its retry."""
         received_at = new.received_at if new.received_at is not None else self._clock()
         row = new_message_row(new, received_at)
-        cols = ", ".join(["id", *row])
-        marks = ", ".join(["%s"] * (len(row) + 1))
+        for _ in range(5):
+            message_id = new_message_id()
+            sent = False
 
-        async def run(conn: Conn) -> str:
-            for _ in range(5):
-                message_id = new_message_id()
-                cur = await conn.execute(
-                    f"INSERT INTO messages ({cols}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING",
-                    (message_id, *row.values()),
-                )
-                if cur.rowcount == 1:  # autocommit: committed
-                    return message_id
-            raise StoreError(f"quarantine store {self.where}: could not draw a unique id")
+            async def run(conn: Conn, message_id: str = message_id) -> bool:
+                nonlocal sent
+                sent = True
+                return await pg_sql.insert_held(conn, message_id, row)
 
-        return await self._call("put", run)
+            try:
+                stored = await self._call("put", run)
+            except StoreError:
+                if not sent:  # nothing reached the database
+                    raise
+                stored = await self._call("put", run)  # same id: stores it at most once
+            if stored:
+                return message_id
+        raise StoreError(f"quarantine store {self.where}: could not draw a unique id")
 
     async def get(self, message_id: str) -> StoredMessage | None:
         """The message with its bytes, or ``None``."""
@@ -240,7 +253,8 @@ class PgStore(PgLeaseMethods, PgStatsMethods):
                 "UPDATE messages SET claimed_by = %s, claimed_at = %s WHERE id = %s",
                 (actor, now, message_id),
             )
-            return await self._full_row(conn, message_id)
+            stored = await self._full_row(conn, message_id)
+            return replace(stored, claim_taken_over=row["claimed_by"] is not None)
 
         return await self._in_transaction("claim", run)
 

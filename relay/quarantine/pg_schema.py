@@ -95,7 +95,55 @@ _V2 = (
     "CREATE INDEX leases_expires ON leases (expires_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# v3: sender self-service (release requests with their approvals, undo-hold
+# timers and the self-service tokens already used); see relay/review/.
+_V3 = (
+    """
+    CREATE TABLE release_requests (
+        id                text PRIMARY KEY,
+        message_id        text NOT NULL,
+        requester         text NOT NULL,
+        justification     text NOT NULL,
+        created_at        double precision NOT NULL,
+        status            text NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+        approvals_needed  integer NOT NULL,
+        decided_at        double precision,
+        decided_by        text,
+        comment           text NOT NULL
+    )
+    """,
+    "CREATE UNIQUE INDEX release_requests_one_pending ON release_requests (message_id) "
+    "WHERE status = 'pending'",
+    "CREATE INDEX release_requests_status ON release_requests (status, created_at)",
+    """
+    CREATE TABLE request_approvals (
+        request_id  text NOT NULL,
+        reviewer    text NOT NULL,
+        at          double precision NOT NULL,
+        comment     text NOT NULL,
+        PRIMARY KEY (request_id, reviewer)
+    )
+    """,
+    """
+    CREATE TABLE delay_timers (
+        message_id  text PRIMARY KEY,
+        deliver_at  double precision NOT NULL,
+        mode        text NOT NULL,
+        status      text NOT NULL
+    )
+    """,
+    "CREATE INDEX delay_timers_due ON delay_timers (status, deliver_at)",
+    """
+    CREATE TABLE used_tokens (
+        token_id    text PRIMARY KEY,
+        message_id  text NOT NULL,
+        action      text NOT NULL,
+        used_at     double precision NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -23,6 +23,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -36,6 +37,7 @@ from relay.quarantine.sqlite_claims import (
     require_claim,
     set_claim,
 )
+from relay.quarantine.sqlite_requests import SqliteRequestMethods
 from relay.quarantine.sqlite_sql import (
     FULL_COLUMNS,
     SUMMARY_COLUMNS,
@@ -70,7 +72,7 @@ __all__ = ["SqliteStore", "new_message_id"]
 T = TypeVar("T")
 
 
-class SqliteStore(SqliteStatsMethods):
+class SqliteStore(SqliteRequestMethods, SqliteStatsMethods):
     """The quarantine, split ledger and audit log in one SQLite file (WAL)."""
 
     def __init__(
@@ -166,7 +168,8 @@ class SqliteStore(SqliteStatsMethods):
                 row = held_row(conn, message_id, "release")
                 refuse_live_claim(row, message_id, "release", now, stale_after)
                 set_claim(conn, message_id, actor, now)
-            return self._full_row(conn, message_id)
+            stored = self._full_row(conn, message_id)
+            return replace(stored, claim_taken_over=row["claimed_by"] is not None)
 
         return await self._call("claim", run)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 from relay.errors import QuarantineClaimedError, QuarantineNotFound, QuarantineStateError
+from relay.quarantine.requests import SQL
 from relay.quarantine.store import HELD, release_key
 
 __all__ = [
@@ -68,5 +69,7 @@ def expire_messages(conn: sqlite3.Connection, cutoff_epoch: float) -> int:
         "(SELECT ? || id FROM messages WHERE received_at < ?)",
         (prefix, cutoff_epoch),
     )
+    for statement in SQL.PURGE:  # requests, approvals, holds and used tokens go with them
+        conn.execute(statement, {"cutoff": cutoff_epoch})
     cur = conn.execute("DELETE FROM messages WHERE received_at < ?", (cutoff_epoch,))
     return int(cur.rowcount)

@@ -97,7 +97,55 @@ _V4 = (
     "CREATE INDEX leases_expires ON leases (expires_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# v5: sender self-service (release requests with their approvals, undo-hold
+# timers and the self-service tokens already used); see relay/review/.
+_V5 = (
+    """
+    CREATE TABLE release_requests (
+        id                TEXT PRIMARY KEY,
+        message_id        TEXT NOT NULL,
+        requester         TEXT NOT NULL,
+        justification     TEXT NOT NULL,
+        created_at        REAL NOT NULL,
+        status            TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied')),
+        approvals_needed  INTEGER NOT NULL,
+        decided_at        REAL,
+        decided_by        TEXT,
+        comment           TEXT NOT NULL
+    )
+    """,
+    "CREATE UNIQUE INDEX release_requests_one_pending ON release_requests (message_id) "
+    "WHERE status = 'pending'",
+    "CREATE INDEX release_requests_status ON release_requests (status, created_at)",
+    """
+    CREATE TABLE request_approvals (
+        request_id  TEXT NOT NULL,
+        reviewer    TEXT NOT NULL,
+        at          REAL NOT NULL,
+        comment     TEXT NOT NULL,
+        PRIMARY KEY (request_id, reviewer)
+    ) WITHOUT ROWID
+    """,
+    """
+    CREATE TABLE delay_timers (
+        message_id  TEXT PRIMARY KEY,
+        deliver_at  REAL NOT NULL,
+        mode        TEXT NOT NULL,
+        status      TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "CREATE INDEX delay_timers_due ON delay_timers (status, deliver_at)",
+    """
+    CREATE TABLE used_tokens (
+        token_id    TEXT PRIMARY KEY,
+        message_id  TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        used_at     REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

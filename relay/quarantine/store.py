@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from relay.envelope import Envelope
     from relay.policy.verdict import Verdict
+    from relay.quarantine.requests import DelayTimer, ReleaseRequest
     from relay.quarantine.stats import PeriodRow
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "RELEASE_AS_IS",
     "RELEASE_MODES",
     "RELEASE_REWRITE",
+    "RELEASE_SPLIT",
     "STATUSES",
     "AuditEntry",
     "Lease",
@@ -55,7 +57,9 @@ RELEASE_AS_IS = "as-is"
 """Release mode: deliver the stored bytes unchanged."""
 RELEASE_REWRITE = "rewrite"
 """Release mode: deliver with external recipients hidden (the rewrite action)."""
-RELEASE_MODES: tuple[str, ...] = (RELEASE_AS_IS, RELEASE_REWRITE)
+RELEASE_SPLIT = "split"
+"""Release mode: one copy per recipient (the split action), chosen by the sender."""
+RELEASE_MODES: tuple[str, ...] = (RELEASE_AS_IS, RELEASE_REWRITE, RELEASE_SPLIT)
 
 CLAIM_STALE_AFTER = 30.0
 """Seconds after which a release claim that was not renewed counts as abandoned (its
@@ -152,9 +156,14 @@ class MessageSummary:
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage(MessageSummary):
-    """One quarantined message with its bytes (``b""`` once deleted: bytes are wiped)."""
+    """One quarantined message with its bytes (``b""`` once deleted: bytes are wiped).
+
+    ``claim_taken_over``: set only on what :meth:`QuarantineStore.claim` returns,
+    True when the claim replaced an expired one (its holder had crashed or stalled).
+    """
 
     message: bytes = b""
+    claim_taken_over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,8 +255,10 @@ class QuarantineStore(Protocol):
         """Atomically claim a held message for release by ``actor``; returns it.
 
         Succeeds only if it is held and nobody holds a claim younger than
-        ``stale_after`` seconds.  Raises QuarantineNotFound, QuarantineStateError
-        (not held) or QuarantineClaimedError (someone else is releasing it).
+        ``stale_after`` seconds (the result's ``claim_taken_over`` says whether an
+        older, expired claim was replaced).  Raises QuarantineNotFound,
+        QuarantineStateError (not held) or QuarantineClaimedError (someone else
+        is releasing it).
         """
 
     async def release_claim(self, message_id: str, actor: str) -> None:
@@ -312,6 +323,54 @@ class QuarantineStore(Protocol):
         self, limit: int = 100, target: str | None = None
     ) -> builtins.list[AuditEntry]:
         """Audit entries newest first, optionally only those about ``target``."""
+
+    # -- sender self-service (issue 14): tokens, release requests, undo holds ------
+    # Rows live in relay/quarantine/sqlite_requests.py and pg_requests.py.
+
+    async def use_token(self, token_id: str, message_id: str, action: str) -> bool:
+        """Record a self-service token as used by ``action``; False if it was used
+        before (one conditional insert: exactly one use wins)."""
+
+    async def token_used(self, token_id: str) -> str | None:
+        """The action a token was used for, or None if it is unused."""
+
+    async def add_request(
+        self, message_id: str, requester: str, justification: str, approvals_needed: int = 1
+    ) -> ReleaseRequest:
+        """A pending release request for a held message; raises QuarantineNotFound,
+        QuarantineStateError (not held) or RequestStateError (one is pending already)."""
+
+    async def get_request(self, request_id: str) -> ReleaseRequest | None:
+        """The request with its approvals, or None."""
+
+    async def list_requests(
+        self, *, status: str | None = None, message_id: str | None = None, limit: int = 100
+    ) -> builtins.list[ReleaseRequest]:
+        """Requests newest first, optionally only one status or one message's."""
+
+    async def approve_request(
+        self, request_id: str, reviewer: str, comment: str = ""
+    ) -> ReleaseRequest:
+        """Add an approval; ``approved`` once it has ``approvals_needed``.  Raises
+        RequestNotFound, RequestStateError (not pending) or FourEyesError (the
+        reviewer made the request or approved it already)."""
+
+    async def deny_request(
+        self, request_id: str, reviewer: str, comment: str = ""
+    ) -> ReleaseRequest:
+        """pending → denied; raises RequestNotFound / RequestStateError."""
+
+    async def set_delay(self, message_id: str, deliver_at: float, mode: str) -> None:
+        """Start the undo-hold timer: deliver with ``mode`` at ``deliver_at`` (epoch)."""
+
+    async def get_delay(self, message_id: str) -> DelayTimer | None:
+        """The message's undo-hold timer, or None."""
+
+    async def due_delays(self, limit: int = 50) -> builtins.list[DelayTimer]:
+        """Pending timers whose time has come, of messages still held."""
+
+    async def finish_delay(self, message_id: str, status: str) -> bool:
+        """pending → ``status`` (``done`` / ``cancelled``); False if not pending."""
 
     # -- overview -------------------------------------------------------------
 

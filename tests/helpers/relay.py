@@ -7,7 +7,7 @@ import io
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -75,9 +75,11 @@ def settings_for(upstream_port: int, **sections: dict[str, Any]) -> Settings:
 
 
 @asynccontextmanager
-async def running_relay(settings: Settings, log: LogCapture | None = None) -> AsyncIterator[Relay]:
-    """A started :class:`Relay`; stopped on exit."""
-    relay = Relay(settings, log=(log or LogCapture()).logger)
+async def running_relay(
+    settings: Settings, log: LogCapture | None = None, clock: Callable[[], float] | None = None
+) -> AsyncIterator[Relay]:
+    """A started :class:`Relay` (``clock``: a settable store clock); stopped on exit."""
+    relay = Relay(settings, log=(log or LogCapture()).logger, clock=clock)
     await relay.start()
     try:
         yield relay

@@ -160,5 +160,5 @@ async def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -
     finally:
         await store.close()
     conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     conn.close()

@@ -157,7 +157,7 @@ async def test_a_version_1_database_migrates_to_leases_keeping_its_messages(
     finally:
         await store.close()
     with psycopg.connect(url, password=pg_cluster.password) as conn:
-        assert conn.execute("SELECT version FROM ccguard_schema").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM ccguard_schema").fetchall() == [(SCHEMA_VERSION,)]
 
 
 async def test_without_migrate_an_empty_database_is_refused(pg_cluster: PgCluster) -> None:
