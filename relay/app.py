@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -57,8 +58,10 @@ class Relay:
         log: Any | None = None,
         redactor: Redactor | None = None,
         clock: Callable[[], float] | None = None,
+        worker: int | None = None,
     ) -> None:
         self.settings = settings
+        self.worker = worker  #: [smtp] workers: this one's index (None: one process)
         self.log = log if log is not None else structlog.get_logger("ccguard")
         self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
@@ -168,13 +171,14 @@ class Relay:
         await self.milter.start(self.settings.milter.address)  # None: no milter
         if self.settings.smtp.tls_listen:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
-        for server in self._http_servers():
+        for server in self._http_servers() if not self.worker else []:
             await server.start()
             self.http.append(server)
-        self._background.append(asyncio.create_task(self._retention()))
-        holds = self.self_service.holds.run(self._stop_background)
-        self._background.append(asyncio.create_task(holds))
-        self._warn_without_admins()
+        if not self.worker:  # the other workers leave these to the first
+            self._background.append(asyncio.create_task(self._retention()))
+            holds = self.self_service.holds.run(self._stop_background)
+            self._background.append(asyncio.create_task(holds))
+            self._warn_without_admins()
         self._warn_smtp_auth()
         self._warn_proxy_overlap()
         self.log.info(
@@ -370,15 +374,23 @@ async def wait_for_stop_signal() -> None:
     await stop.wait()
 
 
-async def serve(settings: Settings) -> int:
+async def serve(
+    settings: Settings,
+    *,
+    worker: int | None = None,
+    ready_fd: int | None = None,
+    metrics_dir: str | None = None,
+) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code.
 
-    SIGHUP re-reads the listener's TLS certificate and key.
+    SIGHUP re-reads the listener's TLS certificate and key.  A worker writes one
+    byte to ``ready_fd`` once it listens.
     """
     redactor = configure_logging(settings.logging)
     log = structlog.get_logger("ccguard")
     try:
-        relay = Relay(settings, log=log, redactor=redactor)
+        relay = Relay(settings, log=log, redactor=redactor, worker=worker)
+        relay.metrics.multiprocess_dir = metrics_dir
     except ConfigError as exc:
         log.error("cannot start", error=str(exc))
         return 2
@@ -395,6 +407,8 @@ async def serve(settings: Settings) -> int:
         await relay.stop()
         return 1
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, relay.reload_tls)
+    if ready_fd is not None:  # a worker: tell the supervisor it listens
+        os.write(ready_fd, b"1")
     await wait_for_stop_signal()
     await relay.stop()
     return 0

@@ -36,6 +36,7 @@ from relay.observability.metrics_front import (
 )
 from relay.observability.metrics_milter import FRONTS, MilterMetrics
 from relay.observability.metrics_review import SelfServiceMetrics
+from relay.observability.metrics_throughput import ThroughputMetrics
 
 if TYPE_CHECKING:
     from relay.policy.verdict import Verdict
@@ -120,7 +121,7 @@ class _WithoutCreated:
             yield metric
 
 
-class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
+class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics, ThroughputMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -136,12 +137,15 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
         mode: str = "enforce",
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        #: Directory of the worker processes' metric files, when /metrics sums them.
+        self.multiprocess_dir: str | None = None
         self._traffic()
         self._front_door()
         self._milter()
         self._tls_auth()
         self._exposure()
         self._upstream()
+        self._throughput()
         self._quarantine()
         self._inflight()
         self._admin()
@@ -422,5 +426,10 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
         self.store_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition (format 0.0.4) and its content type."""
+        """The Prometheus text exposition (format 0.0.4) and its content type; with
+        :attr:`multiprocess_dir` set, summed over the workers (``multiprocess``)."""
+        if self.multiprocess_dir is not None:
+            from relay.observability import multiprocess
+
+            return multiprocess.render(self.multiprocess_dir)
         return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_PLAIN_0_0_4
