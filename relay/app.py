@@ -38,11 +38,11 @@ from relay.review.wiring import SelfServiceParts, build_self_service, sender_ser
 from relay.settings import Settings, parse_listen
 from relay.settings_milter import require_a_front
 from relay.smtp import FrontContext, SmtpListener
-from relay.smtp.access import NetworkAccess
 from relay.smtp.auth import SmtpAuthenticator
 from relay.smtp.budget import InflightBudget
 from relay.smtp.pipeline import InspectingDecider
 from relay.smtp.tls import ServerTls
+from relay.startup_checks import warn_proxy_overlap, warn_smtp_auth, warn_without_admins
 from relay.upstream import UpstreamClient
 
 __all__ = ["Relay", "serve", "wait_for_stop_signal"]
@@ -178,9 +178,9 @@ class Relay:
             self._background.append(asyncio.create_task(self._retention()))
             holds = self.self_service.holds.run(self._stop_background)
             self._background.append(asyncio.create_task(holds))
-            self._warn_without_admins()
-        self._warn_smtp_auth()
-        self._warn_proxy_overlap()
+            warn_without_admins(self.settings.admin, self.log)
+        warn_smtp_auth(self.settings.smtp.auth, self.front.auth, self.log)
+        warn_proxy_overlap(self.settings.smtp, self.log)
         self.log.info(
             "ccguard started",
             version=__version__,
@@ -193,50 +193,6 @@ class Relay:
             policy_mode=self.settings.policy.mode,
             rules=len(self.settings.policy.rules),
         )
-
-    def _warn_without_admins(self) -> None:
-        admin = self.settings.admin
-        if not admin.enabled:
-            return
-        try:
-            users = UserDB(admin.users_file).names()
-        except UsersFileError as exc:
-            self.log.warning("admin_users_file_unreadable", error=str(exc))
-            return
-        if not users:
-            self.log.warning(
-                "no_admin_users",
-                detail="nobody can log in to the review UI yet: "
-                "run `ccguard admin add-user NAME` with the same --config",
-            )
-
-    def _warn_smtp_auth(self) -> None:
-        auth = self.settings.smtp.auth
-        if self.front.auth is not None and not self.front.auth.users.names():
-            self.log.warning(
-                "no_smtp_users",
-                detail="nobody can log in with SMTP AUTH yet: run "
-                "`ccguard smtp-user add NAME` with the same --config",
-            )
-        if auth.users_file and auth.allow_plaintext:
-            self.log.warning(
-                "smtp auth allowed in plaintext",
-                detail="[smtp.auth] allow_plaintext = true sends passwords in clear: "
-                "for loopback tests only",
-            )
-
-    def _warn_proxy_overlap(self) -> None:
-        smtp = self.settings.smtp
-        if not smtp.proxy_protocol:
-            return
-        overlap = NetworkAccess(smtp.allowed_networks).overlapping(smtp.proxy_trusted)
-        if overlap:
-            self.log.warning(
-                "proxy_trusted overlaps allowed_networks",
-                networks=overlap,
-                detail="list only the load balancers' own addresses in proxy_trusted "
-                "(e.g. 10.0.0.5/32); their health checks (PROXY LOCAL) are refused at MAIL",
-            )
 
     @property
     def smtp_port(self) -> int:

@@ -21,6 +21,13 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import Metric
 
 from relay import __version__
+from relay.observability.metrics_admin import (
+    ADMIN_REFUSAL_REASONS,
+    BULK_ACTIONS,
+    BULK_RESULTS,
+    REPORT_FORMATS,
+    AdminMetrics,
+)
 from relay.observability.metrics_front import (
     AUTH_MECHANISMS,
     AUTH_RESULTS,
@@ -79,14 +86,6 @@ STORE_POOL_STATES = ("open", "idle", "waiting")
 #: Actions a calendar fallback replaces, and what it may become.
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
-ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
-#: Bulk decisions (relay/admin/bulk.py): the action and what happened to each message.
-BULK_ACTIONS = ("release-hidden", "delete")
-BULK_RESULTS = (
-    "released", "deleted", "deferred", "upstream_failed", "conflict", "not_found", "refused",
-    "store_failed",
-)  # fmt: skip
-REPORT_FORMATS = ("pdf", "html", "json")
 #: Cross-process claims: what they guard, and what happened to one.
 #: taken: a claim won (taken_over: of those, one whose holder's lease had expired);
 #: split retries wait (wait_timed_out: waited claim_wait, answered 451), releases do not
@@ -121,7 +120,7 @@ class _WithoutCreated:
             yield metric
 
 
-class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics, ThroughputMetrics):
+class Metrics(AdminMetrics, FrontDoorMetrics, MilterMetrics, SelfServiceMetrics, ThroughputMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -288,33 +287,6 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics, ThroughputMet
             for event in events:
                 self.claim_events.labels(kind=kind, event=event)
 
-    def _admin(self) -> None:
-        self.admin_refused_requests = Counter(
-            "ccguard_admin_requests_refused",
-            "Admin web/API requests refused before any work: body too large, "
-            "JSON nested too deep, or sent by another site.",
-            ["reason"],
-            registry=self.registry,
-        )
-        for reason in ADMIN_REFUSAL_REASONS:
-            self.admin_refused_requests.labels(reason=reason)
-        self.bulk_messages = Counter(
-            "ccguard_admin_bulk_messages",
-            "Messages decided by bulk requests of the admin web UI and API, by action "
-            "(release-hidden, delete) and what happened to each (released, deleted, "
-            "upstream_failed, conflict, ...).",
-            ["action", "result"],
-            registry=self.registry,
-        )
-        self.admin_reports = Counter(
-            "ccguard_admin_reports",
-            "Evidence reports downloaded from the overview page, by format.",
-            ["format"],
-            registry=self.registry,
-        )
-        for fmt in REPORT_FORMATS:
-            self.admin_reports.labels(format=fmt)
-
     def _info(self, version: str) -> None:
         reg = self.registry
         self.build_info = Gauge(
@@ -388,21 +360,6 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics, ThroughputMet
         others are ignored)."""
         if event in CLAIM_KIND_EVENTS.get(kind, ()):
             self.claim_events.labels(kind=kind, event=event).inc()
-
-    def admin_refused(self, reason: str) -> None:
-        """Count one refused admin request; ``reason`` is one of ADMIN_REFUSAL_REASONS."""
-        if reason in ADMIN_REFUSAL_REASONS:
-            self.admin_refused_requests.labels(reason=reason).inc()
-
-    def bulk_message(self, action: str, result: str) -> None:
-        """Count one message of a bulk decision (values outside BULK_* are ignored)."""
-        if action in BULK_ACTIONS and result in BULK_RESULTS:
-            self.bulk_messages.labels(action=action, result=result).inc()
-
-    def report_made(self, fmt: str) -> None:
-        """Count one evidence report downloaded (``fmt`` one of REPORT_FORMATS)."""
-        if fmt in REPORT_FORMATS:
-            self.admin_reports.labels(format=fmt).inc()
 
     def notification(self, result: str) -> None:
         """Count one sender notice: ``sent`` or ``failed``."""
