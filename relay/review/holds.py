@@ -101,7 +101,9 @@ class UndoHolds:
         if self._link is not None and envelope.mail_from:
             url = self._link(quarantine_id, envelope.mail_from)
             expires = self._clock() + self.settings.token_ttl
-            links = links_text(url, self.settings, expires, hold=minutes is not None)
+            # "Send now as written" is no choice where that takes two reviewers.
+            send_now = settings is not None and minutes is not None and not settings.four_eyes
+            links = links_text(url, self.settings, expires, hold=send_now)
         return NoticeExtra(outcome=outcome, links=links)
 
     async def run_once(self) -> int:

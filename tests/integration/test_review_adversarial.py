@@ -5,11 +5,22 @@ released as sent by its undo hold or its sender's "Send now"."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from tests.helpers.observability import captured_logging, json_lines
+from tests.helpers.process import run_ccguard
 from tests.helpers.relay import running_relay
-from tests.helpers.selfservice import notice_link, review_settings, send_held
+from tests.helpers.selfservice import (
+    SENDER,
+    body_of,
+    held_rules,
+    notice_link,
+    notices_to_sender,
+    review_settings,
+    send_held,
+)
 from tests.helpers.upstream import RecordingUpstream
 
 
@@ -48,3 +59,38 @@ async def test_a_link_with_non_ascii_signature_gets_the_refusal_page(
         audit = await relay.store.list_audit(50, "-")  # a malformed link names no message
         assert [e.result for e in audit if e.action == "self_service_link"] == ["refused"] * 2
         assert (await relay.store.get(mid)).status == "held"  # type: ignore[union-attr]
+
+
+def test_config_refuses_an_undo_hold_that_would_send_a_four_eyes_rule_as_written(
+    tmp_path: Path,
+) -> None:
+    # Such a hold could never be delivered (the four-eyes guard refuses the timer at
+    # every poll, auditing each refusal), while its notice promises "as you wrote it".
+    config = tmp_path / "ccguard.toml"
+    config.write_text(
+        '[upstream]\nhost = "127.0.0.1"\nport = 2525\n'
+        '[[policy.rules]]\nname = "hold"\nmin_visible_external = 5\naction = "quarantine"\n'
+        'four_eyes = true\nhold_minutes = 5\nafter_delay = "as-is"\n'
+    )
+    result = run_ccguard("config", "check", "--config", str(config))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "four_eyes" in result.stderr and "after_delay" in result.stderr
+    config.write_text(config.read_text().replace('"as-is"', '"hidden"'))
+    assert run_ccguard("config", "check", "--config", str(config)).returncode == 0
+
+
+async def test_a_four_eyes_undo_hold_offers_no_send_now(upstream: RecordingUpstream) -> None:
+    rules = held_rules(hold_minutes=2, four_eyes=True)
+    settings = review_settings(upstream.port, rules=rules, delay_poll=300)
+    async with running_relay(settings) as relay, httpx.AsyncClient() as http:
+        mid = await send_held(relay.smtp_port)
+        link = await notice_link(upstream)
+        assert "send it now as written" not in body_of(notices_to_sender(upstream)[0])
+        page = await http.get(link)
+        assert page.status_code == 200 and "Send with recipients hidden" in page.text
+        assert "Send now as written" not in page.text  # it could only be refused
+        refused = await http.post(link, data={"choice": "send_now"})
+        assert refused.status_code == 400 and "not available" in refused.text
+        stored = await relay.store.get(mid)
+        assert stored is not None and stored.status == "held"
+        assert [m for m in upstream.messages if m.mail_from == SENDER] == []
