@@ -5,12 +5,17 @@ released as sent by its undo hold or its sender's "Send now"."""
 
 from __future__ import annotations
 
+import asyncio
+import smtplib
 from pathlib import Path
 
 import httpx
 
+from tests.helpers.admin import EXTERNAL_RCPTS
+from tests.helpers.calendar import attendee_lines, ics, invitation, part
 from tests.helpers.observability import captured_logging, json_lines
 from tests.helpers.process import run_ccguard
+from tests.helpers.quarantine_store import Clock
 from tests.helpers.relay import running_relay
 from tests.helpers.selfservice import (
     SENDER,
@@ -93,4 +98,42 @@ async def test_a_four_eyes_undo_hold_offers_no_send_now(upstream: RecordingUpstr
         assert refused.status_code == 400 and "not available" in refused.text
         stored = await relay.store.get(mid)
         assert stored is not None and stored.status == "held"
+        assert [m for m in upstream.messages if m.mail_from == SENDER] == []
+
+
+def _send_invitation(port: int) -> bytes:
+    entity = part(ics(attendee_lines(6)))
+    data = invitation(entity, to=", ".join(EXTERNAL_RCPTS), subject="Induction day")
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("app.example.org")
+        client.mail(SENDER)
+        for rcpt in EXTERNAL_RCPTS:
+            client.rcpt(rcpt)
+        code, text = client.data(data)
+    assert code == 250, text
+    return text
+
+
+async def test_an_undo_hold_that_cannot_go_hidden_stops_instead_of_retrying_forever(
+    upstream: RecordingUpstream,
+) -> None:
+    # An invitation's attendee list cannot be hidden, so after_delay = "hidden" can never
+    # deliver it: the timer must hand it to the reviewers (still held), not refuse it at
+    # every poll (an audit entry each time) and keep a due-list slot for ever.
+    clock = Clock(1_800_000_000.0)
+    settings = review_settings(upstream.port, rules=held_rules(hold_minutes=1), delay_poll=300)
+    async with running_relay(settings, clock=clock) as relay:
+        text = await asyncio.to_thread(_send_invitation, relay.smtp_port)
+        mid = text.decode().rsplit(" ", 1)[1]
+        clock.now += 61
+        holds = relay.self_service.holds
+        for _ in range(3):
+            assert await holds.run_once() == 0
+        refusals = [e for e in await relay.store.list_audit(100, mid)
+                    if e.action == "release" and e.result == "refused"]  # fmt: skip
+        assert len(refusals) == 1, refusals
+        timer = await relay.store.get_delay(mid)
+        assert timer is not None and timer.status != "pending"
+        stored = await relay.store.get(mid)
+        assert stored is not None and stored.status == "held"  # a reviewer decides now
         assert [m for m in upstream.messages if m.mail_from == SENDER] == []
