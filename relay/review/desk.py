@@ -101,8 +101,10 @@ class RequestDesk:
         """Add ``reviewer``'s approval; once complete, release as sent and tell the sender.
         Raises FourEyesError (audited), RequestNotFound, RequestStateError, and
         whatever the release raises (the request stays approved: retry the release)."""
-        target = (await self._request(request_id)).message_id
+        found = await self._request(request_id)
+        target = found.message_id
         try:
+            await self._not_the_sender(found, reviewer)
             request = await self.store.approve_request(request_id, reviewer, comment.strip())
         except FourEyesError as exc:
             await self.review.audit(
@@ -120,6 +122,18 @@ class RequestDesk:
         self.count("approved")
         await self._tell_sender(request, report.message)
         return request, report
+
+    async def _not_the_sender(self, request: ReleaseRequest, reviewer: str) -> None:
+        """Refuse the sender of a sender-made request approving it under their reviewer
+        login (when that login is their address: the request is theirs)."""
+        if not request.requester.startswith(SENDER_PREFIX):
+            return
+        stored = await self.store.get(request.message_id)
+        if stored is not None and stored.mail_from.casefold() == reviewer.casefold():
+            raise FourEyesError(
+                request.id, reviewer, "you sent this message and made this request; "
+                "another reviewer must approve it",
+            )  # fmt: skip
 
     async def deny(self, request_id: str, reviewer: str, comment: str = "") -> ReleaseRequest:
         """pending → denied; audited; the sender is told."""

@@ -10,8 +10,10 @@ import smtplib
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.helpers.admin import EXTERNAL_RCPTS
+from relay.credentials.users import UserDB
+from tests.helpers.admin import EXTERNAL_RCPTS, PASSWORD, basic
 from tests.helpers.calendar import attendee_lines, ics, invitation, part
 from tests.helpers.observability import captured_logging, json_lines
 from tests.helpers.process import run_ccguard
@@ -137,3 +139,31 @@ async def test_an_undo_hold_that_cannot_go_hidden_stops_instead_of_retrying_fore
         stored = await relay.store.get(mid)
         assert stored is not None and stored.status == "held"  # a reviewer decides now
         assert [m for m in upstream.messages if m.mail_from == SENDER] == []
+
+
+# The reviewer's login is an address: the audit log line names it (the logging safety
+# net hashes it in `ccguard serve`, as for any admin login that is an address).
+@pytest.mark.logs_may_contain_addresses
+async def test_the_sender_cannot_approve_her_own_request_as_a_reviewer(
+    upstream: RecordingUpstream,
+) -> None:
+    # Reviewers send mail too, and a reviewer login may be an address: the sender's
+    # request from the link is hers, under whichever name she logs in.
+    settings = review_settings(upstream.port)
+    users = UserDB(settings.admin.users_file)
+    users.set_password(SENDER.upper(), PASSWORD)
+    users.set_password("bob", PASSWORD)
+    async with running_relay(settings) as relay, httpx.AsyncClient() as http:
+        api = f"http://127.0.0.1:{relay.http_port('admin')}/api"
+        mid = await send_held(relay.smtp_port)
+        link = await notice_link(upstream)
+        made = await http.post(link, data={"choice": "request", "justification": "board list"})
+        assert made.status_code == 200
+        (req,) = (await http.get(f"{api}/requests", headers=basic("bob"))).json()["items"]
+        url = f"{api}/requests/{req['id']}/approve"
+        own = await http.post(url, json={}, headers=basic(SENDER.upper()))
+        assert own.status_code == 403 and own.json()["error"] == "four_eyes", own.text
+        assert [m for m in upstream.messages if m.mail_from == SENDER] == []
+        assert (await http.post(url, json={}, headers=basic("bob"))).status_code == 200
+        audit = [(e.actor, e.action, e.result) for e in await relay.store.list_audit(100, mid)]
+        assert (SENDER.upper(), "approve", "refused") in audit
