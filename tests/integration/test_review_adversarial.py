@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from relay.credentials.users import UserDB
-from tests.helpers.admin import EXTERNAL_RCPTS, PASSWORD, basic
+from tests.helpers.admin import EXTERNAL_RCPTS, INTERNAL_RCPTS, PASSWORD, basic
 from tests.helpers.calendar import attendee_lines, ics, invitation, part
 from tests.helpers.observability import captured_logging, json_lines
 from tests.helpers.process import run_ccguard
@@ -167,3 +167,30 @@ async def test_the_sender_cannot_approve_her_own_request_as_a_reviewer(
         assert (await http.post(url, json={}, headers=basic("bob"))).status_code == 200
         audit = [(e.actor, e.action, e.result) for e in await relay.store.list_audit(100, mid)]
         assert (SENDER.upper(), "approve", "refused") in audit
+
+
+async def test_concurrent_posts_of_one_link_and_of_two_links_deliver_once(
+    upstream: RecordingUpstream,
+) -> None:
+    settings = review_settings(upstream.port, max_refusals=50)
+    async with running_relay(settings) as relay, httpx.AsyncClient(timeout=30) as http:
+        await send_held(relay.smtp_port, "First")
+        link = await notice_link(upstream)
+        same = await asyncio.gather(*(http.post(link, data={"choice": "hidden"}) for _ in range(6)))
+        assert [a.status_code for a in same].count(200) == 1, same
+        second = await send_held(relay.smtp_port, "Second")
+        signer = relay.self_service.service.signer  # type: ignore[union-attr]
+        # Two links of one message (a denial mail carries a fresh one), raced.
+        links = [await notice_link(upstream, 2), settings.review.public_url + "/r/"
+                 + signer.make(second, SENDER)]  # fmt: skip
+        two = await asyncio.gather(
+            http.post(links[0], data={"choice": "hidden"}),
+            http.post(links[1], data={"choice": "split"}),
+        )
+        assert [a.status_code for a in two].count(200) == 1, [a.text for a in two]
+    got: dict[str, int] = {}
+    for m in upstream.messages:
+        if m.mail_from == SENDER:
+            for rcpt in m.rcpt_tos:
+                got[rcpt] = got.get(rcpt, 0) + 1
+    assert set(got.values()) == {2} and len(got) == len({*INTERNAL_RCPTS, *EXTERNAL_RCPTS})
