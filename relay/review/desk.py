@@ -20,7 +20,13 @@ from datetime import UTC, datetime
 from relay.actions.notices import compose_notice
 from relay.admin.releasing import ReleaseReport
 from relay.admin.review import MODE_AS_IS, EventLog, Review
-from relay.errors import FourEyesError, QuarantineNotFound, RequestNotFound, StoreError
+from relay.errors import (
+    FourEyesError,
+    QuarantineNotFound,
+    QuarantineStateError,
+    RequestNotFound,
+    StoreError,
+)
 from relay.quarantine.requests import APPROVED, ReleaseRequest
 from relay.quarantine.store import StoredMessage
 from relay.review.service import SENDER_PREFIX, Counter
@@ -110,6 +116,10 @@ class RequestDesk:
             await self.review.audit(
                 reviewer, "approve", target, "refused", f"request={request_id} four_eyes: {exc.why}"
             )
+            raise
+        except QuarantineStateError as exc:
+            detail = f"request={request_id} status={exc.status}"
+            await self.review.audit(reviewer, "approve", target, "conflict", detail)
             raise
         have = f"{len(request.approvals)}/{request.approvals_needed}"
         await self.review.audit(

@@ -6,6 +6,7 @@ released as sent by its undo hold or its sender's "Send now"."""
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from tests.helpers.selfservice import (
     send_held,
 )
 from tests.helpers.upstream import RecordingUpstream
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 async def test_the_link_never_appears_in_the_access_log(upstream: RecordingUpstream) -> None:
@@ -194,3 +197,42 @@ async def test_concurrent_posts_of_one_link_and_of_two_links_deliver_once(
             for rcpt in m.rcpt_tos:
                 got[rcpt] = got.get(rcpt, 0) + 1
     assert set(got.values()) == {2} and len(got) == len({*INTERNAL_RCPTS, *EXTERNAL_RCPTS})
+
+
+async def test_a_request_whose_message_was_released_meanwhile_cannot_be_approved(
+    upstream: RecordingUpstream,
+) -> None:
+    settings = review_settings(upstream.port)
+    users = UserDB(settings.admin.users_file)
+    users.set_password("alice", PASSWORD)
+    users.set_password("bob", PASSWORD)
+    async with running_relay(settings) as relay, httpx.AsyncClient() as http:
+        admin = f"http://127.0.0.1:{relay.http_port('admin')}"
+        mid = await send_held(relay.smtp_port)
+        link = await notice_link(upstream)
+        made = await http.post(link, data={"choice": "request", "justification": "board list"})
+        assert made.status_code == 200
+        # Alice deals with the message from the quarantine page, not the request.
+        hidden = await http.post(f"{admin}/api/quarantine/{mid}/release",
+                                 json={"mode": "hidden"}, headers=basic("alice"))  # fmt: skip
+        assert hidden.status_code == 200, hidden.text
+        (req,) = (await http.get(f"{admin}/api/requests", headers=basic("bob"))).json()["items"]
+        async with httpx.AsyncClient(base_url=admin) as web:
+            token = CSRF.search((await web.get("/login")).text)
+            assert token
+            form = {"username": "bob", "password": PASSWORD, "csrf_token": token.group(1)}
+            assert (await web.post("/login", data=form)).status_code == 303
+            page = await web.get("/requests")
+            csrf = CSRF.search(page.text)
+            assert csrf
+            approve = await web.post(f"/requests/{req['id']}/approve",
+                                     data={"csrf_token": csrf.group(1), "comment": ""})  # fmt: skip
+        assert approve.status_code == 409 and "released" in approve.text, approve.text
+        api = await http.post(f"{admin}/api/requests/{req['id']}/approve", json={},
+                              headers=basic("bob"))  # fmt: skip
+        assert api.status_code == 409, api.text
+        after = await relay.store.get_request(req["id"])
+        assert after is not None and after.status != "approved" and after.approvals == ()
+    # The sender's recipients got the hidden copy once; nothing went as written.
+    copies = [m for m in upstream.messages if m.mail_from == SENDER]
+    assert len(copies) == 1
