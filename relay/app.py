@@ -27,6 +27,7 @@ from relay.credentials.users import UserDB, UsersFileError
 from relay.errors import ConfigError, StoreError
 from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
+from relay.milter import MilterContext, MilterListener
 from relay.observability.http import CheckResult, observability_routes
 from relay.observability.logging import configure_logging
 from relay.observability.metrics import Metrics
@@ -34,6 +35,7 @@ from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
 from relay.review.wiring import SelfServiceParts, build_self_service, sender_server
 from relay.settings import Settings, parse_listen
+from relay.settings_milter import require_a_front
 from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.access import NetworkAccess
 from relay.smtp.auth import SmtpAuthenticator
@@ -87,6 +89,10 @@ class Relay:
         self.hashing = HashingPool()  # SMTP AUTH
         self.admin_hashing = HashingPool()
         self.front = self._front_context()
+        require_a_front(settings.smtp.listen, settings.milter.listen)  # else ConfigError
+        self.milter = MilterListener(MilterContext(
+            settings.milter, self.front.decider, self.dispatcher, self.matcher, self.log,
+            self.redactor.address, self.metrics, settings.smtp.max_message_size))  # fmt: skip
         self.listener = SmtpListener(self.front)
         self.tls_listener = SmtpListener(self.front, implicit_tls=True)
         self.http: list[HttpServer] = []
@@ -98,7 +104,7 @@ class Relay:
             settings=self.settings, store=self.store, releaser=self.releaser,
             splitter=self.dispatcher.splitter, send_mail=self.dispatcher.notices.send,
             log=self.log, redact=self.redactor.address, count=self.metrics.self_service,
-            clock=self._clock,
+            clock=self._clock, claim_metrics=self.metrics,
         )  # fmt: skip
 
     def _front_context(self) -> FrontContext:
@@ -156,8 +162,10 @@ class Relay:
     async def start(self) -> None:
         """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
         await self.store.open()
-        host, port = parse_listen(self.settings.smtp.listen)
-        await self.listener.start(host, port)
+        host, port = parse_listen(self.settings.smtp.listen or "127.0.0.1:0")
+        if self.settings.smtp.listen:
+            await self.listener.start(host, port)
+        await self.milter.start(self.settings.milter.address)  # None: no milter
         if self.settings.smtp.tls_listen:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
         for server in self._http_servers():
@@ -172,7 +180,7 @@ class Relay:
         self.log.info(
             "ccguard started",
             version=__version__,
-            smtp_listen=f"{host}:{self.listener.port}",
+            smtp_listen=f"{host}:{self.listener.port}" if self.listener.serving else None,
             smtp_tls_listen=self.tls_listen,
             starttls=self.settings.smtp.starttls,
             smtp_auth=self.front.auth is not None,
@@ -307,7 +315,9 @@ class Relay:
                 return (False, f"{type(exc).__name__}: {exc}")
             return (True, f"EHLO answered in {time.monotonic() - started:.3f}s")
 
-        return {"smtp": smtp, "store": store, "upstream": upstream}
+        fronts: dict[str, Any] = {"smtp": smtp} if self.settings.smtp.listen else {}
+        fronts |= {"milter": self.milter.check} if self.settings.milter.listen else {}
+        return {**fronts, "store": store, "upstream": upstream}
 
     async def refresh_quarantine_gauges(self) -> None:
         """Read the quarantine's counts and oldest held message into the gauges."""
@@ -334,6 +344,7 @@ class Relay:
         self.log.info("ccguard stopping", grace_seconds=grace)
         await self.listener.stop(grace)
         await self.tls_listener.stop(grace)
+        await self.milter.stop(grace)
         await self.dispatcher.close()
         for server in reversed(self.http):
             await server.stop()

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "FourEyesError",
     "LeaseLostError",
+    "MilterProtocolError",
     "QuarantineClaimedError",
     "QuarantineNotFound",
     "QuarantineStateError",
@@ -157,6 +158,16 @@ class CalendarAttendeesVisible(CCGuardError):
             "recipients cannot hide its attendee list, so it was not released. "
             "Release it as sent (as-is) only if every attendee may see the others, or delete it."
         )
+
+
+class MilterProtocolError(CCGuardError):
+    """The MTA sent something the milter protocol does not allow (or a frame larger
+    than ccguard accepts): the connection is closed and the MTA applies its
+    ``milter_default_action`` (``tempfail`` as documented)."""
+
+    def __init__(self, reason: str, kind: str = "protocol") -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 class RequestNotFound(StoreError):

@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from relay.errors import ConfigError
+from relay.settings_milter import MilterSettings
 from relay.settings_review import ReviewSettings
 from relay.settings_smtp import LimitsSettings, SmtpAuthSettings, SmtpSettings
 from relay.settings_types import (
@@ -45,6 +46,7 @@ __all__ = [
     "ListenAddress",
     "LoggingSettings",
     "MetricsSettings",
+    "MilterSettings",
     "NotificationSettings",
     "OrganisationSettings",
     "PolicySettings",
@@ -263,6 +265,7 @@ class Settings(BaseSettings):
     )
 
     smtp: SmtpSettings = SmtpSettings()
+    milter: MilterSettings = MilterSettings()
     limits: LimitsSettings = LimitsSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     organisation: OrganisationSettings = OrganisationSettings()

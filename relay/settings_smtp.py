@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
 
 from relay.settings_types import (
     SECTION_CONFIG,
@@ -16,9 +16,16 @@ from relay.settings_types import (
     PositiveFloat,
     PositiveInt,
     check_networks,
+    parse_listen,
 )
 
 __all__ = ["LimitsSettings", "SmtpAuthSettings", "SmtpSettings", "StartTls"]
+
+
+def _listen_or_empty(value: str) -> str:
+    if value:
+        parse_listen(value)
+    return value
 
 
 class _Section(BaseModel):
@@ -53,7 +60,8 @@ StartTls = Literal["off", "offer", "required"]
 class SmtpSettings(_Section):
     """The SMTP listener that clients send to."""
 
-    listen: ListenAddress = "127.0.0.1:10025"
+    #: Empty: no SMTP listener (the milter front alone, ``[milter] listen``).
+    listen: Annotated[str, AfterValidator(_listen_or_empty)] = "127.0.0.1:10025"
     #: Server certificate chain and private key (PEM), re-read on SIGHUP.
     tls_cert: str | None = None
     tls_key: str | None = None

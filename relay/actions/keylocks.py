@@ -12,6 +12,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from relay.errors import ClaimBusyError
+
 __all__ = ["KeyLocks"]
 
 
@@ -31,13 +33,21 @@ class KeyLocks:
         return self._users.get(key, 0)
 
     @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """Wait for ``key``'s lock, hold it for the block, forget it when unused."""
+    async def hold(self, key: str, timeout: float | None = None) -> AsyncIterator[None]:
+        """Wait for ``key``'s lock (at most ``timeout`` seconds, else ClaimBusyError),
+        hold it for the block, forget it when unused."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] = self._users.get(key, 0) + 1
         try:
-            async with lock:
+            try:
+                async with asyncio.timeout(timeout):
+                    await lock.acquire()
+            except TimeoutError:
+                raise ClaimBusyError() from None
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             self._users[key] -= 1
             if not self._users[key]:

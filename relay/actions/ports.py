@@ -14,6 +14,7 @@ from relay.codes import Reply
 __all__ = [
     "AcceptHook",
     "ActionMetrics",
+    "BeforeData",
     "Deliverer",
     "DeliveryOutcome",
     "LiveTransaction",
@@ -24,6 +25,8 @@ __all__ = [
 Redact = Callable[[str], str]
 # Awaited with the accepted recipients as soon as the upstream's 250 is read.
 AcceptHook = Callable[[Sequence[str]], Awaitable[None]]
+# Called once the recipients are accepted, right before DATA: raising aborts (RSET).
+BeforeData = Callable[[], None]
 
 
 class LiveTransaction(Protocol):
@@ -60,10 +63,13 @@ class Deliverer(Protocol):
         options: Sequence[str] = (),
         *,
         on_accept: AcceptHook | None = None,
+        before_data: BeforeData | None = None,
     ) -> DeliveryOutcome:
         """Accepted for at least one recipient, or raise UpstreamError.  A tuple
         ``message`` is sent as its pieces joined, without joining them.  ``on_accept``
-        is awaited after the 250, before anything else; what it raises is raised."""
+        is awaited after the 250, before anything else; what it raises is raised.
+        ``before_data()`` is called right before DATA; if it raises, the
+        transaction is aborted (nothing delivered) and that is raised."""
         ...
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 from structlog.typing import FilteringBoundLogger
 
-from relay.actions.ports import Redact, domain_only
+from relay.actions.ports import AcceptHook, Redact, domain_only
 from relay.actions.rewrite import rewrite_message
 from relay.actions.split_delivery import copy_options
 from relay.actions.tag import TAG_ACTION, TAG_EXPOSURE, TAG_RULE, exposure_text, sanitise
@@ -48,8 +48,9 @@ class ReleaseTransaction(Protocol):
         """The upstream's answer to one RCPT (success or refusal)."""
         ...
 
-    async def data(self, message: bytes) -> Reply:
-        """Send the message; the 250, or raise UpstreamError."""
+    async def data(self, message: bytes, *, on_accept: AcceptHook | None = None) -> Reply:
+        """Send the message; the 250, or raise UpstreamError.  ``on_accept`` is awaited
+        right after the 250 is read (before QUIT or pooling); what it raises is raised."""
         ...
 
     async def abort(self) -> None:
@@ -145,12 +146,19 @@ class QuarantineReleaser:
         self._redact = redact
 
     async def release(
-        self, stored: StoredMessage, mode: str, rcpts: Sequence[str] | None = None
+        self,
+        stored: StoredMessage,
+        mode: str,
+        rcpts: Sequence[str] | None = None,
+        *,
+        on_accept: AcceptHook | None = None,
     ) -> ReleaseAttempt:
         """Deliver ``stored`` (``mode`` ``as-is`` or ``rewrite``/``hidden``) with its
         stored sender to ``rcpts`` (default: every stored recipient), in one
         transaction.  Raises UpstreamError if the upstream took it for nobody
-        because of the connection, MAIL or DATA; refused RCPTs are reported."""
+        because of the connection, MAIL or DATA; refused RCPTs are reported.
+        ``on_accept(accepted)`` is awaited right after the upstream's 250 (the
+        caller records them there: before QUIT, logging or anything else)."""
         wanted = tuple(dict.fromkeys(stored.rcpt_tos if rcpts is None else rcpts))
         if not wanted:
             return ReleaseAttempt()
@@ -160,7 +168,7 @@ class QuarantineReleaser:
         )
         txn = await self._upstream.begin(stored.mail_from, options)
         accepted, deferred, refused = await self._recipients(txn, wanted)
-        reply = await txn.data(data) if accepted else None
+        reply = await txn.data(data, on_accept=on_accept) if accepted else None
         if reply is None:
             await txn.abort()
         attempt = ReleaseAttempt(reply, tuple(accepted), deferred, refused)

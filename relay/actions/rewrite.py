@@ -36,6 +36,7 @@ __all__ = [
     "dkim_covered",
     "junk_addresses",
     "rewrite_message",
+    "rewritten_fields",
     "safe_source",
 ]
 
@@ -148,6 +149,21 @@ def rewrite_fields(
     return out, removed, changed
 
 
+def rewritten_fields(
+    message: ParsedMessage, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS
+) -> tuple[list[RawField], int, bool]:
+    """The header fields :func:`rewrite_message` gives ``message`` (kept fields are
+    the very objects of ``message.fields``), how many addresses were removed and
+    whether DKIM is broken: for a front that edits fields instead of sending bytes."""
+    fields, removed, changed = rewrite_fields(message.fields, matcher)
+    all_tags = list(tags)
+    changed.update(name.lower() for name, _ in all_tags)
+    broken = bool(changed & dkim_covered(message.fields))
+    if broken:
+        all_tags.append((TAG_DKIM, DKIM_BROKEN))
+    return [*tag_fields(all_tags), *fields], removed, broken
+
+
 def rewrite_message(
     message: ParsedMessage, matcher: DomainMatcher, *, tags: Tags = DEFAULT_TAGS
 ) -> RewriteResult:
@@ -157,11 +173,5 @@ def rewrite_message(
     broken-by-rewrite`` is added when a DKIM-Signature's ``h=`` covers a
     changed field.
     """
-    fields, removed, changed = rewrite_fields(message.fields, matcher)
-    all_tags = list(tags)
-    changed.update(name.lower() for name, _ in all_tags)
-    broken = bool(changed & dkim_covered(message.fields))
-    if broken:
-        all_tags.append((TAG_DKIM, DKIM_BROKEN))
-    rewritten = assemble_pieces(message, [*tag_fields(all_tags), *fields])
-    return RewriteResult(rewritten, removed, broken)
+    fields, removed, broken = rewritten_fields(message, matcher, tags=tags)
+    return RewriteResult(assemble_pieces(message, fields), removed, broken)

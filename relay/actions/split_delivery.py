@@ -35,6 +35,7 @@ polling.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -134,16 +135,31 @@ class SplitDelivery:
         """Deliver the client's ``message`` to every recipient not yet in the
         ledger; return the reply to end of DATA."""
         key = split_key(env, message.data)
-        async with self._locks.hold(key):
-            try:
-                lease = await self._claims.acquire(key, env.queue_id)
-            except ClaimBusyError as exc:  # another attempt is still at it: retry later
-                return exc.reply
-            except StoreError as exc:
-                self._on_store_error("ledger_claim", env, exc)
-                return codes.STORE_FAILED
-            async with self._claims.holding(lease, env.queue_id):
-                return await self._attempt(env, lease, message, tags, trace)
+        # claim_wait bounds the whole wait: behind an attempt in this process
+        # (the lock) and then for the lease, as for a retry through another one.
+        started = time.monotonic()
+        try:
+            async with self._locks.hold(key, timeout=self._claims.wait):
+                waited = time.monotonic() - started
+                return await self._claimed(env, key, message, tags, trace, waited)
+        except ClaimBusyError:  # an attempt in this process is still at it: retry later
+            return self._claims.busy(env.queue_id).reply
+
+    async def _claimed(
+        self, env: Envelope, key: str, message: ParsedMessage, tags: Tags, trace: bytes,
+        waited: float,
+    ) -> Reply:  # fmt: skip
+        try:
+            lease = await self._claims.acquire(
+                key, env.queue_id, max(0.0, self._claims.wait - waited)
+            )
+        except ClaimBusyError as exc:  # another attempt is still at it: retry later
+            return exc.reply
+        except StoreError as exc:
+            self._on_store_error("ledger_claim", env, exc)
+            return codes.STORE_FAILED
+        async with self._claims.holding(lease, env.queue_id):
+            return await self._attempt(env, lease, message, tags, trace)
 
     async def _attempt(
         self, env: Envelope, lease: Lease, message: ParsedMessage, tags: Tags, trace: bytes
@@ -184,8 +200,9 @@ class SplitDelivery:
 
         try:
             result = await self._upstream.deliver(
-                env.mail_from, rcpts, (trace, *copy.pieces), options, on_accept=record
-            )
+                env.mail_from, rcpts, (trace, *copy.pieces), options, on_accept=record,
+                before_data=lambda: self._claims.check(lease),
+            )  # fmt: skip
         except StoreError as exc:
             self._halt(env, attempt, exc)
             return False

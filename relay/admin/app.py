@@ -154,7 +154,7 @@ def create_admin_app(
     ]
     context = AdminContext(
         settings=settings,
-        review=review or Review(store, releaser, log, claim_lease=claim_lease),
+        review=review or Review(store, releaser, log, claim_lease=claim_lease, metrics=metrics),
         users=users,
         codec=codec,
         throttle=throttle or LoginThrottle(),

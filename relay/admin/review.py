@@ -13,7 +13,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from relay.actions.ports import AcceptHook
 from relay.actions.release import ReleaseAttempt, check_hidden_release
+from relay.actions.renewal import keep_renewed
+from relay.actions.split_claims import ClaimMetrics
 from relay.admin.preview import MessagePreview, preview_message
 from relay.admin.releasing import REFUSED_PREFIX, ReleaseDeferred, ReleaseProgress, ReleaseReport
 from relay.codes import Reply
@@ -70,9 +73,15 @@ class Releaser(Protocol):
     """Delivers a held message upstream (``relay.actions.release.QuarantineReleaser``)."""
 
     async def release(
-        self, stored: StoredMessage, mode: str, rcpts: Sequence[str] | None = None
+        self,
+        stored: StoredMessage,
+        mode: str,
+        rcpts: Sequence[str] | None = None,
+        *,
+        on_accept: AcceptHook | None = None,
     ) -> ReleaseAttempt:
-        """Deliver ``stored`` to ``rcpts``; per-recipient outcome, or raise UpstreamError."""
+        """Deliver ``stored`` to ``rcpts``; per-recipient outcome, or raise UpstreamError.
+        ``on_accept(accepted)`` is awaited right after the upstream's 250."""
         ...
 
 
@@ -113,14 +122,20 @@ class Review:
         log: EventLog,
         *,
         claim_lease: float = CLAIM_STALE_AFTER,
+        metrics: ClaimMetrics | None = None,
     ) -> None:
         self.store = store
         self.releaser = releaser
         self.log = log
         self.claim_lease = claim_lease
+        self._metrics = metrics
         #: Sender self-service (relay/review/desk.py): refuses a release as sent
         #: that needs two reviewers' approval (raises FourEyesError).
         self.as_is_guard: Callable[[StoredMessage, str], Awaitable[None]] | None = None
+
+    def _count(self, event: str) -> None:
+        if self._metrics is not None:
+            self._metrics.claim_event("release", event)
 
     async def audit(
         self, actor: str, action: str, target: str, result: str, detail: str = ""
@@ -181,9 +196,7 @@ class Review:
             raise ValueError(f"mode must be one of {', '.join(PUBLIC_MODES)}")
         if self.releaser is None:
             raise RuntimeError("no releaser configured")
-        stored = await self._audited(
-            actor, "release", message_id, self.store.claim(message_id, actor, self.claim_lease)
-        )
+        stored = await self._claim(message_id, actor)
         renewer = asyncio.create_task(self._renew(message_id, actor))
         try:
             return await self._release_claimed(self.releaser, stored, mode, actor)
@@ -196,17 +209,35 @@ class Review:
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
 
+    async def _claim(self, message_id: str, actor: str) -> StoredMessage:
+        """The release claim, counted: taken (over an expired one?) or refused (409)."""
+        try:
+            stored = await self._audited(
+                actor, "release", message_id, self.store.claim(message_id, actor, self.claim_lease)
+            )
+        except QuarantineClaimedError:
+            self._count("refused")
+            raise
+        self._count("taken")
+        if stored.claim_taken_over:
+            self._count("taken_over")
+            self.log.info("release_claim_taken_over", target=message_id, actor=actor)
+        return stored
+
     async def _renew(self, message_id: str, actor: str) -> None:
-        """Keep the release claim fresh while delivering (at most every 10 s: a delete
-        counts a claim older than CLAIM_STALE_AFTER as abandoned)."""
-        while True:
-            await asyncio.sleep(min(self.claim_lease, CLAIM_STALE_AFTER) / 3)
-            try:
-                if not await self.store.renew_claim(message_id, actor):
-                    self.log.info("release_claim_lost", target=message_id, actor=actor)
-                    return
-            except StoreError:
-                continue  # two more tries before the lease runs out
+        """Keep the release claim fresh while delivering (renewed as if it lasted at most
+        CLAIM_STALE_AFTER: a delete counts an older claim as abandoned)."""
+
+        def failed(error: str) -> None:  # tried again at once: see relay/actions/renewal.py
+            self.log.info("release_claim_renewal_failed", target=message_id, error=error)
+
+        await keep_renewed(
+            lambda: self.store.renew_claim(message_id, actor),
+            min(self.claim_lease, CLAIM_STALE_AFTER),
+            on_error=failed,
+        )
+        self._count("lost")
+        self.log.info("release_claim_lost", target=message_id, actor=actor)
 
     async def _release_claimed(
         self, releaser: Releaser, stored: StoredMessage, mode: str, actor: str
@@ -216,14 +247,25 @@ class Review:
         elif self.as_is_guard is not None:
             await self.as_is_guard(stored, actor)
         progress = await self.progress(stored.id)
+        key = release_key(stored.id)
+
+        async def record(accepted: Sequence[str]) -> None:
+            # From the upstream's 250 on they have it: recorded first (one
+            # transaction, one fsync), so that a crash leaves the few
+            # milliseconds of that commit for a later release to repeat.
+            if accepted:
+                await self.store.record_copies(key, list(accepted))
+
         try:
-            attempt = await releaser.release(stored, mode, progress.pending(stored.rcpt_tos))
+            pending = progress.pending(stored.rcpt_tos)
+            attempt = await releaser.release(stored, mode, pending, on_accept=record)
         except UpstreamError as exc:
             detail = f"mode={mode} kind={exc.kind} reply={exc.reply.code} {exc.reply.status}"
             await self.audit(actor, "release", stored.id, "upstream_failed", detail)
             raise
         nobody_has_it = not (progress.delivered or attempt.delivered)
-        await self._record(stored.id, attempt, keep_refusals=not nobody_has_it)
+        if attempt.refused and not nobody_has_it:  # once someone has it, retries skip them
+            await self.store.record_copies(key, [REFUSED_PREFIX + r for r in attempt.refused])
         report = _report(stored, mode, progress, attempt)
         if report.deferred:
             await self.audit(actor, "release", stored.id, "deferred", report.audit_detail())
@@ -245,15 +287,6 @@ class Review:
             )
             await self.audit(actor, "release", stored.id, "refused", detail)
             raise
-
-    async def _record(self, message_id: str, attempt: ReleaseAttempt, keep_refusals: bool) -> None:
-        """Write who got it (and, once someone has it, who refused it for good) to the ledger."""
-        key = release_key(message_id)
-        for rcpt in attempt.delivered:
-            await self.store.record_copy(key, rcpt)
-        if keep_refusals:
-            for rcpt in attempt.refused:
-                await self.store.record_copy(key, REFUSED_PREFIX + rcpt)
 
     async def _mark_released(self, report: ReleaseReport, actor: str) -> ReleaseReport:
         message_id, detail = report.message.id, report.audit_detail()

@@ -1,4 +1,4 @@
-"""``ccguard serve`` and ``ccguard sink``."""
+"""``ccguard serve``, ``ccguard milter`` and ``ccguard sink``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,20 @@ def _serve(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     return asyncio.run(serve(settings))
+
+
+def _milter(args: argparse.Namespace) -> int:
+    settings = load_or_report(args.config)
+    if settings is None:
+        return 2
+    if not settings.milter.listen:
+        print(
+            "ccguard milter: milter.listen is empty: set [milter] listen, "
+            'e.g. listen = "inet:127.0.0.1:8890"'
+        )
+        return 2
+    only = settings.model_copy(update={"smtp": settings.smtp.model_copy(update={"listen": ""})})
+    return asyncio.run(serve(only))
 
 
 async def _run_sink(host: str, port: int, folder: Path) -> int:
@@ -43,9 +57,15 @@ def _sink(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``serve`` and ``sink``."""
+    """Add ``serve``, ``milter`` and ``sink``."""
     serve_p = subparsers.add_parser("serve", help="run the relay", parents=[common])
     serve_p.set_defaults(func=_serve)
+    milter = subparsers.add_parser(
+        "milter",
+        help="run only the milter front ([milter] listen), no SMTP listener",
+        parents=[common],
+    )
+    milter.set_defaults(func=_milter)
     sink = subparsers.add_parser(
         "sink", help="run a capture SMTP server that writes .eml files", parents=[common]
     )

@@ -34,6 +34,7 @@ from relay.observability.metrics_front import (
     FrontDoorMetrics,
     code_class,
 )
+from relay.observability.metrics_milter import FRONTS, MilterMetrics
 from relay.observability.metrics_review import SelfServiceMetrics
 
 if TYPE_CHECKING:
@@ -78,8 +79,15 @@ CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
 REPORT_FORMATS = ("pdf", "html", "json")
 #: Cross-process claims: what they guard, and what happened to one.
-CLAIM_KINDS = ("split", "release")
-CLAIM_EVENTS = ("taken_over", "wait_timed_out", "lost")
+#: taken: a claim won (taken_over: of those, one whose holder's lease had expired);
+#: split retries wait (wait_timed_out: waited claim_wait, answered 451), releases do not
+#: (refused: 409, another release is under way); lost: found taken over while working.
+CLAIM_KIND_EVENTS = {
+    "split": ("taken", "taken_over", "wait_timed_out", "lost"),
+    "release": ("taken", "taken_over", "refused", "lost"),
+}
+CLAIM_KINDS = tuple(CLAIM_KIND_EVENTS)
+CLAIM_EVENTS = tuple(dict.fromkeys(e for events in CLAIM_KIND_EVENTS.values() for e in events))
 
 #: Per-message counts (recipients, domains): 0 up to a 5000-recipient blast.
 COUNT_BUCKETS = (0, 1, 2, 5, 10, 15, 25, 50, 100, 250, 500, 1000, 5000)
@@ -104,7 +112,7 @@ class _WithoutCreated:
             yield metric
 
 
-class Metrics(FrontDoorMetrics, SelfServiceMetrics):
+class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -122,6 +130,7 @@ class Metrics(FrontDoorMetrics, SelfServiceMetrics):
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._traffic()
         self._front_door()
+        self._milter()
         self._tls_auth()
         self._exposure()
         self._upstream()
@@ -136,12 +145,14 @@ class Metrics(FrontDoorMetrics, SelfServiceMetrics):
         reg = self.registry
         self.messages = Counter(
             "ccguard_messages",
-            "Messages by the action taken and the rule that matched "
-            f'(rule="{NO_RULE}" when none did).',
-            ["action", "rule"],
+            "Messages by the action taken, the rule that matched "
+            f'(rule="{NO_RULE}" when none did) and the front that received them '
+            '(front="smtp" or "milter").',
+            ["action", "rule", "front"],
             registry=reg,
         )
-        self.messages.labels(action="pass", rule=NO_RULE)
+        for front in FRONTS:
+            self.messages.labels(action="pass", rule=NO_RULE, front=front)
         self._smtp_sessions()
         self.line_endings_normalised = Counter(
             "ccguard_messages_line_endings_normalised",
@@ -255,13 +266,14 @@ class Metrics(FrontDoorMetrics, SelfServiceMetrics):
             self.notifications.labels(result=result)
         self.claim_events = Counter(
             "ccguard_claim_events",
-            "Claims (split attempts, releases) taken over after their holder's lease "
-            "expired, waits for a claim that timed out (451), claims lost while working.",
+            "Claims (split attempts, releases) taken, taken over after their holder's lease "
+            "expired, waits for a claim that timed out (451), releases refused (409) "
+            "because another is under way, claims lost while working.",
             ["kind", "event"],
             registry=reg,
         )
-        for kind in CLAIM_KINDS:
-            for event in CLAIM_EVENTS:
+        for kind, events in CLAIM_KIND_EVENTS.items():
+            for event in events:
                 self.claim_events.labels(kind=kind, event=event)
 
     def _admin(self) -> None:
@@ -313,11 +325,16 @@ class Metrics(FrontDoorMetrics, SelfServiceMetrics):
         in monitor mode, so alerts on a rise in rejections see a zero baseline.
         """
         for action, rule in rules:
-            self.messages.labels(action=str(action), rule=rule)
+            for front in FRONTS:
+                self.messages.labels(action=str(action), rule=rule, front=front)
 
-    def observe_message(self, verdict: Verdict, size: int, inspect_seconds: float) -> None:
-        """Count one message by its verdict; record exposure, size and inspection time."""
-        self.messages.labels(action=str(verdict.action), rule=verdict.rule or NO_RULE).inc()
+    def observe_message(
+        self, verdict: Verdict, size: int, inspect_seconds: float, front: str = "smtp"
+    ) -> None:
+        """Count one message by its verdict and ``front`` (``smtp`` or ``milter``);
+        record exposure, size and inspection time."""
+        rule = verdict.rule or NO_RULE
+        self.messages.labels(action=str(verdict.action), rule=rule, front=front).inc()
         self.visible_external.observe(verdict.exposure.visible_external)
         self.external_domains.observe(verdict.exposure.external_domains)
         self.message_size.observe(size)
@@ -347,8 +364,9 @@ class Metrics(FrontDoorMetrics, SelfServiceMetrics):
         self.store_errors.inc()
 
     def claim_event(self, kind: str, event: str) -> None:
-        """Count one claim event (a CLAIM_KINDS and a CLAIM_EVENTS value; others are ignored)."""
-        if kind in CLAIM_KINDS and event in CLAIM_EVENTS:
+        """Count one claim event (a kind and one of its events in CLAIM_KIND_EVENTS;
+        others are ignored)."""
+        if event in CLAIM_KIND_EVENTS.get(kind, ()):
             self.claim_events.labels(kind=kind, event=event).inc()
 
     def admin_refused(self, reason: str) -> None:

@@ -19,6 +19,7 @@ import asyncio
 import builtins
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 import psycopg
@@ -157,24 +158,35 @@ class PgStore(PgLeaseMethods, PgRequestMethods, PgStatsMethods):
     # -- messages ---------------------------------------------------------
 
     async def put(self, new: NewMessage) -> str:
-        """Hold ``new``; committed before it returns; returns the new id."""
+        """Hold ``new``; committed before it returns; returns the new id.
+
+        A failure after the INSERT was sent (the connection dropped, the
+        answer lost) may hide a commit: the INSERT is then sent once more with
+        the same id, which is idempotent (``ON CONFLICT (id) DO NOTHING``
+        waits for an INSERT of that id still in flight, and a row that is
+        already there counts as ours if its queue id and time are), so the
+        client gets ``250`` for one held copy instead of ``451`` and a second
+        copy on its retry."""
         received_at = new.received_at if new.received_at is not None else self._clock()
         row = new_message_row(new, received_at)
-        cols = ", ".join(["id", *row])
-        marks = ", ".join(["%s"] * (len(row) + 1))
+        for _ in range(5):
+            message_id = new_message_id()
+            sent = False
 
-        async def run(conn: Conn) -> str:
-            for _ in range(5):
-                message_id = new_message_id()
-                cur = await conn.execute(
-                    f"INSERT INTO messages ({cols}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING",
-                    (message_id, *row.values()),
-                )
-                if cur.rowcount == 1:  # autocommit: committed
-                    return message_id
-            raise StoreError(f"quarantine store {self.where}: could not draw a unique id")
+            async def run(conn: Conn, message_id: str = message_id) -> bool:
+                nonlocal sent
+                sent = True
+                return await pg_sql.insert_held(conn, message_id, row)
 
-        return await self._call("put", run)
+            try:
+                stored = await self._call("put", run)
+            except StoreError:
+                if not sent:  # nothing reached the database
+                    raise
+                stored = await self._call("put", run)  # same id: stores it at most once
+            if stored:
+                return message_id
+        raise StoreError(f"quarantine store {self.where}: could not draw a unique id")
 
     async def get(self, message_id: str) -> StoredMessage | None:
         """The message with its bytes, or ``None``."""
@@ -241,7 +253,8 @@ class PgStore(PgLeaseMethods, PgRequestMethods, PgStatsMethods):
                 "UPDATE messages SET claimed_by = %s, claimed_at = %s WHERE id = %s",
                 (actor, now, message_id),
             )
-            return await self._full_row(conn, message_id)
+            stored = await self._full_row(conn, message_id)
+            return replace(stored, claim_taken_over=row["claimed_by"] is not None)
 
         return await self._in_transaction("claim", run)
 

@@ -9,7 +9,7 @@ statement a server log could record.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -36,6 +36,7 @@ __all__ = [
     "expire_ledger",
     "expire_messages",
     "held_row",
+    "insert_held",
     "list_audit",
     "list_where",
     "record_copies",
@@ -107,6 +108,29 @@ async def held_row(conn: Conn, message_id: str, wanted: str) -> DictRow:
     if row["status"] != HELD:
         raise QuarantineStateError(message_id, row["status"], wanted)
     return row
+
+
+async def insert_held(conn: Conn, message_id: str, row: Mapping[str, Any]) -> bool:
+    """Insert a held message (autocommit: committed on return).  True if it is
+    stored under ``message_id`` now, by this INSERT or by an earlier one of the
+    same row whose answer was lost (same queue id and ``received_at``); False
+    if another message has that id (draw another)."""
+    cols = ", ".join(["id", *row])
+    marks = ", ".join(["%s"] * (len(row) + 1))
+    cur = await conn.execute(
+        f"INSERT INTO messages ({cols}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING",
+        (message_id, *row.values()),
+    )
+    if cur.rowcount == 1:
+        return True
+    cur = await conn.execute(
+        "SELECT queue_id, received_at FROM messages WHERE id = %s", (message_id,)
+    )
+    found = await cur.fetchone()
+    return found is not None and (found["queue_id"], found["received_at"]) == (
+        row["queue_id"],
+        row["received_at"],
+    )
 
 
 def refuse_live_claim(

@@ -23,6 +23,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -167,7 +168,8 @@ class SqliteStore(SqliteRequestMethods, SqliteStatsMethods):
                 row = held_row(conn, message_id, "release")
                 refuse_live_claim(row, message_id, "release", now, stale_after)
                 set_claim(conn, message_id, actor, now)
-            return self._full_row(conn, message_id)
+            stored = self._full_row(conn, message_id)
+            return replace(stored, claim_taken_over=row["claimed_by"] is not None)
 
         return await self._call("claim", run)
 

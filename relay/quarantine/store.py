@@ -156,9 +156,14 @@ class MessageSummary:
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage(MessageSummary):
-    """One quarantined message with its bytes (``b""`` once deleted: bytes are wiped)."""
+    """One quarantined message with its bytes (``b""`` once deleted: bytes are wiped).
+
+    ``claim_taken_over``: set only on what :meth:`QuarantineStore.claim` returns,
+    True when the claim replaced an expired one (its holder had crashed or stalled).
+    """
 
     message: bytes = b""
+    claim_taken_over: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +255,10 @@ class QuarantineStore(Protocol):
         """Atomically claim a held message for release by ``actor``; returns it.
 
         Succeeds only if it is held and nobody holds a claim younger than
-        ``stale_after`` seconds.  Raises QuarantineNotFound, QuarantineStateError
-        (not held) or QuarantineClaimedError (someone else is releasing it).
+        ``stale_after`` seconds (the result's ``claim_taken_over`` says whether an
+        older, expired claim was replaced).  Raises QuarantineNotFound,
+        QuarantineStateError (not held) or QuarantineClaimedError (someone else
+        is releasing it).
         """
 
     async def release_claim(self, message_id: str, actor: str) -> None:

@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from relay.actions.split_claims import ClaimMetrics
 from relay.admin.app import SecurityHeaders
 from relay.admin.bodies import BodyLimit
 from relay.admin.review import EventLog, Releaser, Review
@@ -53,10 +54,13 @@ def build_self_service(
     redact: Callable[[str], str],
     count: Counter = lambda action: None,
     clock: Callable[[], float] = time.time,
+    claim_metrics: ClaimMetrics | None = None,
 ) -> SelfServiceParts:
     """Every self-service part, wired; reads (or creates) the token key file when on."""
     rules = {rule.name: rule for rule in settings.policy.rules}
-    review = Review(store, releaser, log, claim_lease=settings.quarantine.claim_lease)
+    review = Review(
+        store, releaser, log, claim_lease=settings.quarantine.claim_lease, metrics=claim_metrics
+    )
     service = None
     if settings.review.enabled:
         key = load_session_key(settings.review.token_key_file, "review.token_key_file")

@@ -19,6 +19,7 @@ from relay.upstream.stream import send_data
 
 __all__ = [
     "AcceptHook",
+    "BeforeData",
     "DeliveryResult",
     "UpstreamClient",
     "UpstreamMetrics",
@@ -28,6 +29,7 @@ __all__ = [
 # Awaited with the accepted recipients the moment the upstream's 250 to DATA
 # is read, before anything else (metrics, pooling, QUIT) happens.
 AcceptHook = Callable[[Sequence[str]], Awaitable[None]]
+BeforeData = Callable[[], None]
 
 # MAIL FROM parameters worth carrying to the next hop, if it supports them.
 # A pooled connection that fails like this was stale: retry once on a new one.
@@ -244,6 +246,7 @@ class UpstreamClient:
         options: Sequence[str] = (),
         *,
         on_accept: AcceptHook | None = None,
+        before_data: BeforeData | None = None,
     ) -> DeliveryResult:
         """A whole transaction: MAIL, every RCPT, DATA.
 
@@ -251,7 +254,9 @@ class UpstreamClient:
         recipient (the others are in ``refused``); raises
         :class:`UpstreamTransientError` / :class:`UpstreamPermanentError` when
         it accepted it for nobody.  ``on_accept``: see
-        :meth:`UpstreamTransaction.data`.
+        :meth:`UpstreamTransaction.data`.  ``before_data()`` is called right
+        before DATA; what it raises is raised after the transaction was aborted
+        (RSET: nothing delivered).
         """
         txn = await self.begin(mail_from, options)
         refused: dict[str, Reply] = {}
@@ -262,6 +267,12 @@ class UpstreamClient:
         if not txn.accepted:
             await txn.abort()
             raise _all_refused(refused)
+        if before_data is not None:
+            try:
+                before_data()
+            except BaseException:
+                await txn.abort()
+                raise
         pieces = message if isinstance(message, tuple) else (message,)
         reply = await txn.data(*pieces, on_accept=on_accept)
         return DeliveryResult(reply=reply, refused=refused)

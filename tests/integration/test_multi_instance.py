@@ -133,7 +133,7 @@ async def test_a_and_b_releasing_the_same_message_at_once_deliver_it_once(
     holding: list[Instance], upstream: RecordingUpstream
 ) -> None:
     a, b = holding
-    ids = []
+    ids, claim_refusals = [], 0
     for n in range(5):
         message = HOLD_ME.replace(b"hold-1@", f"hold-{n}@".encode())
         ids.append(_held_id(await asyncio.to_thread(send, a, message, HOLD_RCPTS)))
@@ -147,10 +147,18 @@ async def test_a_and_b_releasing_the_same_message_at_once_deliver_it_once(
                 on_a.post(url, json={"mode": "as-is"}), on_b.post(url, json={"mode": "as-is"})
             )
             assert sorted(r.status_code for r in replies) == [200, 409], [r.text for r in replies]
+            # 409 while the other's claim is live, or because it is already released.
+            claim_refusals += sum("being released" in r.text for r in replies)
     assert len(upstream.messages) == len(ids)  # each message delivered once
     assert per_rcpt([m.rcpt_tos for m in upstream.messages]) == Counter(
         {r: len(ids) for r in HOLD_RCPTS}
     )
+    # Each instance counts its own claims: between them, one taken and one refused per message.
+    for event, expected in (("taken", len(ids)), ("refused", claim_refusals), ("taken_over", 0)):
+        labels = {"kind": "release", "event": event}
+        counts = [await asyncio.to_thread(metric, i, "ccguard_claim_events_total", labels)
+                  for i in (a, b)]  # fmt: skip
+        assert sum(counts) == expected, (event, counts)
 
 
 def _csrf(html: str) -> str:
@@ -297,6 +305,13 @@ async def test_a_release_claim_left_by_a_killed_instance_is_taken_over_after_its
         assert statuses[-1] == 200 and set(statuses[:-1]) <= {409}, statuses
         [got] = upstream.messages  # B's delivery; A's never completed
         assert sorted(got.rcpt_tos) == HOLD_RCPTS
+        counted = {
+            event: await asyncio.to_thread(
+                metric, b, "ccguard_claim_events_total", {"kind": "release", "event": event}
+            )
+            for event in ("taken", "taken_over", "refused")
+        }
+        assert counted == {"taken": 1, "taken_over": 1, "refused": len(statuses) - 1}, counted
     finally:
         stop_instance(a)
         stop_instance(b)

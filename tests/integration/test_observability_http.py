@@ -33,7 +33,7 @@ async def test_metrics_endpoint_serves_prometheus_text() -> None:
     assert headers["content-type"].startswith("text/plain; version=0.0.4")
     assert headers["cache-control"] == "no-store"
     scrape = parse_metrics(body)
-    assert scrape.value("ccguard_messages_total", action="split", rule="bulk") == 1
+    assert scrape.value("ccguard_messages_total", action="split", rule="bulk", front="smtp") == 1
     assert scrape.value("ccguard_build_info", version="3.1.4") == 1
     assert scrape.value("ccguard_visible_external_recipients_bucket", le="25.0") == 0
     assert scrape.value("ccguard_visible_external_recipients_bucket", le="50.0") == 1

@@ -91,8 +91,18 @@ async def test_invitation_to_20_externals_is_quarantined_not_rewritten(
     assert metrics.value(fallbacks, replaced="rewrite", action="quarantine") == 1
     assert metrics.value(fallbacks, replaced="split", action="quarantine") == 0
     assert metrics.value("ccguard_calendar_messages_total", truncated="false") == 1
-    assert metrics.value("ccguard_messages_total", action="quarantine", rule="hide-external") == 1
-    assert metrics.value("ccguard_messages_total", action="rewrite", rule="hide-external") == 1
+    assert (
+        metrics.value(
+            "ccguard_messages_total", action="quarantine", rule="hide-external", front="smtp"
+        )
+        == 1
+    )
+    assert (
+        metrics.value(
+            "ccguard_messages_total", action="rewrite", rule="hide-external", front="smtp"
+        )
+        == 1
+    )
 
 
 CHECK_CONFIG = """

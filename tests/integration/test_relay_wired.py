@@ -81,7 +81,9 @@ async def test_known_mix_shows_exact_counts_on_metrics(upstream: RecordingUpstre
     got = samples(body.decode())
 
     def messages(action: str, rule: str) -> float:
-        return got[("ccguard_messages_total", (("action", action), ("rule", rule)))]
+        return got[
+            ("ccguard_messages_total", (("action", action), ("front", "smtp"), ("rule", rule)))
+        ]
 
     assert messages("pass", "none") == 2
     assert messages("rewrite", "hide-external") == 1

@@ -55,10 +55,13 @@ EXPECTED_TYPES = {
     "ccguard_smtp_tls_sessions_total": "counter",
     "ccguard_smtp_tls_handshake_failures_total": "counter",
     "ccguard_smtp_auth_attempts_total": "counter",
+    "ccguard_milter_connections": "gauge",
+    "ccguard_milter_replies_total": "counter",
+    "ccguard_milter_errors_total": "counter",
 }
 ALLOWED_LABELS = {"action", "rule", "stage", "code_class", "outcome", "kind", "status", "result",
                   "version", "mode", "le", "truncated", "replaced", "reason",
-                  "mechanism", "state", "event", "format"}  # fmt: skip
+                  "mechanism", "state", "event", "front", "reply", "format"}  # fmt: skip
 
 
 def test_exposes_exactly_the_documented_metrics_with_their_types() -> None:
@@ -77,7 +80,7 @@ def test_alerting_label_values_exist_at_zero_before_anything_happens() -> None:
     for stage in SMTP_STAGES:
         for cls in ("2xx", "4xx", "5xx"):
             assert scrape.value("ccguard_smtp_replies_total", stage=stage, code_class=cls) == 0
-    assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE) == 0
+    assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE, front="smtp") == 0
     for mechanism in ("PLAIN", "LOGIN"):
         value = scrape.value(
             "ccguard_smtp_auth_attempts_total", mechanism=mechanism, result="failure"
@@ -130,9 +133,11 @@ def test_messages_count_by_action_and_rule_with_exposure_buckets() -> None:
     metrics.observe_message(_verdict(Action.PASS, None, 3, 1), 2000, 0.003)
     metrics.observe_message(_verdict(Action.REJECT, "bulk", 300, 40), 90000, 0.02)
     scrape = parse_metrics(metrics.render()[0])
-    assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE) == 2
-    assert scrape.value("ccguard_messages_total", action="reject", rule="bulk") == 1
-    assert scrape.value("ccguard_messages_total", action="quarantine", rule="huge") == 0
+    assert scrape.value("ccguard_messages_total", action="pass", rule=NO_RULE, front="smtp") == 2
+    assert scrape.value("ccguard_messages_total", action="reject", rule="bulk", front="smtp") == 1
+    assert (
+        scrape.value("ccguard_messages_total", action="quarantine", rule="huge", front="smtp") == 0
+    )
     cumulative = {0: 1, 1: 1, 2: 1, 5: 2, 250: 2, 500: 3, 5000: 3}
     for le, count in cumulative.items():
         assert scrape.value("ccguard_visible_external_recipients_bucket", le=f"{le:.1f}") == count

@@ -6,6 +6,7 @@ connection to the file (the lease rows are all another instance would write).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from relay.actions import Dispatcher, split_key
+from relay.actions.split import delivered_id
 from relay.observability.metrics import Metrics
 from relay.quarantine import SqliteStore
 from relay.settings import Action
@@ -23,6 +25,7 @@ from tests.helpers.actions import MATCHER, make_verdict, parsed
 from tests.helpers.actions_smtp import ENV, MSG, RCPTS, REDACTOR, TRACE, live
 from tests.helpers.relay import LogCapture, settings_for
 from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.waiting import Gate, wait_until
 
 SPLIT = make_verdict(Action.SPLIT)
 KEY = split_key(ENV, parsed(MSG).data)
@@ -107,3 +110,47 @@ async def test_a_holder_whose_claim_was_taken_over_cannot_record(
     assert str(reply) == "451 4.3.0 Quarantine store unavailable, try again later"
     assert per_rcpt(upstream) == Counter(["g1@example.com"])  # it stopped at the refused write
     assert await store.copies_done(KEY) == set()  # nothing recorded under a lost lease
+
+
+@pytest.fixture
+async def short(
+    upstream: RecordingUpstream, client: UpstreamClient, store: SqliteStore, metrics: Metrics,
+    log: LogCapture, tmp_path: Path,
+) -> AsyncIterator[Dispatcher]:  # fmt: skip
+    """A dispatcher whose leases last 1 s (renewed every third of that)."""
+    quarantine = {"database": str(tmp_path / "q.db"), "claim_wait": 0.3, "claim_lease": 1}
+    settings = settings_for(upstream.port, quarantine=quarantine)
+    d = Dispatcher(
+        upstream=client, store=store, matcher=MATCHER, settings=settings,
+        metrics=metrics, log=log.logger, redact=REDACTOR.address,
+    )  # fmt: skip
+    try:
+        yield d
+    finally:
+        await d.close()
+
+
+async def test_a_holder_that_found_its_claim_taken_over_sends_no_further_copy(
+    short: Dispatcher, client: UpstreamClient, upstream: RecordingUpstream, store: SqliteStore,
+    metrics: Metrics, tmp_path: Path,
+) -> None:  # fmt: skip
+    """The second copy's RCPT is held at the upstream; meanwhile another instance takes
+    the key over and this holder's renewal finds out.  Before, it went on to DATA and the
+    upstream took a copy the other instance sends too; now it aborts before DATA."""
+    txn = await live(client)  # the client's transaction, as the SMTP front opened it
+    gate = Gate("g2@example.net")  # from now on, only g2's RCPT waits
+    upstream.rcpt_gate = gate.hold
+    thief = sqlite3.connect(tmp_path / "q.db", isolation_level=None)
+    try:
+        act = asyncio.create_task(short.act(ENV, parsed(MSG), SPLIT, txn, TRACE))
+        await wait_until(lambda: gate.waiting == 1, "the second copy reached RCPT")
+        thief.execute("UPDATE leases SET holder = 'thief', token = token + 1")  # taken over
+        await wait_until(lambda: claim_events(metrics, "lost") == 1, "the holder found out")
+        gate.open()
+        reply = await act
+    finally:
+        gate.open()
+        thief.close()
+    assert str(reply) == "451 4.3.0 Quarantine store unavailable, try again later"
+    assert per_rcpt(upstream) == Counter(["g1@example.com"])  # g2's copy was never sent
+    assert await store.copies_done(KEY) == {delivered_id("g1@example.com")}
