@@ -154,6 +154,11 @@ class RuleSettings(_Section):
     def _hold_needs_quarantine(self) -> RuleSettings:
         if self.hold_minutes is not None and self.action is not Action.QUARANTINE:
             raise ValueError('hold_minutes needs action = "quarantine" (the message is held)')
+        if self.four_eyes and self.hold_minutes is not None and self.after_delay == "as-is":
+            raise ValueError(
+                'four_eyes with hold_minutes needs after_delay = "hidden": sending as written '
+                "takes two reviewers' approval, a timer cannot give it"
+            )
         return self
 
 

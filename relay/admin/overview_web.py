@@ -93,9 +93,12 @@ async def _overview(request: Request) -> Response:
     except ValueError as exc:
         period, error = _default_period(), f"{exc}; showing the last {DEFAULT_DAYS} days."
     store, now = ctx.review.store, time.time()
-    figures = compute_figures(await store.period_rows(period.start, period.end), period)
+    # Figures in a worker thread: the event loop also serves SMTP (seconds for a big period).
+    rows = await store.period_rows(period.start, period.end)
+    figures = await asyncio.to_thread(compute_figures, rows, period)
     today = Period(_today(), _today())
-    decided_today = compute_figures(await store.period_rows(today.start, today.end), today)
+    rows = await store.period_rows(today.start, today.end)
+    decided_today = await asyncio.to_thread(compute_figures, rows, today)
     stats = await store.stats()
     templates: Jinja2Templates = request.app.state.ccguard_templates
     oldest = None if stats.oldest_held_at is None else now - stats.oldest_held_at

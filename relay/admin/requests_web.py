@@ -22,7 +22,13 @@ from relay.admin.api import _authenticated, _error, _json_body, iso_time
 from relay.admin.context import context_of
 from relay.admin.releasing import ReleaseDeferred
 from relay.admin.web import _checked_post, _error_page, _field, _render, _to_login
-from relay.errors import FourEyesError, RequestNotFound, RequestStateError, UpstreamError
+from relay.errors import (
+    FourEyesError,
+    QuarantineStateError,
+    RequestNotFound,
+    RequestStateError,
+    UpstreamError,
+)
 from relay.quarantine.requests import PENDING, ReleaseRequest
 
 if TYPE_CHECKING:
@@ -101,7 +107,7 @@ async def _decide(request: Request) -> Response:
             return _error_page(request, session, 400, "Bad request", "Unknown action.")
     except FourEyesError as exc:
         return _error_page(request, session, 403, "Four eyes", f"Nothing was done: {exc.why}.")
-    except (RequestNotFound, RequestStateError) as exc:
+    except (RequestNotFound, RequestStateError, QuarantineStateError) as exc:
         return _error_page(request, session, 409, "Nothing was done", str(exc))
     except (UpstreamError, ReleaseDeferred):
         return _error_page(request, session, 502, "Approved, not delivered", _NOT_DELIVERED)

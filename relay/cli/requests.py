@@ -25,6 +25,7 @@ from relay.cli.quarantine import _actor, _QuietLog
 from relay.errors import (
     CCGuardError,
     FourEyesError,
+    QuarantineStateError,
     RequestNotFound,
     RequestStateError,
     StoreError,
@@ -111,7 +112,7 @@ async def _run(command: Command, args: argparse.Namespace, settings: Settings) -
             return await command(desk, args)
         except FourEyesError as exc:
             return _fail(f"four eyes: {exc.why}", code=3)
-        except (RequestNotFound, RequestStateError) as exc:
+        except (RequestNotFound, RequestStateError, QuarantineStateError) as exc:
             return _fail(str(exc))
         except (UpstreamError, ReleaseDeferred) as exc:
             return _fail(f"approved, but not delivered ({exc}); release it again later")

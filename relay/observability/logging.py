@@ -15,6 +15,7 @@ somebody forgot, such as a library's debug message or an exception text.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -32,6 +33,9 @@ _FIRST_KEYS = ("timestamp", "level", "logger", "event")
 # Libraries whose loggers must reach our handler instead of their own.
 _ROUTED = ("uvicorn", "uvicorn.error", "uvicorn.access", "mail.log", "asyncio", "py.warnings")
 _ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
+# A sender page's address carries its signed link (the only credential for it): the
+# log keeps the message id, never the expiry, nonce and signature.
+_SENDER_LINK = re.compile(r"^(/r/[^/.?]*)[^/?]*")
 
 
 _PLAIN = frozenset({type(None), bool, int, float})
@@ -77,6 +81,8 @@ def _structure_access_log(_: WrappedLogger, __: str, event_dict: EventDict) -> E
     record = event_dict.get("_record")
     if record is not None and record.name == "uvicorn.access" and len(args) == 5:
         event_dict.update(zip(_ACCESS_FIELDS, args, strict=True))
+        event_dict["path"] = _SENDER_LINK.sub(r"\1.(link)", str(event_dict["path"]))
+        event_dict.pop("message", None)  # the formatted line again, set by an earlier handler
         event_dict["event"] = "http_request"
     return event_dict
 

@@ -76,6 +76,15 @@ async def _add_request(conn: Conn, params: dict[str, Any], message_id: str) -> R
     return found
 
 
+async def _still_held(conn: Conn, message_id: str) -> None:
+    """An approval only counts while the message waits (see the SQLite backend)."""
+    row = await _one(conn, SQL.MESSAGE_STATUS + " FOR UPDATE", {"message_id": message_id})
+    if row is None:
+        raise QuarantineNotFound(message_id)
+    if row["status"] != HELD:
+        raise QuarantineStateError(message_id, row["status"], "approve a request for")
+
+
 async def _decide(
     conn: Conn, request_id: str, reviewer: str, comment: str, now: float, approve: bool
 ) -> ReleaseRequest:
@@ -87,6 +96,7 @@ async def _decide(
     params = {"id": request_id, "reviewer": reviewer, "comment": comment, "now": now}
     if approve:
         check_approval(request, reviewer)
+        await _still_held(conn, request.message_id)
         await conn.execute(pg_sql(SQL.ADD_APPROVAL), params)
         if len(request.approvals) + 1 >= request.approvals_needed:
             await conn.execute(pg_sql(SQL.DECIDE), {**params, "status": APPROVED})

@@ -77,6 +77,16 @@ def _add_request(
     return found
 
 
+def _still_held(conn: sqlite3.Connection, message_id: str) -> None:
+    """An approval only counts while the message waits: released or deleted another
+    way meanwhile, nothing could go as written."""
+    row = conn.execute(SQL.MESSAGE_STATUS, {"message_id": message_id}).fetchone()
+    if row is None:
+        raise QuarantineNotFound(message_id)
+    if row["status"] != HELD:
+        raise QuarantineStateError(message_id, row["status"], "approve a request for")
+
+
 def _decide(
     conn: sqlite3.Connection,
     request_id: str,
@@ -90,6 +100,7 @@ def _decide(
         params = {"id": request_id, "reviewer": reviewer, "comment": comment, "now": now}
         if approve:
             check_approval(request, reviewer)
+            _still_held(conn, request.message_id)
             conn.execute(SQL.ADD_APPROVAL, params)
             if len(request.approvals) + 1 >= request.approvals_needed:
                 conn.execute(SQL.DECIDE, {**params, "status": APPROVED})

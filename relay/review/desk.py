@@ -20,7 +20,13 @@ from datetime import UTC, datetime
 from relay.actions.notices import compose_notice
 from relay.admin.releasing import ReleaseReport
 from relay.admin.review import MODE_AS_IS, EventLog, Review
-from relay.errors import FourEyesError, QuarantineNotFound, RequestNotFound, StoreError
+from relay.errors import (
+    FourEyesError,
+    QuarantineNotFound,
+    QuarantineStateError,
+    RequestNotFound,
+    StoreError,
+)
 from relay.quarantine.requests import APPROVED, ReleaseRequest
 from relay.quarantine.store import StoredMessage
 from relay.review.service import SENDER_PREFIX, Counter
@@ -101,13 +107,19 @@ class RequestDesk:
         """Add ``reviewer``'s approval; once complete, release as sent and tell the sender.
         Raises FourEyesError (audited), RequestNotFound, RequestStateError, and
         whatever the release raises (the request stays approved: retry the release)."""
-        target = (await self._request(request_id)).message_id
+        found = await self._request(request_id)
+        target = found.message_id
         try:
+            await self._not_the_sender(found, reviewer)
             request = await self.store.approve_request(request_id, reviewer, comment.strip())
         except FourEyesError as exc:
             await self.review.audit(
                 reviewer, "approve", target, "refused", f"request={request_id} four_eyes: {exc.why}"
             )
+            raise
+        except QuarantineStateError as exc:
+            detail = f"request={request_id} status={exc.status}"
+            await self.review.audit(reviewer, "approve", target, "conflict", detail)
             raise
         have = f"{len(request.approvals)}/{request.approvals_needed}"
         await self.review.audit(
@@ -120,6 +132,18 @@ class RequestDesk:
         self.count("approved")
         await self._tell_sender(request, report.message)
         return request, report
+
+    async def _not_the_sender(self, request: ReleaseRequest, reviewer: str) -> None:
+        """Refuse the sender of a sender-made request approving it under their reviewer
+        login (when that login is their address: the request is theirs)."""
+        if not request.requester.startswith(SENDER_PREFIX):
+            return
+        stored = await self.store.get(request.message_id)
+        if stored is not None and stored.mail_from.casefold() == reviewer.casefold():
+            raise FourEyesError(
+                request.id, reviewer, "you sent this message and made this request; "
+                "another reviewer must approve it",
+            )  # fmt: skip
 
     async def deny(self, request_id: str, reviewer: str, comment: str = "") -> ReleaseRequest:
         """pending → denied; audited; the sender is told."""

@@ -23,8 +23,15 @@ from relay.actions.notices import NoticeExtra
 from relay.admin.releasing import ReleaseDeferred
 from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, EventLog, Review
 from relay.envelope import Envelope
-from relay.errors import CCGuardError, QuarantineStateError, StoreError
-from relay.quarantine.requests import DELAY_DONE, DelayTimer
+from relay.errors import (
+    CalendarAttendeesVisible,
+    CCGuardError,
+    FourEyesError,
+    QuarantineStateError,
+    StoreError,
+    UpstreamPermanentError,
+)
+from relay.quarantine.requests import DELAY_CANCELLED, DELAY_DONE, DelayTimer
 from relay.quarantine.store import QuarantineStore
 from relay.review.service import Counter
 from relay.settings import RuleSettings
@@ -34,6 +41,9 @@ __all__ = ["DELAY_ACTOR", "UndoHolds", "links_text"]
 
 DELAY_ACTOR = "delay-timer"
 _MODES = {"as-is": MODE_AS_IS, "hidden": MODE_HIDDEN}
+#: Why a due hold can never go as its rule says (the attendees of an invitation cannot
+#: be hidden, as written needs reviewers, the upstream refused it for good).
+_NEVER = (CalendarAttendeesVisible, FourEyesError, UpstreamPermanentError)
 _CHOICES = {
     "hidden": "send it with the recipients hidden",
     "split": "send one copy to each recipient",
@@ -101,7 +111,9 @@ class UndoHolds:
         if self._link is not None and envelope.mail_from:
             url = self._link(quarantine_id, envelope.mail_from)
             expires = self._clock() + self.settings.token_ttl
-            links = links_text(url, self.settings, expires, hold=minutes is not None)
+            # "Send now as written" is no choice where that takes two reviewers.
+            send_now = settings is not None and minutes is not None and not settings.four_eyes
+            links = links_text(url, self.settings, expires, hold=send_now)
         return NoticeExtra(outcome=outcome, links=links)
 
     async def run_once(self) -> int:
@@ -126,6 +138,16 @@ class UndoHolds:
             await self.review.release(mid, _MODES.get(timer.mode, MODE_HIDDEN), DELAY_ACTOR)
         except QuarantineStateError:
             return 0  # decided meanwhile (or another instance is releasing it)
+        except _NEVER as exc:
+            # Trying again cannot help: leave it held for a reviewer, stop the timer.
+            await self.store.finish_delay(mid, DELAY_CANCELLED)
+            self.count("failed")
+            self.log.info("undo_hold_stopped", target=mid, error=type(exc).__name__)
+            with contextlib.suppress(StoreError):
+                await self.review.audit(
+                    DELAY_ACTOR, "undo_hold", mid, "stopped", f"error={type(exc).__name__}"
+                )
+            return 0
         except (ReleaseDeferred, CCGuardError) as exc:
             self.count("failed")
             self.log.info("undo_hold_not_delivered", target=mid, error=type(exc).__name__)

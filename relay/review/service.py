@@ -171,7 +171,9 @@ class SelfService:
         choices: tuple[str, ...] = ()
         if stored.status == HELD and request is None:
             choices = tuple(self.settings.sender_may)
-            if delay is not None and delay.status == DELAY_PENDING:
+            rule = self.rules.get(stored.rule or "")
+            four_eyes = rule is not None and rule.four_eyes  # as written needs two reviewers
+            if delay is not None and delay.status == DELAY_PENDING and not four_eyes:
                 choices += (SEND_NOW,)
         return SenderView(token, stored, choices, delay, request)
 

@@ -82,7 +82,8 @@ class TokenSigner:
     def parse(token: str) -> ParsedToken:
         """Split a token; raise TokenRefused("malformed") if it is not one."""
         parts = token.split(".")
-        if len(parts) != 4 or not parts[1].isdigit() or len(token) > 200:
+        # ASCII only: compare_digest refuses non-ASCII text, and str.isdigit takes any script.
+        if len(parts) != 4 or not token.isascii() or not parts[1].isdigit() or len(token) > 200:
             raise TokenRefused("malformed")
         message_id, expires, nonce, mac = parts
         if not message_id.isalnum() or not nonce or not mac:

@@ -170,3 +170,13 @@ async def test_purge_takes_requests_holds_and_tokens_with_the_messages(
     assert await store.get_delay(old) is None and await store.get_delay(new) is not None
     assert await store.token_used(f"t-{old}") is None
     assert await store.token_used(f"t-{new}") == "request"
+
+
+async def test_no_approval_counts_once_the_message_was_dealt_with(store: QuarantineStore) -> None:
+    mid = await store.put(new_message())
+    request = await store.add_request(mid, "sender:abc", "The list is public")
+    await store.delete(mid, "alice")  # a reviewer withdrew it from the quarantine page
+    with pytest.raises(QuarantineStateError):
+        await store.approve_request(request.id, "bob")
+    after = await store.get_request(request.id)
+    assert after is not None and (after.status, after.approvals) == (PENDING, ())
