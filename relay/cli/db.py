@@ -86,7 +86,8 @@ async def _copy(settings: QuarantineSettings, args: argparse.Namespace) -> int:
     counts = await copy_sqlite_to_pg(Path(args.source), args.to, pg_options(settings))
     print(
         f"copied {counts.messages} message(s), {counts.ledger} ledger row(s), "
-        f"{counts.audit} audit entr{'y' if counts.audit == 1 else 'ies'} to {describe(args.to)}"
+        f"{counts.audit} audit entr{'y' if counts.audit == 1 else 'ies'}, "
+        f"{counts.self_service} self-service row(s) to {describe(args.to)}"
     )
     return 0
 

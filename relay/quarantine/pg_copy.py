@@ -1,7 +1,11 @@
-"""``ccguard db copy``: move an SQLite quarantine (messages, ledger, audit) into PostgreSQL.
+"""``ccguard db copy``: move an SQLite quarantine into PostgreSQL.
+
+Messages, the split ledger, the audit log and the sender self-service tables
+(release requests with their approvals, undo-hold timers, used links) go over;
+leases and the probe row are live state of running instances and do not.
 
 Decision: the target must be empty, and the whole copy is ONE transaction
-holding exclusive locks on the three tables.  So a copy either lands
+holding exclusive locks on the copied tables.  So a copy either lands
 completely or not at all (a failure half-way leaves the target empty and the
 command can simply be run again), and nothing an instance writes meanwhile
 can be mixed in or overwritten.  Running it twice is refused, never merged.
@@ -32,7 +36,16 @@ _TABLES = {
     "messages": (_MESSAGE_COLUMNS, "rowid"),
     "split_ledger": (("key", "copy_id", "recorded_at"), "key, copy_id"),
     "audit": (("id", "at", "actor", "action", "target", "result", "detail"), "id"),
-}
+    "release_requests": (
+        ("id", "message_id", "requester", "justification", "created_at", "status",
+         "approvals_needed", "decided_at", "decided_by", "comment"),
+        "created_at, id",
+    ),
+    "request_approvals": (("request_id", "reviewer", "at", "comment"), "request_id, reviewer"),
+    "delay_timers": (("message_id", "deliver_at", "mode", "status"), "message_id"),
+    "used_tokens": (("token_id", "message_id", "action", "used_at"), "token_id"),
+}  # fmt: skip
+_SELF_SERVICE = ("release_requests", "request_approvals", "delay_timers", "used_tokens")
 _BATCH = 200
 
 
@@ -43,6 +56,8 @@ class CopyCounts:
     messages: int
     ledger: int
     audit: int
+    #: Rows of the self-service tables (requests, approvals, undo holds, used links).
+    self_service: int = 0
 
 
 async def copy_sqlite_to_pg(source: Path, url: str, options: PgOptions) -> CopyCounts:
@@ -71,7 +86,7 @@ async def _copy(
 ) -> CopyCounts:
     counts: dict[str, int] = {}
     async with conn.transaction():
-        await conn.execute("LOCK TABLE messages, split_ledger, audit IN EXCLUSIVE MODE")
+        await conn.execute(f"LOCK TABLE {', '.join(_TABLES)} IN EXCLUSIVE MODE")
         for table in _TABLES:
             cur = await conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")
             row = await cur.fetchone()
@@ -86,7 +101,8 @@ async def _copy(
             "SELECT setval(pg_get_serial_sequence('audit', 'id'), "
             "coalesce((SELECT max(id) FROM audit), 0) + 1, false)"
         )
-    return CopyCounts(counts["messages"], counts["split_ledger"], counts["audit"])
+    self_service = sum(counts[table] for table in _SELF_SERVICE)
+    return CopyCounts(counts["messages"], counts["split_ledger"], counts["audit"], self_service)
 
 
 async def _copy_table(

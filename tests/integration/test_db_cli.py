@@ -60,6 +60,11 @@ async def test_copy_moves_everything_once(pg_cluster: PgCluster, tmp_path: Path)
     await source.delete(ids[1], "bob")
     await source.record_copies("split-key", ["c1", "c2"])
     await source.add_audit("alice", "release", ids[0], "ok", "mode=as-is")
+    request = await source.add_request(ids[2], "sender:h:abc", "the board asked", 2)
+    await source.approve_request(request.id, "alice", "fine")
+    await source.set_delay(ids[2], 5000.0, "hidden")
+    assert await source.use_token("tok1", ids[2], "request")
+    expected_request = await source.get_request(request.id)
     expected = {mid: await source.get(mid) for mid in ids}
     await source.close()
 
@@ -68,7 +73,9 @@ async def test_copy_moves_everything_once(pg_cluster: PgCluster, tmp_path: Path)
         pg_cluster, tmp_path, "unused.db", "db", "copy", "--from", "old.db", "--to", url
     )
     assert done.returncode == 0, done.stderr
-    assert "copied 3 message(s), 2 ledger row(s), 1 audit entry" in done.stdout
+    assert (
+        "copied 3 message(s), 2 ledger row(s), 1 audit entry, 4 self-service row(s)" in done.stdout
+    )
     again = _ccguard(
         pg_cluster, tmp_path, "unused.db", "db", "copy", "--from", "old.db", "--to", url
     )
@@ -85,6 +92,11 @@ async def test_copy_moves_everything_once(pg_cluster: PgCluster, tmp_path: Path)
         assert [m.id for m in (await target.list()).items] == ids[::-1]
         assert await target.copies_done("split-key") == {"c1", "c2"}
         assert [(e.actor, e.target) for e in await target.list_audit()] == [("alice", ids[0])]
+        # A pending request (with its first of two approvals), an undo hold and a used
+        # link go over: the sender's next step and the timer work on PostgreSQL.
+        assert await target.get_request(request.id) == expected_request
+        assert [t.message_id for t in await target.due_delays()] == [ids[2]]
+        assert await target.token_used("tok1") == "request"
         await target.add_audit("carol", "view", ids[2], "ok")  # the id sequence moved on
         assert len(await target.list_audit()) == 2
     finally:
