@@ -73,6 +73,11 @@ class EndOfMessage:
         if self._state.too_large:
             answer = MilterAnswer("reject", reply=codes.MESSAGE_TOO_BIG)
             self._ctx.log.info("milter_too_large", queue_id=env.queue_id)
+        elif self._state.over_budget:
+            answer = MilterAnswer("tempfail", reply=codes.INSUFFICIENT_STORAGE)
+            if self._ctx.budget is not None:
+                self._ctx.budget.refused("data")
+            self._ctx.log.warning("in-flight budget exhausted", queue_id=env.queue_id, stage="data")
         else:
             try:
                 answer = await self._decide_and_act(env, self._state.builder.build())

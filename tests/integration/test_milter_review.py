@@ -21,9 +21,9 @@ from tests.helpers.milter import (
     wait_until,
     without_postfix_received,
 )
-from tests.integration.test_milter_postfix import api
 from tests.helpers.postfix import PostfixInstance
 from tests.helpers.upstream import RecordingUpstream
+from tests.integration.test_milter_postfix import api
 
 __all__ = ["postfix_dirs"]  # the fixture, used by name
 
