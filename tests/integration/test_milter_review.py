@@ -165,3 +165,26 @@ async def test_hostile_header_blocks_come_out_as_the_smtp_path_makes_them(
     smtp_result, expected = await smtp_path(data, rcpts, policy=policy)
     assert result.code == smtp_result.code == 250, result
     assert without_postfix_received(got) == expected
+
+
+async def test_thousands_of_forged_tags_are_refused_before_they_break_postfix(
+    postfix_dirs: list[PostfixInstance], upstream: RecordingUpstream
+) -> None:
+    """A sender may write thousands of forged X-CCGuard-* fields (a few hundred KiB,
+    within Postfix's limits). One chgheader each made Postfix's cleanup give up
+    ("too many reverse jump records"), panic and be throttled: no mail accepted for a
+    while. ccguard refuses such a message; hundreds are still removed as usual."""
+    many = message(1, "forged-many", extra=b"X-CCGuard-A: x\r\n" * 12_000)
+    some = message(1, "forged-some", extra=b"X-CCGuard-A: x\r\n" * 900)
+    async with milter_stack(postfix_dirs, upstream) as stack:
+        refused = await asyncio.to_thread(stack.send, many, ["p0@example.com"])
+        stripped = await asyncio.to_thread(stack.send, some, ["p0@example.com"])
+        got = await delivered_one(stack)
+        log = stack.postfix.log_text()
+    assert (refused.code, refused.text) == (
+        554,
+        "5.6.0 Message has too many header fields to change (forged X-CCGuard-* fields?)",
+    )
+    assert stripped.code == 250, stripped
+    assert without_postfix_received(got) == message(1, "forged-some")
+    assert "panic" not in log and "throttling" not in log
