@@ -2,13 +2,17 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: run test lint venv clean bench
+.PHONY: run test lint venv clean bench lock
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	PYTHON=$(PYTHON) ./scripts/bootstrap-venv.sh
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Re-resolve the pinned versions in constraints.txt from pyproject.toml (commit the result).
+lock:
+	PYTHON=$(PYTHON) ./scripts/lock.sh
 
 run: venv
 	./scripts/run-demo.sh

@@ -283,6 +283,7 @@ class Relay:
                 hashing=self.admin_hashing,
                 metrics=self.metrics,
                 claim_lease=self.settings.quarantine.claim_lease,
+                matcher=self.matcher,
                 report=self.report_source(),
             )
             tls = {"ssl_certfile": admin.tls_cert, "ssl_keyfile": admin.tls_key}

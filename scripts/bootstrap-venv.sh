@@ -14,4 +14,5 @@ if ! "$PYTHON" -m venv .venv 2>/dev/null; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/pip install -q --upgrade pip
-.venv/bin/pip install -q -e '.[test]'
+# constraints.txt pins every dependency (regenerate with `make lock`).
+.venv/bin/pip install -q -c constraints.txt -e '.[test]'

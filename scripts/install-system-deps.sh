@@ -6,7 +6,13 @@
 # haproxy (a real load balancer in front of ccguard sending PROXY protocol v2 headers),
 # postgresql (initdb/pg_ctl: the tests start private clusters as the 'postgres' user),
 # poppler-utils (pdftoppm/pdftotext: the evidence report's PDF is turned into PNG and text
-# and checked).
+# and checked),
+# docker.io + debootstrap (the container tests build and run the image on a private
+# dockerd, tests/helpers/docker.py), docker-compose (validates deploy/compose.yaml).
+#
+# Only the programs are wanted, never a system-wide service: scripts/apt-install-no-services.sh
+# installs them so that no service is started, now or at boot (a Prometheus, a dockerd,
+# a Postfix); enable one yourself if you want it (`systemctl enable --now prometheus`).
 set -euo pipefail
 need=()
 command -v swaks >/dev/null || need+=(swaks)
@@ -20,6 +26,9 @@ dpkg -s libsasl2-modules >/dev/null 2>&1 || need+=(libsasl2-modules)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 command -v pdftoppm >/dev/null || need+=(poppler-utils)
+[ -x /usr/sbin/dockerd ] || need+=(docker.io)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -32,6 +41,5 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO mkdir -p /etc/postgresql-common
   [ -e /etc/postgresql-common/createcluster.conf ] ||
     echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-    -o Dpkg::Options::=--force-confold "${need[@]}"
+  "$(dirname "$0")/apt-install-no-services.sh" "${need[@]}"
 fi

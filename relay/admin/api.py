@@ -36,7 +36,14 @@ from relay.errors import (
 )
 from relay.quarantine.store import STATUSES, MessageSummary
 
-__all__ = ["api_routes", "iso_time", "summary_json"]
+__all__ = [
+    "api_routes",
+    "authenticated",
+    "error_response",
+    "iso_time",
+    "json_body",
+    "summary_json",
+]
 
 MAX_LIMIT = 500
 Handler = Callable[[Request, str], Awaitable[Response]]
@@ -292,3 +299,9 @@ def api_routes() -> list[Route]:
             methods=["POST"],
         ),
     ]
+
+
+# For the workbench routes (relay/admin/api_workbench.py): the same checks and error shape.
+authenticated = _authenticated
+error_response = _error
+json_body = _json_body

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from relay.admin.api import api_routes
+from relay.admin.api_workbench import workbench_api_routes
 from relay.admin.bodies import BodyLimit
 from relay.admin.context import AdminContext, context_of
 from relay.admin.overview_web import overview_routes
@@ -26,9 +28,12 @@ from relay.admin.requests_web import requests_routes
 from relay.admin.review import EventLog, Releaser, Review
 from relay.admin.sessions import SessionCodec, load_session_key
 from relay.admin.web import web_routes
+from relay.admin.web_bulk import bulk_web_routes
+from relay.admin.web_workbench import workbench_web_routes
 from relay.credentials.hashing import HashingPool
 from relay.credentials.throttle import LoginThrottle
 from relay.credentials.users import UserDB, UsersFileError
+from relay.inspect.domains import DomainMatcher
 from relay.observability.metrics import Metrics
 from relay.quarantine.store import CLAIM_STALE_AFTER, QuarantineStore
 from relay.settings import AdminSettings
@@ -83,6 +88,20 @@ def _datetime(epoch: float | None) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _datetime_s(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _addr(address: str) -> Markup:
+    """An address that may wrap after its ``@`` (and nowhere inside a word), escaped."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return escape(address)
+    return escape(local) + Markup("@<wbr>") + escape(domain)
+
+
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
@@ -106,7 +125,9 @@ def _templates() -> Jinja2Templates:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.autoescape = True
     templates.env.filters["datetime"] = _datetime
+    templates.env.filters["datetime_s"] = _datetime_s
     templates.env.filters["size"] = _size
+    templates.env.filters["addr"] = _addr
     return templates
 
 
@@ -123,6 +144,7 @@ def create_admin_app(
     hashing: HashingPool | None = None,
     metrics: Metrics | None = None,
     claim_lease: float = CLAIM_STALE_AFTER,
+    matcher: DomainMatcher | None = None,
     review: Review | None = None,
     desk: RequestDesk | None = None,
     report: ReportSource | None = None,
@@ -133,6 +155,8 @@ def create_admin_app(
     ``throttle``, ``codec`` and ``hashing`` replace the default login throttle,
     session codec and password-hashing pool (2 threads, 8 waiting); ``metrics``
     counts refused requests.  Request bodies are capped at ``max_request_bytes``.
+    ``matcher`` knows the organisation's domains (recipients are marked internal or
+    external; without it, all are external).
     ``report``: the policy and hash key the evidence report shows and uses.
     The session key is ``settings.session_key_file``'s (shared by every instance),
     else ``settings.session_secret``; without either it is random: sessions end at restart.
@@ -148,6 +172,9 @@ def create_admin_app(
         *extra_routes,
         *(requests_routes() if desk is not None else []),
         *api_routes(),
+        *workbench_api_routes(),
+        *bulk_web_routes(),
+        *workbench_web_routes(),
         *web_routes(),
         *overview_routes(),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
@@ -172,6 +199,7 @@ def create_admin_app(
     app.state.ccguard_admin = context
     app.state.ccguard_desk = desk
     app.state.ccguard_templates = _templates()
+    app.state.ccguard_matcher = matcher or DomainMatcher(())
     add_filters(app.state.ccguard_templates.env)
     app.state.ccguard_report = report
     return app

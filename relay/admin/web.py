@@ -1,4 +1,4 @@
-"""The HTML pages: login, logout, the list of held messages and one message's detail.
+"""The HTML pages: login, logout and one message's detail (the list: web_workbench.py).
 
 Plain forms, no JavaScript.  Every POST carries the session's CSRF token;
 a missing or wrong token, or a post the browser says came from another site
@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from relay.admin.context import AdminContext, client_ip, context_of, is_cross_site
+from relay.admin.history import history_of, marked_recipients
 from relay.admin.preview import explain_exposure, preview_message
 from relay.admin.releasing import ReleaseDeferred
 from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Viewed
@@ -32,11 +33,17 @@ from relay.errors import (
     QuarantineStateError,
     UpstreamError,
 )
-from relay.quarantine.store import STATUSES
 
-__all__ = ["web_routes"]
+__all__ = [
+    "checked_post",
+    "error_page",
+    "field",
+    "pending_requests",
+    "render",
+    "to_login",
+    "web_routes",
+]
 
-PAGE_SIZE = 50
 NOTICES = {
     "released-as-is": "Released: the message was delivered as sent.",
     "released-hidden": "Released: the message was delivered with the external recipients hidden.",
@@ -97,10 +104,12 @@ async def _login_form(request: Request) -> Response:
 
 
 def _login_again(
-    request: Request, ctx: AdminContext, status: int, error: str, nxt: str
+    request: Request, ctx: AdminContext, status: int, error: str, nxt: str, username: str = ""
 ) -> Response:
+    """The login form again with ``error``; the user name typed stays filled in."""
     session = Session.new(None, ctx.codec.now())
-    response = _render(request, "login.html", session, status, error=error, next=nxt)
+    values = {"error": error, "next": nxt, "username": username}
+    response = _render(request, "login.html", session, status, **values)
     ctx.set_cookie(response, session)
     return response
 
@@ -129,12 +138,12 @@ async def _login(request: Request) -> Response:
     outcome, wait = await ctx.check_login(client_ip(request), name, password)
     if outcome == "throttled":
         msg = f"Too many failed logins. Try again in {int(wait) + 1} seconds."
-        return _login_again(request, ctx, 429, msg, nxt)
+        return _login_again(request, ctx, 429, msg, nxt, name)
     if outcome == "busy":
         msg = "The server is busy checking other logins. Try again in a moment."
-        return _login_again(request, ctx, 503, msg, nxt)
+        return _login_again(request, ctx, 503, msg, nxt, name)
     if outcome == "bad":
-        return _login_again(request, ctx, 401, "Wrong user name or password.", nxt)
+        return _login_again(request, ctx, 401, "Wrong user name or password.", nxt, name)
     await ctx.review.audit(name, "login", "-", "ok", f"ip={client_ip(request)}")
     response = RedirectResponse(_safe_next(nxt), status_code=303)
     ctx.set_cookie(response, ctx.new_user_session(name))  # new id: no fixation
@@ -189,38 +198,6 @@ async def _home(request: Request) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
-async def _list(request: Request) -> Response:
-    ctx = context_of(request)
-    session = await ctx.user_session(request)
-    if session is None:
-        return _to_login(request)
-    q = request.query_params
-    status = q.get("status", "held")
-    status = status if status in (*STATUSES, "all") else "held"
-    rule, sender = q.get("rule", "").strip(), q.get("sender", "").strip()
-    page_no = int(q["page"]) if q.get("page", "").isdigit() and int(q["page"]) > 0 else 1
-    page = await ctx.review.store.list(
-        status=None if status == "all" else status,
-        rule=rule or None,
-        sender=sender or None,
-        limit=PAGE_SIZE,
-        offset=(page_no - 1) * PAGE_SIZE,
-    )
-    filters = {"status": status, "rule": rule, "sender": sender}
-    return _render(
-        request,
-        "list.html",
-        session,
-        page=page,
-        page_no=page_no,
-        filters=filters,
-        statuses=(*STATUSES, "all"),
-        pending_requests=await _pending_requests(request),
-        prev_query=urlencode({**filters, "page": page_no - 1}),
-        next_query=urlencode({**filters, "page": page_no + 1}),
-    )
-
-
 async def _detail_page(
     request: Request,
     session: Session,
@@ -230,7 +207,9 @@ async def _detail_page(
     error: str | None = None,
 ) -> Response:
     stored = viewed.message
-    progress = await context_of(request).review.progress(stored.id)
+    review = context_of(request).review
+    progress = await review.progress(stored.id)
+    history = await history_of(review.store, stored)
     return _render(
         request,
         "detail.html",
@@ -241,6 +220,8 @@ async def _detail_page(
         explanation=explain_exposure(stored.exposure, stored.rule, stored.reason),
         error=error,
         progress=progress,
+        history=history,
+        recipients=marked_recipients(request, stored.rcpt_tos),
         mode_as_is=MODE_AS_IS,
         mode_hidden=MODE_HIDDEN,
     )
@@ -347,7 +328,15 @@ def web_routes() -> list[Route]:
         Route("/login", _login_form, methods=["GET"]),
         Route("/login", _login, methods=["POST"]),
         Route("/logout", _logout, methods=["POST"]),
-        Route("/quarantine", _list, methods=["GET"]),
         Route("/quarantine/{id}", _detail, methods=["GET"]),
         Route("/quarantine/{id}/{action:str}", _act, methods=["POST"]),
     ]
+
+
+# For the workbench pages (relay/admin/web_workbench.py): the same page, login and POST checks.
+render = _render
+error_page = _error_page
+to_login = _to_login
+checked_post = _checked_post
+field = _field
+pending_requests = _pending_requests

@@ -29,6 +29,7 @@ COMMANDS = (
     "relay.cli.hash",
     "relay.cli.health",
     "relay.cli.quarantine",
+    "relay.cli.audit",
     "relay.cli.requests",
     "relay.cli.admin",
     "relay.cli.smtp_user",

@@ -19,9 +19,11 @@ from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
 from relay.admin.api import iso_time, summary_json
+from relay.admin.bulk import BULK_DELETE, BULK_RELEASE_HIDDEN
 from relay.admin.preview import explain_exposure
 from relay.admin.releasing import ReleaseDeferred
 from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Releaser, Review, Viewed, public_mode
+from relay.cli.bulk import add_filter_args, has_filter, run_bulk_command
 from relay.cli.config import load_or_report
 from relay.codes import Reply
 from relay.errors import (
@@ -148,7 +150,11 @@ async def _make_releaser(settings: Settings, stack: AsyncExitStack) -> Releaser:
 async def _release(
     review: Review, args: argparse.Namespace, settings: Settings, stack: AsyncExitStack
 ) -> int:
+    if (refusal := _bulk_refusal(args, "release")) is not None:
+        return refusal
     review.releaser = await _make_releaser(settings, stack)
+    if args.id is None:
+        return await run_bulk_command(review, args, BULK_RELEASE_HIDDEN, _actor())
     mode = MODE_HIDDEN if args.hidden else MODE_AS_IS
     try:
         report = await review.release(args.id, mode, _actor())
@@ -173,7 +179,24 @@ def _print_recipients(what: str, replies: Mapping[str, Reply | None], out: TextI
         print(f"  {what}: {rcpt} ({reply or 'on an earlier attempt'})", file=out)
 
 
+def _bulk_refusal(args: argparse.Namespace, what: str) -> int | None:
+    """The usage error for an id given with filters, or neither, or bulk as-is; else None."""
+    if args.id is not None and has_filter(args):
+        return _fail(f"give a message id or filters, not both, to {what}", code=2)
+    if args.id is None and not has_filter(args):
+        return _fail(
+            f"give a message id, or filters such as --rule R --older-than 1h, to {what}", 2
+        )
+    if args.id is None and what == "release" and not args.hidden:
+        return _fail("releasing by filter needs --hidden (release as sent one at a time)", 2)
+    return None
+
+
 async def _delete(review: Review, args: argparse.Namespace, _: Settings, __: Any) -> int:
+    if (refusal := _bulk_refusal(args, "delete")) is not None:
+        return refusal
+    if args.id is None:
+        return await run_bulk_command(review, args, BULK_DELETE, _actor())
     await review.delete(args.id, _actor())
     print(f"deleted {args.id}")
     return 0
@@ -247,14 +270,16 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     show.add_argument("id")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(func=_runner(_show))
-    release = sub.add_parser("release", help="deliver a held message", parents=[common])
-    release.add_argument("id")
+    release = sub.add_parser("release", help="deliver held messages", parents=[common])
+    release.add_argument("id", nargs="?", help="the message (or use the filters below)")
     release.add_argument(
         "--hidden", action="store_true", help="hide the external recipients (rewrite)"
     )
+    add_filter_args(release)
     release.set_defaults(func=_runner(_release))
-    delete = sub.add_parser("delete", help="delete a held message", parents=[common])
-    delete.add_argument("id")
+    delete = sub.add_parser("delete", help="delete held messages", parents=[common])
+    delete.add_argument("id", nargs="?", help="the message (or use the filters below)")
+    add_filter_args(delete)
     delete.set_defaults(func=_runner(_delete))
     purge = sub.add_parser("purge", help="remove old messages of any status", parents=[common])
     purge.add_argument(

@@ -45,6 +45,8 @@ __all__ = [
     "ADMIN_REFUSAL_REASONS",
     "AUTH_MECHANISMS",
     "AUTH_RESULTS",
+    "BULK_ACTIONS",
+    "BULK_RESULTS",
     "COUNT_BUCKETS",
     "HANGUP_STAGES",
     "INFLIGHT_STAGES",
@@ -77,6 +79,12 @@ STORE_POOL_STATES = ("open", "idle", "waiting")
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
 ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
+#: Bulk decisions (relay/admin/bulk.py): the action and what happened to each message.
+BULK_ACTIONS = ("release-hidden", "delete")
+BULK_RESULTS = (
+    "released", "deleted", "deferred", "upstream_failed", "conflict", "not_found", "refused",
+    "store_failed",
+)  # fmt: skip
 REPORT_FORMATS = ("pdf", "html", "json")
 #: Cross-process claims: what they guard, and what happened to one.
 #: taken: a claim won (taken_over: of those, one whose holder's lease had expired);
@@ -286,6 +294,14 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
         )
         for reason in ADMIN_REFUSAL_REASONS:
             self.admin_refused_requests.labels(reason=reason)
+        self.bulk_messages = Counter(
+            "ccguard_admin_bulk_messages",
+            "Messages decided by bulk requests of the admin web UI and API, by action "
+            "(release-hidden, delete) and what happened to each (released, deleted, "
+            "upstream_failed, conflict, ...).",
+            ["action", "result"],
+            registry=self.registry,
+        )
         self.admin_reports = Counter(
             "ccguard_admin_reports",
             "Evidence reports downloaded from the overview page, by format.",
@@ -373,6 +389,11 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
         """Count one refused admin request; ``reason`` is one of ADMIN_REFUSAL_REASONS."""
         if reason in ADMIN_REFUSAL_REASONS:
             self.admin_refused_requests.labels(reason=reason).inc()
+
+    def bulk_message(self, action: str, result: str) -> None:
+        """Count one message of a bulk decision (values outside BULK_* are ignored)."""
+        if action in BULK_ACTIONS and result in BULK_RESULTS:
+            self.bulk_messages.labels(action=action, result=result).inc()
 
     def report_made(self, fmt: str) -> None:
         """Count one evidence report downloaded (``fmt`` one of REPORT_FORMATS)."""

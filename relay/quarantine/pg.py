@@ -32,6 +32,7 @@ from relay.quarantine.pg_conn import translate_error as _translate
 from relay.quarantine.pg_leases import PgLeaseMethods, database_now
 from relay.quarantine.pg_requests import PgRequestMethods
 from relay.quarantine.pg_schema import SCHEMA_VERSION, migrate, schema_version
+from relay.quarantine.pg_search import PgSearchMethods
 from relay.quarantine.pg_sql import CLEAR_CLAIM, FULL_COLUMNS, SUMMARY_COLUMNS, Conn
 from relay.quarantine.pg_stats import PgStatsMethods
 from relay.quarantine.sqlite_sql import new_message_id, new_message_row
@@ -55,7 +56,7 @@ T = TypeVar("T")
 _DRIVER_ERRORS = (psycopg.Error, PoolTimeout, TimeoutError, OSError)
 
 
-class PgStore(PgLeaseMethods, PgRequestMethods, PgStatsMethods):
+class PgStore(PgLeaseMethods, PgRequestMethods, PgStatsMethods, PgSearchMethods):
     """The quarantine, split ledger, leases and audit log in one PostgreSQL database.
 
     Release claims and leases expire by the DATABASE's clock, so instances on

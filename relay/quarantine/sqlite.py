@@ -38,6 +38,7 @@ from relay.quarantine.sqlite_claims import (
     set_claim,
 )
 from relay.quarantine.sqlite_requests import SqliteRequestMethods
+from relay.quarantine.sqlite_search import SqliteSearchMethods
 from relay.quarantine.sqlite_sql import (
     FULL_COLUMNS,
     SUMMARY_COLUMNS,
@@ -72,7 +73,7 @@ __all__ = ["SqliteStore", "new_message_id"]
 T = TypeVar("T")
 
 
-class SqliteStore(SqliteRequestMethods, SqliteStatsMethods):
+class SqliteStore(SqliteRequestMethods, SqliteStatsMethods, SqliteSearchMethods):
     """The quarantine, split ledger and audit log in one SQLite file (WAL)."""
 
     def __init__(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from relay.envelope import Envelope
     from relay.policy.verdict import Verdict
     from relay.quarantine.requests import DelayTimer, ReleaseRequest
+    from relay.quarantine.search import AuditPage, AuditQuery, MessageQuery
     from relay.quarantine.stats import PeriodRow
 
 __all__ = [
@@ -371,6 +372,17 @@ class QuarantineStore(Protocol):
 
     async def finish_delay(self, message_id: str, status: str) -> bool:
         """pending → ``status`` (``done`` / ``cancelled``); False if not pending."""
+
+    # -- workbench: search, audit listing (relay/quarantine/search.py) -------
+
+    async def search(self, query: MessageQuery, *, limit: int = 50, offset: int = 0) -> Page:
+        """Summaries of the messages matching ``query`` newest first, with the total;
+        the matching rules are in :mod:`relay.quarantine.search`."""
+
+    async def search_audit(
+        self, query: AuditQuery, *, limit: int = 100, offset: int = 0
+    ) -> AuditPage:
+        """Audit entries matching ``query`` newest first, with the total."""
 
     # -- overview -------------------------------------------------------------
 

@@ -191,6 +191,7 @@ async def admin_env(
             throttle=LoginThrottle(free=5, base=30.0),
             metrics=metrics,
             hashing=hashing,
+            matcher=DomainMatcher(["example.org"]),
         )
         try:
             async with serve_app(app) as url, httpx.AsyncClient(base_url=url) as client:

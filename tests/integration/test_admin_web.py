@@ -93,7 +93,7 @@ async def test_login_list_detail_release_logout(env: Env) -> None:
     assert listing.status_code == 200
     assert "Welcome to the training" in listing.text
     assert f'href="/quarantine/{msg_id}"' in listing.text
-    assert f'<td class="num">{len(EXTERNAL_RCPTS)}</td>' in listing.text
+    assert f'<td class="num" data-label="External">{len(EXTERNAL_RCPTS)}</td>' in listing.text
     assert "bulk-external" in listing.text
 
     detail = await env.client.get(f"/quarantine/{msg_id}")

@@ -48,6 +48,7 @@ EXPECTED_TYPES = {
     "ccguard_inflight_refusals_total": "counter",
     "ccguard_claim_events_total": "counter",
     "ccguard_admin_requests_refused_total": "counter",
+    "ccguard_admin_bulk_messages_total": "counter",
     "ccguard_self_service_total": "counter",
     "ccguard_admin_reports_total": "counter",
     "ccguard_build_info": "gauge",
