@@ -1,7 +1,5 @@
-"""Wires the parts together from settings, starts them and stops them.
-
-This is the only module that knows every stage.
-"""
+"""Wires the parts together from settings, starts them and stops them: the only module
+that knows every stage."""
 
 from __future__ import annotations
 
@@ -95,7 +93,8 @@ class Relay:
         require_a_front(settings.smtp.listen, settings.milter.listen)  # else ConfigError
         self.milter = MilterListener(MilterContext(
             settings.milter, self.front.decider, self.dispatcher, self.matcher, self.log,
-            self.redactor.address, self.metrics, settings.smtp.max_message_size))  # fmt: skip
+            self.redactor.address, self.metrics, settings.smtp.max_message_size,
+            self.front.budget))  # fmt: skip
         self.listener = SmtpListener(self.front)
         self.tls_listener = SmtpListener(self.front, implicit_tls=True)
         self.http: list[HttpServer] = []

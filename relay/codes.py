@@ -41,6 +41,7 @@ __all__ = [
     "STARTTLS_FIRST",
     "STORE_FAILED",
     "TOO_MANY_CONNECTIONS",
+    "TOO_MANY_HEADER_EDITS",
     "TOO_MANY_RECIPIENTS",
     "TRANSACTION_TIMEOUT",
     "UPSTREAM_AUTH_FAILED",
@@ -124,6 +125,11 @@ NEEDS_SMTPUTF8 = Reply(
 )
 
 INTERNAL_ERROR = Reply(451, "4.3.0", "Temporary local problem, try again later")
+# Milter front: more header fields to remove or change than an MTA takes as edits
+# (Postfix's cleanup gives up, and panics, past about 10,000).
+TOO_MANY_HEADER_EDITS = Reply(
+    554, "5.6.0", "Message has too many header fields to change (forged X-CCGuard-* fields?)"
+)
 # [limits] max_inflight_bytes is used up by messages in flight: the client's queue retries.
 INSUFFICIENT_STORAGE = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 STORE_FAILED = Reply(451, "4.3.0", "Quarantine store unavailable, try again later")

@@ -27,6 +27,9 @@ class Envelope:
     #: The TLS protocol and cipher the client negotiated ("" when it sent in clear).
     tls_version: str = ""
     tls_cipher: str = ""
+    #: The split ledger's key when the front knows better than the message's bytes
+    #: what names a retry (the milter: its MTA appends fields of its own); "": those bytes.
+    retry_key: str = ""
 
     @property
     def smtputf8(self) -> bool:

@@ -134,7 +134,7 @@ class SplitDelivery:
     async def run(self, env: Envelope, message: ParsedMessage, tags: Tags, trace: bytes) -> Reply:
         """Deliver the client's ``message`` to every recipient not yet in the
         ledger; return the reply to end of DATA."""
-        key = split_key(env, message.data)
+        key = env.retry_key or split_key(env, message.data)
         # claim_wait bounds the whole wait: behind an attempt in this process
         # (the lock) and then for the lease, as for a retry through another one.
         started = time.monotonic()

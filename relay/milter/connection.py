@@ -69,7 +69,7 @@ class MilterConnection:
         self._writer = writer
         self._proto = FilterProtocol()
         self._buf = SimpleBuffer(_FIRST_BUFFER)
-        self._state = MilterTransaction(ctx.max_message_size)
+        self._state = MilterTransaction(ctx.max_message_size, ctx.budget)
         #: True while an end of message is being answered (shutdown waits for it).
         self.busy = False
 
@@ -93,6 +93,7 @@ class MilterConnection:
         except Exception as exc:  # a malformed frame the codec asserts on, or a bug
             self._failed("internal", type(exc).__name__)
         finally:
+            self._state.reset()  # a message cut off mid-way gives its bytes back
             self._writer.close()
             with contextlib.suppress(Exception):
                 await self._writer.wait_closed()

@@ -14,6 +14,7 @@ from relay.inspect.domains import DomainMatcher
 from relay.inspect.parsed import ParsedMessage
 from relay.policy.verdict import Verdict
 from relay.settings import MilterSettings
+from relay.smtp.budget import InflightBudget
 from relay.smtp.pipeline import Decider
 
 __all__ = ["MilterContext", "MilterDispatcher", "MilterFrontMetrics"]
@@ -58,3 +59,5 @@ class MilterContext:
     redact: Redact
     metrics: MilterFrontMetrics | None
     max_message_size: int
+    #: ``[limits] max_inflight_bytes``, the one budget the SMTP front uses too.
+    budget: InflightBudget | None = None

@@ -115,21 +115,36 @@ def _insert(position: int, field: HeaderField, *, top: bool) -> InsertEdit:
 
 def apply_edits(original: Sequence[HeaderField], edits: Sequence[Edit]) -> list[HeaderField]:
     """``original`` after ``edits``, numbered as Postfix numbers them (see the module doc),
-    its hidden Received header included."""
-    fields = [_HIDDEN, *original]
+    its hidden Received header included.  Time in proportion to fields plus edits: a
+    deleted field leaves a hole (nothing after it moves) until an insertion counts places."""
+    fields: list[HeaderField | None] = [_HIDDEN, *original]
+    spots: dict[str, list[int]] | None = None  # name → where its occurrences are, in order
     for edit in edits:
         new = field_from_milter(edit.name, edit.value)
         if isinstance(edit, InsertEdit):
+            fields = [f for f in fields if f is not None]
             fields.insert(min(edit.position, len(fields)), new)
+            spots = None
             continue
-        spots = [i for i, f in enumerate(fields) if f.key == edit.name.lower()]
-        if edit.index > len(spots):
+        if spots is None:
+            spots = _occurrences(fields)
+        where = spots.setdefault(edit.name.lower(), [])
+        if edit.index > len(where):
+            where.append(len(fields))
             fields.append(new)  # what Postfix does with an index past the last one
         elif edit.value:
-            fields[spots[edit.index - 1]] = new
+            fields[where[edit.index - 1]] = new
         else:
-            del fields[spots[edit.index - 1]]
-    return [f for f in fields if f is not _HIDDEN]
+            fields[where.pop(edit.index - 1)] = None
+    return [f for f in fields if f is not None and f is not _HIDDEN]
+
+
+def _occurrences(fields: Sequence[HeaderField | None]) -> dict[str, list[int]]:
+    spots: dict[str, list[int]] = {}
+    for i, f in enumerate(fields):
+        if f is not None and f is not _HIDDEN:
+            spots.setdefault(f.key, []).append(i)
+    return spots
 
 
 #: Stands for the MTA's own Received header: counted by insheader, never shown or edited.

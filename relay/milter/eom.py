@@ -8,7 +8,7 @@ SMTP front's when the MTA sends none.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kilter.protocol import messages as m
 from kilter.protocol.core import FilterMessage
@@ -19,9 +19,11 @@ from relay.envelope import Envelope
 from relay.inspect.parsed import ParsedMessage
 from relay.milter.context import MilterContext
 from relay.milter.edits import ChangeEdit, Edit
+from relay.milter.identity import retry_key
 from relay.milter.outcome import CapturedDelivery, MilterAnswer, answer_for
 from relay.milter.transaction import MilterTransaction
 from relay.policy.verdict import Verdict
+from relay.settings import Action
 from relay.smtp.trace import new_queue_id
 
 __all__ = ["EndOfMessage", "MilterReplies", "edit_frame", "reply_frame"]
@@ -71,6 +73,11 @@ class EndOfMessage:
         if self._state.too_large:
             answer = MilterAnswer("reject", reply=codes.MESSAGE_TOO_BIG)
             self._ctx.log.info("milter_too_large", queue_id=env.queue_id)
+        elif self._state.over_budget:
+            answer = MilterAnswer("tempfail", reply=codes.INSUFFICIENT_STORAGE)
+            if self._ctx.budget is not None:
+                self._ctx.budget.refused("data")
+            self._ctx.log.warning("in-flight budget exhausted", queue_id=env.queue_id, stage="data")
         else:
             try:
                 answer = await self._decide_and_act(env, self._state.builder.build())
@@ -91,6 +98,8 @@ class EndOfMessage:
         inspect_seconds = time.monotonic() - started
         if ctx.metrics is not None:
             ctx.metrics.observe_message(verdict, message.size, inspect_seconds, front="milter")
+        if verdict.action is Action.SPLIT:
+            env = replace(env, retry_key=retry_key(env, message))
         captured = CapturedDelivery()
         reply = await ctx.dispatcher.act(env, message, verdict, captured, b"")
         answer = answer_for(message, verdict, reply, captured, ctx.matcher)

@@ -33,7 +33,12 @@ from relay.milter.edits import Edit, apply_edits, header_edits
 from relay.policy.verdict import Verdict
 from relay.settings import Action
 
-__all__ = ["CapturedDelivery", "MilterAnswer", "answer_for", "target_fields"]
+__all__ = ["MAX_HEADER_EDITS", "CapturedDelivery", "MilterAnswer", "answer_for", "target_fields"]
+
+#: The most header edits one answer carries.  Each is work for the MTA in proportion to
+#: the header block (Postfix's cleanup rescans it per edit, and past ~10,000 deletions
+#: it fails and panics, throttling all mail); a real message needs a few dozen.
+MAX_HEADER_EDITS = 1000
 
 
 class CapturedDelivery:
@@ -84,11 +89,22 @@ def answer_for(
         return MilterAnswer("tempfail" if reply.is_transient else "reject", reply=reply)
     if captured.pieces is None:
         return MilterAnswer("discard")
-    edits = header_edits(message.fields, target_fields(message, verdict, matcher))
+    target = target_fields(message, verdict, matcher)
+    if _edits_at_least(message.fields, target) > MAX_HEADER_EDITS:
+        return MilterAnswer("reject", reply=codes.TOO_MANY_HEADER_EDITS)
+    edits = header_edits(message.fields, target)
     head, _ = assemble_pieces(message, apply_edits(message.fields, edits))
     if not _same_message(captured.pieces, head, message.body_view()):
         return MilterAnswer("tempfail", reply=codes.INTERNAL_ERROR)
     return MilterAnswer("continue", edits=tuple(edits))
+
+
+def _edits_at_least(original: Sequence[HeaderField], target: Sequence[HeaderField]) -> int:
+    """A lower bound of the edits, counted before they are worked out (cheaply): every
+    original not kept is changed or deleted, every new field changes or is inserted."""
+    originals = {id(f) for f in original}
+    kept = sum(1 for f in target if id(f) in originals)
+    return max(len(original) - kept, len(target) - kept)
 
 
 def _same_message(pieces: Sequence[bytes | memoryview], head: bytes, body: memoryview) -> bool:

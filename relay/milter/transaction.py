@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from relay.envelope import Envelope
 from relay.milter.message import MessageBuilder
+from relay.smtp.budget import InflightBudget, Reservation
 
 __all__ = ["MilterTransaction", "envelope_address"]
 
@@ -31,15 +32,23 @@ def _options(arguments: Sequence[bytes]) -> tuple[str, ...]:
 class MilterTransaction:
     """The state of one milter connection."""
 
-    def __init__(self, max_message_size: int) -> None:
+    def __init__(self, max_message_size: int, budget: InflightBudget | None = None) -> None:
         self._max = max_message_size
+        self._budget = budget
+        self._reservation: Reservation | None = None
         self.client_ip = ""
         self.helo = ""
         self.macros: dict[str, str] = {}
         self.reset()
 
     def reset(self) -> None:
-        """Forget the current message (abort, or a new MAIL FROM)."""
+        """Forget the current message (abort, a new MAIL FROM, its answer sent, or the
+        connection gone) and give its bytes back to ``[limits] max_inflight_bytes``."""
+        if self._reservation is not None:
+            self._reservation.release()
+        self._reservation = self._budget.reservation() if self._budget is not None else None
+        #: The message did not fit the in-flight budget: its bytes are dropped as they come.
+        self.over_budget = False
         self.macros.pop("i", None)  # the queue id is the message's, not the connection's
         self.mail_from: str | None = None
         self.mail_options: tuple[str, ...] = ()
@@ -74,8 +83,16 @@ class MilterTransaction:
             self.builder.body(chunk)
 
     def _full(self, adding: int) -> bool:
-        self.too_large = self.too_large or self.builder.size + adding > self._max
-        return self.too_large
+        size = self.builder.size + adding
+        self.too_large = self.too_large or size > self._max
+        if self.too_large or self.over_budget:
+            return True
+        if self._reservation is not None and not self._reservation.grow_to(size):
+            # As on the SMTP path: the rest is read and dropped, the bytes go back now.
+            self.over_budget = True
+            self._reservation.release()
+            self.builder = MessageBuilder()
+        return self.over_budget
 
     def envelope(self, queue_id: str) -> Envelope:
         """The envelope of the message now complete."""

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from relay.actions.rewrite import rewritten_fields
 from relay.inspect.domains import DomainMatcher
 from relay.inspect.parsed import HeaderField, parse_message
-from relay.milter.edits import ChangeEdit, InsertEdit, apply_edits, header_edits
+from relay.milter.edits import ChangeEdit, Edit, InsertEdit, apply_edits, header_edits
 from relay.milter.message import MessageBuilder, field_from_milter, milter_value
 
 NAMES = ["To", "cc", "CC", "Subject", "X-CCGuard-Action", "Resent-To"]
@@ -83,3 +83,41 @@ def test_rewrite_edits_replace_each_visible_field() -> None:
     edits = header_edits(message.fields, fields)
     assert removed == 2
     assert edits == [ChangeEdit("Cc", 1, b""), ChangeEdit("To", 1, b" a@example.org")]
+
+
+def _replay_one_by_one(original: list[HeaderField], edits: list[Edit]) -> list[HeaderField]:
+    """The plain replay (each edit renumbers from scratch), to check the fast one with."""
+    hidden = HeaderField("", b"")
+    fields = [hidden, *original]
+    for edit in edits:
+        new = field_from_milter(edit.name, edit.value)
+        if isinstance(edit, InsertEdit):
+            fields.insert(min(edit.position, len(fields)), new)
+            continue
+        spots = [i for i, f in enumerate(fields) if f is not hidden and f.key == edit.name.lower()]
+        if edit.index > len(spots):
+            fields.append(new)
+        elif edit.value:
+            fields[spots[edit.index - 1]] = new
+        else:
+            del fields[spots[edit.index - 1]]
+    return [f for f in fields if f is not hidden]
+
+
+@st.composite
+def any_edits(draw: st.DrawFn) -> tuple[list[HeaderField], list[Edit]]:
+    names = draw(st.lists(st.sampled_from(NAMES), max_size=10))
+    change = st.builds(
+        ChangeEdit, st.sampled_from(NAMES), st.integers(1, 5), st.sampled_from([b"", b" new"])
+    )
+    insert = st.builds(InsertEdit, st.integers(0, 12), st.sampled_from(NAMES), st.just(b" ins"))
+    edits = draw(st.lists(st.one_of(change, insert), max_size=10))
+    return [field(n, i) for i, n in enumerate(names)], edits
+
+
+@given(any_edits())
+def test_the_fast_replay_equals_the_plain_one(case: tuple[list[HeaderField], list[Edit]]) -> None:
+    original, edits = case
+    assert [f.raw for f in apply_edits(original, edits)] == [
+        f.raw for f in _replay_one_by_one(original, edits)
+    ]
