@@ -26,7 +26,7 @@ from relay.admin.bulk import (
     summarise,
 )
 from relay.admin.context import context_of
-from relay.admin.filters import audit_query, message_query
+from relay.admin.filters import MESSAGE_FIELDS, audit_query, message_query
 from relay.admin.review import MODE_HIDDEN
 from relay.quarantine.store import AuditEntry
 
@@ -102,7 +102,12 @@ async def _ids(request: Request, body: dict[str, Any]) -> list[str]:
         return ids
     if not isinstance(where, dict) or not all(isinstance(v, str) for v in where.values()):
         raise ValueError('"filter" must be an object of strings, e.g. {"rule": "bulk"}')
+    unknown = sorted(set(where) - set(MESSAGE_FIELDS))
+    if unknown:  # a typo must not widen the filter to every held message
+        raise ValueError(f"unknown filter {', '.join(unknown)}: use {', '.join(MESSAGE_FIELDS)}")
     query = message_query(where, time.time())
+    if not query.active():  # as the CLI: never the whole quarantine by accident
+        raise ValueError('"filter" needs at least one filter besides status, e.g. {"rule": "R"}')
     return await matching_ids(context_of(request).review, query)
 
 

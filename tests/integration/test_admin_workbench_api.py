@@ -172,3 +172,27 @@ async def test_bulk_is_state_changing_json_only(env: Env) -> None:
     )
     assert nobody.status_code == 401
     assert (await env.store.get(msg_id)).status == "held"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ({}, "at least one filter"),
+        ({"rule": "  "}, "at least one filter"),
+        ({"status": "held"}, "at least one filter"),
+        ({"rulee": "newsletter"}, "unknown filter"),
+    ],
+)
+async def test_bulk_filter_that_picks_nothing_in_particular_never_decides_the_whole_quarantine(
+    env: Env, where: dict[str, str], says: str
+) -> None:
+    # As `ccguard quarantine delete` (needs a filter flag): an empty filter or a typo in
+    # a filter's name must not turn "delete the newsletters" into "delete everything".
+    kept = [await env.store.put(new_message(f"keep {i}")) for i in range(3)]
+    resp = await env.client.post(
+        "/api/quarantine/bulk", json={"action": "delete", "filter": where}, headers=basic()
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"] == "bad_request" and says in resp.json()["message"]
+    for msg_id in kept:
+        assert (await env.store.get(msg_id)).status == "held"  # type: ignore[union-attr]
