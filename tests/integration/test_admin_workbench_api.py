@@ -196,3 +196,12 @@ async def test_bulk_filter_that_picks_nothing_in_particular_never_decides_the_wh
     assert resp.json()["error"] == "bad_request" and says in resp.json()["message"]
     for msg_id in kept:
         assert (await env.store.get(msg_id)).status == "held"  # type: ignore[union-attr]
+
+
+async def test_audit_offset_past_any_store_integer_is_a_bad_request_not_a_crash(env: Env) -> None:
+    # As GET /api/quarantine: offset at most 10**9, else 400 (it was a 500 from SQLite).
+    await env.store.add_audit("alice", "view", "x", "ok", "")
+    resp = await env.client.get("/api/audit?offset=" + "9" * 30, headers=basic())
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"] == "bad_request" and "offset" in resp.json()["message"]
+    assert (await env.client.get("/api/audit?offset=1000000000", headers=basic())).status_code == 200
