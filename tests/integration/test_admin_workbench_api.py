@@ -204,4 +204,5 @@ async def test_audit_offset_past_any_store_integer_is_a_bad_request_not_a_crash(
     resp = await env.client.get("/api/audit?offset=" + "9" * 30, headers=basic())
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"] == "bad_request" and "offset" in resp.json()["message"]
-    assert (await env.client.get("/api/audit?offset=1000000000", headers=basic())).status_code == 200
+    last = await env.client.get("/api/audit?offset=1000000000", headers=basic())
+    assert last.status_code == 200

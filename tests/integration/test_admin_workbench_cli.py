@@ -138,3 +138,12 @@ async def test_a_blank_filter_is_no_filter_and_never_decides_the_whole_quarantin
     for mid in kept:
         assert (await cli.store.get(mid)).status == "held"  # type: ignore[union-attr]
     assert cli.upstream.messages == []
+
+
+async def test_audit_list_refuses_a_limit_or_offset_past_any_store_integer(cli: Cli) -> None:
+    # They overflowed SQLite's integers: a Python traceback instead of a usage error.
+    for flag in ("--limit", "--offset"):
+        code, _, err = await cli.run("audit", "list", flag, "9" * 30)
+        assert code == 2 and flag.lstrip("-") in err and "Traceback" not in err, (flag, err)
+    code, _, err = await cli.run("audit", "list", "--offset", "-1")
+    assert code == 2 and "Traceback" not in err
