@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: run test lint venv clean bench lock
+.PHONY: run test lint venv clean bench bench-throughput lock
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	PYTHON=$(PYTHON) ./scripts/bootstrap-venv.sh
@@ -29,6 +29,10 @@ test: venv
 
 bench: venv
 	$(VENV)/bin/python bench/run.py
+
+# Only the interleaved throughput run (ccguard vs the libraries' floor and Postfix).
+bench-throughput: venv
+	$(VENV)/bin/python bench/bench_throughput.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -37,11 +38,11 @@ from relay.review.wiring import SelfServiceParts, build_self_service, sender_ser
 from relay.settings import Settings, parse_listen
 from relay.settings_milter import require_a_front
 from relay.smtp import FrontContext, SmtpListener
-from relay.smtp.access import NetworkAccess
 from relay.smtp.auth import SmtpAuthenticator
 from relay.smtp.budget import InflightBudget
 from relay.smtp.pipeline import InspectingDecider
 from relay.smtp.tls import ServerTls
+from relay.startup_checks import warn_proxy_overlap, warn_smtp_auth, warn_without_admins
 from relay.upstream import UpstreamClient
 
 __all__ = ["Relay", "serve", "wait_for_stop_signal"]
@@ -57,8 +58,10 @@ class Relay:
         log: Any | None = None,
         redactor: Redactor | None = None,
         clock: Callable[[], float] | None = None,
+        worker: int | None = None,
     ) -> None:
         self.settings = settings
+        self.worker = worker  #: [smtp] workers: this one's index (None: one process)
         self.log = log if log is not None else structlog.get_logger("ccguard")
         self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
@@ -168,15 +171,16 @@ class Relay:
         await self.milter.start(self.settings.milter.address)  # None: no milter
         if self.settings.smtp.tls_listen:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
-        for server in self._http_servers():
+        for server in self._http_servers() if not self.worker else []:
             await server.start()
             self.http.append(server)
-        self._background.append(asyncio.create_task(self._retention()))
-        holds = self.self_service.holds.run(self._stop_background)
-        self._background.append(asyncio.create_task(holds))
-        self._warn_without_admins()
-        self._warn_smtp_auth()
-        self._warn_proxy_overlap()
+        if not self.worker:  # the other workers leave these to the first
+            self._background.append(asyncio.create_task(self._retention()))
+            holds = self.self_service.holds.run(self._stop_background)
+            self._background.append(asyncio.create_task(holds))
+            warn_without_admins(self.settings.admin, self.log)
+        warn_smtp_auth(self.settings.smtp.auth, self.front.auth, self.log)
+        warn_proxy_overlap(self.settings.smtp, self.log)
         self.log.info(
             "ccguard started",
             version=__version__,
@@ -189,50 +193,6 @@ class Relay:
             policy_mode=self.settings.policy.mode,
             rules=len(self.settings.policy.rules),
         )
-
-    def _warn_without_admins(self) -> None:
-        admin = self.settings.admin
-        if not admin.enabled:
-            return
-        try:
-            users = UserDB(admin.users_file).names()
-        except UsersFileError as exc:
-            self.log.warning("admin_users_file_unreadable", error=str(exc))
-            return
-        if not users:
-            self.log.warning(
-                "no_admin_users",
-                detail="nobody can log in to the review UI yet: "
-                "run `ccguard admin add-user NAME` with the same --config",
-            )
-
-    def _warn_smtp_auth(self) -> None:
-        auth = self.settings.smtp.auth
-        if self.front.auth is not None and not self.front.auth.users.names():
-            self.log.warning(
-                "no_smtp_users",
-                detail="nobody can log in with SMTP AUTH yet: run "
-                "`ccguard smtp-user add NAME` with the same --config",
-            )
-        if auth.users_file and auth.allow_plaintext:
-            self.log.warning(
-                "smtp auth allowed in plaintext",
-                detail="[smtp.auth] allow_plaintext = true sends passwords in clear: "
-                "for loopback tests only",
-            )
-
-    def _warn_proxy_overlap(self) -> None:
-        smtp = self.settings.smtp
-        if not smtp.proxy_protocol:
-            return
-        overlap = NetworkAccess(smtp.allowed_networks).overlapping(smtp.proxy_trusted)
-        if overlap:
-            self.log.warning(
-                "proxy_trusted overlaps allowed_networks",
-                networks=overlap,
-                detail="list only the load balancers' own addresses in proxy_trusted "
-                "(e.g. 10.0.0.5/32); their health checks (PROXY LOCAL) are refused at MAIL",
-            )
 
     @property
     def smtp_port(self) -> int:
@@ -370,15 +330,23 @@ async def wait_for_stop_signal() -> None:
     await stop.wait()
 
 
-async def serve(settings: Settings) -> int:
+async def serve(
+    settings: Settings,
+    *,
+    worker: int | None = None,
+    ready_fd: int | None = None,
+    metrics_dir: str | None = None,
+) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code.
 
-    SIGHUP re-reads the listener's TLS certificate and key.
+    SIGHUP re-reads the listener's TLS certificate and key.  A worker writes one
+    byte to ``ready_fd`` once it listens.
     """
     redactor = configure_logging(settings.logging)
     log = structlog.get_logger("ccguard")
     try:
-        relay = Relay(settings, log=log, redactor=redactor)
+        relay = Relay(settings, log=log, redactor=redactor, worker=worker)
+        relay.metrics.multiprocess_dir = metrics_dir
     except ConfigError as exc:
         log.error("cannot start", error=str(exc))
         return 2
@@ -395,6 +363,8 @@ async def serve(settings: Settings) -> int:
         await relay.stop()
         return 1
     asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, relay.reload_tls)
+    if ready_fd is not None:  # a worker: tell the supervisor it listens
+        os.write(ready_fd, b"1")
     await wait_for_stop_signal()
     await relay.stop()
     return 0

@@ -94,7 +94,10 @@ class UpstreamSettings(_Section):
     username: str | None = None
     password: str | None = None
     ca_file: str | None = None
-    pool_size: Annotated[int, Field(ge=0, le=100)] = 4
+    #: Idle connections kept at most; the pool holds as many as transactions ran at
+    #: once in the last ``pool_idle_timeout`` seconds, up to this (docs/throughput.md).
+    pool_size: Annotated[int, Field(ge=0, le=1000)] = 100
+    #: Seconds an idle upstream connection is kept open before a QUIT.
     pool_idle_timeout: PositiveFloat = 30.0
     helo_name: str | None = None
 

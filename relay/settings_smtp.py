@@ -5,6 +5,7 @@ Re-exported by :mod:`relay.settings`; import them from there.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator, model_validator
@@ -84,6 +85,18 @@ class SmtpSettings(_Section):
     proxy_trusted: list[str] = []
     #: Seconds a trusted proxy has to send the header (aiosmtpd warns below 3).
     proxy_timeout: Annotated[float, Field(ge=3)] = 10.0
+    #: Worker processes sharing the SMTP port (SO_REUSEPORT) under one supervisor;
+    #: "auto" = one per CPU this process may run on (README, Tuning).
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
+    #: "auto": uvloop when it is installed (``pip install ccguard[fast]``), else asyncio's.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+
+    @property
+    def worker_count(self) -> int:
+        """``workers`` as a number ("auto": the CPUs this process may use)."""
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        return self.workers
 
     @field_validator("allowed_networks", "proxy_trusted")
     @classmethod

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from relay.app import serve, wait_for_stop_signal
 from relay.cli.config import load_or_report
-from relay.settings import parse_listen
+from relay.settings import Settings, parse_listen
 
 __all__ = ["register"]
 
@@ -18,7 +23,51 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_or_report(args.config)
     if settings is None:
         return 2
-    return asyncio.run(serve(settings))
+    run = _runner(settings.smtp.event_loop)
+    if run is None:
+        print('ccguard: [smtp] event_loop = "uvloop" but uvloop is not installed', file=sys.stderr)
+        print("  install it with: pip install 'ccguard[fast]'", file=sys.stderr)
+        return 2
+    if args.worker is not None:
+        return run(serve_worker(settings, args.worker, args.ready_fd))
+    if settings.smtp.worker_count > 1:
+        return asyncio.run(_supervise(settings, args))  # it only waits: no need for speed
+    return run(serve(settings))
+
+
+def _runner(kind: str) -> Callable[[Coroutine[Any, Any, int]], int] | None:
+    """``asyncio.run`` or ``uvloop.run`` as ``[smtp] event_loop`` asks (None: not installed)."""
+    if kind == "asyncio":
+        return asyncio.run
+    try:
+        import uvloop
+    except ImportError:
+        return None if kind == "uvloop" else asyncio.run
+    run: Callable[[Coroutine[Any, Any, int]], int] = uvloop.run
+    return run
+
+
+async def serve_worker(settings: Settings, index: int, ready_fd: int | None) -> int:
+    """One of ``[smtp] workers``: :func:`serve`, its metrics in the supervisor's directory."""
+    from relay.observability import multiprocess
+    from relay.smtp.workers import die_with_parent
+
+    die_with_parent()
+    directory = os.environ[multiprocess.ENV]
+    multiprocess.enable(directory)
+    structlog.contextvars.bind_contextvars(worker=index)
+    return await serve(settings, worker=index, ready_fd=ready_fd, metrics_dir=directory)
+
+
+async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
+    from relay.observability.logging import configure_logging
+    from relay.smtp.workers import Supervisor, WorkerSpec
+
+    configure_logging(settings.logging)
+    serve_args = ["--config", args.config] if args.config else []
+    smtp = settings.smtp
+    spec = WorkerSpec(serve_args, smtp.worker_count, smtp.shutdown_grace, settings.policy.mode)
+    return await Supervisor(spec, structlog.get_logger("ccguard.supervisor")).run()
 
 
 def _milter(args: argparse.Namespace) -> int:
@@ -59,6 +108,9 @@ def _sink(args: argparse.Namespace) -> int:
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add ``serve``, ``milter`` and ``sink``."""
     serve_p = subparsers.add_parser("serve", help="run the relay", parents=[common])
+    # Set by the supervisor of [smtp] workers, not by hand.
+    serve_p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    serve_p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_p.set_defaults(func=_serve)
     milter = subparsers.add_parser(
         "milter",

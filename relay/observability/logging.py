@@ -34,8 +34,18 @@ _ROUTED = ("uvicorn", "uvicorn.error", "uvicorn.access", "mail.log", "asyncio", 
 _ACCESS_FIELDS = ("client", "method", "path", "http_version", "status")
 
 
+_PLAIN = frozenset({type(None), bool, int, float})
+
+
 def _clean(value: Any, redactor: Redactor) -> Any:
-    if value is None or isinstance(value, bool | int | float):
+    # Exact-type checks first: a transaction line has ~50 values, nearly all
+    # plain str/int/None, and isinstance against unions cost more than the rest.
+    kind = type(value)
+    if kind is str:
+        return redactor.scrub(value)
+    if kind in _PLAIN:
+        return value
+    if isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
         return redactor.scrub(value)

@@ -21,6 +21,13 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import Metric
 
 from relay import __version__
+from relay.observability.metrics_admin import (
+    ADMIN_REFUSAL_REASONS,
+    BULK_ACTIONS,
+    BULK_RESULTS,
+    REPORT_FORMATS,
+    AdminMetrics,
+)
 from relay.observability.metrics_front import (
     AUTH_MECHANISMS,
     AUTH_RESULTS,
@@ -36,6 +43,7 @@ from relay.observability.metrics_front import (
 )
 from relay.observability.metrics_milter import FRONTS, MilterMetrics
 from relay.observability.metrics_review import SelfServiceMetrics
+from relay.observability.metrics_throughput import ThroughputMetrics
 
 if TYPE_CHECKING:
     from relay.policy.verdict import Verdict
@@ -78,14 +86,6 @@ STORE_POOL_STATES = ("open", "idle", "waiting")
 #: Actions a calendar fallback replaces, and what it may become.
 CALENDAR_REPLACED = ("rewrite", "split")
 CALENDAR_FALLBACKS = ("quarantine", "reject", "tag")
-ADMIN_REFUSAL_REASONS = ("too_large", "too_deep", "cross_site")
-#: Bulk decisions (relay/admin/bulk.py): the action and what happened to each message.
-BULK_ACTIONS = ("release-hidden", "delete")
-BULK_RESULTS = (
-    "released", "deleted", "deferred", "upstream_failed", "conflict", "not_found", "refused",
-    "store_failed",
-)  # fmt: skip
-REPORT_FORMATS = ("pdf", "html", "json")
 #: Cross-process claims: what they guard, and what happened to one.
 #: taken: a claim won (taken_over: of those, one whose holder's lease had expired);
 #: split retries wait (wait_timed_out: waited claim_wait, answered 451), releases do not
@@ -120,7 +120,7 @@ class _WithoutCreated:
             yield metric
 
 
-class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
+class Metrics(AdminMetrics, FrontDoorMetrics, MilterMetrics, SelfServiceMetrics, ThroughputMetrics):
     """All ccguard metrics; attributes are the prometheus_client objects.
 
     ``version`` goes into ``ccguard_build_info`` and ``mode`` (``enforce`` or
@@ -136,12 +136,15 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
         mode: str = "enforce",
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        #: Directory of the worker processes' metric files, when /metrics sums them.
+        self.multiprocess_dir: str | None = None
         self._traffic()
         self._front_door()
         self._milter()
         self._tls_auth()
         self._exposure()
         self._upstream()
+        self._throughput()
         self._quarantine()
         self._inflight()
         self._admin()
@@ -284,33 +287,6 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
             for event in events:
                 self.claim_events.labels(kind=kind, event=event)
 
-    def _admin(self) -> None:
-        self.admin_refused_requests = Counter(
-            "ccguard_admin_requests_refused",
-            "Admin web/API requests refused before any work: body too large, "
-            "JSON nested too deep, or sent by another site.",
-            ["reason"],
-            registry=self.registry,
-        )
-        for reason in ADMIN_REFUSAL_REASONS:
-            self.admin_refused_requests.labels(reason=reason)
-        self.bulk_messages = Counter(
-            "ccguard_admin_bulk_messages",
-            "Messages decided by bulk requests of the admin web UI and API, by action "
-            "(release-hidden, delete) and what happened to each (released, deleted, "
-            "upstream_failed, conflict, ...).",
-            ["action", "result"],
-            registry=self.registry,
-        )
-        self.admin_reports = Counter(
-            "ccguard_admin_reports",
-            "Evidence reports downloaded from the overview page, by format.",
-            ["format"],
-            registry=self.registry,
-        )
-        for fmt in REPORT_FORMATS:
-            self.admin_reports.labels(format=fmt)
-
     def _info(self, version: str) -> None:
         reg = self.registry
         self.build_info = Gauge(
@@ -385,21 +361,6 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
         if event in CLAIM_KIND_EVENTS.get(kind, ()):
             self.claim_events.labels(kind=kind, event=event).inc()
 
-    def admin_refused(self, reason: str) -> None:
-        """Count one refused admin request; ``reason`` is one of ADMIN_REFUSAL_REASONS."""
-        if reason in ADMIN_REFUSAL_REASONS:
-            self.admin_refused_requests.labels(reason=reason).inc()
-
-    def bulk_message(self, action: str, result: str) -> None:
-        """Count one message of a bulk decision (values outside BULK_* are ignored)."""
-        if action in BULK_ACTIONS and result in BULK_RESULTS:
-            self.bulk_messages.labels(action=action, result=result).inc()
-
-    def report_made(self, fmt: str) -> None:
-        """Count one evidence report downloaded (``fmt`` one of REPORT_FORMATS)."""
-        if fmt in REPORT_FORMATS:
-            self.admin_reports.labels(format=fmt).inc()
-
     def notification(self, result: str) -> None:
         """Count one sender notice: ``sent`` or ``failed``."""
         self.notifications.labels(result=result).inc()
@@ -422,5 +383,10 @@ class Metrics(FrontDoorMetrics, MilterMetrics, SelfServiceMetrics):
         self.store_pool.labels(state="waiting").set(stats.get("requests_waiting", 0))
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition (format 0.0.4) and its content type."""
+        """The Prometheus text exposition (format 0.0.4) and its content type; with
+        :attr:`multiprocess_dir` set, summed over the workers (``multiprocess``)."""
+        if self.multiprocess_dir is not None:
+            from relay.observability import multiprocess
+
+            return multiprocess.render(self.multiprocess_dir)
         return generate_latest(_WithoutCreated(self.registry)), CONTENT_TYPE_PLAIN_0_0_4

@@ -308,6 +308,9 @@ class SmtpListener:
             host=host,
             port=port,
             reuse_address=True,
+            # Several workers ([smtp] workers) bind the same port; the kernel
+            # spreads new connections over them.
+            reuse_port=self._ctx.settings.worker_count > 1,
             ssl=tls,
             backlog=self._ctx.settings.backlog,
         )

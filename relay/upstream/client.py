@@ -42,6 +42,8 @@ class UpstreamMetrics(Protocol):
 
     def observe_upstream(self, outcome: str, seconds: float, error_kind: str | None) -> None: ...
 
+    def upstream_connection_opened(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
@@ -191,7 +193,8 @@ class UpstreamClient:
         metrics: UpstreamMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.pool = ConnectionPool(settings, local_hostname)
+        opened = metrics.upstream_connection_opened if metrics is not None else None
+        self.pool = ConnectionPool(settings, local_hostname, on_open=opened)
         self._metrics = metrics
 
     def observe(self, outcome: str, started: float, error_kind: str | None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -87,13 +88,29 @@ async def open_connection(settings: UpstreamSettings, local_hostname: str) -> Co
 
 
 class ConnectionPool:
-    """Idle upstream connections, newest first, at most ``settings.pool_size``."""
+    """Idle upstream connections, newest first, at most ``settings.pool_size``.
 
-    def __init__(self, settings: UpstreamSettings, local_hostname: str) -> None:
+    Sized to the concurrency: every connection that finished cleanly is kept
+    (up to ``pool_size``), so with C transactions at once C connections stay
+    open and none is opened per message.  Connections idle longer than
+    ``pool_idle_timeout`` are closed by a timer, so after a surge the pool
+    shrinks back to what the load needs (docs/throughput.md).
+    ``on_open`` is called for every new connection (the churn counter).
+    """
+
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        local_hostname: str,
+        on_open: Callable[[], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._local_hostname = local_hostname
+        self._on_open = on_open
         self._idle: list[Connection] = []
         self._closed = False
+        self._sweep: asyncio.TimerHandle | None = None
+        self._quitting: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> Connection:
         """A connection ready for MAIL FROM: an idle one if fresh, else a new one."""
@@ -105,11 +122,14 @@ class ConnectionPool:
                 conn.reused = True
                 return conn
             await _quit(conn)
-        return await open_connection(self._settings, self._local_hostname)
+        return await self.fresh()
 
     async def fresh(self) -> Connection:
         """A new connection, bypassing the pool (used after a reused one failed)."""
-        return await open_connection(self._settings, self._local_hostname)
+        conn = await open_connection(self._settings, self._local_hostname)
+        if self._on_open is not None:
+            self._on_open()
+        return conn
 
     async def release(self, conn: Connection, *, reusable: bool) -> None:
         """Give a connection back after a transaction; close it if it cannot be reused."""
@@ -117,15 +137,40 @@ class ConnectionPool:
         if reusable and room and conn.smtp.is_connected:
             conn.last_used = time.monotonic()
             self._idle.append(conn)
+            self._arm_sweep()
         else:
             await _quit(conn)
+
+    def _arm_sweep(self) -> None:
+        if self._sweep is None:
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_later(self._settings.pool_idle_timeout, self._expire)
+
+    def _expire(self) -> None:
+        """Close the connections idle for ``pool_idle_timeout`` (the oldest are first)."""
+        self._sweep = None
+        deadline = time.monotonic() - self._settings.pool_idle_timeout
+        keep = next((i for i, c in enumerate(self._idle) if c.last_used > deadline), None)
+        cut = len(self._idle) if keep is None else keep
+        expired, self._idle = self._idle[:cut], self._idle[cut:]
+        for conn in expired:
+            task = asyncio.get_running_loop().create_task(_quit(conn))
+            self._quitting.add(task)
+            task.add_done_callback(self._quitting.discard)
+        if self._idle:
+            self._arm_sweep()
 
     async def close(self) -> None:
         """QUIT every idle connection; any given back later is closed, not kept."""
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         idle, self._idle = self._idle, []
         for conn in idle:
             await _quit(conn)
+        if self._quitting:
+            await asyncio.gather(*self._quitting, return_exceptions=True)
 
     @property
     def idle_count(self) -> int:

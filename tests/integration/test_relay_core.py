@@ -5,13 +5,30 @@ from __future__ import annotations
 import asyncio
 import re
 import smtplib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
 
+from relay.settings import Settings
 from tests.helpers.process import free_port
 from tests.helpers.relay import running_relay, settings_for
 from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.workers import running_workers
+
+StartRelay = Callable[[Settings], AbstractAsyncContextManager[Any]]
+
+
+@pytest.fixture(params=[1, 2], ids=["workers=1", "workers=2"])
+def start_relay(request: pytest.FixtureRequest, tmp_path: Path) -> StartRelay:
+    """The relay in this process (one worker), or ``ccguard serve`` with two workers."""
+    if request.param == 1:
+        return running_relay
+    return lambda settings: running_workers(settings, request.param, tmp_path)
+
 
 MESSAGE = (
     b"From: Alice <alice@example.org>\r\n"
@@ -43,8 +60,10 @@ def smtplib_send(port: int, sender: str, rcpts: list[str], message: bytes) -> di
         return client.sendmail(sender, rcpts, message)
 
 
-async def test_smtplib_message_arrives_byte_for_byte(upstream: RecordingUpstream) -> None:
-    async with running_relay(settings_for(upstream.port)) as relay:
+async def test_smtplib_message_arrives_byte_for_byte(
+    upstream: RecordingUpstream, start_relay: StartRelay
+) -> None:
+    async with start_relay(settings_for(upstream.port)) as relay:
         refused = await asyncio.to_thread(
             smtplib_send, relay.smtp_port, "alice@example.org", ["bob@example.com"], MESSAGE
         )
@@ -55,9 +74,11 @@ async def test_smtplib_message_arrives_byte_for_byte(upstream: RecordingUpstream
     assert got.rcpt_tos == ["bob@example.com"]
 
 
-async def test_aiosmtplib_client_envelope_and_bytes(upstream: RecordingUpstream) -> None:
+async def test_aiosmtplib_client_envelope_and_bytes(
+    upstream: RecordingUpstream, start_relay: StartRelay
+) -> None:
     rcpts = ["bob@example.com", "carol@example.net", "dave@example.org"]
-    async with running_relay(settings_for(upstream.port)) as relay:
+    async with start_relay(settings_for(upstream.port)) as relay:
         errors, text = await aiosmtplib.send(
             MESSAGE,
             sender="alice@example.org",
@@ -73,9 +94,11 @@ async def test_aiosmtplib_client_envelope_and_bytes(upstream: RecordingUpstream)
     assert strip_received(got.data) == MESSAGE
 
 
-async def test_null_sender_is_carried_through(upstream: RecordingUpstream) -> None:
+async def test_null_sender_is_carried_through(
+    upstream: RecordingUpstream, start_relay: StartRelay
+) -> None:
     async with (
-        running_relay(settings_for(upstream.port)) as relay,
+        start_relay(settings_for(upstream.port)) as relay,
         aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.smtp_port, start_tls=False) as client,
     ):
         await client.sendmail("", ["bob@example.com"], MESSAGE)
@@ -83,14 +106,16 @@ async def test_null_sender_is_carried_through(upstream: RecordingUpstream) -> No
     assert got.mail_from == "<>"
 
 
-async def test_smtputf8_address_and_8bit_body(upstream: RecordingUpstream) -> None:
+async def test_smtputf8_address_and_8bit_body(
+    upstream: RecordingUpstream, start_relay: StartRelay
+) -> None:
     body = "Grüße aus Köln — 日本語\r\n".encode()
     message = (
         "From: Jörg <jörg@example.org>\r\nTo: Zoë <zoë@bücher.example.com>\r\n"
         "Subject: Grüße\r\n\r\n"
     ).encode() + body
     async with (
-        running_relay(settings_for(upstream.port)) as relay,
+        start_relay(settings_for(upstream.port)) as relay,
         aiosmtplib.SMTP(hostname="127.0.0.1", port=relay.smtp_port, start_tls=False) as client,
     ):
         errors, _ = await client.sendmail(
@@ -108,10 +133,10 @@ async def test_smtputf8_address_and_8bit_body(upstream: RecordingUpstream) -> No
     assert b"UTF8SMTP" in got.data.split(b"\r\n\r\n")[0]
 
 
-async def test_20_megabyte_message(upstream: RecordingUpstream) -> None:
+async def test_20_megabyte_message(upstream: RecordingUpstream, start_relay: StartRelay) -> None:
     line = b"0123456789" * 7 + b"\r\n"
     big = MESSAGE + line * (20_000_000 // len(line))
-    async with running_relay(settings_for(upstream.port)) as relay:
+    async with start_relay(settings_for(upstream.port)) as relay:
         await asyncio.to_thread(
             smtplib_send, relay.smtp_port, "alice@example.org", ["bob@example.com"], big
         )
@@ -121,6 +146,7 @@ async def test_20_megabyte_message(upstream: RecordingUpstream) -> None:
 
 
 async def test_refused_recipient_is_refused_to_client_others_delivered(
+    start_relay: StartRelay,
     upstream: RecordingUpstream,
 ) -> None:
     upstream.refuse_rcpt["nobody@example.com"] = "550 5.1.1 <nobody@example.com>: no such user"
@@ -134,7 +160,7 @@ async def test_refused_recipient_is_refused_to_client_others_delivered(
             replies.append(client.data(MESSAGE))
             return replies
 
-    async with running_relay(settings_for(upstream.port)) as relay:
+    async with start_relay(settings_for(upstream.port)) as relay:
         replies = await asyncio.to_thread(talk, relay.smtp_port)
     assert replies[0][0] == 250
     assert replies[1] == (550, b"5.1.1 <nobody@example.com>: no such user")
@@ -144,8 +170,8 @@ async def test_refused_recipient_is_refused_to_client_others_delivered(
     assert got.rcpt_tos == ["bob@example.com", "carol@example.net"]
 
 
-async def test_upstream_down_gives_451_at_mail() -> None:
-    async with running_relay(settings_for(free_port())) as relay:
+async def test_upstream_down_gives_451_at_mail(start_relay: StartRelay) -> None:
+    async with start_relay(settings_for(free_port())) as relay:
         with pytest.raises(smtplib.SMTPSenderRefused) as err:
             await asyncio.to_thread(
                 smtplib_send, relay.smtp_port, "alice@example.org", ["bob@example.com"], MESSAGE
@@ -164,11 +190,11 @@ async def test_upstream_down_gives_451_at_mail() -> None:
     ],
 )
 async def test_upstream_failure_at_data(
-    upstream: RecordingUpstream, fault: str, code: int, status: bytes
+    start_relay: StartRelay, upstream: RecordingUpstream, fault: str, code: int, status: bytes
 ) -> None:
     upstream.data_hook = lambda envelope: fault
     settings = settings_for(upstream.port, upstream={"timeout": 1})
-    async with running_relay(settings) as relay:
+    async with start_relay(settings) as relay:
         with pytest.raises(smtplib.SMTPDataError) as err:
             await asyncio.to_thread(
                 smtplib_send, relay.smtp_port, "alice@example.org", ["bob@example.com"], MESSAGE
@@ -178,9 +204,11 @@ async def test_upstream_failure_at_data(
     assert upstream.messages == []
 
 
-async def test_upstream_4xx_text_is_quoted_to_the_client(upstream: RecordingUpstream) -> None:
+async def test_upstream_4xx_text_is_quoted_to_the_client(
+    upstream: RecordingUpstream, start_relay: StartRelay
+) -> None:
     upstream.data_hook = lambda envelope: "452 4.3.1 Insufficient system storage"
-    async with running_relay(settings_for(upstream.port)) as relay:
+    async with start_relay(settings_for(upstream.port)) as relay:
         with pytest.raises(smtplib.SMTPDataError) as err:
             await asyncio.to_thread(
                 smtplib_send, relay.smtp_port, "alice@example.org", ["bob@example.com"], MESSAGE
@@ -191,14 +219,16 @@ async def test_upstream_4xx_text_is_quoted_to_the_client(upstream: RecordingUpst
     )
 
 
-async def test_connections_to_upstream_are_reused(upstream: RecordingUpstream) -> None:
-    async with running_relay(settings_for(upstream.port)) as relay:
+async def test_connections_to_upstream_are_reused(
+    upstream: RecordingUpstream, start_relay: StartRelay
+) -> None:
+    async with start_relay(settings_for(upstream.port)) as relay:
         for _ in range(3):
             await asyncio.to_thread(
                 smtplib_send, relay.smtp_port, "alice@example.org", ["bob@example.com"], MESSAGE
             )
     assert len(upstream.messages) == 3
-    assert upstream.connections == 1
+    assert upstream.connections <= getattr(relay, "workers", 1)  # one pool per worker
 
 
 async def test_pool_recovers_when_upstream_closed_idle_connection(
@@ -230,13 +260,14 @@ def send_8bit(port: int, message: bytes) -> None:
 
 
 async def test_8bit_message_for_upstream_without_8bitmime_is_refused_not_mangled(
+    start_relay: StartRelay,
     upstream: RecordingUpstream,
 ) -> None:
     upstream.eight_bit = False
     await upstream.stop()
     await upstream.start(port=upstream.port)
     message = "Subject: Grüße\r\n\r\nGrüße\r\n".encode()
-    async with running_relay(settings_for(upstream.port)) as relay:
+    async with start_relay(settings_for(upstream.port)) as relay:
         with pytest.raises(smtplib.SMTPSenderRefused) as err:
             await asyncio.to_thread(send_8bit, relay.smtp_port, message)
         ascii_ok = await asyncio.to_thread(

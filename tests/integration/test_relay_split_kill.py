@@ -13,6 +13,7 @@ nobody a second copy and leaves nobody out.
 from __future__ import annotations
 
 import asyncio
+import os
 import smtplib
 import subprocess
 from collections import Counter
@@ -34,10 +35,12 @@ MESSAGE = (
 ).encode()
 
 
-def write_config(tmp_path: Path, port: int, upstream_port: int, pool_size: int) -> Path:
+def write_config(
+    tmp_path: Path, port: int, upstream_port: int, pool_size: int, workers: int = 1
+) -> Path:
     config = tmp_path / "ccguard.toml"
     config.write_text(
-        f'[smtp]\nlisten = "127.0.0.1:{port}"\nhostname = "ccguard.test"\n'
+        f'[smtp]\nlisten = "127.0.0.1:{port}"\nhostname = "ccguard.test"\nworkers = {workers}\n'
         f'[upstream]\nhost = "127.0.0.1"\nport = {upstream_port}\nstarttls = "off"\n'
         f"pool_size = {pool_size}\n"
         f'[organisation]\ninternal_domains = ["example.org"]\n'
@@ -72,9 +75,25 @@ async def killer(tmp_path: Path) -> AsyncIterator[KillingUpstream]:
 
 
 async def serve(config: Path, port: int) -> subprocess.Popen[bytes]:
-    proc = start_ccguard("serve", "--config", str(config))
+    # Its own process group: with workers, the whole tree is killed at once.
+    proc = start_ccguard("serve", "--config", str(config), before_exec=os.setsid)
     await asyncio.to_thread(wait_for_port, port, proc)
     return proc
+
+
+class ProcessTree:
+    """A victim for :class:`KillingUpstream`: SIGKILL reaches the supervisor and every
+    worker at once (a negative pid is the process group)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    @property
+    def pid(self) -> int:
+        return -self.proc.pid
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -87,6 +106,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.communicate()
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["workers=1", "workers=2"])
 @pytest.mark.parametrize(
     ("pool_size", "kill_after", "next_word"),
     [
@@ -96,13 +116,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     ],
 )
 async def test_sigkill_at_ccguards_next_word_after_a_250_duplicates_nobody(
-    tmp_path: Path, killer: KillingUpstream, pool_size: int, kill_after: int, next_word: str
+    tmp_path: Path,
+    killer: KillingUpstream,
+    pool_size: int,
+    kill_after: int,
+    next_word: str,
+    workers: int,
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path, port, killer.port, pool_size)
+    config = write_config(tmp_path, port, killer.port, pool_size, workers)
     first = await serve(config, port)
     try:
-        killer.arm(first, kill_after)
+        killer.arm(ProcessTree(first), kill_after)  # type: ignore[arg-type]
         assert await asyncio.to_thread(attempt, port) is None  # killed mid-split
     finally:
         stop(first)

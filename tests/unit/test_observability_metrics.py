@@ -56,6 +56,8 @@ EXPECTED_TYPES = {
     "ccguard_smtp_tls_sessions_total": "counter",
     "ccguard_smtp_tls_handshake_failures_total": "counter",
     "ccguard_smtp_auth_attempts_total": "counter",
+    "ccguard_upstream_connections_opened_total": "counter",
+    "ccguard_worker_restarts_total": "counter",
     "ccguard_milter_connections": "gauge",
     "ccguard_milter_replies_total": "counter",
     "ccguard_milter_errors_total": "counter",

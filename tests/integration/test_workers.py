@@ -1,0 +1,147 @@
+"""``[smtp] workers = 2``: one port, one /metrics summing both, restarts, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import smtplib
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers.relay import settings_for
+from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.waiting import Gate, wait_until
+from tests.helpers.workers import WorkersRelay, running_workers
+
+MESSAGE = b"From: <alice@example.org>\r\nTo: <bob@example.com>\r\nSubject: w\r\n\r\nhi\r\n"
+
+
+def send(port: int, count: int = 1) -> None:
+    for _ in range(count):  # a new connection per message: the kernel picks a worker each time
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.sendmail("alice@example.org", ["bob@example.com"], MESSAGE)
+
+
+def scrape(relay: WorkersRelay) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://127.0.0.1:{relay.admin_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def send_during_shutdown(port: int) -> dict[str, object]:
+    """One message; no QUIT after it (a stopping worker answers that with 421)."""
+    client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+    try:
+        return client.sendmail("alice@example.org", ["bob@example.com"], MESSAGE)
+    finally:
+        client.close()
+
+
+PASSED = ("ccguard_messages_total", (("action", "pass"), ("front", "smtp"), ("rule", "none")))
+
+
+async def test_two_workers_share_the_port_and_metrics_add_up(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    settings = settings_for(upstream.port, policy={"mode": "monitor"})
+    async with running_workers(settings, 2, tmp_path) as relay:
+        assert sorted(relay.worker_pids()) == [0, 1]
+        await asyncio.to_thread(send, relay.smtp_port, 30)
+        await upstream.wait_for(30)
+        metrics = scrape(relay)
+        assert metrics[PASSED] == 30  # the one /metrics port reports both workers
+        assert metrics[("ccguard_smtp_sessions_active", ())] == 0
+        assert metrics[("ccguard_build_info", (("version", "0.1.0"),))] == 1
+        # Supervisor and workers agree on the mode: not "enforce" from a default.
+        assert metrics[("ccguard_policy_mode", (("mode", "monitor"),))] == 1
+        assert metrics[("ccguard_policy_mode", (("mode", "enforce"),))] == 0
+    lines = [e for e in relay.events() if e.get("event") == "transaction"]
+    by_worker = {w: sum(1 for e in lines if e.get("worker") == w) for w in (0, 1)}
+    assert sum(by_worker.values()) == 30
+    assert by_worker[0] > 0 and by_worker[1] > 0, by_worker  # both took connections
+    assert relay.proc.returncode == 0
+
+
+async def test_a_killed_worker_is_started_again_and_counted(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    async with running_workers(settings_for(upstream.port), 2, tmp_path) as relay:
+        await asyncio.to_thread(send, relay.smtp_port, 4)
+        old = relay.worker_pids()
+        os.kill(old[0], signal.SIGKILL)  # worker 0 also serves /metrics
+        await wait_until(
+            lambda: (
+                relay.worker_pids().get(0) not in (None, old[0])
+                and '"worker restarted"' in relay.log_text()
+            ),
+            lambda: f"worker 0 not restarted: {relay.worker_pids()}\n{relay.log_text()}",
+        )
+        assert relay.worker_pids()[1] == old[1]  # the other worker was left alone
+        await asyncio.to_thread(send, relay.smtp_port, 6)
+        await upstream.wait_for(10)
+        metrics = scrape(relay)
+        assert metrics[("ccguard_worker_restarts_total", ())] == 1
+        assert metrics[PASSED] == 10  # the dead worker's counts stay in the sum
+    died = [e for e in relay.events() if e.get("event") == "worker died"]
+    assert len(died) == 1 and died[0]["worker"] == 0 and died[0]["exit_code"] == -signal.SIGKILL
+
+
+async def test_sigterm_drains_every_worker(upstream: RecordingUpstream, tmp_path: Path) -> None:
+    gate = Gate()  # the upstream answers DATA only once ccguard is stopping
+    upstream.data_gate = gate.hold
+    async with running_workers(settings_for(upstream.port), 2, tmp_path) as relay:
+        clients = [
+            asyncio.create_task(asyncio.to_thread(send_during_shutdown, relay.smtp_port))
+            for _ in range(4)
+        ]
+        await wait_until(lambda: gate.waiting == 4, "four messages are with the upstream")
+        relay.proc.send_signal(signal.SIGTERM)
+        await wait_until(
+            lambda: relay.log_text().count('"ccguard stopping"') == 2, "both workers stopping"
+        )
+        gate.open()
+        refused = await asyncio.gather(*clients)  # every transaction in flight got its 250
+        code = await asyncio.to_thread(relay.proc.wait, 60)
+    assert refused == [{}, {}, {}, {}]
+    assert code == 0
+    assert len(upstream.messages) == 4
+    assert '"workers stopped"' in relay.log_text()
+
+
+async def test_a_worker_that_cannot_listen_stops_the_supervisor(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.helpers.process import ROOT, free_port
+    from tests.helpers.workers import toml_text
+
+    port = free_port()
+    taken = socket.create_server(("127.0.0.1", port))  # no SO_REUSEPORT: nobody may share it
+    try:
+        data = settings_for(upstream.port).model_dump(mode="json", exclude_defaults=True)
+        data["smtp"].update(listen=f"127.0.0.1:{port}", workers=2)
+        data["admin"]["listen"] = f"127.0.0.1:{free_port()}"
+        config = tmp_path / "c.toml"
+        config.write_text(toml_text(data))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CCGUARD_")}
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+        )  # fmt: skip
+    finally:
+        taken.close()
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert '"worker failed to start"' in done.stdout
+    assert '"worker died"' not in done.stdout  # not retried for ever
