@@ -26,11 +26,14 @@ from relay.admin.bulk import (
     summarise,
 )
 from relay.admin.context import context_of
-from relay.admin.filters import audit_query, message_query
+from relay.admin.filters import MESSAGE_FIELDS, audit_query, message_query
 from relay.admin.review import MODE_HIDDEN
 from relay.quarantine.store import AuditEntry
 
-__all__ = ["audit_json", "outcome_json", "workbench_api_routes"]
+__all__ = ["MAX_OFFSET", "audit_json", "outcome_json", "workbench_api_routes"]
+
+#: The largest ``offset`` (as ``GET /api/quarantine``): beyond, SQLite's integers overflow.
+MAX_OFFSET = 10**9
 
 
 def audit_json(entry: AuditEntry) -> dict[str, Any]:
@@ -56,8 +59,8 @@ def _page_params(request: Request, default: int) -> tuple[int, int]:
     limit_text, offset_text = q.get("limit", "") or str(default), q.get("offset", "") or "0"
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
         raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    if not offset_text.isdigit():
-        raise ValueError("offset must be a whole number")
+    if not offset_text.isdigit() or int(offset_text) > MAX_OFFSET:
+        raise ValueError(f"offset must be a whole number from 0 to {MAX_OFFSET}")
     return int(limit_text), int(offset_text)
 
 
@@ -102,7 +105,12 @@ async def _ids(request: Request, body: dict[str, Any]) -> list[str]:
         return ids
     if not isinstance(where, dict) or not all(isinstance(v, str) for v in where.values()):
         raise ValueError('"filter" must be an object of strings, e.g. {"rule": "bulk"}')
+    unknown = sorted(set(where) - set(MESSAGE_FIELDS))
+    if unknown:  # a typo must not widen the filter to every held message
+        raise ValueError(f"unknown filter {', '.join(unknown)}: use {', '.join(MESSAGE_FIELDS)}")
     query = message_query(where, time.time())
+    if not query.active():  # as the CLI: never the whole quarantine by accident
+        raise ValueError('"filter" needs at least one filter besides status, e.g. {"rule": "R"}')
     return await matching_ids(context_of(request).review, query)
 
 

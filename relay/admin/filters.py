@@ -57,7 +57,7 @@ def parse_time(text: str, now: float, *, end: bool = False) -> float:
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return (start + timedelta(days=1 if end else 0)).timestamp()
         when = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
         raise ValueError(
             f"{text!r} is not a time: use 7d / 12h / 90m, 2026-11-01 or 2026-11-01T08:00"
         ) from None

@@ -27,6 +27,7 @@ __all__ = ["explain_no_match", "workbench_web_routes"]
 
 PAGE_SIZE = 50
 AUDIT_PAGE_SIZE = 50
+MAX_PAGE = 10**6
 KNOWN_ACTIONS = (
     "login", "logout", "view", "release", "delete", "bulk", "purge", "request", "approve", "deny",
     "report",
@@ -36,7 +37,8 @@ _FAVICON = Path(__file__).parent / "static" / "favicon.svg"
 
 def _page_no(request: Request) -> int:
     text = request.query_params.get("page", "")
-    return int(text) if text.isdigit() and int(text) > 0 else 1
+    # Capped: a page number past the store's integers would be a 500, not an empty page.
+    return min(int(text), MAX_PAGE) if text.isdigit() and int(text) > 0 else 1
 
 
 async def _count(store: QuarantineStore, query: MessageQuery) -> int:

@@ -73,9 +73,19 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+#: As the API: larger numbers would overflow the store's integers.
+_MAX_NUMBER = 10**9
+
+
 def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    if not text.isdigit() or not 1 <= int(text) <= _MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 1 to {_MAX_NUMBER}")
+    return int(text)
+
+
+def _offset(text: str) -> int:
+    if not text.isdigit() or int(text) > _MAX_NUMBER:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number from 0 to {_MAX_NUMBER}")
     return int(text)
 
 
@@ -90,6 +100,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     listing.add_argument("--since", metavar="WHEN", help="e.g. 7d, 12h, 2026-11-01")
     listing.add_argument("--until", metavar="WHEN", help="e.g. 2026-11-30 (that day included)")
     listing.add_argument("--limit", type=_positive, default=100)
-    listing.add_argument("--offset", type=int, default=0)
+    listing.add_argument("--offset", type=_offset, default=0)
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=_list)

@@ -44,8 +44,9 @@ def add_filter_args(parser: argparse.ArgumentParser) -> None:
 
 
 def has_filter(args: argparse.Namespace) -> bool:
-    """True when some filter flag was given."""
-    return any(getattr(args, name, None) is not None for name in FILTER_FLAGS)
+    """True when some filter flag was given a value (a blank one filters nothing)."""
+    values = (getattr(args, name, None) for name in FILTER_FLAGS)
+    return any(v is not None and (not isinstance(v, str) or v.strip()) for v in values)
 
 
 def _query(args: argparse.Namespace) -> MessageQuery:

@@ -172,3 +172,37 @@ async def test_bulk_is_state_changing_json_only(env: Env) -> None:
     )
     assert nobody.status_code == 401
     assert (await env.store.get(msg_id)).status == "held"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ({}, "at least one filter"),
+        ({"rule": "  "}, "at least one filter"),
+        ({"status": "held"}, "at least one filter"),
+        ({"rulee": "newsletter"}, "unknown filter"),
+    ],
+)
+async def test_bulk_filter_that_picks_nothing_in_particular_never_decides_the_whole_quarantine(
+    env: Env, where: dict[str, str], says: str
+) -> None:
+    # As `ccguard quarantine delete` (needs a filter flag): an empty filter or a typo in
+    # a filter's name must not turn "delete the newsletters" into "delete everything".
+    kept = [await env.store.put(new_message(f"keep {i}")) for i in range(3)]
+    resp = await env.client.post(
+        "/api/quarantine/bulk", json={"action": "delete", "filter": where}, headers=basic()
+    )
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"] == "bad_request" and says in resp.json()["message"]
+    for msg_id in kept:
+        assert (await env.store.get(msg_id)).status == "held"  # type: ignore[union-attr]
+
+
+async def test_audit_offset_past_any_store_integer_is_a_bad_request_not_a_crash(env: Env) -> None:
+    # As GET /api/quarantine: offset at most 10**9, else 400 (it was a 500 from SQLite).
+    await env.store.add_audit("alice", "view", "x", "ok", "")
+    resp = await env.client.get("/api/audit?offset=" + "9" * 30, headers=basic())
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"] == "bad_request" and "offset" in resp.json()["message"]
+    last = await env.client.get("/api/audit?offset=1000000000", headers=basic())
+    assert last.status_code == 200

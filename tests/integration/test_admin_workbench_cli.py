@@ -120,3 +120,30 @@ async def test_bulk_needs_filters_hidden_and_not_an_id_too(cli: Cli) -> None:
         assert code == 2 and says in err, (args, err)
     assert (await cli.store.get(mid)).status == "held"  # type: ignore[union-attr]
     assert cli.upstream.messages == []
+
+
+async def test_a_blank_filter_is_no_filter_and_never_decides_the_whole_quarantine(
+    cli: Cli,
+) -> None:
+    # `ccguard quarantine delete --sender "$WHO"` with WHO unset: the blank sender matched
+    # every held message, and the "at least one filter" guard let it through.
+    kept = [await cli.store.put(new_message(f"keep {i}")) for i in range(2)]
+    for args in (
+        ("quarantine", "delete", "--sender", ""),
+        ("quarantine", "delete", "--subject", "  "),
+        ("quarantine", "release", "--hidden", "--rcpt-domain", ""),
+    ):
+        code, _, err = await cli.run(*args)
+        assert code == 2 and "give a message id, or filters" in err, (args, err)
+    for mid in kept:
+        assert (await cli.store.get(mid)).status == "held"  # type: ignore[union-attr]
+    assert cli.upstream.messages == []
+
+
+async def test_audit_list_refuses_a_limit_or_offset_past_any_store_integer(cli: Cli) -> None:
+    # They overflowed SQLite's integers: a Python traceback instead of a usage error.
+    for flag in ("--limit", "--offset"):
+        code, _, err = await cli.run("audit", "list", flag, "9" * 30)
+        assert code == 2 and flag.lstrip("-") in err and "Traceback" not in err, (flag, err)
+    code, _, err = await cli.run("audit", "list", "--offset", "-1")
+    assert code == 2 and "Traceback" not in err

@@ -223,3 +223,31 @@ async def test_favicon_and_user_name_kept_after_a_wrong_password(env: Env) -> No
         in wrong.text
     )
     assert 'rel="icon" href="/static/favicon.svg"' in wrong.text
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/quarantine?until=9999-12-31", "until"),
+        ("/audit?until=9999-12-31", "until"),
+    ],
+)
+async def test_a_date_at_the_end_of_the_calendar_is_a_bad_filter_not_a_crash(
+    env: Env, path: str, says: str
+) -> None:
+    # <input type="date"> lets a reviewer pick 9999-12-31; "the whole of that day" is past
+    # the last date Python can hold.  A 400 naming the field, never a 500.
+    await env.store.put(new_message())
+    page = await env.client.get(path)
+    assert page.status_code == 400, page.text[:300]
+    assert says in _text(page.text)
+
+
+async def test_a_page_number_past_any_store_integer_is_an_empty_page_not_a_crash(
+    env: Env,
+) -> None:
+    await env.store.put(new_message("Only one"))
+    for path in ("/quarantine?page=" + "9" * 30, "/audit?page=" + "9" * 30):
+        page = await env.client.get(path)
+        assert page.status_code == 200, (path, page.status_code)
+        assert "Only one" not in page.text
