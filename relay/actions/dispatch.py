@@ -249,7 +249,17 @@ class Dispatcher:
             from_address=notifications.from_address, hostname=self._settings.smtp.hostname,
             subject=decode_subject(msg), now=self._clock(), extra=outcome.notice_extra,
         )  # fmt: skip
-        self.notices.send(env.mail_from, notice)
+        after = None if outcome.quarantine_id is None else self._notice_audit(outcome.quarantine_id)
+        self.notices.send(env.mail_from, notice, after)
+
+    def _notice_audit(self, quarantine_id: str) -> Callable[[bool], Awaitable[None]]:
+        """Record the held message's notice in its history (never the address)."""
+
+        async def audit(went: bool) -> None:
+            result = "sent" if went else "failed"
+            await self._store.add_audit("ccguard", "notice", quarantine_id, result, "to=sender")
+
+        return audit
 
     def _bounce(self, env: Envelope, msg: ParsedMessage, refused: Mapping[str, Reply]) -> None:
         """Tell the sender (any, but never ``<>``) which split copies were refused

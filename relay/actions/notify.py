@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from structlog.typing import FilteringBoundLogger
 
 from relay.actions.ports import ActionMetrics, Deliverer, Redact, domain_only
 from relay.errors import UpstreamError, UpstreamPermanentError
 
-__all__ = ["NoticeSender"]
+__all__ = ["AfterNotice", "NoticeSender"]
+
+#: Told whether a notice went (True) or failed for good (False), e.g. to audit it.
+AfterNotice = Callable[[bool], Awaitable[None]]
 
 
 class NoticeSender:
@@ -44,12 +48,27 @@ class NoticeSender:
         """Notices still being sent."""
         return len(self._tasks)
 
-    def send(self, rcpt: str, notice: bytes) -> asyncio.Task[bool]:
-        """Start sending ``notice`` to ``rcpt``; the task's result says whether it went."""
-        task = asyncio.get_running_loop().create_task(self._deliver(rcpt, notice))
+    def send(
+        self, rcpt: str, notice: bytes, after: AfterNotice | None = None
+    ) -> asyncio.Task[bool]:
+        """Start sending ``notice`` to ``rcpt``; the task's result says whether it went.
+
+        ``after`` is awaited with that result inside the same task, so
+        :meth:`close` waits for it too; its failure changes nothing.
+        """
+        task = asyncio.get_running_loop().create_task(self._send(rcpt, notice, after))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _send(self, rcpt: str, notice: bytes, after: AfterNotice | None) -> bool:
+        went = await self._deliver(rcpt, notice)
+        if after is not None:
+            try:
+                await after(went)
+            except Exception as exc:  # the notice's fate stands whatever its record does
+                self._log.warning("notice_after_failed", error=str(exc))
+        return went
 
     async def _deliver(self, rcpt: str, notice: bytes) -> bool:
         for attempt in range(1, self._attempts + 1):

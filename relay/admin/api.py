@@ -6,6 +6,7 @@ session cookie (then state-changing calls need the ``X-CSRF-Token`` header).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from relay.admin.context import (
     context_of,
     is_cross_site,
 )
+from relay.admin.filters import exact_sender, message_query
 from relay.admin.releasing import ReleaseDeferred, ReleaseReport
 from relay.admin.review import PUBLIC_MODES, Viewed, public_mode
 from relay.codes import Reply
@@ -34,7 +36,7 @@ from relay.errors import (
     StoreError,
     UpstreamError,
 )
-from relay.quarantine.store import STATUSES, MessageSummary
+from relay.quarantine.store import MessageSummary
 
 __all__ = [
     "api_routes",
@@ -184,21 +186,15 @@ def _int_param(request: Request, name: str, default: int, high: int) -> int:
 
 
 async def _list(request: Request, actor: str) -> Response:
-    status = request.query_params.get("status", "held")
+    """The web search's filters (``sender``, ``subject``, ``rcpt_domain``, ``rule``,
+    ``since``, ``until``, ``status``); a full address as ``sender`` matches exactly."""
     try:
         limit = _int_param(request, "limit", 50, MAX_LIMIT)
         offset = _int_param(request, "offset", 0, 10**9)
-        if status not in (*STATUSES, "all"):
-            raise ValueError(f"status must be one of {', '.join((*STATUSES, 'all'))}")
+        query = exact_sender(message_query(request.query_params, time.time()))
     except ValueError as exc:
         return _error(400, "bad_request", str(exc))
-    page = await context_of(request).review.store.list(
-        status=None if status == "all" else status,
-        rule=request.query_params.get("rule") or None,
-        sender=request.query_params.get("sender") or None,
-        limit=limit or 1,
-        offset=offset,
-    )
+    page = await context_of(request).review.store.search(query, limit=limit or 1, offset=offset)
     return JSONResponse(
         {
             "items": [summary_json(item) for item in page.items],

@@ -7,6 +7,7 @@ or an ISO date and time (``2026-11-01T08:00``, UTC unless it says otherwise).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -18,6 +19,7 @@ __all__ = [
     "MESSAGE_FIELDS",
     "audit_query",
     "describe_filter",
+    "exact_sender",
     "message_query",
     "parse_age",
     "parse_time",
@@ -27,8 +29,10 @@ _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([dhm])\s*$")
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60}
 #: The message filters a query string may carry, in the order the page shows them.
 MESSAGE_FIELDS = ("status", "sender", "subject", "rcpt_domain", "rule", "since", "until")
+_FULL_ADDRESS = re.compile(r"^[^@\s*?]+@[^@\s*?]+$")
 _LABELS = {
     "sender": "sender",
+    "sender_address": "sender",
     "subject": "subject",
     "rcpt_domain": "recipient domain",
     "rule": "rule",
@@ -96,6 +100,16 @@ def message_query(
         since=_time(params, "since", now, end=False),
         until=_time(params, "until", now, end=True),
     )
+
+
+def exact_sender(query: MessageQuery) -> MessageQuery:
+    """``query`` with a ``sender`` that is a full address (``alice@example.org``, no
+    ``*`` or ``?``) matching exactly that sender, as ``GET /api/quarantine`` and
+    ``ccguard quarantine list`` always did; anything else stays a substring or pattern."""
+    sender = (query.sender or "").strip()
+    if not _FULL_ADDRESS.match(sender):
+        return query
+    return dataclasses.replace(query, sender=None, sender_address=sender)
 
 
 def audit_query(params: Mapping[str, str], now: float) -> AuditQuery:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from relay.admin.api import iso_time, summary_json
 from relay.admin.bulk import BULK_DELETE, BULK_RELEASE_HIDDEN
+from relay.admin.filters import exact_sender, message_query
 from relay.admin.preview import explain_exposure
 from relay.admin.releasing import ReleaseDeferred
 from relay.admin.review import MODE_AS_IS, MODE_HIDDEN, Releaser, Review, Viewed, public_mode
@@ -73,13 +74,16 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+_LIST_FILTERS = ("status", "sender", "subject", "rcpt_domain", "rule", "since", "until")
+
+
 async def _list(review: Review, args: argparse.Namespace, _: Settings, __: Any) -> int:
-    page = await review.store.list(
-        status=None if args.status == "all" else args.status,
-        rule=args.rule,
-        sender=args.sender,
-        limit=args.limit,
-    )
+    params = {name: getattr(args, name) or "" for name in _LIST_FILTERS}
+    try:
+        query = exact_sender(message_query(params, time.time()))
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    page = await review.store.search(query, limit=max(1, args.limit))
     if args.json:
         print(json.dumps([summary_json(item) for item in page.items], indent=2))
         return 0
@@ -262,7 +266,14 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     listing = sub.add_parser("list", help="list messages, newest first", parents=[common])
     listing.add_argument("--status", choices=(*STATUSES, "all"), default="held")
     listing.add_argument("--rule", help="only messages held by this rule")
-    listing.add_argument("--sender", help="only messages from this envelope sender")
+    listing.add_argument(
+        "--sender",
+        help="sender contains this or matches *@example.org; a full address matches exactly",
+    )
+    listing.add_argument("--subject", help="subject contains this")
+    listing.add_argument("--rcpt-domain", dest="rcpt_domain", help="a recipient at this domain")
+    listing.add_argument("--since", metavar="WHEN", help="received since: 7d, 2026-11-01, ...")
+    listing.add_argument("--until", metavar="WHEN", help="received until (a date: that whole day)")
     listing.add_argument("--limit", type=int, default=100)
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=_runner(_list))

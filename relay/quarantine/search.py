@@ -12,6 +12,8 @@ Matching rules (the same on SQLite and PostgreSQL):
 - ``subject``: a case-insensitive substring of the decoded Subject.
 - ``rcpt_domain``: some envelope recipient is at exactly that domain; ``*.example.com``
   also matches its subdomains (and ``example.com`` itself).
+- ``sender_address``: exactly that envelope sender, case-insensitively (what the API's
+  and CLI's ``sender`` meant before the web search, kept for a full address).
 - ``rule``: the rule's exact name.  ``since`` / ``until``: ``received_at`` in [since, until).
 """
 
@@ -44,6 +46,7 @@ class MessageQuery:
     rule: str | None = None
     since: float | None = None
     until: float | None = None
+    sender_address: str | None = None
 
     def __post_init__(self) -> None:
         if self.status is not None and self.status not in STATUSES:
@@ -140,6 +143,8 @@ def message_where(q: MessageQuery, d: Dialect) -> tuple[str, tuple[Any, ...]]:
         add(f"status = {d.mark}", [q.status])
     if sender := _lowered(q.sender):
         add(*_sender_clause(sender, d))
+    if address := _lowered(q.sender_address):
+        add(f"sender_key = {d.mark}", [address])
     if subject := _lowered(q.subject):
         add(d.contains.format(col=d.lower.format(col="subject"), mark=d.mark), [subject])
     if domain := _lowered(q.rcpt_domain):

@@ -53,6 +53,9 @@ async def test_sender_substring_and_pattern(store: QuarantineStore) -> None:
     ids = await _seed(store)
     assert await _found(store, sender="alice") == [ids["malice"], ids["alice"]]  # substring
     assert await _found(store, sender="ALICE@example.org") == [ids["malice"], ids["alice"]]
+    # sender_address: that sender exactly (the API's and CLI's full-address filter).
+    assert await _found(store, sender_address="ALICE@example.org") == [ids["alice"]]
+    assert await _found(store, sender_address="lice@example.org") == []
     assert await _found(store, sender="alice*") == [ids["alice"]]  # pattern: whole address
     assert await _found(store, sender="*@example.org") == [ids["malice"], ids["alice"]]
     assert await _found(store, sender="*@*.example.net") == [ids["bob"]]
