@@ -87,11 +87,13 @@ def message_query(
     params: Mapping[str, str], now: float, default_status: str = "held"
 ) -> MessageQuery:
     """The :class:`MessageQuery` of a query string; ``status=all`` means any status.
+    A full sender address means exactly that sender (:func:`exact_sender`), so a bulk
+    decision for alice@example.org never takes malice@example.org's mail too.
     Raises ValueError naming the parameter that is wrong."""
     status = params.get("status", "").strip() or default_status
     if status not in (*STATUSES, "all"):
         raise ValueError(f"status must be one of {', '.join((*STATUSES, 'all'))}")
-    return MessageQuery(
+    query = MessageQuery(
         status=None if status == "all" else status,
         sender=_text(params, "sender"),
         subject=_text(params, "subject"),
@@ -100,6 +102,7 @@ def message_query(
         since=_time(params, "since", now, end=False),
         until=_time(params, "until", now, end=True),
     )
+    return exact_sender(query)
 
 
 def exact_sender(query: MessageQuery) -> MessageQuery:

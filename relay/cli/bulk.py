@@ -14,7 +14,7 @@ import json
 import time
 
 from relay.admin.bulk import BULK_DELETE, MAX_BULK, matching_ids, run_bulk, summarise
-from relay.admin.filters import parse_age
+from relay.admin.filters import exact_sender, parse_age
 from relay.admin.review import Review
 from relay.quarantine.search import MessageQuery
 
@@ -51,10 +51,10 @@ def has_filter(args: argparse.Namespace) -> bool:
 
 def _query(args: argparse.Namespace) -> MessageQuery:
     older = args.older_than
-    return MessageQuery(
+    return exact_sender(MessageQuery(
         rule=args.rule, sender=args.sender, subject=args.subject, rcpt_domain=args.rcpt_domain,
         until=None if older is None else time.time() - older,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 async def run_bulk_command(

@@ -4,6 +4,7 @@ subprocesses on the server's SQLite file, with a real upstream down for some mes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -102,6 +103,20 @@ async def test_delete_by_sender_pattern(cli: Cli) -> None:
     code, out, err = await cli.run(
         "quarantine", "delete", "--sender", "*@example.org", "--rule", "R"
     )
+    assert code == 0, err
+    assert "1 of 1 matching held message(s) deleted" in out
+    assert (await cli.store.get(doomed)).status == "deleted"  # type: ignore[union-attr]
+    assert (await cli.store.get(kept)).status == "held"  # type: ignore[union-attr]
+
+
+async def test_a_full_sender_address_deletes_that_sender_only(cli: Cli) -> None:
+    # A full address is that sender, as `quarantine list` reads it: as a substring,
+    # `--sender coordinator@example.org` also deleted xcoordinator@example.org's mail.
+    doomed = await cli.store.put(new_message("doomed"))
+    kept = await cli.store.put(
+        dataclasses.replace(new_message("kept"), mail_from="xcoordinator@example.org")
+    )
+    code, out, err = await cli.run("quarantine", "delete", "--sender", "Coordinator@example.org")
     assert code == 0, err
     assert "1 of 1 matching held message(s) deleted" in out
     assert (await cli.store.get(doomed)).status == "deleted"  # type: ignore[union-attr]
