@@ -125,6 +125,16 @@ class GuardSMTP(CommandOverrides):
         self._client_left()
         self._guard.disconnected(serving=self._serving)
         super().connection_lost(error)
+        self._consume_close_error()
+
+    def _consume_close_error(self) -> None:
+        # A reset leaves its error in the stream protocol's close future, which
+        # no server code awaits.  The protocol's __del__ would mark it seen, but
+        # gc may finalise the future first (they form a cycle through the
+        # traceback) and asyncio then logs "Future exception was never retrieved".
+        closed: asyncio.Future[None] | None = getattr(self, "_closed", None)
+        if closed is not None and closed.done() and not closed.cancelled():
+            closed.exception()
 
     def eof_received(self) -> bool | None:
         self._client_left()
