@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from relay.observability.children import Children
+
 __all__ = [
     "AUTH_MECHANISMS",
     "AUTH_RESULTS",
@@ -70,9 +72,10 @@ class FrontDoorMetrics:
             ["stage", "code_class"],
             registry=reg,
         )
+        self._replies = Children(self.smtp_replies)
         for stage in SMTP_STAGES:
             for cls in CODE_CLASSES:
-                self.smtp_replies.labels(stage=stage, code_class=cls)
+                self._replies(stage, cls)
         self.sessions_active = Gauge(
             "ccguard_smtp_sessions_active", "SMTP client sessions open now.", registry=reg
         )
@@ -167,8 +170,7 @@ class FrontDoorMetrics:
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""
-        stage = stage if stage in SMTP_STAGES else "other"
-        self.smtp_replies.labels(stage=stage, code_class=code_class(code)).inc()
+        self._replies(stage if stage in SMTP_STAGES else "other", code_class(code)).inc()
 
     def session_opened(self) -> None:
         """One more SMTP session is open."""
