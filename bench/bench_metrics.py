@@ -39,7 +39,8 @@ def one_message_calls() -> object:
     from relay.policy.verdict import Action, Verdict
 
     metrics = Metrics(version="bench", mode="enforce")
-    verdict = Verdict(Action.PASS, None, "no rule matched", Exposure(visible_external=1, external_domains=1))
+    exposure = Exposure(visible_external=1, external_domains=1)
+    verdict = Verdict(Action.PASS, None, "no rule matched", exposure)
 
     def message() -> None:
         metrics.observe_reply("mail", 250)
@@ -68,7 +69,8 @@ def measure(mode: str) -> float:
 
 def _child(tree: Path, mode: str) -> float:
     code = (
-        f"import sys; sys.path.insert(0, {str(tree)!r}); sys.path.insert(1, {str(HERE / 'bench')!r});"
+        f"import sys; sys.path.insert(0, {str(tree)!r});"
+        f"sys.path.insert(1, {str(HERE / 'bench')!r});"
         f"import bench_metrics; print(bench_metrics.measure({mode!r}))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
