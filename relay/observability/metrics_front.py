@@ -48,6 +48,9 @@ PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
 #: SMTP AUTH: mechanisms offered and how an attempt ended (never a user name).
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
+#: Most (stage, reply code) pairs :meth:`FrontDoorMetrics.observe_reply` remembers; both
+#: come from bounded sets (aiosmtpd's commands, ccguard's replies), this keeps it so.
+_REPLY_KEYS_MAX = 1024
 #: TLS protocol versions the listener accepts (1.2 minimum); anything else is "other".
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 #: Why a client's TLS handshake failed: a TLS alert or bad record, the client left, other.
@@ -73,6 +76,7 @@ class FrontDoorMetrics:
             registry=reg,
         )
         self._replies = Children(self.smtp_replies)
+        self._reply_children: dict[tuple[str, int], Counter] = {}
         for stage in SMTP_STAGES:
             for cls in CODE_CLASSES:
                 self._replies(stage, cls)
@@ -170,7 +174,12 @@ class FrontDoorMetrics:
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""
-        self._replies(stage if stage in SMTP_STAGES else "other", code_class(code)).inc()
+        child = self._reply_children.get((stage, code))
+        if child is None:
+            child = self._replies(stage if stage in SMTP_STAGES else "other", code_class(code))
+            if len(self._reply_children) < _REPLY_KEYS_MAX:
+                self._reply_children[(stage, code)] = child
+        child.inc()
 
     def session_opened(self) -> None:
         """One more SMTP session is open."""

@@ -11,11 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from relay.inspect.exposure import Exposure
 from relay.observability import multiprocess
 from relay.observability.metrics import Metrics
-from relay.policy.verdict import Verdict
-from relay.settings import Action
 from tests.helpers.observability import Scrape, parse_metrics
 
 #: What a worker does to its metrics: messages like the relay's, then a failure.
@@ -132,18 +129,3 @@ def test_a_process_forked_after_its_metrics_writes_files_of_its_own(tmp_path: Pa
     assert summed.value("ccguard_messages_total", action="pass", rule="none", front="smtp") == 6
     assert summed.value("ccguard_message_size_bytes_count") == 6
     assert len(list(tmp_path.glob("counter_*.db"))) == 2
-
-
-def test_no_label_child_is_missing_from_a_fresh_scrape() -> None:
-    # Series created through the children cache at start-up are on /metrics at 0.
-    scrape = parse_metrics(Metrics(version="t").render()[0])
-    assert scrape.value("ccguard_smtp_replies_total", stage="data", code_class="4xx") == 0
-    assert scrape.value("ccguard_upstream_duration_seconds_count", outcome="refused") == 0
-    assert scrape.value("ccguard_upstream_errors_total", kind="auth") == 0
-    metrics = Metrics(version="t")
-    metrics.declare_rules([("reject", "bulk")])
-    verdict = Verdict(Action.REJECT, "bulk", "x", Exposure())
-    metrics.observe_message(verdict, 10, 0.0)
-    scrape = parse_metrics(metrics.render()[0])
-    assert scrape.value("ccguard_messages_total", action="reject", rule="bulk", front="smtp") == 1
-    assert scrape.value("ccguard_messages_total", action="reject", rule="bulk", front="milter") == 0
