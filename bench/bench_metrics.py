@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, help="also time this checkout (the reference)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the medians as JSON")
-    args = parser.parse_args()
+    args, _ = parser.parse_known_args()  # make bench passes the same extras to every script
     trees = {"this": HERE} | ({"reference": args.tree} if args.tree else {})
     results: dict[str, list[float]] = {}
     for _ in range(args.rounds):

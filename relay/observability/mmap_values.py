@@ -4,8 +4,9 @@ prometheus-client's own multiprocess value (``values.MultiProcessValue``) calls
 ``os.getpid()`` on every increment, to notice a ``fork()`` after the metrics
 were created and start fresh files for the child.  A relayed message makes 17
 value writes (four reply counters, two in-flight gauge sets, two histograms'
-sum and bucket, ...), so that check is a third of what the multiprocess mode
-adds per message.  :class:`FileValue` keeps the same files (same names, same
+sum and bucket, ...), and that check is more than half of what the multiprocess
+mode adds to each write (0.71 µs a write against 0.22 µs in memory; 0.43 µs
+without it).  :class:`FileValue` keeps the same files (same names, same
 format, same keys: ``MultiProcessCollector`` reads them unchanged) and the same
 process-wide lock, and notices a fork with ``os.register_at_fork`` instead,
 once per fork rather than once per write.  Measured in docs/throughput.md.
@@ -87,8 +88,7 @@ class FileValue:
         multiprocess_mode: str = "",
         **_: Any,
     ) -> None:
-        if _process is None:
-            raise RuntimeError("use_directory() first")
+        assert _process is not None, "use_directory() comes first (multiprocess.enable)"
         self._prefix = f"{typ}_{multiprocess_mode}" if typ == "gauge" else typ
         self._key = mmap_key(metric_name, name, labelnames, labelvalues, help_text)
         with _lock:
