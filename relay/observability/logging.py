@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -117,6 +117,58 @@ def scrubbed_json(redactor: Redactor) -> Processor:
     return scrub_and_render
 
 
+class _CallerlessLogger:
+    """The stdlib logger of a structlog logger, minus the caller look-up.
+
+    ``Logger._log`` looks up the calling file, line and function for every
+    record (structlog's logger class walks its frames to do so, ~2 µs a line);
+    no format here shows them.  The record is then made and handled exactly
+    as ``_log`` does when that look-up is off: same handlers, filters, levels.
+    """
+
+    __slots__ = ("_logger", "name")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self.name = logger.name
+
+    def _log(self, level: int, msg: Any, extra: Mapping[str, object] | None) -> None:
+        logger = self._logger
+        if logger.isEnabledFor(level):
+            where = ("(unknown file)", 0)
+            record = logger.makeRecord(
+                self.name, level, *where, msg, (), None, "(unknown function)", extra
+            )
+            logger.handle(record)
+
+    def debug(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.DEBUG, msg, extra)
+
+    def info(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.INFO, msg, extra)
+
+    def warning(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.WARNING, msg, extra)
+
+    def error(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.ERROR, msg, extra)
+
+    def critical(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.CRITICAL, msg, extra)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
+def _logger_factory() -> Callable[..., _CallerlessLogger]:
+    named = structlog.stdlib.LoggerFactory()  # its naming (a module's, if no name)
+
+    def factory(*args: Any) -> _CallerlessLogger:
+        return _CallerlessLogger(named(*args))
+
+    return factory
+
+
 def _structure_access_log(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Turn uvicorn's ``client - "GET /path HTTP/1.1" 200`` into fields."""
     args = event_dict.pop("positional_args", ())
@@ -197,7 +249,7 @@ def configure_logging(
     logging.captureWarnings(True)
     structlog.configure(
         processors=[*_shared(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_logger_factory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=False,
     )

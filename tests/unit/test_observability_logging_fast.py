@@ -141,3 +141,22 @@ def test_the_fast_renderer_equals_scrub_then_render(event: dict[str, Any]) -> No
     careful = structlog.processors.JSONRenderer(ensure_ascii=False)
     expected = careful(None, "info", scrub_addresses(redactor)(None, "info", dict(event)))
     assert scrubbed_json(redactor)(None, "info", dict(event)) == expected
+
+
+def test_ccguard_lines_still_pass_the_stdlib_logger_levels_and_handlers() -> None:
+    seen: list[logging.LogRecord] = []
+    extra = logging.Handler()
+    extra.emit = seen.append  # type: ignore[method-assign]
+    quiet = logging.getLogger("ccguard.quiet")
+    with captured_logging(hash_key=KEY, level="info") as out:
+        logging.getLogger().addHandler(extra)
+        quiet.setLevel(logging.ERROR)
+        try:
+            structlog.get_logger("ccguard.quiet").warning("dropped")
+            structlog.get_logger("ccguard.quiet").error("kept", queue_id="Q2")
+            structlog.get_logger("ccguard").bind().info("also kept")
+        finally:
+            quiet.setLevel(logging.NOTSET)
+            logging.getLogger().removeHandler(extra)
+    assert [line["event"] for line in json_lines(out.getvalue())] == ["kept", "also kept"]
+    assert [(r.name, r.levelno) for r in seen] == [("ccguard.quiet", 40), ("ccguard", 20)]
