@@ -116,7 +116,26 @@ def test_an_address_anywhere_in_a_transaction_line_is_hashed() -> None:
     assert got["visible_total"] == 1 and list(line)[:4] == ["timestamp", "level", "logger", "event"]
 
 
+@pytest.mark.logs_may_contain_addresses  # it feeds addresses to the safety net on purpose
+@pytest.mark.parametrize("where", ["value", "key", "list"])
+def test_an_url_encoded_address_alone_in_a_line_is_hashed(where: str) -> None:
+    encoded = "/r/cy%40example.net"
+    exposure = {
+        "value": {"calendar": {"organiser": encoded}},
+        "key": {"per_header": {encoded: 1}},
+        "list": {"calendar": {"methods": ["REQUEST", encoded]}},
+    }[where]
+    with captured_logging(hash_key=KEY, level="info") as out:
+        structlog.get_logger("ccguard").bind().info(
+            "transaction", **{**TRANSACTION, "exposure": exposure}
+        )
+    text = out.getvalue()
+    assert "cy%40" not in text and "@" not in text
+    assert f"/r/{Redactor(KEY).address('cy@example.net')}" in text
+
+
 _PIECES = ["ann", "@", "example.org", "%40", "%4", "0", '"', "\\", "\n", "\x00", " ", "é", "x."]
+_PIECES += ["bob@example.com", "cy%40example.net", '"dee doe"@example.org']
 _TEXT = st.lists(st.sampled_from(_PIECES), max_size=6).map("".join)
 _PLAIN = st.none() | st.booleans() | st.integers() | st.floats() | _TEXT
 _KEYS = _TEXT | st.integers() | st.booleans() | st.none()
