@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
@@ -28,7 +27,7 @@ from relay.httpserver import HttpServer
 from relay.inspect.domains import DomainMatcher
 from relay.milter import MilterContext, MilterListener
 from relay.observability.http import CheckResult, observability_routes
-from relay.observability.logging import configure_logging
+from relay.observability.logging import bound_logger, configure_logging
 from relay.observability.metrics import Metrics
 from relay.observability.redact import Redactor
 from relay.quarantine import QuarantineStore, open_store, run_retention
@@ -60,7 +59,7 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.worker = worker  #: [smtp] workers: this one's index (None: one process)
-        self.log = log if log is not None else structlog.get_logger("ccguard")
+        self.log = log if log is not None else bound_logger("ccguard")
         self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
         self.metrics.declare_rules((r.action, r.name) for r in settings.policy.rules)
@@ -342,7 +341,7 @@ async def serve(
     byte to ``ready_fd`` once it listens.
     """
     redactor = configure_logging(settings.logging)
-    log = structlog.get_logger("ccguard")
+    log = bound_logger("ccguard")
     try:
         relay = Relay(settings, log=log, redactor=redactor, worker=worker)
         relay.metrics.multiprocess_dir = metrics_dir

@@ -14,10 +14,11 @@ somebody forgot, such as a library's debug message or an exception text.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -26,7 +27,7 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from relay.observability.redact import Redactor
 from relay.settings import LoggingSettings
 
-__all__ = ["configure_logging", "scrub_addresses"]
+__all__ = ["bound_logger", "configure_logging", "scrub_addresses", "scrubbed_json"]
 
 _MARK = "_ccguard_handler"
 _FIRST_KEYS = ("timestamp", "level", "logger", "event")
@@ -62,16 +63,110 @@ def _clean(value: Any, redactor: Redactor) -> Any:
     return redactor.scrub(str(value))
 
 
+def _first_keys_first(event_dict: EventDict) -> dict[str, Any]:
+    ordered = {k: event_dict[k] for k in _FIRST_KEYS if k in event_dict}
+    ordered.update(event_dict)
+    return ordered
+
+
+def _scrubbed(event_dict: EventDict, redactor: Redactor) -> dict[str, Any]:
+    ordered = _first_keys_first(event_dict)
+    return {str(_clean(k, redactor)): _clean(v, redactor) for k, v in ordered.items()}
+
+
 def scrub_addresses(redactor: Redactor) -> Processor:
     """A processor that hashes every clear address left in an event and puts
     timestamp, level, logger and event first.  Run it right before the renderer."""
 
     def scrub(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-        ordered = {k: event_dict[k] for k in _FIRST_KEYS if k in event_dict}
-        ordered.update(event_dict)
-        return {str(_clean(k, redactor)): _clean(v, redactor) for k, v in ordered.items()}
+        return _scrubbed(event_dict, redactor)
 
     return scrub
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"not plain JSON: {type(value).__name__}")
+
+
+def scrubbed_json(redactor: Redactor) -> Processor:
+    """The JSON renderer with :func:`scrub_addresses` before it, in one step.
+
+    Gives exactly ``JSONRenderer(ensure_ascii=False)`` of the scrubbed event,
+    but checks the rendered text instead of walking every value first (an
+    event's own keys are strings, its keyword arguments): with
+    ``ensure_ascii=False`` JSON escapes only quotes, backslashes and control
+    characters, so ``@`` and ``%40`` appear in the text if and only if some
+    key or string value, at any depth, holds one, and only then is there
+    anything to scrub.  A line that holds one, or a value JSON does not know
+    (which the net turns into its ``str``), takes the walk and is rendered again,
+    exactly as before.
+    """
+    render = structlog.processors.JSONRenderer(ensure_ascii=False)
+    encode = json.JSONEncoder(ensure_ascii=False, default=_refuse).encode
+
+    def scrub_and_render(logger: WrappedLogger, name: str, event_dict: EventDict) -> str:
+        text: str | None
+        try:
+            text = encode(_first_keys_first(event_dict))
+        except (TypeError, ValueError):  # not plain JSON (a key too), or circular
+            text = None
+        if text is None or "@" in text or "%40" in text:
+            return str(render(logger, name, _scrubbed(event_dict, redactor)))
+        return text
+
+    return scrub_and_render
+
+
+class _CallerlessLogger:
+    """The stdlib logger of a structlog logger, minus the caller look-up.
+
+    ``Logger._log`` looks up the calling file, line and function for every
+    record (structlog's logger class walks its frames to do so, ~2 µs a line);
+    no format here shows them.  The record is then made and handled exactly
+    as ``_log`` does when that look-up is off: same handlers, filters, levels.
+    """
+
+    __slots__ = ("_logger", "name")
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self.name = logger.name
+
+    def _log(self, level: int, msg: Any, extra: Mapping[str, object] | None) -> None:
+        logger = self._logger
+        if logger.isEnabledFor(level):
+            where = ("(unknown file)", 0)
+            record = logger.makeRecord(
+                self.name, level, *where, msg, (), None, "(unknown function)", extra
+            )
+            logger.handle(record)
+
+    def debug(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.DEBUG, msg, extra)
+
+    def info(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.INFO, msg, extra)
+
+    def warning(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.WARNING, msg, extra)
+
+    def error(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.ERROR, msg, extra)
+
+    def critical(self, msg: Any, *, extra: Mapping[str, object] | None = None) -> None:
+        self._log(logging.CRITICAL, msg, extra)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
+def _logger_factory() -> Callable[..., _CallerlessLogger]:
+    named = structlog.stdlib.LoggerFactory()  # its naming (a module's, if no name)
+
+    def factory(*args: Any) -> _CallerlessLogger:
+        return _CallerlessLogger(named(*args))
+
+    return factory
 
 
 def _structure_access_log(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -98,19 +193,18 @@ def _shared() -> list[Processor]:
 
 
 def _formatter(fmt: str, redactor: Redactor, stream: TextIO) -> logging.Formatter:
-    renderer: Processor
+    last: list[Processor]
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        last = [scrub_addresses(redactor), structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     else:
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+        last = [scrubbed_json(redactor)]
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared(), structlog.stdlib.ExtraAdder(), _structure_access_log],
         pass_foreign_args=True,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            scrub_addresses(redactor),
-            renderer,
+            *last,
         ],
     )
 
@@ -149,10 +243,13 @@ def configure_logging(
     handler = logging.StreamHandler(out)
     handler.setFormatter(_formatter(settings.format, redactor, out))
     _install_handler(handler, level)
+    # No format here shows a record's thread, process or process name; looking
+    # them up costs every record (ours and the libraries') about 1 µs.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.captureWarnings(True)
     structlog.configure(
         processors=[*_shared(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_logger_factory(),
         wrapper_class=structlog.make_filtering_bound_logger(level),
         cache_logger_on_first_use=False,
     )
@@ -163,3 +260,13 @@ def configure_logging(
             "process only and will not match `ccguard hash` or other runs",
         )
     return redactor
+
+
+def bound_logger(name: str) -> Any:
+    """A structlog logger bound now, for a long-lived object's hot path.
+
+    ``structlog.get_logger`` gives a lazy proxy that builds a new bound logger
+    on every call (a few µs per line); this one is built once, with the
+    level and processors of the last :func:`configure_logging`: call that first.
+    Where the lines go is still decided per line (the root handler)."""
+    return structlog.get_logger(name).bind()
