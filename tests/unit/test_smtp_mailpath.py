@@ -1,0 +1,86 @@
+"""The fast path for MAIL FROM / RCPT TO addresses gives aiosmtpd's answer, or none.
+
+``plain_address`` may decline any argument (aiosmtpd's parser then runs); when it
+answers, the answer must be the one aiosmtpd's own ``_getaddr`` gives for the
+same text.  Hypothesis searches arguments built from the characters that matter
+to the RFC 5322 parser (specials, blanks, comments, quotes, encoded-word
+markers, non-ASCII).
+"""
+
+from __future__ import annotations
+
+import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from relay.smtp.mailpath import plain_address
+
+_LIBRARY = SMTP(object(), hostname="test.example.org")
+_CHARS = "az09.-_+=?!#$%&'*/^`{|}~" + '<>@()[]",;:\\ \t' + "é\x00\r\n"
+
+
+def library(arg: str) -> tuple[str | None, str | None]:
+    return _LIBRARY._getaddr(arg)
+
+
+part = st.text(alphabet=_CHARS, min_size=0, max_size=12)
+tail = st.one_of(st.just(""), st.text(alphabet=_CHARS, max_size=20))
+
+
+@st.composite
+def arguments(draw: st.DrawFn) -> str:
+    """Mostly ``<local@domain>rest``-shaped text with hostile characters mixed in."""
+    local, domain, rest = draw(part), draw(part), draw(tail)
+    shape = draw(st.sampled_from(["<{}@{}>{}", "{}@{}{}", "<{}@{}> {}", " <{}@{}>{}", "{}{}{}"]))
+    return shape.format(local, domain, rest)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(arguments())
+@example("<alice@example.org> SIZE=100 BODY=8BITMIME")
+@example("<=?utf-8?q?x?=@example.org>")
+@example("<a@example.org> (comment) SIZE=1")
+@example("<a@example.org>\tSIZE=1")
+@example("<a@example.org>SIZE=1")
+@example("<a@example.org>  ")
+def test_fast_path_agrees_with_aiosmtpd_whenever_it_answers(arg: str) -> None:
+    fast = plain_address(arg)
+    if fast is not None:
+        assert fast == library(arg)
+
+
+@pytest.mark.parametrize(
+    ("arg", "address", "rest"),
+    [
+        ("<alice@example.org>", "alice@example.org", ""),
+        (
+            "<alice@example.org> SIZE=4096 BODY=8BITMIME",
+            "alice@example.org",
+            "SIZE=4096 BODY=8BITMIME",
+        ),
+        ("<first.last+tag@mail.example.com>", "first.last+tag@mail.example.com", ""),
+        ("<o'brien@example.net> NOTIFY=NEVER", "o'brien@example.net", "NOTIFY=NEVER"),
+    ],
+)
+def test_the_common_forms_take_the_fast_path(arg: str, address: str, rest: str) -> None:
+    assert plain_address(arg) == (address, rest) == library(arg)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "<>",  # the null sender
+        '<"a b"@example.org>',  # quoted local part
+        "<a@[192.0.2.1]>",  # domain literal
+        "<@relay.example.net:a@example.org>",  # source route
+        "<é@example.org>",  # SMTPUTF8
+        "a@example.org",  # no angle brackets
+        "<a@example.org> (comment)",
+        "<a..b@example.org>",
+        "<a@example.org.>",
+        "<=?utf-8?q?x?=@example.org>",
+    ],
+)
+def test_everything_else_goes_to_aiosmtpd(arg: str) -> None:
+    assert plain_address(arg) is None
