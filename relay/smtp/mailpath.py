@@ -22,8 +22,7 @@ __all__ = ["plain_address"]
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
-# After ">" the header parser skips blanks (and comments, which go to it).
-_PLAIN = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:[ \t]+(?=[^ \t(])|\Z)")
+_PLAIN = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>")
 
 
 def plain_address(arg: str) -> tuple[str, str] | None:
@@ -32,7 +31,16 @@ def plain_address(arg: str) -> tuple[str, str] | None:
     match = _PLAIN.match(arg)
     if match is None:
         return None
-    address = match.group(1)
+    address, rest = match.group(1), arg[match.end() :]
     if "=?" in address:  # the header parser would try it as an RFC 2047 encoded word
         return None
-    return address, arg[match.end() :]
+    if not rest:
+        return address, rest
+    if rest[0] not in " \t":
+        return None
+    # After a blank the parser skips white space with str.lstrip(), which also
+    # eats \v, \f, \r, \x1c-\x1f and Unicode spaces; a comment after it goes to it.
+    rest = rest.lstrip()
+    if rest.startswith("("):
+        return None
+    return address, rest
