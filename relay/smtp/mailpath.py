@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import re
 
+from relay.mailbox import PLAIN_MAILBOX
+
 __all__ = ["plain_address"]
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
-# After ">" the header parser skips blanks (and comments, which go to it).
-_PLAIN = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?:[ \t]+(?=[^ \t(])|\Z)")
+_PLAIN = re.compile(rf"<({PLAIN_MAILBOX})>")
 
 
 def plain_address(arg: str) -> tuple[str, str] | None:
@@ -35,4 +34,12 @@ def plain_address(arg: str) -> tuple[str, str] | None:
     address = match.group(1)
     if "=?" in address:  # the header parser would try it as an RFC 2047 encoded word
         return None
-    return address, arg[match.end() :]
+    rest = arg[match.end() :]
+    if not rest:
+        return address, ""
+    if rest[0] not in " \t":
+        return None
+    # The header parser's folding white space: after a blank, every kind of
+    # white space (str.lstrip), then comments, which are left to it.
+    rest = rest.lstrip()
+    return None if rest.startswith("(") else (address, rest)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from relay.smtp.mailpath import plain_address
 
 _LIBRARY = SMTP(object(), hostname="test.example.org")
-_CHARS = "az09.-_+=?!#$%&'*/^`{|}~" + '<>@()[]",;:\\ \t' + "é\x00\r\n"
+_CHARS = "az09.-_+=?!#$%&'*/^`{|}~" + '<>@()[]",;:\\ \t' + "é\x00\r\n\x0b\x0c\x1f\x85\xa0\u2003"
 
 
 def library(arg: str) -> tuple[str | None, str | None]:
@@ -44,6 +44,9 @@ def arguments(draw: st.DrawFn) -> str:
 @example("<a@example.org>\tSIZE=1")
 @example("<a@example.org>SIZE=1")
 @example("<a@example.org>  ")
+@example("<0@0> \r")
+@example("<a@example.org> \x0b(c) SIZE=1")
+@example("<a@example.org> \u2003SIZE=1")
 def test_fast_path_agrees_with_aiosmtpd_whenever_it_answers(arg: str) -> None:
     fast = plain_address(arg)
     if fast is not None:
