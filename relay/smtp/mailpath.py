@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import re
 
+from relay.mailbox import PLAIN_MAILBOX
+
 __all__ = ["plain_address"]
 
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
-_PLAIN = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>")
+_PLAIN = re.compile(rf"<({PLAIN_MAILBOX})>")
 
 
 def plain_address(arg: str) -> tuple[str, str] | None:
@@ -31,16 +31,15 @@ def plain_address(arg: str) -> tuple[str, str] | None:
     match = _PLAIN.match(arg)
     if match is None:
         return None
-    address, rest = match.group(1), arg[match.end() :]
+    address = match.group(1)
     if "=?" in address:  # the header parser would try it as an RFC 2047 encoded word
         return None
+    rest = arg[match.end() :]
     if not rest:
-        return address, rest
+        return address, ""
     if rest[0] not in " \t":
         return None
-    # After a blank the parser skips white space with str.lstrip(), which also
-    # eats \v, \f, \r, \x1c-\x1f and Unicode spaces; a comment after it goes to it.
+    # The header parser's folding white space: after a blank, every kind of
+    # white space (str.lstrip), then comments, which are left to it.
     rest = rest.lstrip()
-    if rest.startswith("("):
-        return None
-    return address, rest
+    return None if rest.startswith("(") else (address, rest)

@@ -18,7 +18,7 @@ from relay.smtp.mailpath import plain_address
 
 _LIBRARY = SMTP(object(), hostname="test.example.org")
 # White space the parser's str.lstrip() skips but SMTP's blanks are not.
-_ODD_SPACE = "\r\n\x0b\x0c\x1c\x1f\x85\xa0\u3000"
+_ODD_SPACE = "\r\n\x0b\x0c\x1c\x1f\x85\xa0\u2003\u3000"
 _CHARS = "azAZ09.-_+=?!#$%&'*/^`{|}~" + '<>@()[]",;:\\ \t' + "é\x00" + _ODD_SPACE
 
 
@@ -54,8 +54,9 @@ def arguments(draw: st.DrawFn) -> str:
 @example("<a@example.org>\tSIZE=1")
 @example("<a@example.org>SIZE=1")
 @example("<a@example.org>  ")
-@example("<a@example.org> \r")
-@example("<a@example.org> \x0b(comment) SIZE=1")
+@example("<0@0> \r")
+@example("<a@example.org> \x0b(c) SIZE=1")
+@example("<a@example.org> \u2003SIZE=1")
 @example("<a@example.org> \xa0(comment)")
 def test_fast_path_agrees_with_aiosmtpd_whenever_it_answers(arg: str) -> None:
     fast = plain_address(arg)
