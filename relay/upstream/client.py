@@ -13,6 +13,7 @@ import aiosmtplib
 from relay.codes import NO_8BITMIME, Reply
 from relay.errors import UpstreamError, UpstreamPermanentError, UpstreamTransientError
 from relay.settings import UpstreamSettings
+from relay.upstream import commands
 from relay.upstream.pool import Connection, ConnectionPool
 from relay.upstream.replies import error_from_exception, reply_from_response, transient_reply_for
 from relay.upstream.stream import send_data
@@ -102,7 +103,7 @@ class UpstreamTransaction:
     async def rcpt(self, address: str, options: Sequence[str] = ()) -> Reply:
         """Forward one RCPT TO; return the upstream's reply (success or refusal)."""
         try:
-            resp = await self._smtp().rcpt(address, options=list(options), encoding=self._encoding)
+            resp = await commands.rcpt(self._smtp(), address, options, self._encoding)
         except aiosmtplib.SMTPRecipientRefused as exc:
             return reply_from_response(exc.code, exc.message)
         except asyncio.CancelledError:
@@ -230,7 +231,7 @@ class UpstreamClient:
             await self.pool.release(conn, reusable=True)
             raise
         try:
-            await conn.smtp.mail(mail_from, options=params, encoding=_encoding(options))
+            await commands.mail(conn.smtp, mail_from, params, _encoding(options))
         except asyncio.CancelledError:
             conn.close()
             raise
