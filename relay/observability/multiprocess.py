@@ -26,8 +26,6 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.samples import Sample
 
-from relay.observability.mmap_values import FileValue, use_directory
-
 __all__ = ["ENV", "SHARED_GAUGES", "enable", "render"]
 
 #: The environment variable prometheus-client reads the directory from.
@@ -46,12 +44,9 @@ SHARED_GAUGES = frozenset(
 def enable(directory: str | Path) -> None:
     """Write this process's metric values to files in ``directory`` from now on.
 
-    Call before any :class:`~relay.observability.metrics.Metrics` is created.  The
-    values are prometheus-client's files, written by :class:`FileValue`
-    (``relay/observability/mmap_values.py``: the same files, less work per write)."""
+    Call before any :class:`~relay.observability.metrics.Metrics` is created."""
     os.environ[ENV] = str(directory)
-    use_directory(str(directory))
-    values.ValueClass = FileValue
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: str) -> bool:
