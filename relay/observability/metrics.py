@@ -21,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.metrics_core import Metric
 
 from relay import __version__
+from relay.observability.children import Children
 from relay.observability.metrics_admin import (
     ADMIN_REFUSAL_REASONS,
     BULK_ACTIONS,
@@ -162,8 +163,9 @@ class Metrics(AdminMetrics, FrontDoorMetrics, MilterMetrics, SelfServiceMetrics,
             ["action", "rule", "front"],
             registry=reg,
         )
+        self._messages = Children(self.messages)
         for front in FRONTS:
-            self.messages.labels(action="pass", rule=NO_RULE, front=front)
+            self._messages("pass", NO_RULE, front)
         self._smtp_sessions()
         self.line_endings_normalised = Counter(
             "ccguard_messages_line_endings_normalised",
@@ -227,16 +229,18 @@ class Metrics(AdminMetrics, FrontDoorMetrics, MilterMetrics, SelfServiceMetrics,
             buckets=UPSTREAM_BUCKETS,
             registry=reg,
         )
+        self._upstream_durations = Children(self.upstream_duration)
         for outcome in UPSTREAM_OUTCOMES:
-            self.upstream_duration.labels(outcome=outcome)
+            self._upstream_durations(outcome)
         self.upstream_errors = Counter(
             "ccguard_upstream_errors",
             "Failed upstream deliveries by kind of failure.",
             ["kind"],
             registry=reg,
         )
+        self._upstream_errors = Children(self.upstream_errors)
         for kind in UPSTREAM_ERROR_KINDS:
-            self.upstream_errors.labels(kind=kind)
+            self._upstream_errors(kind)
 
     def _quarantine(self) -> None:
         reg = self.registry
@@ -318,7 +322,7 @@ class Metrics(AdminMetrics, FrontDoorMetrics, MilterMetrics, SelfServiceMetrics,
         """
         for action, rule in rules:
             for front in FRONTS:
-                self.messages.labels(action=str(action), rule=rule, front=front)
+                self._messages(str(action), rule, front)
 
     def observe_message(
         self, verdict: Verdict, size: int, inspect_seconds: float, front: str = "smtp"
@@ -326,7 +330,7 @@ class Metrics(AdminMetrics, FrontDoorMetrics, MilterMetrics, SelfServiceMetrics,
         """Count one message by its verdict and ``front`` (``smtp`` or ``milter``);
         record exposure, size and inspection time."""
         rule = verdict.rule or NO_RULE
-        self.messages.labels(action=str(verdict.action), rule=rule, front=front).inc()
+        self._messages(str(verdict.action), rule, front).inc()
         self.visible_external.observe(verdict.exposure.visible_external)
         self.external_domains.observe(verdict.exposure.external_domains)
         self.message_size.observe(size)
@@ -347,9 +351,9 @@ class Metrics(AdminMetrics, FrontDoorMetrics, MilterMetrics, SelfServiceMetrics,
     def observe_upstream(self, outcome: str, seconds: float, error_kind: str | None = None) -> None:
         """Record one upstream delivery attempt (``accepted``, ``refused`` or ``error``)
         and, for a failure, count it under ``error_kind`` (refused, timeout, ...)."""
-        self.upstream_duration.labels(outcome=outcome).observe(seconds)
+        self._upstream_durations(outcome).observe(seconds)
         if error_kind is not None:
-            self.upstream_errors.labels(kind=error_kind).inc()
+            self._upstream_errors(error_kind).inc()
 
     def store_error(self) -> None:
         """Count one failed store operation."""

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from relay.observability.children import Children
+
 __all__ = [
     "AUTH_MECHANISMS",
     "AUTH_RESULTS",
@@ -46,6 +48,9 @@ PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
 #: SMTP AUTH: mechanisms offered and how an attempt ended (never a user name).
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
+#: Most (stage, reply code) pairs :meth:`FrontDoorMetrics.observe_reply` remembers; both
+#: come from bounded sets (aiosmtpd's commands, ccguard's replies), this keeps it so.
+_REPLY_KEYS_MAX = 1024
 #: TLS protocol versions the listener accepts (1.2 minimum); anything else is "other".
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 #: Why a client's TLS handshake failed: a TLS alert or bad record, the client left, other.
@@ -70,9 +75,11 @@ class FrontDoorMetrics:
             ["stage", "code_class"],
             registry=reg,
         )
+        self._replies = Children(self.smtp_replies)
+        self._reply_children: dict[tuple[str, int], Counter] = {}
         for stage in SMTP_STAGES:
             for cls in CODE_CLASSES:
-                self.smtp_replies.labels(stage=stage, code_class=cls)
+                self._replies(stage, cls)
         self.sessions_active = Gauge(
             "ccguard_smtp_sessions_active", "SMTP client sessions open now.", registry=reg
         )
@@ -167,8 +174,12 @@ class FrontDoorMetrics:
 
     def observe_reply(self, stage: str, code: int) -> None:
         """Count one SMTP reply; unknown stages count as ``other``."""
-        stage = stage if stage in SMTP_STAGES else "other"
-        self.smtp_replies.labels(stage=stage, code_class=code_class(code)).inc()
+        child = self._reply_children.get((stage, code))
+        if child is None:
+            child = self._replies(stage if stage in SMTP_STAGES else "other", code_class(code))
+            if len(self._reply_children) < _REPLY_KEYS_MAX:
+                self._reply_children[(stage, code)] = child
+        child.inc()
 
     def session_opened(self) -> None:
         """One more SMTP session is open."""
