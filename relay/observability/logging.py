@@ -161,7 +161,9 @@ class _CallerlessLogger:
 
 
 def _logger_factory() -> Callable[..., _CallerlessLogger]:
-    named = structlog.stdlib.LoggerFactory()  # its naming (a module's, if no name)
+    # Its naming (the calling module's, if no name): this module's frame, the
+    # factory below, is one more to skip on the way to the caller.
+    named = structlog.stdlib.LoggerFactory(ignore_frame_names=[__name__])
 
     def factory(*args: Any) -> _CallerlessLogger:
         return _CallerlessLogger(named(*args))
