@@ -161,7 +161,9 @@ class _CallerlessLogger:
 
 
 def _logger_factory() -> Callable[..., _CallerlessLogger]:
-    named = structlog.stdlib.LoggerFactory()  # its naming (a module's, if no name)
+    # Its naming (the calling module's, if no name): this module's frame, the
+    # factory below, is one more to skip on the way to the caller.
+    named = structlog.stdlib.LoggerFactory(ignore_frame_names=[__name__])
 
     def factory(*args: Any) -> _CallerlessLogger:
         return _CallerlessLogger(named(*args))
@@ -267,6 +269,9 @@ def bound_logger(name: str) -> Any:
 
     ``structlog.get_logger`` gives a lazy proxy that builds a new bound logger
     on every call (a few µs per line); this one is built once, with the
-    level and processors of the last :func:`configure_logging`: call that first.
-    Where the lines go is still decided per line (the root handler)."""
-    return structlog.get_logger(name).bind()
+    level and processors of the last :func:`configure_logging`.  Where the
+    lines go is still decided per line (the root handler).  Before any
+    configuration it is the lazy proxy: bound then, a long-lived object would
+    keep structlog's defaults (console lines on stdout, no address net)."""
+    proxy = structlog.get_logger(name)
+    return proxy.bind() if structlog.is_configured() else proxy

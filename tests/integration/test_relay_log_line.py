@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import smtplib
 
+import pytest
+import structlog
+
 from relay.app import Relay
 from relay.observability.redact import Redactor
 from tests.helpers.observability import captured_logging, json_lines
@@ -59,3 +62,21 @@ async def test_a_relay_takes_the_level_configured_before_it(upstream: RecordingU
             await relay.stop()
     assert len(upstream.messages) == 1
     assert [e for e in json_lines(out.getvalue()) if e["level"] == "info"] == []
+
+
+async def test_a_relay_built_before_configure_logging_still_writes_through_it(
+    upstream: RecordingUpstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Built first (structlog not configured yet), the relay must not keep structlog's
+    defaults: console lines on stdout, past the handler and its address net."""
+    structlog.reset_defaults()  # as a program that builds its Relay, then configures
+    relay = Relay(settings_for(upstream.port))
+    with captured_logging(hash_key="line-key", level="info") as out:
+        await relay.start()
+        try:
+            await asyncio.to_thread(_send, relay.smtp_port)
+        finally:
+            await relay.stop()
+    lines = [e for e in json_lines(out.getvalue()) if e["event"] == "transaction"]
+    assert [(e["logger"], e["reply_code"]) for e in lines] == [("ccguard", 250)]
+    assert "transaction" not in capsys.readouterr().out

@@ -179,3 +179,12 @@ def test_ccguard_lines_still_pass_the_stdlib_logger_levels_and_handlers() -> Non
             logging.getLogger().removeHandler(extra)
     assert [line["event"] for line in json_lines(out.getvalue())] == ["kept", "also kept"]
     assert [(r.name, r.levelno) for r in seen] == [("ccguard.quiet", 40), ("ccguard", 20)]
+
+
+def test_a_logger_without_a_name_is_still_named_after_its_module() -> None:
+    """``structlog.get_logger()`` names the stdlib logger after the calling module:
+    the caller-less factory must not put its own module in the ``logger`` field."""
+    with captured_logging(hash_key=KEY, level="info") as out:
+        structlog.get_logger().info("unnamed")
+    (line,) = json_lines(out.getvalue())
+    assert line["logger"] == __name__
