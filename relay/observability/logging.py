@@ -171,6 +171,18 @@ def _logger_factory() -> Callable[..., _CallerlessLogger]:
     return factory
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The stdlib stream handler, without its report of a line that failed.
+
+    ``Handler.handleError`` prints the failed record's message and arguments to
+    stderr: the event before the address safety net ran, so addresses in clear.
+    ccguard says only that a line was lost, and from which logger."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        failure = type(sys.exc_info()[1]).__name__
+        sys.stderr.write(f"ccguard: a log line from {record.name} was lost ({failure})\n")
+
+
 def _structure_access_log(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     """Turn uvicorn's ``client - "GET /path HTTP/1.1" 200`` into fields."""
     args = event_dict.pop("positional_args", ())
@@ -242,7 +254,7 @@ def configure_logging(
     redactor = redactor if redactor is not None else Redactor.from_settings(settings)
     level: int = getattr(logging, settings.level.upper())
     out = stream if stream is not None else sys.stdout
-    handler = logging.StreamHandler(out)
+    handler = _Handler(out)
     handler.setFormatter(_formatter(settings.format, redactor, out))
     _install_handler(handler, level)
     # No format here shows a record's thread, process or process name; looking

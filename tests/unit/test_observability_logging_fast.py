@@ -3,6 +3,7 @@ still hashes an address wherever it sits (keys, nested dicts and lists)."""
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from pathlib import PurePosixPath
@@ -13,8 +14,9 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.observability.logging import scrub_addresses, scrubbed_json
+from relay.observability.logging import configure_logging, scrub_addresses, scrubbed_json
 from relay.observability.redact import Redactor
+from relay.settings import LoggingSettings
 from tests.helpers.observability import captured_logging, json_lines
 
 KEY = "golden-key"
@@ -188,3 +190,20 @@ def test_a_logger_without_a_name_is_still_named_after_its_module() -> None:
         structlog.get_logger().info("unnamed")
     (line,) = json_lines(out.getvalue())
     assert line["logger"] == __name__
+
+
+@pytest.mark.logs_may_contain_addresses  # the suite's scan reads the raw record
+def test_a_line_that_cannot_be_rendered_is_reported_without_its_contents(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The stdlib's handleError printed the raw event (addresses in clear) to stderr.
+    out = io.StringIO()
+    configure_logging(LoggingSettings(format="json", level="info", hash_key="k"), out)
+    class Unprintable:
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    structlog.get_logger("ccguard").info("transaction", sender="alice@example.org", x=Unprintable())
+    err = capsys.readouterr().err
+    assert "alice@example.org" not in err and "alice" not in out.getvalue()
+    assert "ccguard: a log line from ccguard was lost (ValueError)" in err
