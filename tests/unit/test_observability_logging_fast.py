@@ -199,6 +199,7 @@ def test_a_line_that_cannot_be_rendered_is_reported_without_its_contents(
     # The stdlib's handleError printed the raw event (addresses in clear) to stderr.
     out = io.StringIO()
     configure_logging(LoggingSettings(format="json", level="info", hash_key="k"), out)
+
     class Unprintable:
         def __str__(self) -> str:
             raise ValueError("no text")
