@@ -86,9 +86,10 @@ async def _list(request: Request) -> Response:
     page = await store.search(query, limit=PAGE_SIZE, offset=(page_no - 1) * PAGE_SIZE)
     no_match = await explain_no_match(store, query, params) if not page.total and not error else ""
     kept = {k: v for k, v in params.items() if v}
+    pages = max(1, math.ceil(page.total / PAGE_SIZE))
     return render(
         request, "list.html", session, status,
-        page=page, page_no=page_no, pages=max(1, math.ceil(page.total / PAGE_SIZE)),
+        page=page, page_no=page_no, pages=pages, last_query=urlencode({**kept, "page": pages}),
         filters=params, statuses=(*STATUSES, "all"), error=error, no_match=no_match,
         pending_requests=await pending_requests(request),
         prev_query=urlencode({**kept, "page": page_no - 1}),
@@ -111,9 +112,10 @@ async def _audit_page(request: Request) -> Response:
     offset = (page_no - 1) * AUDIT_PAGE_SIZE
     page = await ctx.review.store.search_audit(query, limit=AUDIT_PAGE_SIZE, offset=offset)
     kept = {k: v for k, v in params.items() if v}
+    pages = max(1, math.ceil(page.total / AUDIT_PAGE_SIZE))
     return render(
         request, "audit.html", session, status,
-        page=page, page_no=page_no, pages=max(1, math.ceil(page.total / AUDIT_PAGE_SIZE)),
+        page=page, page_no=page_no, pages=pages, last_query=urlencode({**kept, "page": pages}),
         filters=params, error=error, known_actions=KNOWN_ACTIONS,
         prev_query=urlencode({**kept, "page": page_no - 1}),
         next_query=urlencode({**kept, "page": page_no + 1}),

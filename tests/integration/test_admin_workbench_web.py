@@ -251,3 +251,18 @@ async def test_a_page_number_past_any_store_integer_is_an_empty_page_not_a_crash
         page = await env.client.get(path)
         assert page.status_code == 200, (path, page.status_code)
         assert "Only one" not in page.text
+
+
+async def test_a_page_past_the_last_says_so_and_links_to_the_last(env: Env) -> None:
+    # It said "page 7 of 1" over "No messages match." although one did.
+    await env.store.put(new_message("Only one"))
+    for path, last in (
+        ("/quarantine?subject=only&page=7", "/quarantine?status=held&amp;subject=only&amp;page=1"),
+        ("/audit?page=7", "/audit?page=1"),
+    ):
+        page = await env.client.get(path)
+        text = _text(page.text)
+        assert page.status_code == 200
+        assert "Page 7 is past the last page. Go to page 1" in text, text[-400:]
+        assert f'href="{last}"' in page.text
+        assert "of 1." not in text and "No messages match" not in text
