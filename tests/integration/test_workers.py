@@ -127,7 +127,7 @@ async def test_a_worker_that_cannot_listen_stops_the_supervisor(
     from tests.helpers.workers import toml_text
 
     port = free_port()
-    taken = socket.create_server(("127.0.0.1", port))  # no SO_REUSEPORT: nobody may share it
+    taken = socket.create_server(("127.0.0.1", port))
     try:
         data = settings_for(upstream.port).model_dump(mode="json", exclude_defaults=True)
         data["smtp"].update(listen=f"127.0.0.1:{port}", workers=2)
@@ -143,5 +143,86 @@ async def test_a_worker_that_cannot_listen_stops_the_supervisor(
     finally:
         taken.close()
     assert done.returncode == 1, done.stdout + done.stderr
-    assert '"worker failed to start"' in done.stdout
+    assert '"cannot start"' in done.stdout and "Address already in use" in done.stdout
     assert '"worker died"' not in done.stdout  # not retried for ever
+    assert '"workers started"' not in done.stdout
+
+
+def open_sessions(port: int, count: int) -> list[smtplib.SMTP]:
+    """``count`` sessions opened one after another, each sending one message and
+    staying open (as an MTA's cached connections do)."""
+    sessions = []
+    for _ in range(count):
+        client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        sessions.append(client)
+        client.sendmail("alice@example.org", ["bob@example.com"], MESSAGE)
+    return sessions
+
+
+def close_sessions(sessions: list[smtplib.SMTP]) -> None:
+    for client in sessions:
+        client.quit()
+
+
+async def test_long_sessions_are_spread_evenly_over_the_workers(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    # SO_REUSEPORT hashed each connection to a worker: 20 sessions split 7/13
+    # or 8/12 and the busier worker capped throughput.  Three rounds of 10 kept
+    # sessions: each round must split 5/5 (by chance: 1 in 4 per round).
+    async with running_workers(settings_for(upstream.port), 2, tmp_path) as relay:
+        splits = []
+        for round_no in range(3):
+            before = len([e for e in relay.events() if e.get("event") == "transaction"])
+            sessions = await asyncio.to_thread(open_sessions, relay.smtp_port, 10)
+            await upstream.wait_for(10 * (round_no + 1))
+            lines = [e for e in relay.events() if e.get("event") == "transaction"][before:]
+            splits.append(sorted(sum(1 for e in lines if e["worker"] == w) for w in (0, 1)))
+            await asyncio.to_thread(close_sessions, sessions)
+            await wait_until(  # every session gone before the next round
+                lambda: scrape(relay)[("ccguard_smtp_sessions_active", ())] == 0,
+                "sessions still open",
+            )
+    assert splits == [[5, 5]] * 3, splits
+
+
+async def test_a_stopped_worker_does_not_hold_up_new_sessions(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    async with running_workers(settings_for(upstream.port), 2, tmp_path) as relay:
+        stopped = relay.worker_pids()[1]
+        os.kill(stopped, signal.SIGSTOP)  # hung: it takes no connection, its count stays
+        try:
+            sessions = await asyncio.to_thread(open_sessions, relay.smtp_port, 5)
+            await asyncio.to_thread(close_sessions, sessions)
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        await upstream.wait_for(5)
+    lines = [e for e in relay.events() if e.get("event") == "transaction"]
+    assert [e["worker"] for e in lines] == [0] * 5
+
+
+async def test_implicit_tls_sessions_go_through_the_shared_sockets(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    import ssl
+
+    from tests.helpers.process import free_port
+    from tests.helpers.tls import make_pki
+
+    pki = make_pki(tmp_path)
+    tls_port = free_port()
+    smtp = {"tls_cert": str(pki.localhost[0]), "tls_key": str(pki.localhost[1])}
+    settings = settings_for(upstream.port, smtp={**smtp, "tls_listen": f"127.0.0.1:{tls_port}"})
+    context = ssl.create_default_context(cafile=str(pki.ca_cert))
+
+    def send_over_tls(count: int) -> None:
+        for _ in range(count):
+            with smtplib.SMTP_SSL("127.0.0.1", tls_port, context=context, timeout=30) as client:
+                client.sendmail("alice@example.org", ["bob@example.com"], MESSAGE)
+
+    async with running_workers(settings, 2, tmp_path) as relay:
+        await asyncio.to_thread(send_over_tls, 6)
+        await upstream.wait_for(6)
+    lines = [e for e in relay.events() if e.get("event") == "transaction"]
+    assert len(lines) == 6 and all(e["tls"] for e in lines), lines
