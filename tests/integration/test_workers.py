@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import smtplib
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -226,3 +227,35 @@ async def test_implicit_tls_sessions_go_through_the_shared_sockets(
         await upstream.wait_for(6)
     lines = [e for e in relay.events() if e.get("event") == "transaction"]
     assert len(lines) == 6 and all(e["tls"] for e in lines), lines
+
+
+def refused(port: int) -> bool:
+    """True if a new connection is refused; one the kernel took is closed again."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+async def test_new_clients_are_refused_while_the_workers_drain(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    # The supervisor kept its copy of the listening socket open until every
+    # worker had drained: the kernel completed new clients' handshakes and
+    # queued them, unanswered, for up to shutdown_grace, then reset them.
+    gate = Gate()
+    upstream.data_gate = gate.hold
+    async with running_workers(settings_for(upstream.port), 2, tmp_path) as relay:
+        client = asyncio.create_task(asyncio.to_thread(send_during_shutdown, relay.smtp_port))
+        await wait_until(lambda: gate.waiting == 1, "the message is with the upstream")
+        relay.proc.send_signal(signal.SIGTERM)
+        await wait_until(
+            lambda: relay.log_text().count('"ccguard stopping"') == 2, "both workers stopping"
+        )
+        try:
+            await wait_until(lambda: client.done() or refused(relay.smtp_port), "not refused")
+            assert not client.done(), "new clients were refused only once the drain ended"
+        finally:
+            gate.open()
+        assert await client == {}  # the transaction in flight still got its 250
