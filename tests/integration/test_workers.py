@@ -259,3 +259,26 @@ async def test_new_clients_are_refused_while_the_workers_drain(
         finally:
             gate.open()
         assert await client == {}  # the transaction in flight still got its 250
+
+
+OVERDUE = ("ccguard_worker_accepts_overdue_total", ())
+
+
+async def test_a_dead_worker_is_not_waited_for_until_it_is_back(
+    upstream: RecordingUpstream, tmp_path: Path
+) -> None:
+    # Its last count (0) stayed on the session board: worker 0, holding a
+    # session, waited 20 ms on every new connection until the restart.
+    async with running_workers(settings_for(upstream.port), 2, tmp_path) as relay:
+        held = await asyncio.to_thread(open_sessions, relay.smtp_port, 2)  # one each
+        dead = relay.worker_pids()[1]
+        os.kill(dead, signal.SIGKILL)
+        await wait_until(lambda: '"worker died"' in relay.log_text(), "no worker died")
+        sessions = await asyncio.to_thread(open_sessions, relay.smtp_port, 3)
+        restarted = '"worker restarted"' in relay.log_text()
+        await asyncio.to_thread(close_sessions, sessions)
+        for client in held:
+            client.close()  # one of them was worker 1's
+        overdue = scrape(relay)[OVERDUE]
+    assert not restarted, "worker 1 was back before the sessions: the test proves nothing"
+    assert overdue == 0
