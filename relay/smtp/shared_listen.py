@@ -138,10 +138,16 @@ class SharedAcceptor:
         self._later = None
         if not self.serving:
             return
-        if not select.select([self.sock], [], [], 0)[0]:
+        if not self._readable():
             # Another worker took what we waited for: the next connection gets a full wait.
             self._waiting_since = None
         self._loop.add_reader(self.sock.fileno(), self._ready)
+
+    def _readable(self) -> bool:
+        """Whether a connection waits in the queue now (poll: no FD_SETSIZE limit)."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def _should_wait(self) -> bool:
         if self._board is None:
