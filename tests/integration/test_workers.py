@@ -276,9 +276,16 @@ async def test_a_dead_worker_is_not_waited_for_until_it_is_back(
         await wait_until(lambda: '"worker died"' in relay.log_text(), "no worker died")
         sessions = await asyncio.to_thread(open_sessions, relay.smtp_port, 3)
         restarted = '"worker restarted"' in relay.log_text()
-        await asyncio.to_thread(close_sessions, sessions)
+        overdue = scrape(relay)[OVERDUE]
+        await wait_until(lambda: '"worker restarted"' in relay.log_text(), "not restarted")
+        before = len([e for e in relay.events() if e.get("event") == "transaction"])
+        later = await asyncio.to_thread(open_sessions, relay.smtp_port, 2)
+        await upstream.wait_for(7)
+        lines = [e for e in relay.events() if e.get("event") == "transaction"][before:]
+        await asyncio.to_thread(close_sessions, [*sessions, *later])
         for client in held:
             client.close()  # one of them was worker 1's
-        overdue = scrape(relay)[OVERDUE]
     assert not restarted, "worker 1 was back before the sessions: the test proves nothing"
     assert overdue == 0
+    # The new worker 1 accepts from the sockets it inherited: it holds fewer sessions.
+    assert [e["worker"] for e in lines] == [1, 1], lines
