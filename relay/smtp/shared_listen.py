@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import mmap
+import select
 import socket
 import ssl
 import struct
@@ -27,13 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Inherited", "SessionBoard", "SharedAcceptor", "bind_listeners"]
+__all__ = ["GONE", "Inherited", "SessionBoard", "SharedAcceptor", "bind_listeners"]
 
 _SLOT = struct.Struct("<q")
 _DEFER = 0.002  # seconds between looks while another worker has fewer sessions
 _MAX_WAIT = 0.02  # then take the connection anyway
 _NEW_WAIT = 0.1  # a wait that began longer ago than this was for an earlier connection
 _RETRY = 1.0  # out of file descriptors or buffers: as asyncio, try again after a second
+#: A slot's count when its worker accepts nothing (stopped, dead): nobody waits for it.
+GONE = 2**62
 
 
 def bind_listeners(host: str, port: int, backlog: int) -> list[socket.socket]:
@@ -63,8 +66,9 @@ class SessionBoard:
 
     @staticmethod
     def create(path: Path, workers: int) -> None:
-        """The file, all counts 0 (by the supervisor, before it starts a worker)."""
-        path.write_bytes(bytes(workers * _SLOT.size))
+        """The file, every slot :data:`GONE` until its worker starts accepting
+        (by the supervisor, before it starts a worker)."""
+        path.write_bytes(_SLOT.pack(GONE) * workers)
 
     def publish(self, sessions: int) -> None:
         """Set this worker's count."""
@@ -80,6 +84,7 @@ class SessionBoard:
         return min(counts) if counts else None
 
     def close(self) -> None:
+        """Unmap the file (the count stays as last published)."""
         self._map.close()
 
 
@@ -109,6 +114,8 @@ class SharedAcceptor:
         """Start looking for connections."""
         self.sock.setblocking(False)
         self.serving = True
+        if self._board is not None:
+            self._board.publish(self._sessions())
         self._loop.add_reader(self.sock.fileno(), self._ready)
 
     def close(self) -> None:
@@ -118,6 +125,8 @@ class SharedAcceptor:
         self.serving = False
         if self._later is not None:
             self._later.cancel()
+        if self._board is not None:
+            self._board.publish(GONE)  # else the others wait for us on every connection
         self._loop.remove_reader(self.sock.fileno())
         self.sock.close()
 
@@ -127,8 +136,18 @@ class SharedAcceptor:
 
     def _resume(self) -> None:
         self._later = None
-        if self.serving:
-            self._loop.add_reader(self.sock.fileno(), self._ready)
+        if not self.serving:
+            return
+        if not self._readable():
+            # Another worker took what we waited for: the next connection gets a full wait.
+            self._waiting_since = None
+        self._loop.add_reader(self.sock.fileno(), self._ready)
+
+    def _readable(self) -> bool:
+        """Whether a connection waits in the queue now (poll: no FD_SETSIZE limit)."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def _should_wait(self) -> bool:
         if self._board is None:

@@ -32,7 +32,7 @@ from typing import Any
 from relay.observability import multiprocess
 from relay.observability.metrics import Metrics
 from relay.settings import parse_listen
-from relay.smtp.shared_listen import Inherited, SessionBoard, bind_listeners
+from relay.smtp.shared_listen import GONE, Inherited, SessionBoard, bind_listeners
 
 __all__ = ["Supervisor", "WorkerSpec", "die_with_parent", "inherited_sockets"]
 
@@ -101,9 +101,8 @@ class Supervisor:
             await asyncio.gather(*(self._watch(w) for w in self._workers))
             return 0
         finally:
+            self._close_listeners()
             await self._stop_all()
-            for sock in (*self._smtp, *self._tls):
-                sock.close()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _bind(self) -> bool:
@@ -120,8 +119,16 @@ class Supervisor:
             return False
         return True
 
+    def _close_listeners(self) -> None:
+        """Close our copies: once the workers close theirs, new clients are refused
+        (not left in the kernel's queue while the workers drain)."""
+        for sock in (*self._smtp, *self._tls):
+            sock.close()
+        self._smtp, self._tls = [], []
+
     def _stop_signal(self) -> None:
         self._stopping.set()
+        self._close_listeners()  # no worker is started again
         self._forward(signal.SIGTERM)  # at once: a worker still starting stops too
 
     @property
@@ -168,7 +175,14 @@ class Supervisor:
                 return
             await self._restart(worker, exit_task.result())
 
+    def _vacate(self, index: int) -> None:
+        """A dead worker's last count stays on the board: mark it as taking nothing."""
+        board = SessionBoard(Path(self._metrics_dir) / BOARD, self._spec.count, index)
+        board.publish(GONE)
+        board.close()
+
     async def _restart(self, worker: _Worker, code: int) -> None:
+        self._vacate(worker.index)
         ran = time.monotonic() - worker.started
         worker.delay = FIRST_DELAY if ran > STABLE_SECONDS else min(worker.delay * 2, MAX_DELAY)
         pid = worker.proc.pid if worker.proc is not None else None
@@ -216,7 +230,10 @@ def inherited_sockets(smtp_fds: str, tls_fds: str, directory: str, index: int) -
     and this worker's slot of the session board."""
 
     def sockets(fds: str) -> list[socket.socket]:
-        return [socket.socket(fileno=int(fd)) for fd in fds.split(",") if fd]
+        found = [socket.socket(fileno=int(fd)) for fd in fds.split(",") if fd]
+        for sock in found:
+            sock.set_inheritable(False)  # for our workers alone, not their children
+        return found
 
     count = (Path(directory) / BOARD).stat().st_size // 8
     board = SessionBoard(Path(directory) / BOARD, count, index)
