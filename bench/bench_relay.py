@@ -50,11 +50,13 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"bench: {what} exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+        try:  # the greeting, not only the connect: [smtp] workers' supervisor binds
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                if sock.recv(512).startswith(b"220"):  # before any worker is ready
+                    return
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     raise SystemExit(f"bench: {what} not listening on 127.0.0.1:{port} after {timeout}s")
 
 

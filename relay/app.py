@@ -38,6 +38,7 @@ from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.auth import SmtpAuthenticator
 from relay.smtp.budget import InflightBudget
 from relay.smtp.pipeline import InspectingDecider
+from relay.smtp.shared_listen import Inherited
 from relay.smtp.tls import ServerTls
 from relay.startup_checks import warn_proxy_overlap, warn_smtp_auth, warn_without_admins
 from relay.upstream import UpstreamClient
@@ -56,9 +57,11 @@ class Relay:
         redactor: Redactor | None = None,
         clock: Callable[[], float] | None = None,
         worker: int | None = None,
+        inherited: Inherited | None = None,
     ) -> None:
         self.settings = settings
         self.worker = worker  #: [smtp] workers: this one's index (None: one process)
+        self._inherited = inherited  #: a worker's SMTP sockets, bound by the supervisor
         self.log = log if log is not None else bound_logger("ccguard")
         self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
@@ -164,10 +167,14 @@ class Relay:
         """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
         await self.store.open()
         host, port = parse_listen(self.settings.smtp.listen or "127.0.0.1:0")
-        if self.settings.smtp.listen:
+        shared = self._inherited
+        if shared is not None:
+            self.listener.adopt(shared.smtp, shared.board)
+            self.tls_listener.adopt(shared.tls, shared.board)
+        elif self.settings.smtp.listen:
             await self.listener.start(host, port)
         await self.milter.start(self.settings.milter.address)  # None: no milter
-        if self.settings.smtp.tls_listen:
+        if self.settings.smtp.tls_listen and shared is None:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
         for server in self._http_servers() if not self.worker else []:
             await server.start()
@@ -334,6 +341,7 @@ async def serve(
     worker: int | None = None,
     ready_fd: int | None = None,
     metrics_dir: str | None = None,
+    inherited: Inherited | None = None,
 ) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code.
 
@@ -343,7 +351,7 @@ async def serve(
     redactor = configure_logging(settings.logging)
     log = bound_logger("ccguard")
     try:
-        relay = Relay(settings, log=log, redactor=redactor, worker=worker)
+        relay = Relay(settings, log=log, redactor=redactor, worker=worker, inherited=inherited)
         relay.metrics.multiprocess_dir = metrics_dir
     except ConfigError as exc:
         log.error("cannot start", error=str(exc))

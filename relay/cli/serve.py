@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
         print("  install it with: pip install 'ccguard[fast]'", file=sys.stderr)
         return 2
     if args.worker is not None:
-        return run(serve_worker(settings, args.worker, args.ready_fd))
+        return run(serve_worker(settings, args))
     if settings.smtp.worker_count > 1:
         return asyncio.run(_supervise(settings, args))  # it only waits: no need for speed
     return run(serve(settings))
@@ -47,16 +47,21 @@ def _runner(kind: str) -> Callable[[Coroutine[Any, Any, int]], int] | None:
     return run
 
 
-async def serve_worker(settings: Settings, index: int, ready_fd: int | None) -> int:
-    """One of ``[smtp] workers``: :func:`serve`, its metrics in the supervisor's directory."""
+async def serve_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """One of ``[smtp] workers``: :func:`serve` on the sockets the supervisor bound,
+    its metrics in the supervisor's directory."""
     from relay.observability import multiprocess
-    from relay.smtp.workers import die_with_parent
+    from relay.smtp.workers import die_with_parent, inherited_sockets
 
     die_with_parent()
     directory = os.environ[multiprocess.ENV]
     multiprocess.enable(directory)
+    index: int = args.worker
     structlog.contextvars.bind_contextvars(worker=index)
-    return await serve(settings, worker=index, ready_fd=ready_fd, metrics_dir=directory)
+    inherited = inherited_sockets(args.listen_fds, args.tls_listen_fds, directory, index)
+    return await serve(
+        settings, worker=index, ready_fd=args.ready_fd, metrics_dir=directory, inherited=inherited
+    )
 
 
 async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
@@ -66,7 +71,10 @@ async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
     configure_logging(settings.logging)
     serve_args = ["--config", args.config] if args.config else []
     smtp = settings.smtp
-    spec = WorkerSpec(serve_args, smtp.worker_count, smtp.shutdown_grace, settings.policy.mode)
+    spec = WorkerSpec(
+        serve_args, smtp.worker_count, smtp.shutdown_grace, settings.policy.mode,
+        listen=smtp.listen, tls_listen=smtp.tls_listen, backlog=smtp.backlog,
+    )  # fmt: skip
     return await Supervisor(spec, structlog.get_logger("ccguard.supervisor")).run()
 
 
@@ -111,6 +119,8 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     # Set by the supervisor of [smtp] workers, not by hand.
     serve_p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     serve_p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    serve_p.add_argument("--listen-fds", default="", help=argparse.SUPPRESS)
+    serve_p.add_argument("--tls-listen-fds", default="", help=argparse.SUPPRESS)
     serve_p.set_defaults(func=_serve)
     milter = subparsers.add_parser(
         "milter",

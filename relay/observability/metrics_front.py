@@ -117,6 +117,13 @@ class FrontDoorMetrics:
         )
         for reason in PROXY_FAILURES:
             self.proxy_header_failures.labels(reason=reason)
+        self.accepts_overdue = Counter(
+            "ccguard_worker_accepts_overdue",
+            "New SMTP connections a worker took only after waiting the full bound "
+            "for a worker with fewer sessions, which did not take them (busy, hung "
+            "or gone; [smtp] workers > 1).",
+            registry=reg,
+        )
 
     def _tls_auth(self) -> None:
         reg = self.registry
@@ -188,6 +195,10 @@ class FrontDoorMetrics:
     def session_closed(self) -> None:
         """One SMTP session ended."""
         self.sessions_active.dec()
+
+    def accept_overdue(self) -> None:
+        """Count one connection taken after the wait for a less busy worker ran out."""
+        self.accepts_overdue.inc()
 
     def client_hung_up(self, stage: str) -> None:
         """Count one client that hung up without QUIT; unknown stages count as ``none``."""

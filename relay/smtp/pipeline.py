@@ -86,6 +86,8 @@ class SmtpMetrics(Protocol):
 
     def proxy_header_failure(self, reason: str) -> None: ...
 
+    def accept_overdue(self) -> None: ...
+
 
 class InspectingDecider:
     """Inspection then policy: inline for a small message, else in a worker thread

@@ -20,6 +20,7 @@ from relay.smtp.context import FrontContext
 from relay.smtp.proxy import ProxyGate
 from relay.smtp.server_commands import CommandOverrides
 from relay.smtp.session import SessionHandler
+from relay.smtp.shared_listen import SessionBoard, SharedAcceptor
 from relay.smtp.tls import TlsInfo, handshake_failure, tls_info
 
 __all__ = ["GuardSMTP", "SmtpListener"]
@@ -301,32 +302,50 @@ class SmtpListener:
         self._ctx = ctx
         self._implicit_tls = implicit_tls
         self._server: asyncio.Server | None = None
+        self._shared: list[SharedAcceptor] = []
 
     async def start(self, host: str, port: int) -> None:
         """Bind and start accepting; ``port`` 0 picks a free port (see :attr:`port`).
 
         With ``implicit_tls`` every connection starts with a TLS handshake (RFC 8314).
         """
-        loop = asyncio.get_running_loop()
-        tls: ssl.SSLContext | None = None
-        if self._implicit_tls:
-            assert self._ctx.tls is not None, "implicit TLS needs [smtp] tls_cert"
-            tls = self._ctx.tls.listener_context()
-        implicit = self._implicit_tls
-        self._server = await loop.create_server(
-            lambda: GuardSMTP(SessionHandler(self._ctx), self._ctx, implicit_tls=implicit),
+        self._server = await asyncio.get_running_loop().create_server(
+            self._session,
             host=host,
             port=port,
             reuse_address=True,
-            # Several workers ([smtp] workers) bind the same port; the kernel
-            # spreads new connections over them.
-            reuse_port=self._ctx.settings.worker_count > 1,
-            ssl=tls,
+            ssl=self._tls(),
             backlog=self._ctx.settings.backlog,
         )
 
+    def adopt(self, sockets: list[socket.socket], board: SessionBoard | None) -> None:
+        """Accept from listening sockets the supervisor of ``[smtp] workers`` bound,
+        placing sessions by load across the workers (:mod:`relay.smtp.shared_listen`)."""
+        for sock in sockets:
+            metrics = self._ctx.metrics
+            acceptor = SharedAcceptor(
+                sock, self._session, tls=self._tls(), board=board, sessions=self._count,
+                overdue=metrics.accept_overdue if metrics is not None else None,
+            )  # fmt: skip
+            acceptor.start()
+            self._shared.append(acceptor)
+
+    def _session(self) -> GuardSMTP:
+        return GuardSMTP(SessionHandler(self._ctx), self._ctx, implicit_tls=self._implicit_tls)
+
+    def _count(self) -> int:
+        return len(self._ctx.sessions)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        if not self._implicit_tls:
+            return None
+        assert self._ctx.tls is not None, "implicit TLS needs [smtp] tls_cert"
+        return self._ctx.tls.listener_context()
+
     @property
     def sockets(self) -> list[socket.socket]:
+        if self._shared:
+            return [a.sock for a in self._shared]
         return list(self._server.sockets) if self._server is not None else []
 
     @property
@@ -336,18 +355,24 @@ class SmtpListener:
 
     @property
     def serving(self) -> bool:
+        if self._shared:
+            return any(a.serving for a in self._shared)
         return self._server is not None and self._server.is_serving()
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let transactions in flight finish (up to ``grace`` s), close all."""
-        if self._server is None:
+        if self._server is None and not self._shared:
             return
-        self._server.close()
+        for acceptor in self._shared:
+            acceptor.close()
+        if self._server is not None:
+            self._server.close()
         self._ctx.sessions.closing = True
         self._ctx.sessions.close_idle()
         await self._ctx.sessions.wait_idle(grace)
         await self._ctx.sessions.cancel_messages()
         self._ctx.sessions.close_all()
         await self._ctx.sessions.wait_gone(_CLEANUP_SECONDS)
-        await self._server.wait_closed()
+        if self._server is not None:
+            await self._server.wait_closed()
         self._server = None

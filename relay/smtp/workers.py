@@ -1,9 +1,10 @@
 """``[smtp] workers = N``: one supervisor process and N worker processes.
 
-Each worker is a whole ``ccguard serve`` (``--worker INDEX``) binding the SMTP
-port with SO_REUSEPORT, so the kernel spreads client connections over them;
-worker 0 alone also serves the admin UI, the API and ``/metrics`` (which sums
-every worker, :mod:`relay.observability.multiprocess`) and runs the quarantine
+Each worker is a whole ``ccguard serve`` (``--worker INDEX``) accepting from
+the SMTP sockets the supervisor bound and passed down, each new session going
+to the worker with the fewest (:mod:`relay.smtp.shared_listen`); worker 0
+alone also serves the admin UI, the API and ``/metrics`` (which sums every
+worker, :mod:`relay.observability.multiprocess`) and runs the quarantine
 retention.  The supervisor passes SIGHUP on to every worker, answers
 SIGTERM/SIGINT by sending SIGTERM to every worker and waiting for each to
 drain (``shutdown_grace``), and starts a worker that died again, with a log
@@ -19,17 +20,24 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from relay.observability import multiprocess
 from relay.observability.metrics import Metrics
+from relay.settings import parse_listen
+from relay.smtp.shared_listen import GONE, Inherited, SessionBoard, bind_listeners
 
-__all__ = ["Supervisor", "WorkerSpec", "die_with_parent"]
+__all__ = ["Supervisor", "WorkerSpec", "die_with_parent", "inherited_sockets"]
+
+#: The session board's file in the metrics directory (not a ``*.db``: not a metric).
+BOARD = "sessions.board"
 
 #: Restart delays after a crash: doubled per quick crash, up to the maximum.
 FIRST_DELAY = 0.5
@@ -47,6 +55,10 @@ class WorkerSpec:
     grace: float
     #: ``[policy] mode``: the supervisor's own gauges must agree with the workers'.
     policy_mode: str = "enforce"
+    #: ``[smtp] listen`` / ``tls_listen`` / ``backlog``: the supervisor binds them.
+    listen: str = ""
+    tls_listen: str | None = None
+    backlog: int = 1024
 
 
 class _Worker:
@@ -70,6 +82,8 @@ class Supervisor:
         # The supervisor's own files: the restart counter (its other series are 0,
         # or the same as every worker's for the info gauges).
         self._metrics = Metrics(mode=spec.policy_mode)
+        self._smtp: list[socket.socket] = []
+        self._tls: list[socket.socket] = []
 
     async def run(self) -> int:
         """Start every worker, supervise them until a stop signal; the exit code."""
@@ -78,6 +92,8 @@ class Supervisor:
             loop.add_signal_handler(sig, self._stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self._forward, signal.SIGHUP)
         try:
+            if not self._bind():
+                return 1
             code = await self._first_start()
             if code != 0:
                 return code
@@ -85,11 +101,34 @@ class Supervisor:
             await asyncio.gather(*(self._watch(w) for w in self._workers))
             return 0
         finally:
+            self._close_listeners()
             await self._stop_all()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
+    def _bind(self) -> bool:
+        """Bind the SMTP sockets every worker accepts from; False (logged) if one is taken."""
+        spec = self._spec
+        SessionBoard.create(Path(self._metrics_dir) / BOARD, spec.count)
+        try:
+            if spec.listen:
+                self._smtp = bind_listeners(*parse_listen(spec.listen), spec.backlog)
+            if spec.tls_listen:
+                self._tls = bind_listeners(*parse_listen(spec.tls_listen), spec.backlog)
+        except OSError as exc:
+            self._log.error("cannot start", error=str(exc), detail="no worker started")
+            return False
+        return True
+
+    def _close_listeners(self) -> None:
+        """Close our copies: once the workers close theirs, new clients are refused
+        (not left in the kernel's queue while the workers drain)."""
+        for sock in (*self._smtp, *self._tls):
+            sock.close()
+        self._smtp, self._tls = [], []
+
     def _stop_signal(self) -> None:
         self._stopping.set()
+        self._close_listeners()  # no worker is started again
         self._forward(signal.SIGTERM)  # at once: a worker still starting stops too
 
     @property
@@ -109,9 +148,11 @@ class Supervisor:
         """Start one worker and wait until it is ready; its exit code if it died first."""
         read_fd, write_fd = os.pipe()
         args = [*self._spec.serve_args, "--worker", str(worker.index), "--ready-fd", str(write_fd)]
+        args += ["--listen-fds", _fds(self._smtp), "--tls-listen-fds", _fds(self._tls)]
+        inherited = tuple(s.fileno() for s in (*self._smtp, *self._tls))
         try:
             worker.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "relay", "serve", *args, pass_fds=(write_fd,)
+                sys.executable, "-m", "relay", "serve", *args, pass_fds=(write_fd, *inherited)
             )
         finally:
             os.close(write_fd)
@@ -134,7 +175,14 @@ class Supervisor:
                 return
             await self._restart(worker, exit_task.result())
 
+    def _vacate(self, index: int) -> None:
+        """A dead worker's last count stays on the board: mark it as taking nothing."""
+        board = SessionBoard(Path(self._metrics_dir) / BOARD, self._spec.count, index)
+        board.publish(GONE)
+        board.close()
+
     async def _restart(self, worker: _Worker, code: int) -> None:
+        self._vacate(worker.index)
         ran = time.monotonic() - worker.started
         worker.delay = FIRST_DELAY if ran > STABLE_SECONDS else min(worker.delay * 2, MAX_DELAY)
         pid = worker.proc.pid if worker.proc is not None else None
@@ -171,6 +219,25 @@ class Supervisor:
                 worker.proc.kill()
                 await worker.proc.wait()
         self._log.info("workers stopped")
+
+
+def _fds(sockets: list[socket.socket]) -> str:
+    return ",".join(str(s.fileno()) for s in sockets)
+
+
+def inherited_sockets(smtp_fds: str, tls_fds: str, directory: str, index: int) -> Inherited:
+    """In a worker: the sockets named by ``--listen-fds`` / ``--tls-listen-fds``
+    and this worker's slot of the session board."""
+
+    def sockets(fds: str) -> list[socket.socket]:
+        found = [socket.socket(fileno=int(fd)) for fd in fds.split(",") if fd]
+        for sock in found:
+            sock.set_inheritable(False)  # for our workers alone, not their children
+        return found
+
+    count = (Path(directory) / BOARD).stat().st_size // 8
+    board = SessionBoard(Path(directory) / BOARD, count, index)
+    return Inherited(sockets(smtp_fds), sockets(tls_fds), board)
 
 
 def _read_ready(fd: int) -> bool:
