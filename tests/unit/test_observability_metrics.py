@@ -30,6 +30,7 @@ EXPECTED_TYPES = {
     "ccguard_smtp_connections_refused_total": "counter",
     "ccguard_smtp_rate_limited_messages_total": "counter",
     "ccguard_smtp_proxy_header_failures_total": "counter",
+    "ccguard_worker_accepts_overdue_total": "counter",
     "ccguard_visible_external_recipients": "histogram",
     "ccguard_external_domains": "histogram",
     "ccguard_message_size_bytes": "histogram",
