@@ -118,7 +118,8 @@ CASES: list[tuple[str, str, int, int, int, int, int]] = [
     ("wildcard-not-bare", "To: a@corp.example.net", 1, 0, 1, 1, 0),
     ("never-badexample", "To: a@badexample.org, b@notcorp.example.net", 2, 0, 2, 2, 0),
     ("exact-not-subdomain", "To: a@sub.example.org", 1, 0, 1, 1, 0),
-    ("internal-case", f"To: a@{'example.org'.upper()}, b@{'x.corp.example.net'.title()}", 2, 2, 0, 0, 0),
+    ("internal-case", f"To: a@{'example.org'.upper()}, b@{'x.corp.example.net'.title()}",
+     2, 2, 0, 0, 0),
     ("mixed", "To: a@example.org, b@example.com\nCc: c@x.corp.example.net, d@example.net",
      4, 2, 2, 2, 0),
     # --- fail closed
