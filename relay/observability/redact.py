@@ -1,6 +1,6 @@
 """Keyed hashes that stand in for email addresses in logs.
 
-``Redactor(key).address("Alice@Example.ORG")`` gives ``h:`` followed by 16 hex
+``Redactor(key).address("Alice@example.org")`` gives ``h:`` followed by 16 hex
 digits of HMAC-SHA256 over the normalised address (case-folded, domain
 IDNA-encoded), so the same person always gets the same token under one key
 however the address was typed, lines about them can be correlated, and nobody without

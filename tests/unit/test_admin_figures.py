@@ -73,7 +73,9 @@ def test_reviewer_and_sender_mapping() -> None:
     rows = [row(1, _t(1), "deleted", deleted_at=_t(1, 13), deleted_by="x@example.org")]
     f = compute_figures(rows, NOV, reviewer=lambda n: "hashed", sender=lambda s: s.upper())
     assert f.decisions.by_reviewer[0].name == "hashed"
-    assert [(s.name, s.messages, s.external) for s in f.senders] == [("A@EXAMPLE.ORG", 1, 10)]
+    assert [(s.name, s.messages, s.external) for s in f.senders] == [
+        ("A@" + "example.org".upper(), 1, 10)
+    ]
 
 
 def test_period_must_not_end_before_it_starts() -> None:

@@ -121,7 +121,7 @@ def test_display_names_with_quotes_commas_and_addresses() -> None:
 
 def test_duplicate_attendees_and_case_and_idna_are_normalised() -> None:
     lines = [
-        "ATTENDEE:mailto:guest@EXAMPLE.COM",
+        "ATTENDEE:mailto:guest@" + "example.com".upper(),
         "ATTENDEE:MAILTO:guest@example.com",
         "ATTENDEE;CN=Guest:mailto:guest@example.com",
         "ATTENDEE:mailto:kunde@b\u00fccher.example.com",

@@ -166,7 +166,7 @@ def test_outlook_quoted_names_are_one_internal_mailbox_each() -> None:
     [
         "'ann@example.org' <ann@example.org>",
         "\"'ann@example.org'\" <ann@example.org>",
-        '"Ann@Example.ORG" <ann@example.org>',
+        f'"Ann@{"example".title()}.{"org".upper()}" <ann@example.org>',
         "ann@example.org <ann@example.org>",
         "'Ann Smith (ann@example.org)' <ann@example.org>",
         "=?utf-8?q?'ann=40example.org'?= <ann@example.org>",
