@@ -5,6 +5,8 @@ Postfix's ``smtp-source -s SESSIONS -d`` (connections reused) drives, on 127.0.0
 
 * ``sink``     the bare aiosmtpd sink (bench/floor_sink.py: accepts, keeps nothing),
 * ``floor``    a minimal aiosmtpd + aiosmtplib relay (bench/floor_relay.py),
+* ``floor-p2`` the same relay in two processes on one port (SO_REUSEPORT): what the
+               bare libraries gain from a second core, the reference for workers = 2,
 * ``ccguard``  ``python -m relay serve`` with rules that match nothing (all mail passes),
                once per ``--workers`` value (``ccguard-w2`` = ``[smtp] workers = 2``),
 * ``postfix``  a private Postfix relay with its queue on disk (tests/helpers/postfix.py),
@@ -13,7 +15,13 @@ the relays forwarding to Postfix's ``smtp-sink``.  Each round runs every target 
 1 and at 10 recipients per message, in a rotating order, so slow phases of a shared
 machine hit every target alike; the report gives the median msg/s, the median of the
 per-round ratios, and the servers' CPU µs per message (their whole process tree, from
-/proc).  Then ``bench/probe.py`` measures a probe message's p50/p99 latency under a
+/proc) beside the load generator's (smtp-source and smtp-sink).  Unpinned, the
+generator shares the servers' cores, which caps what a second process can add; on 2
+CPUs the report prints that cap.  ``--pin SERVERS:GENERATOR`` (CPU lists, e.g.
+``0,1:2,3``; ``auto``, the default, does so where there are at least three physical
+cores) gives the servers and the generator cores of their own, which is how
+"workers = 2 on 2 cores" is meant.
+Then ``bench/probe.py`` measures a probe message's p50/p99 latency under a
 steady background load through the floor relay and each ccguard.  Every count is
 checked against what smtp-sink received.  Bounded: ``--rounds`` x targets runs of
 ``--messages`` each, every subprocess with a timeout; every server is stopped.
@@ -33,38 +41,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench_relay import ROOT, SBIN, SENDER, Sink, free_port, stop, wait_for_port
+from cpu_accounting import Pinning, machine_busy, pin_tree, run_counted, tree_cpu
+from throughput_report import Target, report, second_core_cap
 
 RCPT = "bob@example.com"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds of ``root`` and every live descendant (reaped ones are in cutime)."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        parents[int(entry)] = int(fields[1])
-        times[int(entry)] = sum(int(f) for f in fields[11:15]) / TICKS
-
-    def inside(pid: int) -> bool:
-        while pid > 1:
-            if pid == root:
-                return True
-            pid = parents.get(pid, 0)
-        return False
-
-    return sum(t for pid, t in times.items() if inside(pid))
 
 
 def rss_kib(pid: int) -> int:
@@ -83,16 +66,6 @@ def rss_kib(pid: int) -> int:
     return total
 
 
-@dataclass
-class Target:
-    name: str
-    port: int
-    pid: int
-    relays: bool = True  # False for the sink: nothing reaches smtp-sink
-    rates: dict[int, list[float]] = field(default_factory=dict)
-    cpu_us: dict[int, list[float]] = field(default_factory=dict)
-
-
 def _spawn(argv: list[str], log: Path, port: int, what: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCGUARD_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -106,7 +79,8 @@ def _spawn(argv: list[str], log: Path, port: int, what: str) -> subprocess.Popen
 def floor_process(script: str, workdir: Path, *args: str) -> Iterator[tuple[int, int]]:
     port = free_port()
     argv = [sys.executable, str(ROOT / "bench" / script), str(port), *args]
-    proc = _spawn(argv, workdir / f"{script}.log", port, script)
+    log = workdir / f"{'-'.join((script, *args[1:]))}.log"  # args[0]: a port
+    proc = _spawn(argv, log, port, script)
     try:
         yield port, proc.pid
     finally:
@@ -171,59 +145,47 @@ def socket_ready(port: int) -> Iterator[None]:
     yield
 
 
-def smtp_source(port: int, sessions: int, messages: int, rcpts: int, size: int) -> float:
+SERVER_CPUS: frozenset[int] | None = None  # --pin: the servers' CPUs (the bench: the rest)
+
+
+def started(port: int, pid: int) -> tuple[int, int]:
+    """A server is up: with ``--pin``, put its whole process tree on the server CPUs."""
+    if SERVER_CPUS:
+        pin_tree(pid, set(SERVER_CPUS))
+    return port, pid
+
+
+def smtp_source(
+    port: int, sessions: int, messages: int, rcpts: int, size: int
+) -> tuple[float, float]:
+    """Run smtp-source to the end: (wall seconds, its own CPU seconds)."""
     argv = [str(SBIN / "smtp-source"), "-s", str(sessions), "-m", str(messages), "-d"]
     argv += ["-l", str(size), "-r", str(rcpts), "-t", RCPT, "-f", SENDER, f"127.0.0.1:{port}"]
-    started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-    elapsed = time.perf_counter() - started
+    done = run_counted(argv, timeout=600, cpus=None)
     if done.returncode != 0 or "fatal" in done.stderr:
         raise SystemExit(f"bench: smtp-source failed ({done.returncode}): {done.stderr.strip()}")
-    return elapsed
+    return done.elapsed, done.cpu
 
 
 def one_run(target: Target, sink: Sink, args: argparse.Namespace, rcpts: int) -> None:
     before_sink, before_cpu = sink.messages(), tree_cpu(target.pid)
-    elapsed = smtp_source(target.port, args.sessions, args.messages, rcpts, args.size)
+    before_sink_cpu, before_busy = tree_cpu(sink.proc.pid), machine_busy()
+    elapsed, source_cpu = smtp_source(target.port, args.sessions, args.messages, rcpts, args.size)
     if target.relays:  # every message must have reached the upstream (Postfix: drained)
         sink.wait_for(before_sink + args.messages, timeout=120)
     cpu = tree_cpu(target.pid) - before_cpu
-    rate = args.messages / elapsed
+    generator = source_cpu + tree_cpu(sink.proc.pid) - before_sink_cpu
+    other = machine_busy() - before_busy - cpu - generator
+    rate, per = args.messages / elapsed, 1e6 / args.messages
     target.rates.setdefault(rcpts, []).append(rate)
-    target.cpu_us.setdefault(rcpts, []).append(cpu / args.messages * 1e6)
+    target.cpu_us.setdefault(rcpts, []).append(cpu * per)
+    target.generator_us.setdefault(rcpts, []).append(generator * per)
+    target.other_us.setdefault(rcpts, []).append(other * per)
     print(
-        f"  {target.name:<11} rcpt={rcpts:<3} {rate:>7.0f} msg/s  "
-        f"{cpu / args.messages * 1e6:>6.0f} CPU µs/msg",
+        f"  {target.name:<11} rcpt={rcpts:<3} {rate:>7.0f} msg/s  {cpu * per:>6.0f} CPU µs/msg  "
+        f"(generator {generator * per:.0f}, nobody's {other * per:.0f})",
         flush=True,
     )
-
-
-def ratios(a: Target, b: Target, rcpts: int) -> list[float]:
-    return [x / y for x, y in zip(a.rates[rcpts], b.rates[rcpts], strict=True)]
-
-
-def report(targets: dict[str, Target], args: argparse.Namespace) -> None:
-    print("\n# medians over rounds (msg/s, server CPU µs per message)")
-    for rcpts in args.rcpts:
-        for t in targets.values():
-            print(
-                f"rcpt={rcpts:<3} {t.name:<11} {statistics.median(t.rates[rcpts]):>7.0f} msg/s  "
-                f"{statistics.median(t.cpu_us[rcpts]):>6.0f} µs/msg"
-            )
-    print("\n# per-round ratios (median [min..max])")
-    pairs: list[tuple[str, str]] = []
-    for cc in (name for name in targets if name.startswith("ccguard")):
-        pairs += [(cc, "floor"), (cc, "sink"), (cc, "postfix")]
-        if cc != "ccguard-w1":
-            pairs.append((cc, "ccguard-w1"))
-    for rcpts in args.rcpts:
-        for a, b in pairs:
-            if a in targets and b in targets:
-                r = ratios(targets[a], targets[b], rcpts)
-                print(
-                    f"rcpt={rcpts:<3} {a} / {b:<11} {statistics.median(r):.2f}  "
-                    f"[{min(r):.2f}..{max(r):.2f}]  rounds: {' '.join(f'{x:.2f}' for x in r)}"
-                )
 
 
 def probe(port: int, args: argparse.Namespace) -> str:
@@ -282,6 +244,20 @@ def flat_memory(targets: dict[str, Target], sink: Sink, args: argparse.Namespace
         print(f"{t.name:<18} {shown}  ({growth * 100:+.1f} %)", flush=True)
 
 
+def pin(spec: str) -> None:
+    """``--pin``: the servers on their CPUs (each tree as it starts), this process and so
+    the load generator it starts (smtp-source, smtp-sink, the probe) on the others."""
+    global SERVER_CPUS
+    try:
+        pinning = Pinning.parse(spec)
+    except ValueError as exc:
+        raise SystemExit(f"bench: {exc}") from None
+    print(f"# {pinning.describe()}")
+    if pinning.servers and pinning.generator:
+        SERVER_CPUS = pinning.servers
+        os.sched_setaffinity(0, pinning.generator)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -293,7 +269,13 @@ def main() -> int:
         default="1,2,1u,2u" if _has_uvloop() else "1,2",
         help='ccguard variants: worker counts, "u" suffix = uvloop (default: with it if installed)',
     )
-    parser.add_argument("--targets", default="sink,floor,ccguard,postfix")
+    parser.add_argument("--targets", default="sink,floor,floor-p2,ccguard,postfix")
+    parser.add_argument(
+        "--pin",
+        default="auto",
+        help='SERVER_CPUS:GENERATOR_CPUS (e.g. "0,1:2,3"), "off", '
+        'or "auto" (0,1:the rest with >= 4 CPUs)',
+    )
     parser.add_argument("--rcpts", default="1,10")
     parser.add_argument("--probe-rate", type=float, default=200.0)
     parser.add_argument("--probe-seconds", type=float, default=6.0, help="0: no probe")
@@ -314,6 +296,7 @@ def main() -> int:
         f"# ccguard throughput, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}"
     )
+    pin(args.pin)
     print(f"# smtp-source -s {args.sessions} -d -m {args.messages} -l {args.size} -r 1|10")
     with tempfile.TemporaryDirectory(prefix="ccguard-bench-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
@@ -325,6 +308,9 @@ def main() -> int:
             "floor": lambda: stack.enter_context(
                 floor_process("floor_relay.py", workdir, str(sink.port))
             ),
+            "floor-p2": lambda: stack.enter_context(
+                floor_process("floor_relay.py", workdir, str(sink.port), "--processes", "2")
+            ),
             "postfix": lambda: stack.enter_context(postfix_process(sink.port)),
         }
         for name in wanted:
@@ -332,10 +318,12 @@ def main() -> int:
                 for variant in args.workers:
                     w, loop = variant
                     label = f"ccguard-w{w}" + ("-uvloop" if loop == "uvloop" else "")
-                    port, pid = stack.enter_context(ccguard_process(workdir, sink.port, w, loop))
+                    port, pid = started(
+                        *stack.enter_context(ccguard_process(workdir, sink.port, w, loop))
+                    )
                     targets[label] = Target(label, port, pid)
             else:
-                port, pid = starters[name]()
+                port, pid = started(*starters[name]())
                 targets[name] = Target(name, port, pid, relays=name != "sink")
         order = list(targets.values())
         for rnd in range(args.rounds):
@@ -346,8 +334,10 @@ def main() -> int:
             order = order[1:] + order[:1]
         if args.rounds > 0:
             report(targets, args)
+            second_core_cap(targets, args, pinned=SERVER_CPUS is not None)
         if args.probe_seconds > 0 and args.rounds > 0:
-            probe_rounds([t for t in targets.values() if t.name != "sink"], args)
+            probed = [t for t in targets.values() if t.name not in ("sink", "floor-p2")]
+            probe_rounds(probed, args)
         for t in targets.values():
             if t.name.startswith("ccguard"):
                 print(f"{t.name} RSS now {rss_kib(t.pid) / 1024:.1f} MiB")
