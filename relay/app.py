@@ -34,16 +34,22 @@ from relay.quarantine import QuarantineStore, open_store, run_retention
 from relay.review.wiring import SelfServiceParts, build_self_service, sender_server
 from relay.settings import Settings, parse_listen
 from relay.settings_milter import require_a_front
+from relay.signals import wait_for_stop_signal
 from relay.smtp import FrontContext, SmtpListener
 from relay.smtp.auth import SmtpAuthenticator
 from relay.smtp.budget import InflightBudget
 from relay.smtp.pipeline import InspectingDecider
 from relay.smtp.shared_listen import Inherited
 from relay.smtp.tls import ServerTls
-from relay.startup_checks import warn_proxy_overlap, warn_smtp_auth, warn_without_admins
+from relay.startup_checks import (
+    event_loop_name,
+    warn_proxy_overlap,
+    warn_smtp_auth,
+    warn_without_admins,
+)
 from relay.upstream import UpstreamClient
 
-__all__ = ["Relay", "serve", "wait_for_stop_signal"]
+__all__ = ["Relay", "serve"]
 
 
 class Relay:
@@ -61,7 +67,7 @@ class Relay:
     ) -> None:
         self.settings = settings
         self.worker = worker  #: [smtp] workers: this one's index (None: one process)
-        self._inherited = inherited  #: a worker's SMTP sockets, bound by the supervisor
+        self._inherited = inherited  #: a worker's SMTP and milter sockets (from the supervisor)
         self.log = log if log is not None else bound_logger("ccguard")
         self.redactor = redactor or Redactor.from_settings(settings.logging)
         self.metrics = Metrics(version=__version__, mode=settings.policy.mode)
@@ -163,6 +169,14 @@ class Relay:
         self.log.info("tls reloaded", cert=self.settings.smtp.tls_cert)
         return True
 
+    async def _start_milter(self) -> None:
+        """A worker serves the milter socket its supervisor bound; alone, bind it."""
+        address, shared = self.settings.milter.address, self._inherited
+        if address is not None and shared is not None and shared.milter:
+            await self.milter.adopt(address, shared.milter)
+        else:
+            await self.milter.start(address)  # None: no milter
+
     async def start(self) -> None:
         """Open the store, start listening; raises ``OSError`` / ``StoreError`` on failure."""
         await self.store.open()
@@ -173,7 +187,7 @@ class Relay:
             self.tls_listener.adopt(shared.tls, shared.board)
         elif self.settings.smtp.listen:
             await self.listener.start(host, port)
-        await self.milter.start(self.settings.milter.address)  # None: no milter
+        await self._start_milter()
         if self.settings.smtp.tls_listen and shared is None:
             await self.tls_listener.start(*parse_listen(self.settings.smtp.tls_listen))
         for server in self._http_servers() if not self.worker else []:
@@ -197,6 +211,7 @@ class Relay:
             upstream=f"{self.settings.upstream.host}:{self.settings.upstream.port}",
             policy_mode=self.settings.policy.mode,
             rules=len(self.settings.policy.rules),
+            event_loop=event_loop_name(),
         )
 
     @property
@@ -308,9 +323,19 @@ class Relay:
         """Stop accepting, finish transactions in flight (bounded), close everything."""
         grace = self.settings.smtp.shutdown_grace
         self.log.info("ccguard stopping", grace_seconds=grace)
-        await self.listener.stop(grace)
-        await self.tls_listener.stop(grace)
-        await self.milter.stop(grace)
+        # Every front stops accepting first, then all drain together: one grace in all,
+        # and no front takes new work while another one drains.
+        fronts: dict[str, SmtpListener | MilterListener] = {
+            "smtp": self.listener, "smtp_tls": self.tls_listener, "milter": self.milter,
+        }  # fmt: skip
+        for front in fronts.values():
+            front.close()
+        drained = await asyncio.gather(
+            *(f.drain(grace) for f in fronts.values()), return_exceptions=True
+        )
+        for name, failure in zip(fronts, drained, strict=True):  # one front's fault cuts no other
+            if isinstance(failure, BaseException):
+                self.log.error("front stop failed", front=name, error=repr(failure))
         await self.dispatcher.close()
         for server in reversed(self.http):
             await server.stop()
@@ -324,15 +349,6 @@ class Relay:
         await self.upstream.close()
         await self.store.close()
         self.log.info("ccguard stopped")
-
-
-async def wait_for_stop_signal() -> None:
-    """Return once SIGTERM or SIGINT arrives (handled on the running loop)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 async def serve(

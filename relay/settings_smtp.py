@@ -70,6 +70,8 @@ class SmtpSettings(_Section):
     starttls: StartTls = "off"
     #: Optional implicit-TLS listener (RFC 8314 "submissions"), e.g. "127.0.0.1:10465".
     tls_listen: ListenAddress | None = None
+    #: Seconds an implicit-TLS client has to finish its handshake (asyncio's default: 60).
+    tls_handshake_timeout: Annotated[float, Field(gt=0, le=300)] = 30.0
     auth: SmtpAuthSettings = SmtpAuthSettings()
     hostname: str = "ccguard.localdomain"
     allowed_networks: list[str] = ["127.0.0.0/8", "::1/128"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from relay.credentials.users import UserDB, UsersFileError
@@ -9,7 +10,7 @@ from relay.settings import AdminSettings, SmtpAuthSettings, SmtpSettings
 from relay.smtp.access import NetworkAccess
 from relay.smtp.auth import SmtpAuthenticator
 
-__all__ = ["warn_proxy_overlap", "warn_smtp_auth", "warn_without_admins"]
+__all__ = ["event_loop_name", "warn_proxy_overlap", "warn_smtp_auth", "warn_without_admins"]
 
 
 def warn_without_admins(admin: AdminSettings, log: Any) -> None:
@@ -59,3 +60,9 @@ def warn_proxy_overlap(smtp: SmtpSettings, log: Any) -> None:
             detail="list only the load balancers' own addresses in proxy_trusted "
             "(e.g. 10.0.0.5/32); their health checks (PROXY LOCAL) are refused at MAIL",
         )
+
+
+def event_loop_name() -> str:
+    """ "uvloop" or "asyncio": which loop ``[smtp] event_loop`` gave this process."""
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"

@@ -12,9 +12,10 @@ from typing import Any
 
 import structlog
 
-from relay.app import serve, wait_for_stop_signal
+from relay.app import serve
 from relay.cli.config import load_or_report
 from relay.settings import Settings, parse_listen
+from relay.signals import wait_for_stop_signal
 
 __all__ = ["register"]
 
@@ -23,16 +24,23 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_or_report(args.config)
     if settings is None:
         return 2
-    run = _runner(settings.smtp.event_loop)
+    run = _loop_runner(settings)
     if run is None:
-        print('ccguard: [smtp] event_loop = "uvloop" but uvloop is not installed', file=sys.stderr)
-        print("  install it with: pip install 'ccguard[fast]'", file=sys.stderr)
         return 2
     if args.worker is not None:
         return run(serve_worker(settings, args))
     if settings.smtp.worker_count > 1:
         return asyncio.run(_supervise(settings, args))  # it only waits: no need for speed
     return run(serve(settings))
+
+
+def _loop_runner(settings: Settings) -> Callable[[Coroutine[Any, Any, int]], int] | None:
+    """The runner ``[smtp] event_loop`` asks for; None (said on stderr) if it is missing."""
+    run = _runner(settings.smtp.event_loop)
+    if run is None:
+        print('ccguard: [smtp] event_loop = "uvloop" but uvloop is not installed', file=sys.stderr)
+        print("  install it with: pip install 'ccguard[fast]'", file=sys.stderr)
+    return run
 
 
 def _runner(kind: str) -> Callable[[Coroutine[Any, Any, int]], int] | None:
@@ -58,7 +66,9 @@ async def serve_worker(settings: Settings, args: argparse.Namespace) -> int:
     multiprocess.enable(directory)
     index: int = args.worker
     structlog.contextvars.bind_contextvars(worker=index)
-    inherited = inherited_sockets(args.listen_fds, args.tls_listen_fds, directory, index)
+    inherited = inherited_sockets(
+        args.listen_fds, args.tls_listen_fds, directory, index, args.milter_fds
+    )
     return await serve(
         settings, worker=index, ready_fd=args.ready_fd, metrics_dir=directory, inherited=inherited
     )
@@ -74,6 +84,7 @@ async def _supervise(settings: Settings, args: argparse.Namespace) -> int:
     spec = WorkerSpec(
         serve_args, smtp.worker_count, smtp.shutdown_grace, settings.policy.mode,
         listen=smtp.listen, tls_listen=smtp.tls_listen, backlog=smtp.backlog,
+        milter=settings.milter.address, milter_mode=settings.milter.mode,
     )  # fmt: skip
     return await Supervisor(spec, structlog.get_logger("ccguard.supervisor")).run()
 
@@ -88,8 +99,11 @@ def _milter(args: argparse.Namespace) -> int:
             'e.g. listen = "inet:127.0.0.1:8890"'
         )
         return 2
+    run = _loop_runner(settings)
+    if run is None:
+        return 2
     only = settings.model_copy(update={"smtp": settings.smtp.model_copy(update={"listen": ""})})
-    return asyncio.run(serve(only))
+    return run(serve(only))
 
 
 async def _run_sink(host: str, port: int, folder: Path) -> int:
@@ -121,6 +135,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     serve_p.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve_p.add_argument("--listen-fds", default="", help=argparse.SUPPRESS)
     serve_p.add_argument("--tls-listen-fds", default="", help=argparse.SUPPRESS)
+    serve_p.add_argument("--milter-fds", default="", help=argparse.SUPPRESS)
     serve_p.set_defaults(func=_serve)
     milter = subparsers.add_parser(
         "milter",

@@ -4,23 +4,30 @@ Each connection from the MTA gets a :class:`MilterConnection`.  Stopping
 closes the listener, lets connections in the middle of a message finish
 (bounded by ``grace``) and closes the rest: the MTA then applies its
 ``milter_default_action`` (tempfail, as documented) to anything unanswered.
+A worker of ``[smtp] workers`` serves the socket its supervisor bound
+(:meth:`MilterListener.adopt`, :mod:`relay.milter.listen`) and leaves a
+``unix`` path to the supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
-import stat
+import sys
 from pathlib import Path
+from typing import Any
 
 from relay.milter.connection import MilterConnection
 from relay.milter.context import MilterContext
+from relay.milter.listen import BoundPath, bind_milter
 from relay.settings_milter import MilterListen
 from relay.smtp.access import NetworkAccess
 
 __all__ = ["MilterListener"]
+
+#: Python 3.13 removes a unix server's socket when it closes: that one is the supervisor's.
+_KEEP_PATH: dict[str, Any] = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
 
 
 class MilterListener:
@@ -29,10 +36,12 @@ class MilterListener:
     def __init__(self, ctx: MilterContext) -> None:
         #: What each connection is served with (replaceable before :meth:`start`).
         self.ctx = ctx
-        self._server: asyncio.Server | None = None
+        self._servers: list[asyncio.Server] = []
         self._tasks: dict[asyncio.Task[None], MilterConnection] = {}
         self._peers = NetworkAccess(ctx.settings.allowed_peers)
         self.address: MilterListen | None = None
+        #: The ``unix`` socket :meth:`drain` removes (not one a supervisor bound).
+        self._bound: BoundPath | None = None
 
     async def start(self, address: MilterListen | None) -> None:
         """Bind and accept; an ``inet`` port 0 picks a free port (see :attr:`listen`).
@@ -40,18 +49,32 @@ class MilterListener:
         if address is None:
             return
         self.address = address
-        if address.is_unix:
-            path = Path(address.path)
-            _remove_stale_socket(path)
-            self._server = await asyncio.start_unix_server(self._serve, path=str(path))
-            path.chmod(self.ctx.settings.mode)
+        if address.is_unix:  # bound as the supervisor binds it: the mode set before listen()
+            sock = bind_milter(address, self.ctx.settings.mode)[0]
+            sock.set_inheritable(False)
+            self._bound = BoundPath(Path(address.path))
+            server = await asyncio.start_unix_server(self._serve, sock=sock)
+            self._servers.append(server)
         else:
-            self._server = await asyncio.start_server(self._serve, address.host, address.port)
+            server = await asyncio.start_server(self._serve, address.host, address.port)
+            self._servers.append(server)
         self.ctx.log.info("milter listening", listen=self.listen)
+
+    async def adopt(self, address: MilterListen, sockets: list[socket.socket]) -> None:
+        """Accept from the listening ``sockets`` the supervisor of ``[smtp] workers``
+        bound for ``address`` (it set a ``unix`` socket's mode and removes it)."""
+        self.address = address
+        for sock in sockets:
+            if address.is_unix:
+                server = await asyncio.start_unix_server(self._serve, sock=sock, **_KEEP_PATH)
+            else:
+                server = await asyncio.start_server(self._serve, sock=sock)
+            self._servers.append(server)
+        self.ctx.log.info("milter listening", listen=self.listen, inherited=True)
 
     @property
     def serving(self) -> bool:
-        return self._server is not None and self._server.is_serving()
+        return bool(self._servers) and all(s.is_serving() for s in self._servers)
 
     async def check(self) -> tuple[bool, str]:
         """The readiness check: listening, and where."""
@@ -61,18 +84,18 @@ class MilterListener:
     @property
     def listen(self) -> str:
         """Where it listens, in Postfix's notation (``inet:127.0.0.1:8890``)."""
-        if self.address is None or self._server is None:
+        if self.address is None or not self._servers:
             return ""
         if self.address.is_unix:
             return f"unix:{self.address.path}"
-        host, port = self._server.sockets[0].getsockname()[:2]
+        host, port = self._servers[0].sockets[0].getsockname()[:2]
         return f"inet:{host}:{port}"
 
     @property
     def port(self) -> int:
         """The bound TCP port (``inet`` only)."""
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
+        assert self._servers
+        port: int = self._servers[0].sockets[0].getsockname()[1]
         return port
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -100,12 +123,23 @@ class MilterListener:
     async def stop(self, grace: float) -> None:
         """Stop accepting; give messages being answered ``grace`` seconds, then close
         every connection (idle ones at once)."""
-        if self._server is None:
+        self.close()
+        await self.drain(grace)
+
+    def close(self) -> None:
+        """Stop accepting at once and close the idle connections (:meth:`drain` the rest)."""
+        if not self._servers:
             return
-        self._server.close()
+        for server in self._servers:
+            server.close()
         for task, connection in list(self._tasks.items()):
             if not connection.busy:
                 task.cancel()
+
+    async def drain(self, grace: float) -> None:
+        """Give messages being answered ``grace`` seconds, then close every connection."""
+        if not self._servers:
+            return
         busy = [t for t, c in self._tasks.items() if c.busy]
         if busy:
             await asyncio.wait(busy, timeout=grace)
@@ -114,11 +148,15 @@ class MilterListener:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
-        with contextlib.suppress(Exception):
-            await self._server.wait_closed()
-        self._server = None
-        if self.address is not None and self.address.is_unix:
-            _remove_stale_socket(Path(self.address.path))
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers = []
+        if self._bound is not None:
+            kept = self._bound.remove()
+            if kept is not None:
+                self.ctx.log.warning("milter socket not removed", error=kept)
+            self._bound = None
 
 
 def _no_delay(writer: asyncio.StreamWriter) -> None:
@@ -127,15 +165,3 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
     sock = writer.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _remove_stale_socket(path: Path) -> None:
-    """Remove a socket left by an earlier run (never a file that is not a socket)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if stat.S_ISSOCK(mode):
-        path.unlink()
-    else:
-        raise OSError(f"{path} exists and is not a socket; not replacing it")

@@ -24,6 +24,7 @@ __all__ = [
     "REFUSAL_REASONS",
     "SMTP_STAGES",
     "TLS_FAILURES",
+    "TLS_KINDS",
     "TLS_VERSIONS",
     "FrontDoorMetrics",
     "code_class",
@@ -53,8 +54,11 @@ AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
 _REPLY_KEYS_MAX = 1024
 #: TLS protocol versions the listener accepts (1.2 minimum); anything else is "other".
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
-#: Why a client's TLS handshake failed: a TLS alert or bad record, the client left, other.
-TLS_FAILURES = ("protocol", "closed", "other")
+#: Why a client's TLS handshake failed: a TLS alert or bad record, the client left, it
+#: took longer than ``[smtp] tls_handshake_timeout``, other.
+TLS_FAILURES = ("protocol", "closed", "timeout", "other")
+#: Which handshake failed: STARTTLS on ``[smtp] listen``, or one on ``[smtp] tls_listen``.
+TLS_KINDS = ("starttls", "implicit")
 
 
 def code_class(code: int) -> str:
@@ -138,12 +142,14 @@ class FrontDoorMetrics:
             self.smtp_tls_sessions.labels(version=version)
         self.smtp_tls_failures = Counter(
             "ccguard_smtp_tls_handshake_failures",
-            "SMTP client STARTTLS handshakes that failed, by reason (protocol, closed, other).",
-            ["reason"],
+            "SMTP client TLS handshakes that failed, by kind (starttls, implicit: on "
+            "[smtp] tls_listen) and reason (protocol, closed, other).",
+            ["kind", "reason"],
             registry=reg,
         )
-        for reason in TLS_FAILURES:
-            self.smtp_tls_failures.labels(reason=reason)
+        for kind in TLS_KINDS:
+            for reason in TLS_FAILURES:
+                self.smtp_tls_failures.labels(kind=kind, reason=reason)
         self.smtp_auth_attempts = Counter(
             "ccguard_smtp_auth_attempts",
             "SMTP AUTH attempts by mechanism and result "
@@ -225,9 +231,12 @@ class FrontDoorMetrics:
         """Count one PROXY header not accepted (see :data:`PROXY_FAILURES`)."""
         self.proxy_header_failures.labels(reason=reason).inc()
 
-    def smtp_tls_failed(self, reason: str) -> None:
-        """Count one failed client TLS handshake; unknown reasons count as ``other``."""
-        self.smtp_tls_failures.labels(reason=reason if reason in TLS_FAILURES else "other").inc()
+    def smtp_tls_failed(self, reason: str, kind: str = "starttls") -> None:
+        """Count one failed client TLS handshake of ``kind`` (see :data:`TLS_KINDS`);
+        unknown reasons count as ``other``."""
+        kind = kind if kind in TLS_KINDS else "starttls"
+        reason = reason if reason in TLS_FAILURES else "other"
+        self.smtp_tls_failures.labels(kind=kind, reason=reason).inc()
 
     def smtp_tls_session(self, version: str) -> None:
         """Count one client session encrypted with ``version`` (e.g. ``TLSv1.3``)."""

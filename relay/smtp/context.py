@@ -126,6 +126,8 @@ class FrontContext:
     budget: InflightBudget = field(default_factory=lambda: InflightBudget(sys.maxsize))
     access: RelayAccess = field(init=False)
     connections: ConnectionLimits = field(init=False)
+    #: Implicit-TLS handshakes in progress (not sessions yet), under the same limits.
+    handshakes: ConnectionLimits = field(init=False)
     rate: MessageRate = field(init=False)
     #: Set when ``[smtp] proxy_protocol`` is on.
     proxy: ProxyGate | None = field(init=False)
@@ -134,6 +136,7 @@ class FrontContext:
     def __post_init__(self) -> None:
         self.access = RelayAccess(self.settings)
         self.connections = ConnectionLimits(self.limits)
+        self.handshakes = ConnectionLimits(self.limits)
         self.rate = MessageRate(self.limits)
         self.proxy = (
             ProxyGate(self.settings.proxy_trusted) if self.settings.proxy_protocol else None

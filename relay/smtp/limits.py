@@ -29,22 +29,26 @@ class ConnectionLimits:
         self._total = 0
         self._per_ip: Counter[str] = Counter()
 
-    def admit(self, ip: str) -> tuple[Reply, str] | None:
+    def admit(self, ip: str | None) -> tuple[Reply, str] | None:
         """Count a session from ``ip``; or the refusal and its metric reason when over a limit.
 
+        ``None``: counted in the total only (a trusted load balancer speaks for many).
         An admitted session must be given back with :meth:`release`.
         """
         if self._total >= self._max_total:
             return codes.TOO_MANY_CONNECTIONS, "max_connections"
-        if self._per_ip[ip] >= self._max_per_ip:
+        if ip is not None and self._per_ip[ip] >= self._max_per_ip:
             return codes.TOO_MANY_CONNECTIONS, "max_connections_per_ip"
         self._total += 1
-        self._per_ip[ip] += 1
+        if ip is not None:
+            self._per_ip[ip] += 1
         return None
 
-    def release(self, ip: str) -> None:
+    def release(self, ip: str | None) -> None:
         """One admitted session from ``ip`` ended."""
         self._total -= 1
+        if ip is None:
+            return
         self._per_ip[ip] -= 1
         if self._per_ip[ip] <= 0:
             del self._per_ip[ip]

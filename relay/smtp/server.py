@@ -1,11 +1,12 @@
-"""The aiosmtpd protocol subclass and the listener that runs it in our own loop."""
+"""The aiosmtpd protocol subclass: ccguard's checks, replies and timeouts on a session.
+
+The listener that runs it in our own loop is :mod:`relay.smtp.listener`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
-import ssl
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -18,12 +19,12 @@ from relay.codes import Reply
 from relay.smtp.auth import capture_credentials, session_user
 from relay.smtp.context import FrontContext
 from relay.smtp.proxy import ProxyGate
+from relay.smtp.proxy_first import proxy_refused
 from relay.smtp.server_commands import CommandOverrides
 from relay.smtp.session import SessionHandler
-from relay.smtp.shared_listen import SessionBoard, SharedAcceptor
 from relay.smtp.tls import TlsInfo, handshake_failure, tls_info
 
-__all__ = ["GuardSMTP", "SmtpListener"]
+__all__ = ["GuardSMTP"]
 
 # aiosmtpd's own replies, given the enhanced status codes and wording ccguard uses.
 _TRANSLATED = {
@@ -40,10 +41,6 @@ _EMPTY_AUTH_LINE = b"250-AUTH "
 _MECHANISMS = ("LOGIN", "PLAIN")
 
 
-# At shutdown, how long closed sessions get to RSET (or close) their upstream
-# transaction before the pool is closed under them.
-_CLEANUP_SECONDS = 5.0
-
 # The metric's stages: EHLO and HELO both greet.
 _STAGE_OF = {"EHLO": "helo", "HELO": "helo"}
 
@@ -52,9 +49,17 @@ class GuardSMTP(CommandOverrides):
     """aiosmtpd's SMTP with ccguard's access check, replies, timeouts and cleanup."""
 
     def __init__(
-        self, handler: SessionHandler, ctx: FrontContext, *, implicit_tls: bool = False
+        self,
+        handler: SessionHandler,
+        ctx: FrontContext,
+        *,
+        implicit_tls: bool = False,
+        proxy_data: ProxyData | None = None,
     ) -> None:
+        """``proxy_data``: the PROXY header, read before the TLS handshake
+        (:mod:`relay.smtp.proxy_first`); else aiosmtpd reads one when it is on."""
         settings = ctx.settings
+        reads_proxy = ctx.proxy is not None and proxy_data is None
         starttls = ctx.tls is not None and settings.starttls != "off" and not implicit_tls
         with warnings.catch_warnings():
             # aiosmtpd warns when AUTH is required without auth_require_tls; on the
@@ -75,7 +80,7 @@ class GuardSMTP(CommandOverrides):
                 auth_required=settings.auth.required,
                 auth_require_tls=not (implicit_tls or settings.auth.allow_plaintext),
                 auth_exclude_mechanism=() if ctx.auth else _MECHANISMS,
-                proxy_protocol_timeout=(settings.proxy_timeout if ctx.proxy is not None else None),
+                proxy_protocol_timeout=settings.proxy_timeout if reads_proxy else None,
                 loop=asyncio.get_running_loop(),
             )
         self._ctx = ctx
@@ -88,6 +93,7 @@ class GuardSMTP(CommandOverrides):
         self._serving = False
         self._slot_ip: str | None = None  # counted in ctx.connections while set
         self._proxy_seen = False
+        self._proxy_data = proxy_data
         self._smtp_methods = {
             name: self._staged(_STAGE_OF.get(name, name.lower()), method)
             for name, method in self._smtp_methods.items()
@@ -158,13 +164,20 @@ class GuardSMTP(CommandOverrides):
             await self._guard.session_over(self.hung_up_at)
 
     async def _admit_and_serve(self) -> None:
-        if self._ctx.proxy is None:
-            if await self._admit():
-                await super()._handle_client()
-            else:
-                self._writer.close()
+        if self._ctx.proxy is not None and self._proxy_data is None:
+            await self._read_proxy_and_serve(self._ctx.proxy)
             return
-        if not self._ctx.proxy.trusts(self._guard.client_ip):
+        if self._proxy_data is not None:  # the header came before the TLS handshake
+            admitted = await self.admit_proxied(self._proxy_data)
+        else:
+            admitted = await self._admit()
+        if admitted:
+            await super()._handle_client()
+        else:
+            self._writer.close()
+
+    async def _read_proxy_and_serve(self, gate: ProxyGate) -> None:
+        if not gate.trusts(self._guard.client_ip):
             self._proxy_failed("untrusted_peer")
             self._writer.close()
             return
@@ -231,11 +244,7 @@ class GuardSMTP(CommandOverrides):
     def _proxy_failed(self, reason: str) -> None:
         self._closing_ours = True  # ccguard closes: not a client hang-up
         peer = self.session.peer if self.session is not None else None
-        peer_ip = str(peer[0]) if isinstance(peer, tuple) else ""
-        self._ctx.log.warning("proxy header refused", peer_ip=peer_ip, reason=reason)
-        if self._ctx.metrics is not None:
-            self._ctx.metrics.proxy_header_failure(reason)
-        self._ctx.refused("proxy")
+        proxy_refused(self._ctx, str(peer[0]) if isinstance(peer, tuple) else "", reason)
 
     async def handle_exception(self, error: Exception) -> str:
         if isinstance(error, TLSSetupException):
@@ -258,6 +267,7 @@ class GuardSMTP(CommandOverrides):
         self._ctx.log.warning(
             "tls handshake failed",
             client_ip=guard.client_ip,
+            kind="starttls",
             **({"queue_id": guard.queue_id} if guard.in_transaction else {}),
             reason=reason,
             detail=detail,
@@ -293,86 +303,3 @@ class GuardSMTP(CommandOverrides):
         with contextlib.suppress(Exception):
             self._writer.write(str(reply).encode() + b"\r\n")
         self.transport.close()
-
-
-class SmtpListener:
-    """The listening socket(s), started with ``loop.create_server`` in the running loop."""
-
-    def __init__(self, ctx: FrontContext, *, implicit_tls: bool = False) -> None:
-        self._ctx = ctx
-        self._implicit_tls = implicit_tls
-        self._server: asyncio.Server | None = None
-        self._shared: list[SharedAcceptor] = []
-
-    async def start(self, host: str, port: int) -> None:
-        """Bind and start accepting; ``port`` 0 picks a free port (see :attr:`port`).
-
-        With ``implicit_tls`` every connection starts with a TLS handshake (RFC 8314).
-        """
-        self._server = await asyncio.get_running_loop().create_server(
-            self._session,
-            host=host,
-            port=port,
-            reuse_address=True,
-            ssl=self._tls(),
-            backlog=self._ctx.settings.backlog,
-        )
-
-    def adopt(self, sockets: list[socket.socket], board: SessionBoard | None) -> None:
-        """Accept from listening sockets the supervisor of ``[smtp] workers`` bound,
-        placing sessions by load across the workers (:mod:`relay.smtp.shared_listen`)."""
-        for sock in sockets:
-            metrics = self._ctx.metrics
-            acceptor = SharedAcceptor(
-                sock, self._session, tls=self._tls(), board=board, sessions=self._count,
-                overdue=metrics.accept_overdue if metrics is not None else None,
-            )  # fmt: skip
-            acceptor.start()
-            self._shared.append(acceptor)
-
-    def _session(self) -> GuardSMTP:
-        return GuardSMTP(SessionHandler(self._ctx), self._ctx, implicit_tls=self._implicit_tls)
-
-    def _count(self) -> int:
-        return len(self._ctx.sessions)
-
-    def _tls(self) -> ssl.SSLContext | None:
-        if not self._implicit_tls:
-            return None
-        assert self._ctx.tls is not None, "implicit TLS needs [smtp] tls_cert"
-        return self._ctx.tls.listener_context()
-
-    @property
-    def sockets(self) -> list[socket.socket]:
-        if self._shared:
-            return [a.sock for a in self._shared]
-        return list(self._server.sockets) if self._server is not None else []
-
-    @property
-    def port(self) -> int:
-        port: int = self.sockets[0].getsockname()[1]
-        return port
-
-    @property
-    def serving(self) -> bool:
-        if self._shared:
-            return any(a.serving for a in self._shared)
-        return self._server is not None and self._server.is_serving()
-
-    async def stop(self, grace: float) -> None:
-        """Stop accepting, let transactions in flight finish (up to ``grace`` s), close all."""
-        if self._server is None and not self._shared:
-            return
-        for acceptor in self._shared:
-            acceptor.close()
-        if self._server is not None:
-            self._server.close()
-        self._ctx.sessions.closing = True
-        self._ctx.sessions.close_idle()
-        await self._ctx.sessions.wait_idle(grace)
-        await self._ctx.sessions.cancel_messages()
-        self._ctx.sessions.close_all()
-        await self._ctx.sessions.wait_gone(_CLEANUP_SECONDS)
-        if self._server is not None:
-            await self._server.wait_closed()
-        self._server = None

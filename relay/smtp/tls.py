@@ -80,13 +80,15 @@ def tls_info(transport: Any) -> TlsInfo | None:
 
 def handshake_failure(error: BaseException) -> tuple[str, str]:
     """Why a client's TLS handshake failed: the metric's reason (``protocol``,
-    ``closed`` or ``other``) and a short detail for the log (OpenSSL's reason,
+    ``closed``, ``timeout`` or ``other``) and a short detail for the log (OpenSSL's reason,
     e.g. ``UNSUPPORTED_PROTOCOL``, or the exception's type)."""
     cause = error.__cause__ if error.__cause__ is not None else error
     if isinstance(cause, ssl.SSLEOFError | ssl.SSLZeroReturnError):
         return "closed", cause.reason or type(cause).__name__
     if isinstance(cause, ssl.SSLError):
         return "protocol", cause.reason or type(cause).__name__
+    if isinstance(cause, ConnectionAbortedError):  # asyncio's handshake timeout
+        return "timeout", type(cause).__name__
     if isinstance(cause, ConnectionError | EOFError):
         return "closed", type(cause).__name__
     return "other", type(cause).__name__

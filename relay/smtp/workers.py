@@ -5,7 +5,9 @@ the SMTP sockets the supervisor bound and passed down, each new session going
 to the worker with the fewest (:mod:`relay.smtp.shared_listen`); worker 0
 alone also serves the admin UI, the API and ``/metrics`` (which sums every
 worker, :mod:`relay.observability.multiprocess`) and runs the quarantine
-retention.  The supervisor passes SIGHUP on to every worker, answers
+retention.  The ``[milter] listen`` socket is bound here too, served by every
+worker and, for ``unix:``, removed here on stop (:mod:`relay.milter.listen`).
+The supervisor passes SIGHUP on to every worker, answers
 SIGTERM/SIGINT by sending SIGTERM to every worker and waiting for each to
 drain (``shutdown_grace``), and starts a worker that died again, with a log
 line and ``ccguard_worker_restarts_total``.  A worker that fails before it is
@@ -29,9 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from relay.milter.listen import BoundPath, bind_milter
 from relay.observability import multiprocess
 from relay.observability.metrics import Metrics
 from relay.settings import parse_listen
+from relay.settings_milter import MilterListen
 from relay.smtp.shared_listen import GONE, Inherited, SessionBoard, bind_listeners
 
 __all__ = ["Supervisor", "WorkerSpec", "die_with_parent", "inherited_sockets"]
@@ -59,6 +63,9 @@ class WorkerSpec:
     listen: str = ""
     tls_listen: str | None = None
     backlog: int = 1024
+    #: ``[milter] listen`` / ``socket_mode``: the supervisor binds it too (None: no milter).
+    milter: MilterListen | None = None
+    milter_mode: int = 0o660
 
 
 class _Worker:
@@ -84,6 +91,8 @@ class Supervisor:
         self._metrics = Metrics(mode=spec.policy_mode)
         self._smtp: list[socket.socket] = []
         self._tls: list[socket.socket] = []
+        self._milter: list[socket.socket] = []
+        self._milter_path: BoundPath | None = None  # a unix socket we bound: removed at stop
 
     async def run(self) -> int:
         """Start every worker, supervise them until a stop signal; the exit code."""
@@ -114,6 +123,11 @@ class Supervisor:
                 self._smtp = bind_listeners(*parse_listen(spec.listen), spec.backlog)
             if spec.tls_listen:
                 self._tls = bind_listeners(*parse_listen(spec.tls_listen), spec.backlog)
+            if spec.milter is not None:
+                self._milter = bind_milter(spec.milter, spec.milter_mode)
+                self._milter_path = (
+                    BoundPath(Path(spec.milter.path)) if spec.milter.is_unix else None
+                )
         except OSError as exc:
             self._log.error("cannot start", error=str(exc), detail="no worker started")
             return False
@@ -122,9 +136,14 @@ class Supervisor:
     def _close_listeners(self) -> None:
         """Close our copies: once the workers close theirs, new clients are refused
         (not left in the kernel's queue while the workers drain)."""
-        for sock in (*self._smtp, *self._tls):
+        for sock in (*self._smtp, *self._tls, *self._milter):
             sock.close()
-        self._smtp, self._tls = [], []
+        self._smtp, self._tls, self._milter = [], [], []
+        if self._milter_path is not None:
+            kept = self._milter_path.remove()
+            if kept is not None:
+                self._log.warning("milter socket not removed", error=kept)
+            self._milter_path = None
 
     def _stop_signal(self) -> None:
         self._stopping.set()
@@ -149,7 +168,8 @@ class Supervisor:
         read_fd, write_fd = os.pipe()
         args = [*self._spec.serve_args, "--worker", str(worker.index), "--ready-fd", str(write_fd)]
         args += ["--listen-fds", _fds(self._smtp), "--tls-listen-fds", _fds(self._tls)]
-        inherited = tuple(s.fileno() for s in (*self._smtp, *self._tls))
+        args += ["--milter-fds", _fds(self._milter)]
+        inherited = tuple(s.fileno() for s in (*self._smtp, *self._tls, *self._milter))
         try:
             worker.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "relay", "serve", *args, pass_fds=(write_fd, *inherited)
@@ -225,9 +245,11 @@ def _fds(sockets: list[socket.socket]) -> str:
     return ",".join(str(s.fileno()) for s in sockets)
 
 
-def inherited_sockets(smtp_fds: str, tls_fds: str, directory: str, index: int) -> Inherited:
-    """In a worker: the sockets named by ``--listen-fds`` / ``--tls-listen-fds``
-    and this worker's slot of the session board."""
+def inherited_sockets(
+    smtp_fds: str, tls_fds: str, directory: str, index: int, milter_fds: str = ""
+) -> Inherited:
+    """In a worker: the sockets named by ``--listen-fds`` / ``--tls-listen-fds`` /
+    ``--milter-fds`` and this worker's slot of the session board."""
 
     def sockets(fds: str) -> list[socket.socket]:
         found = [socket.socket(fileno=int(fd)) for fd in fds.split(",") if fd]
@@ -237,7 +259,7 @@ def inherited_sockets(smtp_fds: str, tls_fds: str, directory: str, index: int) -
 
     count = (Path(directory) / BOARD).stat().st_size // 8
     board = SessionBoard(Path(directory) / BOARD, count, index)
-    return Inherited(sockets(smtp_fds), sockets(tls_fds), board)
+    return Inherited(sockets(smtp_fds), sockets(tls_fds), board, sockets(milter_fds))
 
 
 def _read_ready(fd: int) -> bool:

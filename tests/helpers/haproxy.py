@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tests.helpers.process import free_port
 
-__all__ = ["HAPROXY", "Frontend", "free_port", "running_haproxy"]
+__all__ = ["HAPROXY", "Frontend", "Haproxy", "free_port", "running_haproxy"]
 
 HAPROXY = "/usr/sbin/haproxy"  # missing means failure, not skip
 
@@ -29,12 +29,42 @@ class Frontend:
     send_proxy: str = "send-proxy-v2"
     #: HAProxy health checks of ccguard every 100 ms (they send a v2 LOCAL header).
     check: bool = False
+    #: Another ccguard port than the one given to :func:`running_haproxy` (its ``tls_listen``).
+    backend_port: int | None = None
 
 
-def _config(frontends: Sequence[Frontend], backend_port: int, probe_port: int) -> str:
+class Haproxy:
+    """The running HAProxy: its admin socket, for what its health checks found."""
+
+    def __init__(self, stats_socket: Path) -> None:
+        self._socket = stats_socket
+
+    def command(self, line: str) -> str:
+        """One command on the stats socket (``show stat``), and HAProxy's answer."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(self._socket))
+            sock.sendall(line.encode() + b"\n")
+            got = b""
+            while chunk := sock.recv(65536):
+                got += chunk
+        return got.decode()
+
+    def check_status(self, frontend: int) -> str:
+        """The last health check's result of frontend ``frontend``'s ccguard (``L4OK``)."""
+        rows = [r.split(",") for r in self.command("show stat").splitlines()]
+        header = rows[0]
+        for row in rows[1:]:
+            if row[:2] == [f"b{frontend}", "s"]:
+                return row[header.index("check_status")]
+        raise AssertionError(f"no server for frontend {frontend}")
+
+
+def _config(frontends: Sequence[Frontend], backend_port: int, probe_port: int, stats: Path) -> str:
     lines = [
         "global",
         "    maxconn 4000",
+        f"    stats socket {stats} level operator",
         "defaults",
         "    mode tcp",
         "    timeout connect 5s",
@@ -52,7 +82,7 @@ def _config(frontends: Sequence[Frontend], backend_port: int, probe_port: int) -
         lines += [
             f"    default_backend b{i}",
             f"backend b{i}",
-            f"    server s 127.0.0.1:{backend_port} {front.send_proxy}"
+            f"    server s 127.0.0.1:{front.backend_port or backend_port} {front.send_proxy}"
             + (" check inter 100ms" if front.check else ""),
         ]
     return "\n".join(lines) + "\n"
@@ -72,12 +102,13 @@ def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float) ->
 
 
 @contextmanager
-def running_haproxy(frontends: Sequence[Frontend], backend_port: int) -> Iterator[None]:
-    """Run ``haproxy -db`` with one frontend per item, all to ccguard on ``backend_port``."""
+def running_haproxy(frontends: Sequence[Frontend], backend_port: int) -> Iterator[Haproxy]:
+    """Run ``haproxy -db`` with one frontend per item, all to ccguard on ``backend_port``
+    (unless a frontend names its own)."""
     folder = Path(tempfile.mkdtemp(prefix="ccguard-haproxy-"))
     probe = free_port()
     cfg = folder / "haproxy.cfg"
-    cfg.write_text(_config(frontends, backend_port, probe))
+    cfg.write_text(_config(frontends, backend_port, probe, folder / "stats.sock"))
     check = subprocess.run([HAPROXY, "-c", "-q", "-f", str(cfg)], capture_output=True, timeout=30)
     assert check.returncode == 0, check.stderr.decode()
     proc = subprocess.Popen(
@@ -85,7 +116,7 @@ def running_haproxy(frontends: Sequence[Frontend], backend_port: int) -> Iterato
     )
     try:
         _wait_listening(probe, proc, 15)
-        yield
+        yield Haproxy(folder / "stats.sock")
     finally:
         proc.terminate()
         try:

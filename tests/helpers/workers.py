@@ -24,7 +24,7 @@ from relay.settings import Settings
 from tests.helpers.process import ROOT, free_port
 from tests.helpers.waiting import wait_until
 
-__all__ = ["WorkersRelay", "children", "running_workers", "toml_text"]
+__all__ = ["WorkersRelay", "children", "running_workers", "serve_until_exit", "toml_text"]
 
 
 def _value(value: Any) -> str:
@@ -146,3 +146,21 @@ async def running_workers(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+async def serve_until_exit(
+    settings: Settings, workers: int, folder: Path, listen: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``ccguard serve`` with ``workers`` (on ``listen``, default a free port) run to its
+    exit, for a start that must fail; its output captured."""
+    data = settings.model_dump(mode="json", exclude_defaults=True)
+    data["smtp"].update(listen=listen or f"127.0.0.1:{free_port()}", workers=workers)
+    data["admin"]["listen"] = f"127.0.0.1:{free_port()}"
+    config = folder / "c.toml"
+    config.write_text(toml_text(data))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CCGUARD_")}
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "relay", "serve", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
+    )  # fmt: skip

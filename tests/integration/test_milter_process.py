@@ -5,6 +5,7 @@ the socket's mode, /readyz covering the milter, ``front="milter"`` metrics, and
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import shutil
 import signal
@@ -141,3 +142,30 @@ def test_ccguard_milter_without_milter_listen_says_what_to_set(tmp_path: Path) -
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert b"milter.listen is empty" in out
+
+
+def test_ccguard_milter_runs_on_the_event_loop_the_config_asks_for(tmp_path: Path) -> None:
+    """``[smtp] event_loop`` holds for ``ccguard milter`` as for ``serve``: the start line
+    names the loop, and a demand for uvloop where it is not installed is refused."""
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    port = free_port()
+    config = write_config(tmp_path, milter=f"inet:127.0.0.1:{port}", smtp="", upstream=1, metrics=0)
+    proc = start_ccguard("milter", "--config", str(config))
+    try:
+        wait_for_port(port, proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    started = [json.loads(line) for line in out.splitlines() if b'"ccguard started"' in line]
+    assert [line["event_loop"] for line in started] == ["uvloop" if has_uvloop else "asyncio"]
+    if has_uvloop:  # a venv with ccguard[fast]: "uvloop" would simply run
+        return
+    config.write_text(config.read_text().replace("[smtp]\n", '[smtp]\nevent_loop = "uvloop"\n'))
+    refused = start_ccguard("milter", "--config", str(config))
+    _, err = refused.communicate(timeout=30)
+    assert refused.returncode == 2
+    assert err.decode().splitlines() == [
+        'ccguard: [smtp] event_loop = "uvloop" but uvloop is not installed',
+        "  install it with: pip install 'ccguard[fast]'",
+    ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import shutil
 import signal
 import smtplib
@@ -240,3 +242,29 @@ def test_serve_on_a_read_only_filesystem_says_it_is_not_writable(tmp_path: Path)
     ]
     assert "cannot create" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_the_start_line_names_the_event_loop_in_use(tmp_path: Path) -> None:
+    """``[smtp] event_loop = "auto"`` takes uvloop when it is installed (``ccguard[fast]``);
+    the start line says which loop runs, and a demand for a missing uvloop is refused."""
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    port = free_port()
+    config = write_config(tmp_path, port, free_port())
+    relay = start_ccguard("serve", "--config", str(config))
+    try:
+        wait_for_port(port, relay)
+    finally:
+        relay.terminate()
+        out, _ = relay.communicate(timeout=20)
+    started = [json.loads(line) for line in out.splitlines() if b'"ccguard started"' in line]
+    assert [line["event_loop"] for line in started] == ["uvloop" if has_uvloop else "asyncio"]
+
+    if has_uvloop:  # a venv with ccguard[fast]: "uvloop" would simply run
+        return
+    config.write_text(config.read_text().replace("[smtp]\n", '[smtp]\nevent_loop = "uvloop"\n'))
+    demanded = run_ccguard("serve", "--config", str(config), timeout=30)
+    assert demanded.returncode == 2
+    assert demanded.stderr.splitlines() == [
+        'ccguard: [smtp] event_loop = "uvloop" but uvloop is not installed',
+        "  install it with: pip install 'ccguard[fast]'",
+    ]

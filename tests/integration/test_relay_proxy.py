@@ -16,6 +16,7 @@ from relay.app import Relay
 from tests.helpers.hangup import read_reply
 from tests.helpers.haproxy import HAPROXY, Frontend, free_port, running_haproxy
 from tests.helpers.relay import LogCapture, running_relay, settings_for
+from tests.helpers.sockets import closed_unanswered
 from tests.helpers.upstream import RecordingUpstream
 
 MESSAGE = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -58,20 +59,6 @@ def send(port: int, message: bytes = MESSAGE) -> dict[str, tuple[int, bytes]]:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         rcpts = ["bob@example.com", "carol@example.net"]
         return client.sendmail("alice@example.org", rcpts, message)
-
-
-def closed_unanswered(port: int, first: bytes) -> bytes:
-    """Connect straight to ccguard, send ``first``; what came back before the close."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        if first:
-            sock.sendall(first)
-        got = b""
-        try:
-            while chunk := sock.recv(4096):
-                got += chunk
-        except ConnectionResetError:
-            pass  # closed with our bytes unread: a reset instead of an end of file
-        return got
 
 
 def behind_proxy(upstream: RecordingUpstream, **smtp: object) -> dict[str, object]:

@@ -106,7 +106,7 @@ async def test_a_failed_starttls_handshake_is_one_warning_line_without_traceback
     registry = relay.metrics.registry
     failures = {
         reason: registry.get_sample_value(
-            "ccguard_smtp_tls_handshake_failures_total", {"reason": reason}
+            "ccguard_smtp_tls_handshake_failures_total", {"kind": "starttls", "reason": reason}
         )
         for reason in ("protocol", "closed", "other")
     }

@@ -13,6 +13,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.relay import settings_for
+from tests.helpers.sockets import refused
 from tests.helpers.upstream import RecordingUpstream
 from tests.helpers.waiting import Gate, wait_until
 from tests.helpers.workers import WorkersRelay, running_workers
@@ -127,27 +128,15 @@ async def test_sigterm_drains_every_worker(upstream: RecordingUpstream, tmp_path
 async def test_a_worker_that_cannot_listen_stops_the_supervisor(
     upstream: RecordingUpstream, tmp_path: Path
 ) -> None:
-    import socket
-    import subprocess
-    import sys
-
-    from tests.helpers.process import ROOT, free_port
-    from tests.helpers.workers import toml_text
+    from tests.helpers.process import free_port
+    from tests.helpers.workers import serve_until_exit
 
     port = free_port()
     taken = socket.create_server(("127.0.0.1", port))
     try:
-        data = settings_for(upstream.port).model_dump(mode="json", exclude_defaults=True)
-        data["smtp"].update(listen=f"127.0.0.1:{port}", workers=2)
-        data["admin"]["listen"] = f"127.0.0.1:{free_port()}"
-        config = tmp_path / "c.toml"
-        config.write_text(toml_text(data))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CCGUARD_")}
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "relay", "serve", "--config", str(config)],
-            capture_output=True, text=True, timeout=60, cwd=ROOT, env=env,
-        )  # fmt: skip
+        done = await serve_until_exit(
+            settings_for(upstream.port), 2, tmp_path, listen=f"127.0.0.1:{port}"
+        )
     finally:
         taken.close()
     assert done.returncode == 1, done.stdout + done.stderr
@@ -234,15 +223,6 @@ async def test_implicit_tls_sessions_go_through_the_shared_sockets(
         await upstream.wait_for(6)
     lines = [e for e in relay.events() if e.get("event") == "transaction"]
     assert len(lines) == 6 and all(e["tls"] for e in lines), lines
-
-
-def refused(port: int) -> bool:
-    """True if a new connection is refused; one the kernel took is closed again."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 async def test_new_clients_are_refused_while_the_workers_drain(
