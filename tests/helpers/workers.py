@@ -80,6 +80,14 @@ class WorkersRelay:
                 continue
         return out
 
+    async def sigterm_until_draining(self) -> None:
+        """SIGTERM to the supervisor; return once every worker logged that it is stopping."""
+        self.proc.send_signal(signal.SIGTERM)
+        await wait_until(
+            lambda: self.log_text().count('"ccguard stopping"') == self.workers,
+            "every worker stopping",
+        )
+
     def worker_pids(self) -> dict[int, int]:
         """Worker index → pid of the supervisor's live children."""
         return {index: pid for pid, index in children(self.proc.pid).items()}

@@ -112,10 +112,7 @@ async def test_sigterm_drains_every_worker(upstream: RecordingUpstream, tmp_path
             for _ in range(4)
         ]
         await wait_until(lambda: gate.waiting == 4, "four messages are with the upstream")
-        relay.proc.send_signal(signal.SIGTERM)
-        await wait_until(
-            lambda: relay.log_text().count('"ccguard stopping"') == 2, "both workers stopping"
-        )
+        await relay.sigterm_until_draining()
         gate.open()
         refused = await asyncio.gather(*clients)  # every transaction in flight got its 250
         code = await asyncio.to_thread(relay.proc.wait, 60)
@@ -236,10 +233,7 @@ async def test_new_clients_are_refused_while_the_workers_drain(
     async with running_workers(settings_for(upstream.port), 2, tmp_path) as relay:
         client = asyncio.create_task(asyncio.to_thread(send_during_shutdown, relay.smtp_port))
         await wait_until(lambda: gate.waiting == 1, "the message is with the upstream")
-        relay.proc.send_signal(signal.SIGTERM)
-        await wait_until(
-            lambda: relay.log_text().count('"ccguard stopping"') == 2, "both workers stopping"
-        )
+        await relay.sigterm_until_draining()
         try:
             await wait_until(lambda: client.done() or refused(relay.smtp_port), "not refused")
             assert not client.done(), "new clients were refused only once the drain ended"

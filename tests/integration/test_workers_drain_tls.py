@@ -4,7 +4,6 @@ stops accepting on every port at once, then drains (real ``ccguard serve`` proce
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 from tests.helpers.process import free_port
@@ -33,10 +32,7 @@ async def test_the_tls_and_milter_ports_refuse_new_clients_while_the_workers_dra
     async with running_workers(settings, 2, tmp_path) as relay:
         client = asyncio.create_task(asyncio.to_thread(send_during_shutdown, relay.smtp_port))
         await wait_until(lambda: gate.waiting == 1, "the message is with the upstream")
-        relay.proc.send_signal(signal.SIGTERM)
-        await wait_until(
-            lambda: relay.log_text().count('"ccguard stopping"') == 2, "both workers stopping"
-        )
+        await relay.sigterm_until_draining()
         try:
             await wait_until(lambda: client.done() or refused(tls_port), "TLS port not refused")
             assert not client.done(), "new TLS clients were refused only once the drain ended"
