@@ -254,6 +254,10 @@ class LoggingSettings(_Section):
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
     hash_key: str | None = None
+    #: Lines of connections turned away at the door (refused, failed TLS handshake,
+    #: bad PROXY header) per event and reason and interval; then one summary. 0: no limit.
+    door_log_burst: Annotated[int, Field(ge=0)] = 100
+    door_log_interval: Annotated[float, Field(ge=0)] = 60.0
 
 
 class Settings(BaseSettings):
