@@ -5,8 +5,10 @@ key opens its window; up to ``burst`` lines are written in it and the others are
 dropped; once the window is over, its dropped lines are reported once (a
 :class:`Suppressed`) and the next line opens a new window.  Keys are chosen by
 the caller from small fixed sets (an event and its reason, never a client
-address), and there are at most ``max_keys`` of them: past that, new keys share
-one overflow window, so a bug that made keys unbounded still costs bounded memory.
+address), and there are at most ``max_keys`` of them: past that, a new key goes
+to the window ``overflow(key)`` names (by default one shared :data:`OVERFLOW_KEY`;
+the caller may keep part of the key, e.g. the event, if that part comes from a
+fixed set), so a bug that made keys unbounded still costs bounded memory.
 
 The clock is injected, so the tests need no sleeps; nothing here writes or waits.
 """
@@ -17,21 +19,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["OVERFLOW_KEY", "LineThrottle", "Suppressed"]
+__all__ = ["OVERFLOW_KEY", "Key", "LineThrottle", "Suppressed"]
 
 Key = tuple[str, ...]
 
-#: The window shared by keys that came after ``max_keys`` others.
+#: The window shared by keys that came after ``max_keys`` others (the default ``overflow``).
 OVERFLOW_KEY: Key = ("other",)
+
+
+def _shared_overflow(key: Key) -> Key:
+    return OVERFLOW_KEY
 
 
 @dataclass(frozen=True, slots=True)
 class Suppressed:
-    """``count`` lines of ``key`` were dropped in one window of ``interval`` seconds."""
+    """``count`` lines of ``key`` were dropped in one window of ``interval`` seconds,
+    which lasted ``seconds``: ``interval``, or less when reported early (shutdown)."""
 
     key: Key
     count: int
     interval: float
+    seconds: float
 
 
 @dataclass(slots=True)
@@ -56,12 +64,14 @@ class LineThrottle:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 256,
+        overflow: Callable[[Key], Key] = _shared_overflow,
     ) -> None:
         self.burst = burst
         self.interval = interval
         self._report = report
         self._clock = clock
         self._max_keys = max_keys
+        self._overflow = overflow
         self._windows: dict[Key, _Window] = {}
 
     @property
@@ -83,7 +93,7 @@ class LineThrottle:
 
     def ends_at(self, key: Key) -> float | None:
         """When the window of ``key`` (or the overflow one it went to) ends, on the clock."""
-        window = self._windows.get(key) or self._windows.get(OVERFLOW_KEY)
+        window = self._windows.get(key) or self._windows.get(self._overflow(key))
         return window.start + self.interval if window is not None else None
 
     def flush(self, *, everything: bool = False) -> float | None:
@@ -99,8 +109,7 @@ class LineThrottle:
                     due = end
                 continue
             del self._windows[key]
-            if window.dropped:
-                self._report(Suppressed(key, window.dropped, self.interval))
+            self._said(key, window, now)
         return due
 
     def _window(self, key: Key, now: float) -> _Window:
@@ -108,11 +117,16 @@ class LineThrottle:
         if window is None and len(self._windows) >= self._max_keys:
             self.flush()  # windows that are over make room
             if len(self._windows) >= self._max_keys:
-                key = OVERFLOW_KEY
+                key = self._overflow(key)
                 window = self._windows.get(key)
         if window is not None and now - window.start < self.interval:
             return window
-        if window is not None and window.dropped:
-            self._report(Suppressed(key, window.dropped, self.interval))
+        if window is not None:
+            self._said(key, window, now)
         window = self._windows[key] = _Window(now)
         return window
+
+    def _said(self, key: Key, window: _Window, now: float) -> None:
+        if window.dropped:
+            seconds = min(self.interval, now - window.start)
+            self._report(Suppressed(key, window.dropped, self.interval, seconds))
