@@ -48,7 +48,12 @@ REFUSAL_REASONS = (
 #: Why a PROXY protocol header was not accepted.
 PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
 #: The door's log lines ``[logging] door_log_burst`` may drop (relay.smtp.door_log).
-LOG_SUPPRESSED_EVENTS = ("client_refused", "tls_handshake_failed", "proxy_header_refused")
+LOG_SUPPRESSED_EVENTS = (
+    "client_refused",
+    "tls_handshake_failed",
+    "proxy_header_refused",
+    "smtp_auth_failed",
+)
 #: SMTP AUTH: mechanisms offered and how an attempt ended (never a user name).
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")

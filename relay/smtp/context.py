@@ -140,6 +140,8 @@ class FrontContext:
 
     def __post_init__(self) -> None:
         self.door = DoorLog(self.log, self.logging, self.metrics)
+        if self.auth is not None:
+            self.auth.door = self.door
         self.access = RelayAccess(self.settings)
         self.connections = ConnectionLimits(self.limits)
         self.handshakes = ConnectionLimits(self.limits)

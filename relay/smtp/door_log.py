@@ -36,7 +36,10 @@ DOOR_EVENTS = {
     "client refused": "client_refused",
     "tls handshake failed": "tls_handshake_failed",
     "proxy header refused": "proxy_header_refused",
+    "smtp auth failed": "smtp_auth_failed",
 }
+#: The field a line writes its key's reason as, where it is not ``reason``.
+_REASON_FIELD = {"smtp auth failed": "result"}
 
 
 class DoorLog:
@@ -136,10 +139,10 @@ class DoorLog:
 
 
 def _key_fields(key: Key) -> dict[str, str]:
-    """``reason``, and ``kind`` and ``stage`` when set, of a key."""
-    _, reason, kind, stage, _ = key
+    """``reason`` (``result`` for AUTH), and ``kind`` and ``stage`` when set, of a key."""
+    event, reason, kind, stage, _ = key
     fields = {"kind": kind} if kind else {}
-    fields["reason"] = reason
+    fields[_REASON_FIELD.get(event, "reason")] = reason
     if stage:
         fields["stage"] = stage
     return fields

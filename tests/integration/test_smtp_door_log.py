@@ -8,11 +8,15 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from pathlib import Path
 from typing import Any
+
+import aiosmtplib
+import pytest
 
 from relay.app import Relay
 from tests.helpers.relay import LogCapture, running_relay, settings_for
-from tests.helpers.smtp_auth import tls_smtp
+from tests.helpers.smtp_auth import OUTSIDE, auth_attempts, tls_smtp
 from tests.helpers.sockets import closed_unanswered
 from tests.helpers.tls import Pki
 from tests.helpers.upstream import RecordingUpstream
@@ -194,3 +198,35 @@ async def test_a_burst_of_zero_writes_every_line(upstream: RecordingUpstream) ->
         assert metric(relay, "ccguard_log_lines_suppressed_total", event="client_refused") == 0
     assert len(events(log, "client refused")) == 8
     assert events(log, SUPPRESSED) == []
+
+
+async def test_auth_refused_without_a_check_is_throttled_wrong_passwords_are_not(
+    upstream: RecordingUpstream, pki: Pki, users_file: Path
+) -> None:
+    log = LogCapture()
+    smtp = tls_smtp(pki, users_file, allowed_networks=OUTSIDE)
+    logging = {"door_log_burst": 2, "door_log_interval": 3600}
+    async with running_relay(settings_for(upstream.port, smtp=smtp, logging=logging), log) as relay:
+        async with aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=relay.smtp_port, timeout=10, validate_certs=False
+        ) as client:
+            await client.ehlo()  # again, after STARTTLS
+            codes = []
+            for _ in range(3 + 6):  # three wrong passwords, then a guesser that goes on
+                with pytest.raises(aiosmtplib.SMTPAuthenticationError) as refused:
+                    await client.auth_plain("app1", "wrong-password")
+                codes.append(refused.value.code)
+        assert codes == [535] * 3 + [454] * 6
+        assert auth_attempts(relay, "PLAIN", "throttled") == 6
+        assert metric(relay, "ccguard_log_lines_suppressed_total", event="smtp_auth_failed") == 4
+    lines = events(log, "smtp auth failed")
+    # Every wrong password is a line (bounded by max_failures_per_minute; fail2ban reads
+    # them); the 454s, answered at once and repeatable at will, are a burst then a count.
+    assert [(e["result"], e["client_ip"], e["user"]) for e in lines] == [
+        ("failure", "127.0.0.1", "app1")
+    ] * 3 + [("throttled", "127.0.0.1", "app1")] * 2
+    [summary] = events(log, SUPPRESSED)
+    assert (summary["level"], summary["line"], summary["result"], summary["suppressed"]) == (
+        "warning", "smtp auth failed", "throttled", 4,
+    )  # fmt: skip
+    assert "reason" not in summary
