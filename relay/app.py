@@ -131,6 +131,7 @@ class Relay:
             tls=self._server_tls(),
             auth=self._smtp_auth(),
             limits=settings.limits,
+            logging=settings.logging,
         )
 
     def _server_tls(self) -> ServerTls | None:
@@ -336,6 +337,7 @@ class Relay:
         for name, failure in zip(fronts, drained, strict=True):  # one front's fault cuts no other
             if isinstance(failure, BaseException):
                 self.log.error("front stop failed", front=name, error=repr(failure))
+        self.front.door.close()  # what the door left out of the log is said now
         await self.dispatcher.close()
         for server in reversed(self.http):
             await server.stop()

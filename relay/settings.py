@@ -31,6 +31,7 @@ from relay.settings_types import (
     SECTION_CONFIG,
     DomainPattern,
     ListenAddress,
+    LogInterval,
     MiB,
     PositiveFloat,
     PositiveInt,
@@ -254,6 +255,11 @@ class LoggingSettings(_Section):
     format: Literal["json", "console"] = "json"
     level: Literal["debug", "info", "warning", "error"] = "info"
     hash_key: str | None = None
+    #: Lines of connections turned away at the door (refused, failed TLS handshake,
+    #: bad PROXY header) per event and reason and interval (0, or 1 s to a day); then one
+    #: summary at the lines' level. 0: no limit. Lines below ``level`` are not counted.
+    door_log_burst: Annotated[int, Field(ge=0)] = 100
+    door_log_interval: LogInterval = 60.0
 
 
 class Settings(BaseSettings):

@@ -11,6 +11,7 @@ __all__ = [
     "SECTION_CONFIG",
     "DomainPattern",
     "ListenAddress",
+    "LogInterval",
     "MiB",
     "PositiveFloat",
     "PositiveInt",
@@ -44,7 +45,19 @@ def _check_domain_pattern(value: str) -> str:
     return value.lower()
 
 
+def _check_log_interval(value: float) -> float:
+    # Under a second, a flood would get a summary per key every fraction of a second:
+    # the limit would be off in all but name.
+    if 0 < value < 1:
+        raise ValueError("must be 0 (no limit) or at least 1 second")
+    return value
+
+
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
+#: 0 (no limit) or 1 s to a day; ``inf`` (valid TOML) would mean silence until restart.
+LogInterval = Annotated[
+    float, Field(ge=0, le=86400, allow_inf_nan=False), AfterValidator(_check_log_interval)
+]
 DomainPattern = Annotated[str, AfterValidator(_check_domain_pattern)]
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]

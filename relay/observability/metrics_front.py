@@ -20,6 +20,7 @@ __all__ = [
     "CODE_CLASSES",
     "HANGUP_STAGES",
     "INFLIGHT_STAGES",
+    "LOG_SUPPRESSED_EVENTS",
     "PROXY_FAILURES",
     "REFUSAL_REASONS",
     "SMTP_STAGES",
@@ -46,6 +47,13 @@ REFUSAL_REASONS = (
 )
 #: Why a PROXY protocol header was not accepted.
 PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
+#: The door's log lines ``[logging] door_log_burst`` may drop (relay.smtp.door_log).
+LOG_SUPPRESSED_EVENTS = (
+    "client_refused",
+    "tls_handshake_failed",
+    "proxy_header_refused",
+    "smtp_auth_failed",
+)
 #: SMTP AUTH: mechanisms offered and how an attempt ended (never a user name).
 AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 AUTH_RESULTS = ("success", "failure", "throttled", "busy", "error")
@@ -121,6 +129,15 @@ class FrontDoorMetrics:
         )
         for reason in PROXY_FAILURES:
             self.proxy_header_failures.labels(reason=reason)
+        self.log_lines_suppressed = Counter(
+            "ccguard_log_lines_suppressed",
+            "Log lines of connections turned away at the door left out by [logging] "
+            "door_log_burst (each window's count is logged once), by event.",
+            ["event"],
+            registry=reg,
+        )
+        for event in LOG_SUPPRESSED_EVENTS:
+            self.log_lines_suppressed.labels(event=event)
         self.accepts_overdue = Counter(
             "ccguard_worker_accepts_overdue",
             "New SMTP connections a worker took only after waiting the full bound "
@@ -230,6 +247,11 @@ class FrontDoorMetrics:
     def proxy_header_failure(self, reason: str) -> None:
         """Count one PROXY header not accepted (see :data:`PROXY_FAILURES`)."""
         self.proxy_header_failures.labels(reason=reason).inc()
+
+    def log_line_suppressed(self, event: str) -> None:
+        """Count one door log line left out (see :data:`LOG_SUPPRESSED_EVENTS`)."""
+        event = event if event in LOG_SUPPRESSED_EVENTS else "other"
+        self.log_lines_suppressed.labels(event=event).inc()
 
     def smtp_tls_failed(self, reason: str, kind: str = "starttls") -> None:
         """Count one failed client TLS handshake of ``kind`` (see :data:`TLS_KINDS`);

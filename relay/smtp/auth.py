@@ -86,6 +86,9 @@ class SmtpAuthenticator:
         self._log = log
         self._redact = redact
         self._metrics = metrics
+        #: The door's line limit (a ``DoorLog``, set by ``FrontContext``): AUTH refused
+        #: without a password check is as cheap to repeat as a refused connection.
+        self.door: Any = None
 
     async def check(self, client_ip: str, pending: PendingLogin) -> AuthResult:
         """The AUTH result for ``pending`` from ``client_ip`` (``auth_data`` = user name).
@@ -132,8 +135,12 @@ class SmtpAuthenticator:
             return
         # A name that is no user may be a password typed in the wrong field: never log it.
         user = self.loggable(name) if self._known(name) else "(unknown user)"
-        self._log.warning("smtp auth failed", client_ip=ip, mechanism=mechanism, result=result,
-                          user=user)  # fmt: skip
+        fields = {"client_ip": ip, "mechanism": mechanism, "user": user}
+        if result == "failure" or self.door is None:
+            # A wrong password: bounded by max_failures_per_minute, and fail2ban needs each.
+            self._log.warning("smtp auth failed", result=result, **fields)
+        else:  # throttled, busy, error: answered at once, one line per AUTH command
+            self.door.warning("smtp auth failed", result, **fields)
 
     def _known(self, name: str) -> bool:
         try:

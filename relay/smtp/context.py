@@ -8,10 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from relay.settings import LimitsSettings, SmtpSettings
+from relay.settings import LimitsSettings, LoggingSettings, SmtpSettings
 from relay.smtp.access import RelayAccess
 from relay.smtp.auth import SmtpAuthenticator
 from relay.smtp.budget import InflightBudget
+from relay.smtp.door_log import DoorLog
 from relay.smtp.limits import ConnectionLimits, MessageRate
 from relay.smtp.pipeline import Decider, Dispatcher, SmtpMetrics
 from relay.smtp.proxy import ProxyGate
@@ -122,6 +123,8 @@ class FrontContext:
     #: SMTP AUTH checks (``None``: no ``[smtp.auth] users_file``, AUTH not offered).
     auth: SmtpAuthenticator | None = None
     limits: LimitsSettings = field(default_factory=LimitsSettings)
+    #: ``[logging]``: how many door lines (refusals, failed handshakes) are written.
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
     #: Unlimited unless given (``relay.app`` passes ``[limits] max_inflight_bytes``).
     budget: InflightBudget = field(default_factory=lambda: InflightBudget(sys.maxsize))
     access: RelayAccess = field(init=False)
@@ -132,8 +135,13 @@ class FrontContext:
     #: Set when ``[smtp] proxy_protocol`` is on.
     proxy: ProxyGate | None = field(init=False)
     sessions: SessionRegistry = field(default_factory=SessionRegistry)
+    #: The door's log lines, at most ``[logging] door_log_burst`` per interval and reason.
+    door: DoorLog = field(init=False)
 
     def __post_init__(self) -> None:
+        self.door = DoorLog(self.log, self.logging, self.metrics)
+        if self.auth is not None:
+            self.auth.door = self.door
         self.access = RelayAccess(self.settings)
         self.connections = ConnectionLimits(self.limits)
         self.handshakes = ConnectionLimits(self.limits)

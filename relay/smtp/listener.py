@@ -77,7 +77,7 @@ class SmtpListener:
         over = limits.admit(key)
         if over is not None:
             reason = over[1]
-            self._ctx.log.warning("client refused", client_ip=ip, reason=reason, stage="tls")
+            self._ctx.door.warning("client refused", reason, client_ip=ip, stage="tls")
             self._ctx.refused(reason)
             return None
         return lambda: limits.release(key)
@@ -85,10 +85,9 @@ class SmtpListener:
     def _handshake_failed(self, client_ip: str, error: BaseException) -> None:
         # Info, not warning: scanners and TCP health checks on port 465 do this all day.
         reason, detail = handshake_failure(error)
-        self._ctx.log.info(
-            "tls handshake failed", client_ip=client_ip, kind="implicit", reason=reason,
-            detail=detail,
-        )  # fmt: skip
+        self._ctx.door.info(
+            "tls handshake failed", reason, kind="implicit", client_ip=client_ip, detail=detail
+        )
         if self._ctx.metrics is not None:
             self._ctx.metrics.smtp_tls_failed(reason, "implicit")
 

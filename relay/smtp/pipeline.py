@@ -88,6 +88,8 @@ class SmtpMetrics(Protocol):
 
     def accept_overdue(self) -> None: ...
 
+    def log_line_suppressed(self, event: str) -> None: ...
+
 
 class InspectingDecider:
     """Inspection then policy: inline for a small message, else in a worker thread

@@ -33,7 +33,7 @@ _V2_FIXED = 16  # signature (12), version/command, family/protocol, length (2)
 
 def proxy_refused(ctx: FrontContext, peer_ip: str, reason: str) -> None:
     """Log and count one connection closed for its PROXY header (or for its peer)."""
-    ctx.log.warning("proxy header refused", peer_ip=peer_ip, reason=reason)
+    ctx.door.warning("proxy header refused", reason, peer_ip=peer_ip)
     if ctx.metrics is not None:
         ctx.metrics.proxy_header_failure(reason)
     ctx.refused("proxy")

@@ -220,7 +220,7 @@ class GuardSMTP(CommandOverrides):
             self._slot_ip = ip
             return None
         reply, reason = over
-        self._ctx.log.warning("client refused", client_ip=ip, reason=reason)
+        self._ctx.door.warning("client refused", reason, client_ip=ip)
         self._ctx.refused(reason)
         return reply
 
@@ -235,9 +235,7 @@ class GuardSMTP(CommandOverrides):
             await asyncio.wait_for(self._reader.read(1), wait)
         except TimeoutError:
             return None
-        self._ctx.log.warning(
-            "client refused", client_ip=self._guard.client_ip, reason="early_talker"
-        )
+        self._ctx.door.warning("client refused", "early_talker", client_ip=self._guard.client_ip)
         self._ctx.refused("early_talker")
         return codes.EARLY_TALKER
 
@@ -264,12 +262,12 @@ class GuardSMTP(CommandOverrides):
     def _tls_failed(self, error: TLSSetupException) -> None:
         reason, detail = handshake_failure(error)
         guard = self._guard
-        self._ctx.log.warning(
+        self._ctx.door.warning(
             "tls handshake failed",
-            client_ip=guard.client_ip,
+            reason,
             kind="starttls",
+            client_ip=guard.client_ip,
             **({"queue_id": guard.queue_id} if guard.in_transaction else {}),
-            reason=reason,
             detail=detail,
         )
         if self._ctx.metrics is not None:

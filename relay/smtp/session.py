@@ -115,7 +115,7 @@ class SessionHandler(InflightHooks):
         if self._ctx.sessions.closing:
             return codes.SHUTTING_DOWN
         if not trusted_proxy and self._ctx.access.refused_at_connect(self.client_ip):
-            self._ctx.log.warning("client refused", client_ip=self.client_ip, reason="network")
+            self._ctx.door.warning("client refused", "network", client_ip=self.client_ip)
             self._ctx.refused("network")
             return codes.ACCESS_DENIED_CONNECT
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import io
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -21,12 +22,14 @@ __all__ = ["LogCapture", "running_relay", "settings_for"]
 
 
 class LogCapture:
-    """A structlog logger writing JSON lines into memory."""
+    """A structlog logger writing JSON lines into memory; ``level`` (e.g. ``"warning"``)
+    filters like ``[logging] level`` does in ccguard (default: every line)."""
 
-    def __init__(self) -> None:
+    def __init__(self, level: str = "notset") -> None:
         self.stream = register_stream(io.StringIO())
         self.logger = structlog.wrap_logger(
             structlog.PrintLogger(self.stream),
+            wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
             processors=[
                 structlog.processors.add_log_level,
                 structlog.processors.format_exc_info,

@@ -15,6 +15,7 @@ from relay.observability.metrics import (
     Metrics,
     code_class,
 )
+from relay.observability.metrics_front import LOG_SUPPRESSED_EVENTS
 from relay.policy.verdict import Verdict
 from relay.settings import Action
 from relay.smtp.pipeline import SmtpMetrics
@@ -31,6 +32,7 @@ EXPECTED_TYPES = {
     "ccguard_smtp_rate_limited_messages_total": "counter",
     "ccguard_smtp_proxy_header_failures_total": "counter",
     "ccguard_worker_accepts_overdue_total": "counter",
+    "ccguard_log_lines_suppressed_total": "counter",
     "ccguard_visible_external_recipients": "histogram",
     "ccguard_external_domains": "histogram",
     "ccguard_message_size_bytes": "histogram",
@@ -97,6 +99,8 @@ def test_alerting_label_values_exist_at_zero_before_anything_happens() -> None:
         assert scrape.value("ccguard_smtp_connections_refused_total", reason=reason) == 0
     for reason in PROXY_FAILURES:
         assert scrape.value("ccguard_smtp_proxy_header_failures_total", reason=reason) == 0
+    for event in LOG_SUPPRESSED_EVENTS:
+        assert scrape.value("ccguard_log_lines_suppressed_total", event=event) == 0
     assert scrape.value("ccguard_notifications_total", result="failed") == 0
     assert scrape.value("ccguard_upstream_duration_seconds_count", outcome="accepted") == 0
     assert scrape.value("ccguard_quarantine_messages", status="held") == 0
