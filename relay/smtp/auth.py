@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from relay import codes
 from relay.credentials import HashingBusy, HashingPool, LoginThrottle, UserDB, UsersFileError
+
+if TYPE_CHECKING:
+    from relay.smtp.door_log import DoorLog
 
 __all__ = [
     "AuthMetrics", "PendingLogin", "SmtpAuthenticator", "capture_credentials", "session_user",
@@ -88,7 +91,7 @@ class SmtpAuthenticator:
         self._metrics = metrics
         #: The door's line limit (a ``DoorLog``, set by ``FrontContext``): AUTH refused
         #: without a password check is as cheap to repeat as a refused connection.
-        self.door: Any = None
+        self.door: DoorLog | None = None
 
     async def check(self, client_ip: str, pending: PendingLogin) -> AuthResult:
         """The AUTH result for ``pending`` from ``client_ip`` (``auth_data`` = user name).
