@@ -1,4 +1,5 @@
-"""Abuse limits of the SMTP front: open connections (total, per client IP) and message rate.
+"""Abuse limits of the SMTP front: open connections (total, per client IP), message
+rate, and the errors and junk commands of one session.
 
 Like Postfix's anvil, the counts live in memory in this one process; a pair of
 ccguard instances behind a load balancer each enforce their own limits.
@@ -15,9 +16,20 @@ from relay.codes import Reply
 from relay.settings import LimitsSettings
 from relay.smtp.access import NetworkAccess
 
-__all__ = ["ConnectionLimits", "MessageRate"]
+__all__ = ["JUNK_COMMANDS", "ConnectionLimits", "ErrorCount", "MessageRate", "is_client_error"]
 
 _WINDOW = 60.0
+
+#: Commands that do nothing for delivery (Postfix's smtpd_junk_command_limit list,
+#: ETRN aside: aiosmtpd has none); over ``junk_command_limit`` each counts as an error.
+JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "HELP"})
+# The 4xx replies the client brought on itself.  Every other 4xx is ccguard's or the
+# upstream's trouble (upstream down or deferring, in-flight budget, store, internal
+# error, shutdown), the upstream's own verdict on a recipient, or the normal
+# "452 too many recipients" exchange: none of them may cost a client its connection.
+_CLIENT_4XX = frozenset(str(r).encode() for r in (codes.RATE_LIMITED, codes.AUTH_THROTTLED))
+# The 5xx replies that are not the client's doing: the upstream lacks 8BITMIME.
+_NOT_CLIENT_5XX = frozenset(str(r).encode() for r in (codes.NO_8BITMIME,))
 
 
 class ConnectionLimits:
@@ -96,3 +108,47 @@ class MessageRate:
         self._next_sweep = now + _WINDOW
         for key in [k for k, t in self._seen.items() if not t or t[-1] <= now - _WINDOW]:
             del self._seen[key]
+
+
+def is_client_error(reply: bytes) -> bool:
+    """Whether the final line ``reply`` counts as one of the client's errors
+    (docs/front-door.md, "Errors and junk commands")."""
+    if reply[:1] == b"5":
+        return reply not in _NOT_CLIENT_5XX
+    return reply[:1] == b"4" and reply in _CLIENT_4XX
+
+
+class ErrorCount:
+    """One session's errors and junk commands since its last accepted message, like
+    Postfix's smtpd_soft_error_limit, smtpd_hard_error_limit, smtpd_junk_command_limit."""
+
+    def __init__(self, settings: LimitsSettings) -> None:
+        self._soft = settings.soft_error_limit
+        self._sleep = settings.error_sleep
+        self._hard = settings.hard_error_limit
+        self._junk_limit = settings.junk_command_limit
+        self.errors = 0
+        self._junk = 0
+
+    def junk(self) -> bool:
+        """Count one junk command; True when it is over the limit (its reply is an error)."""
+        self._junk += 1
+        return 0 < self._junk_limit < self._junk
+
+    def reply(self, reply: bytes, *, junk: bool = False, end_of_data: bool = False) -> float:
+        """Count the final line ``reply`` (``junk``: of a junk command over its limit);
+        the seconds to wait before sending it.
+
+        A 2xx at the end of DATA is an accepted message: the counts start again."""
+        if end_of_data and reply[:1] == b"2":
+            self.errors = self._junk = 0
+            return 0.0
+        if not (junk or is_client_error(reply)):
+            return 0.0
+        self.errors += 1
+        return self._sleep if 0 < self._soft < self.errors else 0.0
+
+    @property
+    def exhausted(self) -> bool:
+        """The hard limit is reached: the session is to be closed."""
+        return 0 < self._hard <= self.errors

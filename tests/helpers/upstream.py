@@ -59,6 +59,7 @@ class RecordingUpstream:
     connections: int = 0
     open_connections: int = 0  # open right now (the ones ccguard has not closed)
     mail_commands: int = 0
+    rset_commands: int = 0
     gate: Gate | None = None
     port: int = 0
     _server: asyncio.Server | None = None
@@ -144,6 +145,10 @@ class _Handler:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        self.up.rset_commands += 1
+        return "250 2.0.0 Ok"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

@@ -7,6 +7,7 @@ import pytest
 from relay.inspect.exposure import Exposure
 from relay.observability.metrics import (
     COUNT_BUCKETS,
+    DISCONNECT_REASONS,
     NO_RULE,
     PROXY_FAILURES,
     REFUSAL_REASONS,
@@ -28,6 +29,7 @@ EXPECTED_TYPES = {
     "ccguard_smtp_client_hangups_total": "counter",
     "ccguard_messages_line_endings_normalised_total": "counter",
     "ccguard_smtp_connections_refused_total": "counter",
+    "ccguard_smtp_clients_disconnected_total": "counter",
     "ccguard_smtp_rate_limited_messages_total": "counter",
     "ccguard_smtp_proxy_header_failures_total": "counter",
     "ccguard_worker_accepts_overdue_total": "counter",
@@ -97,6 +99,8 @@ def test_alerting_label_values_exist_at_zero_before_anything_happens() -> None:
         assert scrape.value("ccguard_smtp_connections_refused_total", reason=reason) == 0
     for reason in PROXY_FAILURES:
         assert scrape.value("ccguard_smtp_proxy_header_failures_total", reason=reason) == 0
+    for reason in DISCONNECT_REASONS:
+        assert scrape.value("ccguard_smtp_clients_disconnected_total", reason=reason) == 0
     assert scrape.value("ccguard_notifications_total", result="failed") == 0
     assert scrape.value("ccguard_upstream_duration_seconds_count", outcome="accepted") == 0
     assert scrape.value("ccguard_quarantine_messages", status="held") == 0

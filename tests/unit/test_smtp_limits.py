@@ -10,10 +10,11 @@ import pytest
 from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, ProxyData
 from aiosmtpd.smtp import LoginPassword, Session
 
+from relay import codes
 from relay.errors import ConfigError
 from relay.settings import LimitsSettings, load_settings
 from relay.smtp.auth import session_user
-from relay.smtp.limits import ConnectionLimits, MessageRate
+from relay.smtp.limits import ConnectionLimits, ErrorCount, MessageRate, is_client_error
 from relay.smtp.proxy import ProxyGate
 
 
@@ -56,6 +57,42 @@ def test_connection_limits_total_per_ip_and_release() -> None:
     assert over_total is not None and over_total[1] == "max_connections"
     limits.release("192.0.2.1")
     assert limits.admit("192.0.2.3") is None and limits.open == 3
+
+
+def _wire(reply: codes.Reply) -> bytes:
+    return str(reply).encode()
+
+
+def test_which_replies_are_the_clients_errors() -> None:
+    theirs = [b'500 Error: command "FOO" not recognized', b"503 Error: need MAIL command"]
+    theirs += [b"550 5.1.1 No such user", _wire(codes.AUTH_REQUIRED), _wire(codes.AUTH_INVALID)]
+    theirs += [_wire(codes.RATE_LIMITED), _wire(codes.AUTH_THROTTLED)]
+    ours = [_wire(codes.UPSTREAM_UNAVAILABLE), _wire(codes.INSUFFICIENT_STORAGE)]
+    ours += [_wire(codes.TOO_MANY_RECIPIENTS), _wire(codes.AUTH_BUSY), _wire(codes.NO_8BITMIME)]
+    ours += [_wire(codes.INTERNAL_ERROR) + b" (ref X)", b"450 4.2.0 Greylisted", b"250 OK"]
+    assert [is_client_error(r) for r in theirs] == [True] * len(theirs)
+    assert [is_client_error(r) for r in ours] == [False] * len(ours)
+
+
+def test_error_count_soft_hard_junk_and_the_reset_at_an_accepted_message() -> None:
+    settings = LimitsSettings(
+        soft_error_limit=2, error_sleep=0.5, hard_error_limit=4, junk_command_limit=1
+    )
+    count = ErrorCount(settings)
+    error = b"503 Error: need MAIL command"
+    assert [count.reply(error) for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert count.reply(b"250 OK") == 0.0 and not count.exhausted
+    assert [count.junk(), count.junk()] == [False, True]
+    assert count.reply(b"250 OK", junk=True) == 0.5 and count.exhausted
+    assert count.reply(b"250 2.0.0 Ok: queued", end_of_data=True) == 0.0
+    assert count.errors == 0 and not count.exhausted and not count.junk()
+    assert count.reply(error, end_of_data=True) == 0.0 and count.errors == 1  # refused
+
+
+def test_error_limits_of_zero_are_off() -> None:
+    count = ErrorCount(LimitsSettings(soft_error_limit=0, hard_error_limit=0, junk_command_limit=0))
+    assert {count.reply(b"500 Error: bad syntax") for _ in range(1000)} == {0.0}
+    assert not count.exhausted and not any(count.junk() for _ in range(1000))
 
 
 def test_session_user_from_aiosmtpd_session() -> None:
