@@ -236,8 +236,10 @@ class FrontDoorMetrics:
         self.connections_refused.labels(reason=reason).inc()
 
     def client_disconnected(self, reason: str) -> None:
-        """Count one session closed for the client's behaviour (see :data:`DISCONNECT_REASONS`)."""
-        reason = reason if reason in DISCONNECT_REASONS else "too_many_errors"
+        """Count one session closed for the client's behaviour (see :data:`DISCONNECT_REASONS`;
+        any other ``reason`` is a programming error: ValueError)."""
+        if reason not in DISCONNECT_REASONS:
+            raise ValueError(f"unknown disconnect reason {reason!r}")
         self.clients_disconnected.labels(reason=reason).inc()
 
     def rate_limited(self) -> None:

@@ -10,26 +10,42 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from enum import Enum
 
 from relay import codes
 from relay.codes import Reply
 from relay.settings import LimitsSettings
 from relay.smtp.access import NetworkAccess
 
-__all__ = ["JUNK_COMMANDS", "ConnectionLimits", "ErrorCount", "MessageRate", "is_client_error"]
+__all__ = [
+    "JUNK_COMMANDS",
+    "ConnectionLimits",
+    "ErrorCount",
+    "MessageRate",
+    "ReplyKind",
+    "unmarked_kind",
+]
 
 _WINDOW = 60.0
 
 #: Commands that do nothing for delivery (Postfix's smtpd_junk_command_limit list,
 #: ETRN aside: aiosmtpd has none); over ``junk_command_limit`` each counts as an error.
 JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "HELP"})
-# The 4xx replies the client brought on itself.  Every other 4xx is ccguard's or the
-# upstream's trouble (upstream down or deferring, in-flight budget, store, internal
-# error, shutdown), the upstream's own verdict on a recipient, or the normal
-# "452 too many recipients" exchange: none of them may cost a client its connection.
-_CLIENT_4XX = frozenset(str(r).encode() for r in (codes.RATE_LIMITED, codes.AUTH_THROTTLED))
-# The 5xx replies that are not the client's doing: the upstream lacks 8BITMIME.
-_NOT_CLIENT_5XX = frozenset(str(r).encode() for r in (codes.NO_8BITMIME,))
+
+
+class ReplyKind(Enum):
+    """Where a reply comes from, for the error count (docs/front-door.md,
+    "Errors and junk commands"); set where the reply is produced."""
+
+    #: The client's protocol fault or abuse: counts.
+    FAULT = "fault"
+    #: The upstream's answer passed on, a verdict on the content, or ccguard's own
+    #: trouble: neither counts nor resets the count.
+    NOT_THE_CLIENTS = "not the client's"
+    #: A message accepted (2xx at the end of DATA): the count starts again.
+    ACCEPTED = "accepted"
+    #: ``452 4.5.3 Too many recipients``: counts only beyond ``recipient_overshoot_limit``.
+    OVER_MAX_RECIPIENTS = "over max_recipients"
 
 
 class ConnectionLimits:
@@ -110,45 +126,62 @@ class MessageRate:
             del self._seen[key]
 
 
-def is_client_error(reply: bytes) -> bool:
-    """Whether the final line ``reply`` counts as one of the client's errors
-    (docs/front-door.md, "Errors and junk commands")."""
-    if reply[:1] == b"5":
-        return reply not in _NOT_CLIENT_5XX
-    return reply[:1] == b"4" and reply in _CLIENT_4XX
+def unmarked_kind(reply: bytes) -> ReplyKind:
+    """The kind of a final line nobody marked: aiosmtpd's own answer to a command
+    (unknown, syntax, sequence, AUTH) or ccguard's front-door check.  Those 5xx are
+    the client's fault; those 4xx are ccguard's trouble (or marked where they are not)."""
+    return ReplyKind.FAULT if reply[:1] == b"5" else ReplyKind.NOT_THE_CLIENTS
 
 
 class ErrorCount:
     """One session's errors and junk commands since its last accepted message, like
-    Postfix's smtpd_soft_error_limit, smtpd_hard_error_limit, smtpd_junk_command_limit."""
+    Postfix's smtpd_soft_error_limit, smtpd_hard_error_limit, smtpd_junk_command_limit
+    and smtpd_recipient_overshoot_limit."""
 
     def __init__(self, settings: LimitsSettings) -> None:
         self._soft = settings.soft_error_limit
         self._sleep = settings.error_sleep
         self._hard = settings.hard_error_limit
         self._junk_limit = settings.junk_command_limit
+        self._overshoot_limit = settings.recipient_overshoot_limit
         self.errors = 0
         self._junk = 0
+        self._overshoot = 0  # 452 4.5.3 replies in this transaction
+        self._junk_reply = False  # this command's reply counts (a junk command over the limit)
+        self._kind: ReplyKind | None = None
 
-    def junk(self) -> bool:
-        """Count one junk command; True when it is over the limit (its reply is an error)."""
-        self._junk += 1
-        return 0 < self._junk_limit < self._junk
+    def command(self, name: str, *, junk: bool) -> None:
+        """A command ``name`` starts (``junk``: one of :data:`JUNK_COMMANDS`)."""
+        self._kind = None
+        if name == "MAIL":
+            self._overshoot = 0
+        if junk:
+            self._junk += 1
+        self._junk_reply = junk and 0 < self._junk_limit < self._junk
 
-    def reply(self, reply: bytes, *, junk: bool = False, end_of_data: bool = False) -> float:
-        """Count the final line ``reply`` (``junk``: of a junk command over its limit);
-        the seconds to wait before sending it.
+    def mark(self, kind: ReplyKind) -> None:
+        """The next final reply is of ``kind`` (called where that reply is produced)."""
+        self._kind = kind
 
-        A 2xx at the end of DATA is an accepted message: the counts start again."""
-        if end_of_data and reply[:1] == b"2":
+    def reply(self, reply: bytes) -> float:
+        """Count the final line ``reply``; the seconds to wait before sending it."""
+        kind = self._kind or unmarked_kind(reply)
+        self._kind = None
+        junk, self._junk_reply = self._junk_reply, False
+        if kind is ReplyKind.ACCEPTED and reply[:1] == b"2":
             self.errors = self._junk = 0
             return 0.0
-        if not (junk or is_client_error(reply)):
+        if kind is ReplyKind.OVER_MAX_RECIPIENTS:
+            self._overshoot += 1
+            if self._overshoot > self._overshoot_limit:
+                kind = ReplyKind.FAULT
+        if not (junk or kind is ReplyKind.FAULT):
             return 0.0
         self.errors += 1
         return self._sleep if 0 < self._soft < self.errors else 0.0
 
     @property
     def exhausted(self) -> bool:
-        """The hard limit is reached: the session is to be closed."""
+        """The hard limit is reached: the session is to be closed (once no transaction
+        holding a recipient is open)."""
         return 0 < self._hard <= self.errors

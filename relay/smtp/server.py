@@ -18,7 +18,7 @@ from relay import codes
 from relay.codes import Reply
 from relay.smtp.auth import capture_credentials, session_user
 from relay.smtp.context import FrontContext
-from relay.smtp.limits import JUNK_COMMANDS, ErrorCount
+from relay.smtp.limits import JUNK_COMMANDS, ErrorCount, ReplyKind
 from relay.smtp.proxy import ProxyGate
 from relay.smtp.proxy_first import proxy_refused
 from relay.smtp.server_commands import CommandOverrides
@@ -101,8 +101,7 @@ class GuardSMTP(CommandOverrides):
         self._admitted = False  # greeted: replies from here on answer commands
         self._errors = ErrorCount(ctx.limits)
         self._in_command = False
-        self._junk_reply = False  # this command's reply counts as an error (junk)
-        self._cut_off = False  # told 421 for too many errors: nothing more is done or said
+        self.cut_off = False  # told 421 for too many errors: nothing more is done or said
         self._smtp_methods = {
             name: self._staged(name, method) for name, method in self._smtp_methods.items()
         }
@@ -112,10 +111,10 @@ class GuardSMTP(CommandOverrides):
         junk = name in JUNK_COMMANDS
 
         async def run(arg: str) -> Any:
-            if self._cut_off:  # pipelined after the 421, already read: not run
+            if self.cut_off:  # pipelined after the 421, already read: not run
                 return None
             self.stage = stage
-            self._junk_reply = junk and self._errors.junk()
+            self._errors.command(name, junk=junk)
             self._in_command = True
             try:
                 result = await method(arg)
@@ -123,8 +122,7 @@ class GuardSMTP(CommandOverrides):
                 self._in_command = False
             # Closed only once the command is done, so its own cleanup (e.g. DATA's
             # end of the upstream transaction) is not cut short.
-            if self._errors.exhausted:
-                self._too_many_errors()
+            self._cut_if_exhausted()
             return result
 
         return run
@@ -184,7 +182,7 @@ class GuardSMTP(CommandOverrides):
             pass
         finally:
             self._serving = False
-            await self._guard.session_over(self.hung_up_at)
+            await self._guard.session_over(self.hung_up_at, cut_off=self.cut_off)
 
     async def _admit_and_serve(self) -> None:
         if self._ctx.proxy is not None and self._proxy_data is None:
@@ -299,10 +297,14 @@ class GuardSMTP(CommandOverrides):
         if self._ctx.metrics is not None:
             self._ctx.metrics.smtp_tls_failed(reason)
 
+    def mark_reply(self, kind: ReplyKind) -> None:
+        """The next final reply is of ``kind``, for the error count (set where it is produced)."""
+        self._errors.mark(kind)
+
     async def push(self, status: str | bytes | None) -> None:
         # None: handle_exception re-raised a lost cancellation.  Cut off: the 421 was
         # the last word (a command pipelined after it is still answered by aiosmtpd).
-        if status is None or self._cut_off:
+        if status is None or self.cut_off:
             return
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
         raw = _TRANSLATED.get(raw, raw)
@@ -316,22 +318,28 @@ class GuardSMTP(CommandOverrides):
             if self._admitted:
                 await self._count_error(raw)
         await super().push(raw)
-        if self._errors.exhausted and not self._in_command:
-            self._too_many_errors()
+        if not self._in_command:
+            self._cut_if_exhausted()
 
     async def _count_error(self, raw: bytes) -> None:
-        junk, self._junk_reply = self._junk_reply, False
-        delay = self._errors.reply(raw, junk=junk, end_of_data=self.stage == "data")
+        delay = self._errors.reply(raw)
         if delay:
             # Postfix's smtpd_error_sleep_time; a hang-up or shutdown cancels the
             # session's task, and with it this wait.
             await asyncio.sleep(delay)
 
+    def _cut_if_exhausted(self) -> None:
+        # A transaction holding an accepted recipient is never cut in its middle: the
+        # limit applies once it ends (end of DATA, RSET, its upstream failing).
+        holds_recipients = self.envelope is not None and bool(self.envelope.rcpt_tos)
+        if self._errors.exhausted and not holds_recipients:
+            self._too_many_errors()
+
     def _too_many_errors(self) -> None:
         """[limits] hard_error_limit reached: say 421, log, count and close."""
         if self.transport is None or self.transport.is_closing():
             return
-        self._cut_off = True
+        self.cut_off = True
         guard = self._guard
         self._ctx.log.warning(
             "client disconnected",
@@ -356,6 +364,7 @@ class GuardSMTP(CommandOverrides):
         if self.transport is None or self.transport.is_closing():
             return
         self._closing_ours = True
+        self._guard.observe_reply(self.stage, reply.code)  # counted like every other reply
         with contextlib.suppress(Exception):
             self._writer.write(str(reply).encode() + b"\r\n")
         self.transport.close()

@@ -38,7 +38,8 @@ class Received:
 class RecordingUpstream:
     """Upstream SMTP server for tests.
 
-    Faults: ``refuse_rcpt`` maps an address to the reply its RCPT gets;
+    Faults: ``refuse_rcpt`` maps an address to the reply its RCPT gets (``refuse_mail``:
+    a sender to the reply its MAIL gets);
     ``data_hook(envelope)`` may return a reply string for DATA (e.g. ``"451 4.3.0 later"``),
     ``"HANG"`` to never answer, or ``"DISCONNECT"`` to drop the connection.
     ``data_gate(envelope)`` / ``rcpt_gate(address)`` are awaited before DATA / RCPT
@@ -48,6 +49,7 @@ class RecordingUpstream:
 
     messages: list[Received] = field(default_factory=list)
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
+    refuse_mail: dict[str, str] = field(default_factory=dict)  # sender -> its MAIL reply
     data_hook: Callable[[Any], str | None] | None = None
     data_delay: float = 0.0
     rcpt_delay: float = 0.0
@@ -142,6 +144,8 @@ class _Handler:
         self.up.mail_commands += 1
         if self.up.gate is not None:
             await self.up.gate.hold("MAIL")
+        if address in self.up.refuse_mail:
+            return self.up.refuse_mail[address]
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"

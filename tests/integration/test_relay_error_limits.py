@@ -1,5 +1,6 @@
 """[limits] soft/hard_error_limit and junk_command_limit: a client that keeps erring
-is slowed down, then told 421 and disconnected; a client that delivers is never.
+is slowed down, then told 421 and disconnected; a client whose messages are accepted
+or rejected for their content is never, nor one the upstream refuses.
 
 Real parts only: a whole ccguard on 127.0.0.1, a recording aiosmtpd upstream,
 raw sockets or smtplib as the client.
@@ -87,6 +88,7 @@ async def test_the_hard_limit_of_unknown_commands_gets_421_a_log_line_and_a_metr
         await session_ends(relay)
         count = metric(relay, "ccguard_smtp_clients_disconnected_total", reason="too_many_errors")
         hung_up = hangups(relay)
+        said_421 = metric(relay, "ccguard_smtp_replies_total", stage="helo", code_class="4xx")
     assert got[1:] == [
         b'500 Error: command "FOO" not recognized\r\n',
         b'500 Error: command "BAR" not recognized\r\n',
@@ -97,6 +99,7 @@ async def test_the_hard_limit_of_unknown_commands_gets_421_a_log_line_and_a_metr
     ]
     assert "queue_id" not in disconnects(log)[0]  # no transaction was open
     assert count == 1
+    assert said_421 == 1  # the 421 is a reply like any other (stage: the last command's)
     assert hung_up == 0  # ccguard closed it: not a client hang-up
 
 
@@ -206,9 +209,9 @@ async def test_the_error_sleep_ends_with_a_hang_up_and_with_shutdown(
 async def test_each_accepted_message_starts_the_count_again_over_200_messages(
     upstream: RecordingUpstream,
 ) -> None:
-    # Per message: two refused recipients (errors) and NOOP + RSET (junk): any count
-    # carried over from the message before would reach the limits at the second one.
-    upstream.refuse_rcpt = {"nobody@example.com": NO_SUCH_USER}
+    # Per message: two RCPT syntax errors (errors: an upstream's refusal would not
+    # count) and NOOP + RSET (junk): any count carried over from the message before
+    # would reach the limits at the second one, at its first syntax error.
     limits = {"hard_error_limit": 3, "junk_command_limit": 2, **NO_SLEEP}
 
     def deliver(port: int, count: int) -> list[tuple[int, ...]]:
@@ -218,9 +221,9 @@ async def test_each_accepted_message_starts_the_count_again_over_200_messages(
             for _ in range(count):
                 replies = (
                     client.mail("alice@example.org")[0],
-                    client.rcpt("nobody@example.com")[0],
+                    client.docmd("RCPT TO:")[0],
                     client.rcpt("bob@example.com")[0],
-                    client.rcpt("nobody@example.com")[0],
+                    client.docmd("RCPT TO:")[0],
                     client.data(MESSAGE)[0],
                     client.noop()[0],
                     client.rset()[0],
@@ -231,7 +234,7 @@ async def test_each_accepted_message_starts_the_count_again_over_200_messages(
     async with running_relay(settings_for(upstream.port, limits=limits)) as relay:
         outcomes = await asyncio.to_thread(deliver, relay.smtp_port, 200)
         count = metric(relay, "ccguard_smtp_clients_disconnected_total", reason="too_many_errors")
-    assert set(outcomes) == {(250, 550, 250, 550, 250, 250, 250)}
+    assert set(outcomes) == {(250, 501, 250, 501, 250, 250, 250)}
     assert len(outcomes) == 200 and len(upstream.messages) == 200
     assert count == 0
 
@@ -251,19 +254,17 @@ async def no_upstream_connection_left_over(relay: Relay, upstream: RecordingUpst
     )
 
 
-@pytest.mark.parametrize(
-    ("last", "error"),
-    [(RCPT_NOBODY, NO_SUCH_USER.encode()), (b"FOO", b'500 Error: command "FOO" not recognized')],
-    ids=["refused-rcpt", "unknown-command"],
-)
-async def test_a_client_disconnected_mid_transaction_leaves_the_upstream_in_step(
-    upstream: RecordingUpstream, last: bytes, error: bytes
+async def test_a_client_cut_off_mid_transaction_leaves_the_upstream_in_step(
+    upstream: RecordingUpstream,
 ) -> None:
+    # MAIL relayed, the only recipient refused by the upstream (not an error: the
+    # upstream's answer), then two unknown commands: the transaction holds no
+    # recipient, so the second one cuts the client off there and then.
     upstream.refuse_rcpt = {"nobody@example.com": NO_SUCH_USER}
     log = LogCapture()
     settings = settings_for(upstream.port, limits={"hard_error_limit": 2, **NO_SLEEP})
     async with running_relay(settings, log) as relay:
-        lines = [EHLO, MAIL, RCPT_BOB, RCPT_NOBODY, last]
+        lines = [EHLO, MAIL, RCPT_NOBODY, b"FOO", b"BAR"]
         got = await asyncio.to_thread(talk, relay.smtp_port, lines)
         await session_ends(relay)
         await no_upstream_connection_left_over(relay, upstream)
@@ -271,8 +272,8 @@ async def test_a_client_disconnected_mid_transaction_leaves_the_upstream_in_step
         refused = await asyncio.to_thread(send, relay.smtp_port)
         await upstream.wait_for(1)
         hung_up = hangups(relay)
-    assert got[3] == NO_SUCH_USER.encode() + b"\r\n"
-    assert got[4] == error + b"\r\n" + TOO_MANY_ERRORS
+    assert got[2] == NO_SUCH_USER.encode() + b"\r\n"
+    assert got[4] == b'500 Error: command "BAR" not recognized\r\n' + TOO_MANY_ERRORS
     assert rsets == 1  # the upstream transaction was RSET ...
     assert upstream.connections == 1  # ... and its connection served the next client
     assert refused == {}
@@ -282,14 +283,32 @@ async def test_a_client_disconnected_mid_transaction_leaves_the_upstream_in_step
     (gone,) = disconnects(log)
     ended = [e for e in log.events() if e.get("event") == "transaction"]
     assert gone["queue_id"] == ended[0]["queue_id"]
-    assert (ended[0]["outcome"], ended[0]["recipients"]) == ("no message", 1)
+    assert (ended[0]["outcome"], ended[0]["recipients"]) == ("too many errors", 0)
     assert hung_up == 0
+
+
+async def test_a_transaction_holding_a_recipient_is_cut_only_when_it_ends(
+    upstream: RecordingUpstream,
+) -> None:
+    # The limit is reached by RCPT syntax errors after bob was accepted: the client
+    # is not cut in the middle of its transaction, but after the RSET that ends it.
+    log = LogCapture()
+    settings = settings_for(upstream.port, limits={"hard_error_limit": 2, **NO_SLEEP})
+    async with running_relay(settings, log) as relay:
+        lines = [EHLO, MAIL, RCPT_BOB, b"RCPT TO:", b"RCPT TO:", b"RCPT TO:", b"RSET"]
+        got = await asyncio.to_thread(talk, relay.smtp_port, lines)
+        await session_ends(relay)
+        await no_upstream_connection_left_over(relay, upstream)
+    assert [reply[:4] for reply in got[3:6]] == [b"501 "] * 3
+    assert got[6] == b"250 2.0.0 OK\r\n" + TOO_MANY_ERRORS
+    assert upstream.rset_commands == 1
+    ended = [e for e in log.events() if e.get("event") == "transaction"]
+    assert [(e["outcome"], e["recipients"]) for e in ended] == [("no message", 1)]
 
 
 async def test_commands_pipelined_after_the_421_are_neither_run_nor_answered(
     upstream: RecordingUpstream,
 ) -> None:
-    upstream.refuse_rcpt = {"nobody@example.com": NO_SUCH_USER}
     settings = settings_for(upstream.port, limits={"hard_error_limit": 2, **NO_SLEEP})
 
     def pipeline(port: int) -> bytes:
@@ -298,18 +317,18 @@ async def test_commands_pipelined_after_the_421_are_neither_run_nor_answered(
             for line in (EHLO, MAIL):
                 sock.sendall(line + b"\r\n")
                 read_reply(sock)
-            # One segment: both refusals, then commands ccguard has read when it says 421.
+            # One segment: two errors, then commands ccguard has read when it says 421.
             after = [b"RCPT TO:<carol@example.com>", b"NOOP", b"FOO", b"QUIT"]
-            sock.sendall(b"\r\n".join([RCPT_NOBODY, RCPT_NOBODY, *after, b""]))
+            sock.sendall(b"\r\n".join([b"RCPT TO:", b"RCPT TO:", *after, b""]))
             return until_closed(sock)
 
     async with running_relay(settings) as relay:
         got = await asyncio.to_thread(pipeline, relay.smtp_port)
         await session_ends(relay)
         await no_upstream_connection_left_over(relay, upstream)
-    refused = NO_SUCH_USER.encode() + b"\r\n"
-    assert got == refused * 2 + TOO_MANY_ERRORS
-    assert upstream.rcpts_answered == ["nobody@example.com"] * 2  # carol's never went up
+    syntax = b"501 Syntax: RCPT TO: <address> [SP <mail-parameters>]\r\n"
+    assert got == syntax * 2 + TOO_MANY_ERRORS
+    assert upstream.rcpts_answered == []  # carol's never went up
     assert upstream.rset_commands == 1
 
 
@@ -347,3 +366,102 @@ async def test_upstream_4xx_and_too_many_recipients_do_not_count(
     assert codes == [250, 450, 450, 250, 452, 452]
     assert data[0] == 250
     assert upstream.messages[0].rcpt_tos == ["bob@example.com", "carol@example.com"]
+
+
+# -- a legitimate client is never slowed or cut off (the defaults: soft 10, 1 s, hard 20)
+
+REJECT_MANY = {"rules": [{"name": "refuse-many", "min_visible_external": 3, "action": "reject"}]}
+MANY_VISIBLE = (
+    b"From: alice@example.org\r\nTo: "
+    + b", ".join(b"p%d@example.com" % n for n in range(4))
+    + b"\r\nSubject: hi\r\n\r\nbody\r\n"
+)
+
+
+async def test_25_messages_rejected_for_their_content_are_never_slowed_or_cut_off(
+    upstream: RecordingUpstream,
+) -> None:
+    # A verdict on the content is not the client's protocol fault: 25 policy rejects
+    # in a row on one connection, with the default limits and error_sleep = 1 s.
+    settings = settings_for(upstream.port, policy=REJECT_MANY, limits={"error_sleep": 1.0})
+
+    def burst(port: int) -> tuple[list[int], int, float]:
+        started = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.ehlo("app.example.org")
+            codes = []
+            for _ in range(25):
+                with pytest.raises(smtplib.SMTPDataError) as err:
+                    client.sendmail("alice@example.org", ["p0@example.com"], MANY_VISIBLE)
+                codes.append(err.value.smtp_code)
+            noop = client.noop()[0]
+        return codes, noop, time.monotonic() - started
+
+    async with running_relay(settings) as relay:
+        codes, noop, seconds = await asyncio.to_thread(burst, relay.smtp_port)
+        count = metric(relay, "ccguard_smtp_clients_disconnected_total", reason="too_many_errors")
+    assert codes == [550] * 25 and noop == 250  # no 421: still connected
+    assert count == 0
+    assert seconds < 5  # 15 replies over the soft limit would have slept 15 s
+
+
+async def test_recipients_the_upstream_refuses_never_count(upstream: RecordingUpstream) -> None:
+    # 21 stale addresses and 4 valid ones in one message: the upstream's 550s are
+    # passed on, and the message goes to the 4.
+    gone = [f"gone{n}@example.com" for n in range(21)]
+    upstream.refuse_rcpt = dict.fromkeys(gone, NO_SUCH_USER)
+    valid = [f"p{n}@example.com" for n in range(4)]
+    settings = settings_for(upstream.port, limits={"error_sleep": 1.0})
+
+    def deliver(port: int) -> tuple[dict[str, tuple[int, bytes]], int, float]:
+        started = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            refused = client.sendmail("alice@example.org", gone + valid, MESSAGE)
+            noop = client.noop()[0]
+        return refused, noop, time.monotonic() - started
+
+    async with running_relay(settings) as relay:
+        refused, noop, seconds = await asyncio.to_thread(deliver, relay.smtp_port)
+        count = metric(relay, "ccguard_smtp_clients_disconnected_total", reason="too_many_errors")
+    assert sorted(refused) == sorted(gone) and {c for c, _ in refused.values()} == {550}
+    assert [m.rcpt_tos for m in upstream.messages] == [valid]
+    assert noop == 250 and count == 0
+    assert seconds < 5  # 11 refusals over the soft limit would have slept 11 s
+
+
+async def test_an_upstream_5xx_at_mail_does_not_count(upstream: RecordingUpstream) -> None:
+    upstream.refuse_mail = {"alice@example.org": "550 5.7.1 Sender blocked upstream"}
+    settings = settings_for(upstream.port, limits={"hard_error_limit": 2, **NO_SLEEP})
+    async with running_relay(settings) as relay:
+        got = await asyncio.to_thread(talk, relay.smtp_port, [EHLO, MAIL, MAIL, MAIL, b"QUIT"])
+    assert got[1:4] == [b"550 5.7.1 Sender blocked upstream\r\n"] * 3
+    assert got[4].startswith(b"221 ")  # not a 421
+
+
+async def test_too_many_recipients_count_only_beyond_the_overshoot_of_1000(
+    upstream: RecordingUpstream,
+) -> None:
+    # max_recipients = 1: every RCPT after the first gets 452 4.5.3, the normal
+    # exchange; Postfix counts those only beyond smtpd_recipient_overshoot_limit.
+    settings = settings_for(upstream.port, smtp={"max_recipients": 1}, limits=NO_SLEEP)
+
+    def rcpts(port: int, extra: int) -> tuple[list[int], bytes]:
+        lines = [EHLO, MAIL, RCPT_BOB] + [b"RCPT TO:<p%d@example.com>" % n for n in range(extra)]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            read_reply(sock)
+            got = []
+            for line in lines:
+                sock.sendall(line + b"\r\n")
+                got.append(int(read_reply(sock)[:3]))
+            sock.sendall(b"RSET\r\nQUIT\r\n")
+            return got, until_closed(sock)
+
+    async with running_relay(settings) as relay:
+        within, within_end = await asyncio.to_thread(rcpts, relay.smtp_port, 1000)
+        beyond, beyond_end = await asyncio.to_thread(rcpts, relay.smtp_port, 1099)
+    assert within == [250, 250, 250] + [452] * 1000  # EHLO, MAIL, bob, then no 421
+    assert beyond == [250, 250, 250] + [452] * 1099
+    assert within_end.endswith(b"221 Bye\r\n")
+    # 99 beyond the overshoot: errors, over hard_error_limit; the transaction held
+    # bob, so the cut waits for the RSET that ends it.
+    assert beyond_end == b"250 2.0.0 OK\r\n" + TOO_MANY_ERRORS

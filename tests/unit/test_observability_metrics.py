@@ -261,3 +261,14 @@ def test_store_pool_gauges_follow_the_pool_stats() -> None:
         for s in ("open", "idle", "waiting")
     }
     assert got == {"open": 3, "idle": 1, "waiting": 2}
+
+
+def test_an_unknown_disconnect_reason_is_refused_not_relabelled() -> None:
+    metrics = Metrics(version="1", mode="enforce")
+    metrics.client_disconnected("too_many_errors")
+    with pytest.raises(ValueError, match="unknown disconnect reason 'idle'"):
+        metrics.client_disconnected("idle")
+    scrape = parse_metrics(metrics.render()[0])
+    assert scrape.value("ccguard_smtp_clients_disconnected_total", reason="too_many_errors") == 1
+    with pytest.raises(KeyError):  # no such series was made up
+        scrape.value("ccguard_smtp_clients_disconnected_total", reason="idle")
