@@ -41,6 +41,7 @@ __all__ = [
     "STARTTLS_FIRST",
     "STORE_FAILED",
     "TOO_MANY_CONNECTIONS",
+    "TOO_MANY_ERRORS",
     "TOO_MANY_HEADER_EDITS",
     "TOO_MANY_RECIPIENTS",
     "TRANSACTION_TIMEOUT",
@@ -102,6 +103,8 @@ AUTH_NOT_ENABLED = Reply(503, "5.5.1", "Authentication not enabled")  # Postfix'
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
 RATE_LIMITED = Reply(451, "4.7.1", "Rate limit exceeded, try again later")
 EARLY_TALKER = Reply(554, "5.5.0", "Protocol error: client sent data before the greeting")
+# [limits] hard_error_limit: Postfix's "421 4.7.0 <host> Error: too many errors".
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
 # A PROXY v2 LOCAL / v1 UNKNOWN session is the load balancer's health check: never a relay.
 PROXY_HEALTH_CHECK = Reply(
     550, "5.7.1", "Relaying denied: a load balancer health check (PROXY LOCAL) sends no mail"

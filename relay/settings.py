@@ -298,6 +298,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _error_sleep_within_the_command_timeout(self) -> Settings:
+        # The sleep runs before the reply, while the idle timer runs: at idle_timeout
+        # the client would get "421 Idle too long" for ccguard's own wait.
+        if self.limits.error_sleep >= self.smtp.idle_timeout:
+            raise ValueError(
+                f"limits.error_sleep ({self.limits.error_sleep} s) must be shorter than "
+                f"smtp.idle_timeout ({self.smtp.idle_timeout} s): the wait before an "
+                "error reply would run into the idle timeout"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,

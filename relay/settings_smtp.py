@@ -158,6 +158,19 @@ class LimitsSettings(_Section):
     #: 256 MiB: a message costs about 1.5x its size while it is processed, so the
     #: process stays under ~450 MiB, a quarter of a 2 GiB machine.
     max_inflight_bytes: PositiveInt = 256 * MiB
+    #: Protocol faults a session may make without a message accepted (Postfix's
+    #: smtpd_*_error_limit; never verdicts or the upstream's replies): over
+    #: ``soft_error_limit`` each error reply waits ``error_sleep`` seconds; at
+    #: ``hard_error_limit`` ``421 4.7.0`` and the connection is closed.  Over
+    #: ``junk_command_limit`` NOOP, RSET, VRFY and HELP count as errors.  Which
+    #: replies count: docs/front-door.md.  0 = no limit.
+    soft_error_limit: Annotated[int, Field(ge=0)] = 10
+    error_sleep: Annotated[float, Field(ge=0, le=60)] = 1.0
+    hard_error_limit: Annotated[int, Field(ge=0)] = 20
+    junk_command_limit: Annotated[int, Field(ge=0)] = 100
+    #: ``452 4.5.3 Too many recipients`` replies in one transaction that do not count
+    #: as errors (Postfix's smtpd_recipient_overshoot_limit); each one beyond counts.
+    recipient_overshoot_limit: Annotated[int, Field(ge=0)] = 1000
 
     @field_validator("rate_exempt_networks")
     @classmethod

@@ -32,6 +32,7 @@ from relay.observability.metrics_admin import (
 from relay.observability.metrics_front import (
     AUTH_MECHANISMS,
     AUTH_RESULTS,
+    DISCONNECT_REASONS,
     HANGUP_STAGES,
     INFLIGHT_STAGES,
     PROXY_FAILURES,
@@ -57,6 +58,7 @@ __all__ = [
     "BULK_ACTIONS",
     "BULK_RESULTS",
     "COUNT_BUCKETS",
+    "DISCONNECT_REASONS",
     "HANGUP_STAGES",
     "INFLIGHT_STAGES",
     "NOTIFICATION_RESULTS",

@@ -18,6 +18,7 @@ __all__ = [
     "AUTH_MECHANISMS",
     "AUTH_RESULTS",
     "CODE_CLASSES",
+    "DISCONNECT_REASONS",
     "HANGUP_STAGES",
     "INFLIGHT_STAGES",
     "LOG_SUPPRESSED_EVENTS",
@@ -45,6 +46,8 @@ REFUSAL_REASONS = (
     "early_talker",
     "proxy",
 )
+#: Why ccguard closed a session after its greeting, for what the client did.
+DISCONNECT_REASONS = ("too_many_errors",)
 #: Why a PROXY protocol header was not accepted.
 PROXY_FAILURES = ("untrusted_peer", "invalid", "timeout", "no_address")
 #: The door's log lines ``[logging] door_log_burst`` may drop (relay.smtp.door_log).
@@ -115,6 +118,15 @@ class FrontDoorMetrics:
         )
         for reason in REFUSAL_REASONS:
             self.connections_refused.labels(reason=reason)
+        self.clients_disconnected = Counter(
+            "ccguard_smtp_clients_disconnected",
+            "SMTP sessions ccguard closed after the greeting for what the client did, "
+            "by reason (too_many_errors: [limits] hard_error_limit).",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in DISCONNECT_REASONS:
+            self.clients_disconnected.labels(reason=reason)
         self.rate_limited_messages = Counter(
             "ccguard_smtp_rate_limited_messages",
             "MAIL FROM commands refused by [limits] messages_per_minute.",
@@ -239,6 +251,13 @@ class FrontDoorMetrics:
     def connection_refused(self, reason: str) -> None:
         """Count one connection refused at the door (see :data:`REFUSAL_REASONS`)."""
         self.connections_refused.labels(reason=reason).inc()
+
+    def client_disconnected(self, reason: str) -> None:
+        """Count one session closed for the client's behaviour (see :data:`DISCONNECT_REASONS`;
+        any other ``reason`` is a programming error: ValueError)."""
+        if reason not in DISCONNECT_REASONS:
+            raise ValueError(f"unknown disconnect reason {reason!r}")
+        self.clients_disconnected.labels(reason=reason).inc()
 
     def rate_limited(self) -> None:
         """Count one MAIL FROM refused by the message rate limit."""

@@ -154,3 +154,8 @@ class FrontContext:
         """Count one connection refused (or closed unanswered) at the door."""
         if self.metrics is not None:
             self.metrics.connection_refused(reason)
+
+    def disconnected(self, reason: str) -> None:
+        """Count one session ccguard closed after the greeting for what the client did."""
+        if self.metrics is not None:
+            self.metrics.client_disconnected(reason)

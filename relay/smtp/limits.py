@@ -1,4 +1,5 @@
-"""Abuse limits of the SMTP front: open connections (total, per client IP) and message rate.
+"""Abuse limits of the SMTP front: open connections (total, per client IP), message
+rate, and the errors and junk commands of one session.
 
 Like Postfix's anvil, the counts live in memory in this one process; a pair of
 ccguard instances behind a load balancer each enforce their own limits.
@@ -9,15 +10,42 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from enum import Enum
 
 from relay import codes
 from relay.codes import Reply
 from relay.settings import LimitsSettings
 from relay.smtp.access import NetworkAccess
 
-__all__ = ["ConnectionLimits", "MessageRate"]
+__all__ = [
+    "JUNK_COMMANDS",
+    "ConnectionLimits",
+    "ErrorCount",
+    "MessageRate",
+    "ReplyKind",
+    "unmarked_kind",
+]
 
 _WINDOW = 60.0
+
+#: Commands that do nothing for delivery (Postfix's smtpd_junk_command_limit list,
+#: ETRN aside: aiosmtpd has none); over ``junk_command_limit`` each counts as an error.
+JUNK_COMMANDS = frozenset({"NOOP", "RSET", "VRFY", "HELP"})
+
+
+class ReplyKind(Enum):
+    """Where a reply comes from, for the error count (docs/front-door.md,
+    "Errors and junk commands"); set where the reply is produced."""
+
+    #: The client's protocol fault or abuse: counts.
+    FAULT = "fault"
+    #: The upstream's answer passed on, a verdict on the content, or ccguard's own
+    #: trouble: neither counts nor resets the count.
+    NOT_THE_CLIENTS = "not the client's"
+    #: A message accepted (2xx at the end of DATA): the count starts again.
+    ACCEPTED = "accepted"
+    #: ``452 4.5.3 Too many recipients``: counts only beyond ``recipient_overshoot_limit``.
+    OVER_MAX_RECIPIENTS = "over max_recipients"
 
 
 class ConnectionLimits:
@@ -96,3 +124,64 @@ class MessageRate:
         self._next_sweep = now + _WINDOW
         for key in [k for k, t in self._seen.items() if not t or t[-1] <= now - _WINDOW]:
             del self._seen[key]
+
+
+def unmarked_kind(reply: bytes) -> ReplyKind:
+    """The kind of a final line nobody marked: aiosmtpd's own answer to a command
+    (unknown, syntax, sequence, AUTH) or ccguard's front-door check.  Those 5xx are
+    the client's fault; those 4xx are ccguard's trouble (or marked where they are not)."""
+    return ReplyKind.FAULT if reply[:1] == b"5" else ReplyKind.NOT_THE_CLIENTS
+
+
+class ErrorCount:
+    """One session's errors and junk commands since its last accepted message, like
+    Postfix's smtpd_soft_error_limit, smtpd_hard_error_limit, smtpd_junk_command_limit
+    and smtpd_recipient_overshoot_limit."""
+
+    def __init__(self, settings: LimitsSettings) -> None:
+        self._soft = settings.soft_error_limit
+        self._sleep = settings.error_sleep
+        self._hard = settings.hard_error_limit
+        self._junk_limit = settings.junk_command_limit
+        self._overshoot_limit = settings.recipient_overshoot_limit
+        self.errors = 0
+        self._junk = 0
+        self._overshoot = 0  # 452 4.5.3 replies in this transaction
+        self._junk_reply = False  # this command's reply counts (a junk command over the limit)
+        self._kind: ReplyKind | None = None
+
+    def command(self, name: str, *, junk: bool) -> None:
+        """A command ``name`` starts (``junk``: one of :data:`JUNK_COMMANDS`)."""
+        self._kind = None
+        if name == "MAIL":
+            self._overshoot = 0
+        if junk:
+            self._junk += 1
+        self._junk_reply = junk and 0 < self._junk_limit < self._junk
+
+    def mark(self, kind: ReplyKind) -> None:
+        """The next final reply is of ``kind`` (called where that reply is produced)."""
+        self._kind = kind
+
+    def reply(self, reply: bytes) -> float:
+        """Count the final line ``reply``; the seconds to wait before sending it."""
+        kind = self._kind or unmarked_kind(reply)
+        self._kind = None
+        junk, self._junk_reply = self._junk_reply, False
+        if kind is ReplyKind.ACCEPTED and reply[:1] == b"2":
+            self.errors = self._junk = 0
+            return 0.0
+        if kind is ReplyKind.OVER_MAX_RECIPIENTS:
+            self._overshoot += 1
+            if self._overshoot > self._overshoot_limit:
+                kind = ReplyKind.FAULT
+        if not (junk or kind is ReplyKind.FAULT):
+            return 0.0
+        self.errors += 1
+        return self._sleep if 0 < self._soft < self.errors else 0.0
+
+    @property
+    def exhausted(self) -> bool:
+        """The hard limit is reached: the session is to be closed (once no transaction
+        holding a recipient is open)."""
+        return 0 < self._hard <= self.errors

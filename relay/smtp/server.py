@@ -18,6 +18,7 @@ from relay import codes
 from relay.codes import Reply
 from relay.smtp.auth import capture_credentials, session_user
 from relay.smtp.context import FrontContext
+from relay.smtp.limits import JUNK_COMMANDS, ErrorCount, ReplyKind
 from relay.smtp.proxy import ProxyGate
 from relay.smtp.proxy_first import proxy_refused
 from relay.smtp.server_commands import CommandOverrides
@@ -38,6 +39,9 @@ _TRANSLATED = {
 }
 # What aiosmtpd's EHLO says when no AUTH mechanism is left (AUTH not configured).
 _EMPTY_AUTH_LINE = b"250-AUTH "
+# aiosmtpd's own limit (BOGUS_LIMIT, not configurable): it closes after this reply
+# to the fifth unknown command of a connection; ccguard says its 421 instead.
+_TOO_MANY_UNKNOWN = b"502 5.5.1 Too many unrecognized commands, goodbye."
 _MECHANISMS = ("LOGIN", "PLAIN")
 
 
@@ -94,15 +98,32 @@ class GuardSMTP(CommandOverrides):
         self._slot_ip: str | None = None  # counted in ctx.connections while set
         self._proxy_seen = False
         self._proxy_data = proxy_data
+        self._admitted = False  # greeted: replies from here on answer commands
+        self._errors = ErrorCount(ctx.limits)
+        self._in_command = False
+        self.cut_off = False  # told 421 for too many errors: nothing more is done or said
         self._smtp_methods = {
-            name: self._staged(_STAGE_OF.get(name, name.lower()), method)
-            for name, method in self._smtp_methods.items()
+            name: self._staged(name, method) for name, method in self._smtp_methods.items()
         }
 
-    def _staged(self, stage: str, method: Callable[[str], Any]) -> Callable[[str], Any]:
+    def _staged(self, name: str, method: Callable[[str], Any]) -> Callable[[str], Any]:
+        stage = _STAGE_OF.get(name, name.lower())
+        junk = name in JUNK_COMMANDS
+
         async def run(arg: str) -> Any:
+            if self.cut_off:  # pipelined after the 421, already read: not run
+                return None
             self.stage = stage
-            return await method(arg)
+            self._errors.command(name, junk=junk)
+            self._in_command = True
+            try:
+                result = await method(arg)
+            finally:
+                self._in_command = False
+            # Closed only once the command is done, so its own cleanup (e.g. DATA's
+            # end of the upstream transaction) is not cut short.
+            self._cut_if_exhausted()
+            return result
 
         return run
 
@@ -161,7 +182,7 @@ class GuardSMTP(CommandOverrides):
             pass
         finally:
             self._serving = False
-            await self._guard.session_over(self.hung_up_at)
+            await self._guard.session_over(self.hung_up_at, cut_off=self.cut_off)
 
     async def _admit_and_serve(self) -> None:
         if self._ctx.proxy is not None and self._proxy_data is None:
@@ -208,6 +229,7 @@ class GuardSMTP(CommandOverrides):
         if refusal is None:
             refusal = await self._early_talker()
         if refusal is None:
+            self._admitted = True
             return True
         self._closing_ours = True
         await self.push(str(refusal))
@@ -273,16 +295,58 @@ class GuardSMTP(CommandOverrides):
         if self._ctx.metrics is not None:
             self._ctx.metrics.smtp_tls_failed(reason)
 
+    def mark_reply(self, kind: ReplyKind) -> None:
+        """The next final reply is of ``kind``, for the error count (set where it is produced)."""
+        self._errors.mark(kind)
+
     async def push(self, status: str | bytes | None) -> None:
-        if status is None:  # handle_exception re-raised a lost cancellation: nothing to say
+        # None: handle_exception re-raised a lost cancellation.  Cut off: the 421 was
+        # the last word (a command pipelined after it is still answered by aiosmtpd).
+        if status is None or self.cut_off:
             return
         raw = status.encode("utf-8", "surrogateescape") if isinstance(status, str) else status
         raw = _TRANSLATED.get(raw, raw)
         if raw == _EMPTY_AUTH_LINE:
             return
+        if raw == _TOO_MANY_UNKNOWN:
+            self._too_many_errors()  # aiosmtpd closes the connection next
+            return
         if len(raw) == 3 or raw[3:4] == b" ":
             self._guard.observe_reply(self.stage, int(raw[:3]))
+            if self._admitted:
+                await self._count_error(raw)
         await super().push(raw)
+        if not self._in_command:
+            self._cut_if_exhausted()
+
+    async def _count_error(self, raw: bytes) -> None:
+        delay = self._errors.reply(raw)
+        if delay:
+            # Postfix's smtpd_error_sleep_time; a hang-up or shutdown cancels the
+            # session's task, and with it this wait.
+            await asyncio.sleep(delay)
+
+    def _cut_if_exhausted(self) -> None:
+        # A transaction holding an accepted recipient is never cut in its middle: the
+        # limit applies once it ends (end of DATA, RSET, its upstream failing).
+        holds_recipients = self.envelope is not None and bool(self.envelope.rcpt_tos)
+        if self._errors.exhausted and not holds_recipients:
+            self._too_many_errors()
+
+    def _too_many_errors(self) -> None:
+        """[limits] hard_error_limit reached: say 421, log, count and close."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.cut_off = True
+        guard = self._guard
+        self._ctx.log.warning(
+            "client disconnected",
+            client_ip=guard.client_ip,
+            **({"queue_id": guard.queue_id} if guard.in_transaction else {}),
+            reason="too_many_errors",
+        )
+        self._ctx.disconnected("too_many_errors")
+        self.say_and_close(codes.TOO_MANY_ERRORS)
 
     def _timeout_cb(self) -> None:
         if self.stage == "proxy":  # the load balancer sent no header: nothing to say
@@ -298,6 +362,7 @@ class GuardSMTP(CommandOverrides):
         if self.transport is None or self.transport.is_closing():
             return
         self._closing_ours = True
+        self._guard.observe_reply(self.stage, reply.code)  # counted like every other reply
         with contextlib.suppress(Exception):
             self._writer.write(str(reply).encode() + b"\r\n")
         self.transport.close()

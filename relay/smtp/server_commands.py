@@ -15,6 +15,7 @@ from relay import codes
 from relay.smtp.auth import PendingLogin
 from relay.smtp.context import FrontContext
 from relay.smtp.data import DataOutcome, read_data
+from relay.smtp.limits import ErrorCount, ReplyKind
 from relay.smtp.mailpath import plain_address
 from relay.smtp.session import SessionHandler
 
@@ -45,6 +46,7 @@ class CommandOverrides(SMTP):
 
     _ctx: FrontContext
     _guard: SessionHandler
+    _errors: ErrorCount
     hung_up_at: str | None
 
     def _create_session(self) -> Session:
@@ -68,7 +70,10 @@ class CommandOverrides(SMTP):
         pending = result.auth_data
         if self._ctx.auth is None or not isinstance(pending, PendingLogin):
             return result
-        return await self._ctx.auth.check(self._guard.client_ip, pending)
+        checked = await self._ctx.auth.check(self._guard.client_ip, pending)
+        if checked.message == str(codes.AUTH_THROTTLED):  # a 4xx, yet the client's doing
+            self._errors.mark(ReplyKind.FAULT)
+        return checked
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         plain = plain_address(arg)  # aiosmtpd's parser costs ~30 µs a command
@@ -81,6 +86,11 @@ class CommandOverrides(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         if arg or self.envelope is None or not self.envelope.rcpt_tos:
+            in_mail = self.envelope is not None and self.envelope.mail_from is not None
+            if not arg and in_mail and self._guard.rcpt_refused:
+                # "503 need RCPT" after the upstream refused every recipient: a
+                # pipelining client sent DATA before it saw those refusals.
+                self._errors.mark(ReplyKind.NOT_THE_CLIENTS)
             await super().smtp_DATA(arg)  # a syntax error or 503: the transaction goes on
             return
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):

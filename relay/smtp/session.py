@@ -20,6 +20,7 @@ from relay.errors import UpstreamError
 from relay.inspect import ParsedMessage, parse_message
 from relay.smtp.budget import Reservation
 from relay.smtp.context import FrontContext
+from relay.smtp.limits import ReplyKind
 from relay.smtp.session_budget import InflightHooks, announced_size
 from relay.smtp.session_log import log_abandoned, log_transaction, loggable_cause
 from relay.smtp.trace import new_queue_id, received_header
@@ -47,6 +48,7 @@ class SessionHandler(InflightHooks):
         self.in_transaction = False
         self._message_taken = False
         self._rcpt_count = 0
+        self.rcpt_refused = False  # the upstream refused a recipient of this transaction
         self._front: dict[str, Any] = {}  # _front_fields() when the transaction began
         self._reservation: Reservation | None = None
         self._forgotten = False
@@ -69,12 +71,13 @@ class SessionHandler(InflightHooks):
         if not serving:
             self._forget()
 
-    async def session_over(self, hung_up_at: str | None) -> None:
+    async def session_over(self, hung_up_at: str | None, *, cut_off: bool = False) -> None:
         """However the session ended (QUIT, hang-up, timeout, shutdown), close or
         return its upstream transaction.  Called last by the session's own task.
 
         ``hung_up_at`` is the command the client had got to when it hung up
-        (reset or close without QUIT), ``None`` if it did not.
+        (reset or close without QUIT), ``None`` if it did not; ``cut_off``: ccguard
+        closed it for [limits] hard_error_limit.
         """
         stage = self._hangup_stage(hung_up_at)
         if stage is not None and self._ctx.metrics is not None:
@@ -82,6 +85,7 @@ class SessionHandler(InflightHooks):
         try:
             if self._txn is not None or self.in_transaction:
                 outcome = "client disconnected" if stage is not None else "no message"
+                outcome = "too many errors" if cut_off else outcome
                 # Its own task, so a second cancellation of the session (EOF, then
                 # the connection lost) cannot cut the RSET short; shutdown waits for it.
                 ending = asyncio.ensure_future(self.end_transaction(outcome, stage=stage))
@@ -140,6 +144,7 @@ class SessionHandler(InflightHooks):
         self.in_transaction = True
         self._message_taken = False
         self._rcpt_count = 0
+        self.rcpt_refused = False
         # AUTH and STARTTLS cannot change inside a transaction; kept for its log
         # line, which may be written after the connection is gone (a hang-up).
         self._front = self._front_fields()
@@ -192,10 +197,10 @@ class SessionHandler(InflightHooks):
         if self._ctx.sessions.closing:
             return str(codes.SHUTTING_DOWN)
         if not address.isascii() and "SMTPUTF8" not in (o.upper() for o in options):
-            return str(codes.NEEDS_SMTPUTF8)
+            return self._reply(codes.NEEDS_SMTPUTF8, ReplyKind.NOT_THE_CLIENTS)
         refusal = self._mail_refusal(address)
-        if refusal is not None:
-            return str(refusal)
+        if refusal is not None:  # access, relay or sender binding: the client's doing
+            return self._reply(refusal, ReplyKind.FAULT)
         if not self._ctx.rate.allow(self._auth_user(), self.client_ip):
             return self._rate_limited()
         await self.end_transaction()
@@ -214,7 +219,7 @@ class SessionHandler(InflightHooks):
                 **loggable_cause(exc),
             )
             await self.end_transaction()
-            return str(exc.reply)
+            return self._reply(exc.reply, ReplyKind.NOT_THE_CLIENTS)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return str(codes.SENDER_OK)
@@ -223,27 +228,29 @@ class SessionHandler(InflightHooks):
         self._ctx.log.warning("rate limited", client_ip=self.client_ip)
         if self._ctx.metrics is not None:
             self._ctx.metrics.rate_limited()
-        return str(codes.RATE_LIMITED)
+        return self._reply(codes.RATE_LIMITED, ReplyKind.FAULT)
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         if len(envelope.rcpt_tos) >= self._ctx.settings.max_recipients:
-            return str(codes.TOO_MANY_RECIPIENTS)
+            return self._reply(codes.TOO_MANY_RECIPIENTS, ReplyKind.OVER_MAX_RECIPIENTS)
         if self._txn is None:
             return str(codes.UPSTREAM_UNAVAILABLE)
         if not address.isascii() and not envelope.smtp_utf8:
-            return str(codes.NEEDS_SMTPUTF8)
+            return self._reply(codes.NEEDS_SMTPUTF8, ReplyKind.NOT_THE_CLIENTS)
         try:
             reply = await self._txn.rcpt(address, options)
         except UpstreamError as exc:
             await self.end_transaction()
-            return str(exc.reply)
+            return self._reply(exc.reply, ReplyKind.NOT_THE_CLIENTS)
         if reply.is_success:
             self._rcpt_count += 1
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.append(tuple(options))
-        return str(reply)
+        else:
+            self.rcpt_refused = True
+        return self._reply(reply, ReplyKind.NOT_THE_CLIENTS)  # the upstream's own answer
 
     async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
         await self.end_transaction()
@@ -260,7 +267,10 @@ class SessionHandler(InflightHooks):
         task = asyncio.ensure_future(self._finish_message(txn, env, envelope.original_content))
         self._ctx.sessions.track(task)
         self._hand_over_reservation(task)
-        return str(await asyncio.shield(task))
+        reply = await asyncio.shield(task)
+        # Accepted, or the verdict (or the upstream's answer) on this content: never an error.
+        accepted = ReplyKind.ACCEPTED if reply.code < 300 else ReplyKind.NOT_THE_CLIENTS
+        return self._reply(reply, accepted)
 
     async def _finish_message(self, txn: UpstreamTransaction, env: Envelope, data: bytes) -> Reply:
         """Decide, act, log and count one message; the transaction is always closed.
@@ -294,9 +304,16 @@ class SessionHandler(InflightHooks):
             "internal error", queue_id=ref, error=type(error).__name__, exc_info=error
         )
         await self.end_transaction()
-        return str(codes.INTERNAL_ERROR.with_text(f"{codes.INTERNAL_ERROR.text} (ref {ref})"))
+        internal = codes.INTERNAL_ERROR.with_text(f"{codes.INTERNAL_ERROR.text} (ref {ref})")
+        return self._reply(internal, ReplyKind.NOT_THE_CLIENTS)
 
     # -- helpers ------------------------------------------------------------
+
+    def _reply(self, reply: Reply, kind: ReplyKind) -> str:
+        """``reply``, marked ``kind`` for the session's error count."""
+        if self._server is not None:
+            self._server.mark_reply(kind)
+        return str(reply)
 
     def _auth_user(self) -> str | None:
         """Who this session logged in as: one answer for the rate limit, the sender

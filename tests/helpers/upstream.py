@@ -38,7 +38,8 @@ class Received:
 class RecordingUpstream:
     """Upstream SMTP server for tests.
 
-    Faults: ``refuse_rcpt`` maps an address to the reply its RCPT gets;
+    Faults: ``refuse_rcpt`` maps an address to the reply its RCPT gets (``refuse_mail``:
+    a sender to the reply its MAIL gets);
     ``data_hook(envelope)`` may return a reply string for DATA (e.g. ``"451 4.3.0 later"``),
     ``"HANG"`` to never answer, or ``"DISCONNECT"`` to drop the connection.
     ``data_gate(envelope)`` / ``rcpt_gate(address)`` are awaited before DATA / RCPT
@@ -48,6 +49,7 @@ class RecordingUpstream:
 
     messages: list[Received] = field(default_factory=list)
     refuse_rcpt: dict[str, str] = field(default_factory=dict)
+    refuse_mail: dict[str, str] = field(default_factory=dict)  # sender -> its MAIL reply
     data_hook: Callable[[Any], str | None] | None = None
     data_delay: float = 0.0
     rcpt_delay: float = 0.0
@@ -59,6 +61,7 @@ class RecordingUpstream:
     connections: int = 0
     open_connections: int = 0  # open right now (the ones ccguard has not closed)
     mail_commands: int = 0
+    rset_commands: int = 0
     gate: Gate | None = None
     port: int = 0
     _server: asyncio.Server | None = None
@@ -141,9 +144,15 @@ class _Handler:
         self.up.mail_commands += 1
         if self.up.gate is not None:
             await self.up.gate.hold("MAIL")
+        if address in self.up.refuse_mail:
+            return self.up.refuse_mail[address]
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        self.up.rset_commands += 1
+        return "250 2.0.0 Ok"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]

@@ -150,7 +150,9 @@ async def test_transaction_timeout_closes_with_421(upstream: RecordingUpstream) 
 
 
 async def test_idle_timeout_closes_with_421(upstream: RecordingUpstream) -> None:
-    settings = settings_for(upstream.port, smtp={"idle_timeout": 0.5})
+    # error_sleep must be shorter than idle_timeout (refused at load otherwise).
+    limits = {"error_sleep": 0.1}
+    settings = settings_for(upstream.port, smtp={"idle_timeout": 0.5}, limits=limits)
     async with running_relay(settings) as relay:
         tail = await asyncio.to_thread(raw_dialogue, relay.smtp_port, [b"EHLO x.example.org"], 5)
     assert tail == b"421 4.4.2 Idle too long, closing connection\r\n"

@@ -7,6 +7,7 @@ import pytest
 from relay.inspect.exposure import Exposure
 from relay.observability.metrics import (
     COUNT_BUCKETS,
+    DISCONNECT_REASONS,
     NO_RULE,
     PROXY_FAILURES,
     REFUSAL_REASONS,
@@ -29,6 +30,7 @@ EXPECTED_TYPES = {
     "ccguard_smtp_client_hangups_total": "counter",
     "ccguard_messages_line_endings_normalised_total": "counter",
     "ccguard_smtp_connections_refused_total": "counter",
+    "ccguard_smtp_clients_disconnected_total": "counter",
     "ccguard_smtp_rate_limited_messages_total": "counter",
     "ccguard_smtp_proxy_header_failures_total": "counter",
     "ccguard_worker_accepts_overdue_total": "counter",
@@ -101,6 +103,8 @@ def test_alerting_label_values_exist_at_zero_before_anything_happens() -> None:
         assert scrape.value("ccguard_smtp_proxy_header_failures_total", reason=reason) == 0
     for event in LOG_SUPPRESSED_EVENTS:
         assert scrape.value("ccguard_log_lines_suppressed_total", event=event) == 0
+    for reason in DISCONNECT_REASONS:
+        assert scrape.value("ccguard_smtp_clients_disconnected_total", reason=reason) == 0
     assert scrape.value("ccguard_notifications_total", result="failed") == 0
     assert scrape.value("ccguard_upstream_duration_seconds_count", outcome="accepted") == 0
     assert scrape.value("ccguard_quarantine_messages", status="held") == 0
@@ -261,3 +265,14 @@ def test_store_pool_gauges_follow_the_pool_stats() -> None:
         for s in ("open", "idle", "waiting")
     }
     assert got == {"open": 3, "idle": 1, "waiting": 2}
+
+
+def test_an_unknown_disconnect_reason_is_refused_not_relabelled() -> None:
+    metrics = Metrics(version="1", mode="enforce")
+    metrics.client_disconnected("too_many_errors")
+    with pytest.raises(ValueError, match="unknown disconnect reason 'idle'"):
+        metrics.client_disconnected("idle")
+    scrape = parse_metrics(metrics.render()[0])
+    assert scrape.value("ccguard_smtp_clients_disconnected_total", reason="too_many_errors") == 1
+    with pytest.raises(KeyError):  # no such series was made up
+        scrape.value("ccguard_smtp_clients_disconnected_total", reason="idle")

@@ -10,10 +10,17 @@ import pytest
 from aiosmtpd.proxy_protocol import AF, PROTO, V2_CMD, ProxyData
 from aiosmtpd.smtp import LoginPassword, Session
 
+from relay import codes
 from relay.errors import ConfigError
 from relay.settings import LimitsSettings, load_settings
 from relay.smtp.auth import session_user
-from relay.smtp.limits import ConnectionLimits, MessageRate
+from relay.smtp.limits import (
+    ConnectionLimits,
+    ErrorCount,
+    MessageRate,
+    ReplyKind,
+    unmarked_kind,
+)
 from relay.smtp.proxy import ProxyGate
 
 
@@ -56,6 +63,90 @@ def test_connection_limits_total_per_ip_and_release() -> None:
     assert over_total is not None and over_total[1] == "max_connections"
     limits.release("192.0.2.1")
     assert limits.admit("192.0.2.3") is None and limits.open == 3
+
+
+def _wire(reply: codes.Reply) -> bytes:
+    return str(reply).encode()
+
+
+def test_unmarked_replies_5xx_are_the_clients_faults_4xx_are_not() -> None:
+    # Unmarked: aiosmtpd's own answers and ccguard's front-door checks.
+    theirs = [b'500 Error: command "FOO" not recognized', b"503 Error: need MAIL command"]
+    theirs += [_wire(codes.AUTH_REQUIRED), _wire(codes.AUTH_INVALID), _wire(codes.LINE_TOO_LONG)]
+    ours = [_wire(codes.INSUFFICIENT_STORAGE), _wire(codes.AUTH_BUSY), b"250 OK"]
+    assert {unmarked_kind(r) for r in theirs} == {ReplyKind.FAULT}
+    assert {unmarked_kind(r) for r in ours} == {ReplyKind.NOT_THE_CLIENTS}
+
+
+def test_a_marked_reply_counts_by_its_kind_not_its_code() -> None:
+    count = ErrorCount(LimitsSettings(soft_error_limit=0, hard_error_limit=2))
+    count.command("RCPT", junk=False)
+    count.mark(ReplyKind.NOT_THE_CLIENTS)  # the upstream's 550, passed on
+    assert count.reply(b"550 5.1.1 No such user") == 0.0 and count.errors == 0
+    count.command("DATA", junk=False)
+    count.mark(ReplyKind.NOT_THE_CLIENTS)  # a policy reject
+    assert count.reply(b"550 5.7.1 Refused") == 0.0 and count.errors == 0
+    count.command("MAIL", junk=False)
+    count.mark(ReplyKind.FAULT)  # the rate limit: a 4xx, yet the client's
+    count.reply(_wire(codes.RATE_LIMITED))
+    count.command("NOOP", junk=True)
+    count.reply(b"250 OK")  # the mark was for one reply only
+    assert count.errors == 1
+
+
+def test_error_count_soft_hard_junk_and_the_reset_at_an_accepted_message() -> None:
+    settings = LimitsSettings(
+        soft_error_limit=2, error_sleep=0.5, hard_error_limit=4, junk_command_limit=1
+    )
+    count = ErrorCount(settings)
+    error = b"503 Error: need MAIL command"
+    assert [count.reply(error) for _ in range(3)] == [0.0, 0.0, 0.5]
+    assert count.reply(b"250 OK") == 0.0 and not count.exhausted
+    count.command("NOOP", junk=True)
+    assert count.reply(b"250 OK") == 0.0  # the first junk command is within the limit
+    count.command("NOOP", junk=True)
+    assert count.reply(b"250 OK") == 0.5 and count.exhausted
+    count.mark(ReplyKind.ACCEPTED)
+    assert count.reply(b"250 2.0.0 Ok: queued") == 0.0
+    assert count.errors == 0 and not count.exhausted
+    count.command("NOOP", junk=True)
+    assert count.reply(b"250 OK") == 0.0 and count.errors == 0  # the junk count restarted too
+
+
+def test_too_many_recipients_count_only_beyond_the_overshoot_of_one_transaction() -> None:
+    count = ErrorCount(LimitsSettings(soft_error_limit=0, recipient_overshoot_limit=3))
+
+    def too_many(times: int) -> None:
+        for _ in range(times):
+            count.command("RCPT", junk=False)
+            count.mark(ReplyKind.OVER_MAX_RECIPIENTS)
+            count.reply(_wire(codes.TOO_MANY_RECIPIENTS))
+
+    too_many(3)
+    assert count.errors == 0
+    too_many(2)
+    assert count.errors == 2
+    count.command("MAIL", junk=False)  # a new transaction has its own overshoot
+    too_many(3)
+    assert count.errors == 2
+
+
+def test_error_limits_of_zero_are_off() -> None:
+    count = ErrorCount(LimitsSettings(soft_error_limit=0, hard_error_limit=0, junk_command_limit=0))
+    assert {count.reply(b"500 Error: bad syntax") for _ in range(1000)} == {0.0}
+    for _ in range(1000):
+        count.command("NOOP", junk=True)
+        count.reply(b"250 OK")
+    assert not count.exhausted
+
+
+def test_an_error_sleep_as_long_as_the_idle_timeout_is_refused_at_load(tmp_path: Path) -> None:
+    config = tmp_path / "ccguard.toml"
+    config.write_text("[smtp]\nidle_timeout = 5.0\n[limits]\nerror_sleep = 5.0\n")
+    with pytest.raises(ConfigError, match=r"error_sleep \(5.0 s\) must be shorter than"):
+        load_settings(config)
+    config.write_text("[smtp]\nidle_timeout = 5.0\n[limits]\nerror_sleep = 4.0\n")
+    assert load_settings(config).limits.error_sleep == 4.0
 
 
 def test_session_user_from_aiosmtpd_session() -> None:
