@@ -12,7 +12,11 @@ import asyncio
 import smtplib
 import socket
 import time
+from pathlib import Path
 from typing import Any
+
+import aiosmtplib
+import pytest
 
 from relay.app import Relay
 from tests.helpers.error_limits import (
@@ -31,6 +35,8 @@ from tests.helpers.error_limits import (
 )
 from tests.helpers.hangup import read_reply
 from tests.helpers.relay import LogCapture, running_relay, settings_for
+from tests.helpers.smtp_auth import OUTSIDE, PASSWORD, tls_smtp
+from tests.helpers.tls import Pki
 from tests.helpers.upstream import RecordingUpstream
 from tests.helpers.waiting import wait_until
 
@@ -302,3 +308,69 @@ async def test_commands_pipelined_after_the_421_are_neither_run_nor_answered(
     assert got == syntax * 2 + TOO_MANY_ERRORS
     assert upstream.rcpts_answered == []  # carol's never went up
     assert upstream.rset_commands == 1
+
+
+async def test_a_client_going_on_after_its_upstream_failed_at_rcpt_is_cut_off(
+    upstream: RecordingUpstream,
+) -> None:
+    # bob accepted, then the upstream never answers carol's RCPT: 451 and the upstream
+    # transaction is gone.  Client RCPTs after that (451 again) and MAILs (503) count;
+    # the dead transaction holds no recipient, so the limit cuts at once.
+    never = asyncio.Event()
+
+    async def hang(address: str) -> None:
+        if address.startswith("carol"):
+            await never.wait()
+
+    upstream.rcpt_gate = hang
+    limits = {"hard_error_limit": 3, **NO_SLEEP}
+    settings = settings_for(upstream.port, upstream={"timeout": 1}, limits=limits)
+    rcpt_carol = b"RCPT TO:<carol@example.com>"
+    lines = [EHLO, MAIL, RCPT_BOB, rcpt_carol, rcpt_carol, MAIL, rcpt_carol]
+    try:
+        async with running_relay(settings) as relay:
+            got = await asyncio.to_thread(talk, relay.smtp_port, lines)
+            await session_ends(relay)
+    finally:
+        never.set()
+    down = b"451 4.4.1 Upstream server unavailable, try again later\r\n"
+    assert got[3].startswith(b"451 4.4.2 ")  # the upstream's timeout: not counted
+    assert got[4] == down
+    assert got[5].startswith(b"503 ")
+    assert got[6] == down + TOO_MANY_ERRORS
+
+
+async def test_a_non_ascii_sender_without_smtputf8_counts(upstream: RecordingUpstream) -> None:
+    settings = settings_for(upstream.port, limits={"hard_error_limit": 2, **NO_SLEEP})
+    mail = "MAIL FROM:<j\u00fcrgen@example.org>".encode()
+    async with running_relay(settings) as relay:
+        got = await asyncio.to_thread(talk, relay.smtp_port, [EHLO, mail, mail])
+    needs = b"553 5.6.7 "
+    assert got[1].startswith(needs) and got[2].startswith(needs)
+    assert got[2].endswith(TOO_MANY_ERRORS)
+    assert upstream.mail_commands == 0
+
+
+async def test_auth_throttled_454_counts(
+    upstream: RecordingUpstream, pki: Pki, users_file: Path
+) -> None:
+    # Three 535s, then the throttle's 454 (a 4xx, yet the client's doing): the fourth.
+    smtp = tls_smtp(pki, users_file, allowed_networks=OUTSIDE)
+    limits = {"hard_error_limit": 4, **NO_SLEEP}
+    async with running_relay(settings_for(upstream.port, smtp=smtp, limits=limits)) as relay:
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=relay.smtp_port, timeout=10, validate_certs=False
+        )
+        await client.connect()
+        await client.ehlo()
+        codes = []
+        for password in ["wrong-password"] * 3 + [PASSWORD]:
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError) as err:
+                await client.auth_plain("app1", password)
+            codes.append(err.value.code)
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await client.noop()
+        count = metric(relay, "ccguard_smtp_clients_disconnected_total", reason="too_many_errors")
+        client.close()
+    assert codes == [535, 535, 535, 454]
+    assert count == 1

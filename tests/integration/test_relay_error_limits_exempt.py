@@ -23,6 +23,7 @@ from tests.helpers.error_limits import (
     NO_SLEEP,
     NO_SUCH_USER,
     RCPT_BOB,
+    RCPT_NOBODY,
     TOO_MANY_ERRORS,
     metric,
     talk,
@@ -45,6 +46,24 @@ async def test_replies_that_are_not_the_clients_fault_never_count() -> None:
     assert got[1:5] == [down] * 4 and got[6] == down
     assert got[5].startswith(b"500 ")
     assert got[7] == b'500 Error: command "BAR" not recognized\r\n' + TOO_MANY_ERRORS
+
+
+async def test_only_the_first_data_after_every_recipient_was_refused_is_let_off(
+    upstream: RecordingUpstream,
+) -> None:
+    # A client may send DATA before it read the refusals of all its recipients: that
+    # first 503 of a transaction is free.  ccguard offers no PIPELINING, so a
+    # second one in the same transaction counts.
+    upstream.refuse_rcpt = {"nobody@example.com": NO_SUCH_USER}
+    settings = settings_for(upstream.port, limits={"hard_error_limit": 2, **NO_SLEEP})
+    once = [MAIL, RCPT_NOBODY, b"DATA", b"DATA"]
+    async with running_relay(settings) as relay:
+        got = await asyncio.to_thread(talk, relay.smtp_port, [EHLO, *once, b"RSET", *once])
+    need_rcpt = b"503 Error: need RCPT command\r\n"
+    assert got[3:5] == [need_rcpt] * 2  # the first free, the second one error
+    assert got[5].startswith(b"250 ")  # RSET: a new transaction, a new first DATA
+    assert got[8] == need_rcpt
+    assert got[9] == need_rcpt + TOO_MANY_ERRORS  # the second error
 
 
 async def test_upstream_4xx_and_too_many_recipients_do_not_count(
