@@ -329,8 +329,7 @@ class GuardSMTP(CommandOverrides):
     def _cut_if_exhausted(self) -> None:
         # A transaction holding an accepted recipient is never cut in its middle: the
         # limit applies once it ends (end of DATA, RSET, its upstream failing).
-        holds_recipients = self.envelope is not None and bool(self.envelope.rcpt_tos)
-        if self._errors.exhausted and not holds_recipients:
+        if self._errors.exhausted and not self._guard.holds_recipients:
             self._too_many_errors()
 
     def _too_many_errors(self) -> None:

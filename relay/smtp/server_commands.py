@@ -87,9 +87,10 @@ class CommandOverrides(SMTP):
     async def smtp_DATA(self, arg: str) -> None:
         if arg or self.envelope is None or not self.envelope.rcpt_tos:
             in_mail = self.envelope is not None and self.envelope.mail_from is not None
-            if not arg and in_mail and self._guard.rcpt_refused:
-                # "503 need RCPT" after the upstream refused every recipient: a
-                # pipelining client sent DATA before it saw those refusals.
+            if not arg and in_mail and self._guard.excuse_data_without_rcpt():
+                # "503 need RCPT" after the upstream refused every recipient: a client
+                # may have sent DATA before it read those refusals, but ccguard offers
+                # no PIPELINING, so only the first of a transaction is let off.
                 self._errors.mark(ReplyKind.NOT_THE_CLIENTS)
             await super().smtp_DATA(arg)  # a syntax error or 503: the transaction goes on
             return

@@ -49,6 +49,7 @@ class SessionHandler(InflightHooks):
         self._message_taken = False
         self._rcpt_count = 0
         self.rcpt_refused = False  # the upstream refused a recipient of this transaction
+        self._data_excused = False  # its first DATA without a recipient was let off
         self._front: dict[str, Any] = {}  # _front_fields() when the transaction began
         self._reservation: Reservation | None = None
         self._forgotten = False
@@ -145,6 +146,7 @@ class SessionHandler(InflightHooks):
         self._message_taken = False
         self._rcpt_count = 0
         self.rcpt_refused = False
+        self._data_excused = False
         # AUTH and STARTTLS cannot change inside a transaction; kept for its log
         # line, which may be written after the connection is gone (a hang-up).
         self._front = self._front_fields()
@@ -189,6 +191,19 @@ class SessionHandler(InflightHooks):
                         stage=stage,
                     )
 
+    @property
+    def holds_recipients(self) -> bool:
+        """A live transaction holds a recipient the upstream accepted (not aiosmtpd's
+        envelope, which keeps them after the upstream failed)."""
+        return self.in_transaction and self._rcpt_count > 0
+
+    def excuse_data_without_rcpt(self) -> bool:
+        """True once per transaction whose recipients the upstream all refused: that
+        first "503 need RCPT" is not counted (a client may send DATA regardless)."""
+        excused = self.in_transaction and self.rcpt_refused and not self._data_excused
+        self._data_excused = self._data_excused or excused
+        return excused
+
     # -- aiosmtpd hooks -----------------------------------------------------
 
     async def handle_MAIL(
@@ -197,7 +212,7 @@ class SessionHandler(InflightHooks):
         if self._ctx.sessions.closing:
             return str(codes.SHUTTING_DOWN)
         if not address.isascii() and "SMTPUTF8" not in (o.upper() for o in options):
-            return self._reply(codes.NEEDS_SMTPUTF8, ReplyKind.NOT_THE_CLIENTS)
+            return self._reply(codes.NEEDS_SMTPUTF8, ReplyKind.FAULT)  # Postfix counts it
         refusal = self._mail_refusal(address)
         if refusal is not None:  # access, relay or sender binding: the client's doing
             return self._reply(refusal, ReplyKind.FAULT)
@@ -236,7 +251,8 @@ class SessionHandler(InflightHooks):
         if len(envelope.rcpt_tos) >= self._ctx.settings.max_recipients:
             return self._reply(codes.TOO_MANY_RECIPIENTS, ReplyKind.OVER_MAX_RECIPIENTS)
         if self._txn is None:
-            return str(codes.UPSTREAM_UNAVAILABLE)
+            # Its upstream failed and the client was told so: it goes on regardless.
+            return self._reply(codes.UPSTREAM_UNAVAILABLE, ReplyKind.FAULT)
         if not address.isascii() and not envelope.smtp_utf8:
             return self._reply(codes.NEEDS_SMTPUTF8, ReplyKind.NOT_THE_CLIENTS)
         try:

@@ -1,6 +1,6 @@
 """[limits] soft/hard_error_limit and junk_command_limit: a client that keeps erring
-is slowed down, then told 421 and disconnected; a client whose messages are accepted
-or rejected for their content is never, nor one the upstream refuses.
+is slowed down, then told 421 and disconnected (what never counts:
+test_relay_error_limits_exempt.py).
 
 Real parts only: a whole ccguard on 127.0.0.1, a recording aiosmtpd upstream,
 raw sockets or smtplib as the client.
@@ -12,55 +12,33 @@ import asyncio
 import smtplib
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import pytest
 
 from relay.app import Relay
+from tests.helpers.error_limits import (
+    EHLO,
+    MAIL,
+    MESSAGE,
+    NO_SLEEP,
+    NO_SUCH_USER,
+    RCPT_BOB,
+    RCPT_NOBODY,
+    SHUTTING_DOWN,
+    TOO_MANY_ERRORS,
+    metric,
+    talk,
+    until_closed,
+)
 from tests.helpers.hangup import read_reply
-from tests.helpers.process import free_port
 from tests.helpers.relay import LogCapture, running_relay, settings_for
+from tests.helpers.smtp_auth import OUTSIDE, PASSWORD, tls_smtp
+from tests.helpers.tls import Pki
 from tests.helpers.upstream import RecordingUpstream
 from tests.helpers.waiting import wait_until
-
-MESSAGE = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
-EHLO = b"EHLO client.example.org"
-MAIL = b"MAIL FROM:<alice@example.org>"
-RCPT_BOB = b"RCPT TO:<bob@example.com>"
-RCPT_NOBODY = b"RCPT TO:<nobody@example.com>"
-NO_SUCH_USER = "550 5.1.1 No such user"
-TOO_MANY_ERRORS = b"421 4.7.0 Too many errors, closing connection\r\n"
-SHUTTING_DOWN = b"421 4.3.2 Service shutting down, try again later\r\n"
-# Every test but the one about the delay: no error reply waits.
-NO_SLEEP = {"soft_error_limit": 0}
-
-
-def metric(relay: Relay, name: str, **labels: str) -> float:
-    return relay.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-def until_closed(sock: socket.socket) -> bytes:
-    """Everything the server still says, up to its close (the socket timeout bounds it)."""
-    got = b""
-    try:
-        while chunk := sock.recv(4096):
-            got += chunk
-    except ConnectionResetError:
-        pass  # closed with input unread: the kernel resets, after what was sent
-    return got
-
-
-def talk(port: int, lines: list[bytes]) -> list[bytes]:
-    """Say each line and read its reply; after the last one, all until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        read_reply(sock)
-        got = []
-        for line in lines[:-1]:
-            sock.sendall(line + b"\r\n")
-            got.append(read_reply(sock))
-        sock.sendall(lines[-1] + b"\r\n")
-        got.append(until_closed(sock))
-    return got
 
 
 async def session_ends(relay: Relay) -> None:
@@ -332,136 +310,67 @@ async def test_commands_pipelined_after_the_421_are_neither_run_nor_answered(
     assert upstream.rset_commands == 1
 
 
-async def test_replies_that_are_not_the_clients_fault_never_count() -> None:
-    # The upstream is down: every MAIL gets 451 4.4.1, and only the unknown
-    # commands count (two of them reach hard_error_limit = 2).
-    settings = settings_for(free_port(), limits={"hard_error_limit": 2, **NO_SLEEP})
-    async with running_relay(settings) as relay:
-        lines = [EHLO, MAIL, MAIL, MAIL, MAIL, b"FOO", MAIL, b"BAR"]
-        got = await asyncio.to_thread(talk, relay.smtp_port, lines)
+async def test_a_client_going_on_after_its_upstream_failed_at_rcpt_is_cut_off(
+    upstream: RecordingUpstream,
+) -> None:
+    # bob accepted, then the upstream never answers carol's RCPT: 451 and the upstream
+    # transaction is gone.  Client RCPTs after that (451 again) and MAILs (503) count;
+    # the dead transaction holds no recipient, so the limit cuts at once.
+    never = asyncio.Event()
+
+    async def hang(address: str) -> None:
+        if address.startswith("carol"):
+            await never.wait()
+
+    upstream.rcpt_gate = hang
+    limits = {"hard_error_limit": 3, **NO_SLEEP}
+    settings = settings_for(upstream.port, upstream={"timeout": 1}, limits=limits)
+    rcpt_carol = b"RCPT TO:<carol@example.com>"
+    lines = [EHLO, MAIL, RCPT_BOB, rcpt_carol, rcpt_carol, MAIL, rcpt_carol]
+    try:
+        async with running_relay(settings) as relay:
+            got = await asyncio.to_thread(talk, relay.smtp_port, lines)
+            await session_ends(relay)
+    finally:
+        never.set()
     down = b"451 4.4.1 Upstream server unavailable, try again later\r\n"
-    assert got[1:5] == [down] * 4 and got[6] == down
-    assert got[5].startswith(b"500 ")
-    assert got[7] == b'500 Error: command "BAR" not recognized\r\n' + TOO_MANY_ERRORS
+    assert got[3].startswith(b"451 4.4.2 ")  # the upstream's timeout: not counted
+    assert got[4] == down
+    assert got[5].startswith(b"503 ")
+    assert got[6] == down + TOO_MANY_ERRORS
 
 
-async def test_upstream_4xx_and_too_many_recipients_do_not_count(
-    upstream: RecordingUpstream,
-) -> None:
-    upstream.refuse_rcpt = {"grey@example.com": "450 4.2.0 Greylisted, try again later"}
-    limits = {"hard_error_limit": 2, **NO_SLEEP}
-    settings = settings_for(upstream.port, smtp={"max_recipients": 2}, limits=limits)
-
-    def deliver(port: int) -> tuple[list[int], tuple[int, bytes]]:
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-            client.ehlo("app.example.org")
-            client.mail("alice@example.org")
-            rcpts = ["bob@example.com", "grey@example.com", "grey@example.com"]
-            rcpts += ["carol@example.com", "dave@example.com", "erin@example.com"]
-            codes = [client.rcpt(rcpt)[0] for rcpt in rcpts]
-            return codes, client.data(MESSAGE)
-
-    async with running_relay(settings) as relay:
-        codes, data = await asyncio.to_thread(deliver, relay.smtp_port)
-    assert codes == [250, 450, 450, 250, 452, 452]
-    assert data[0] == 250
-    assert upstream.messages[0].rcpt_tos == ["bob@example.com", "carol@example.com"]
-
-
-# -- a legitimate client is never slowed or cut off (the defaults: soft 10, 1 s, hard 20)
-
-REJECT_MANY = {"rules": [{"name": "refuse-many", "min_visible_external": 3, "action": "reject"}]}
-MANY_VISIBLE = (
-    b"From: alice@example.org\r\nTo: "
-    + b", ".join(b"p%d@example.com" % n for n in range(4))
-    + b"\r\nSubject: hi\r\n\r\nbody\r\n"
-)
-
-
-async def test_25_messages_rejected_for_their_content_are_never_slowed_or_cut_off(
-    upstream: RecordingUpstream,
-) -> None:
-    # A verdict on the content is not the client's protocol fault: 25 policy rejects
-    # in a row on one connection, with the default limits and error_sleep = 1 s.
-    settings = settings_for(upstream.port, policy=REJECT_MANY, limits={"error_sleep": 1.0})
-
-    def burst(port: int) -> tuple[list[int], int, float]:
-        started = time.monotonic()
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-            client.ehlo("app.example.org")
-            codes = []
-            for _ in range(25):
-                with pytest.raises(smtplib.SMTPDataError) as err:
-                    client.sendmail("alice@example.org", ["p0@example.com"], MANY_VISIBLE)
-                codes.append(err.value.smtp_code)
-            noop = client.noop()[0]
-        return codes, noop, time.monotonic() - started
-
-    async with running_relay(settings) as relay:
-        codes, noop, seconds = await asyncio.to_thread(burst, relay.smtp_port)
-        count = metric(relay, "ccguard_smtp_clients_disconnected_total", reason="too_many_errors")
-    assert codes == [550] * 25 and noop == 250  # no 421: still connected
-    assert count == 0
-    assert seconds < 5  # 15 replies over the soft limit would have slept 15 s
-
-
-async def test_recipients_the_upstream_refuses_never_count(upstream: RecordingUpstream) -> None:
-    # 21 stale addresses and 4 valid ones in one message: the upstream's 550s are
-    # passed on, and the message goes to the 4.
-    gone = [f"gone{n}@example.com" for n in range(21)]
-    upstream.refuse_rcpt = dict.fromkeys(gone, NO_SUCH_USER)
-    valid = [f"p{n}@example.com" for n in range(4)]
-    settings = settings_for(upstream.port, limits={"error_sleep": 1.0})
-
-    def deliver(port: int) -> tuple[dict[str, tuple[int, bytes]], int, float]:
-        started = time.monotonic()
-        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-            refused = client.sendmail("alice@example.org", gone + valid, MESSAGE)
-            noop = client.noop()[0]
-        return refused, noop, time.monotonic() - started
-
-    async with running_relay(settings) as relay:
-        refused, noop, seconds = await asyncio.to_thread(deliver, relay.smtp_port)
-        count = metric(relay, "ccguard_smtp_clients_disconnected_total", reason="too_many_errors")
-    assert sorted(refused) == sorted(gone) and {c for c, _ in refused.values()} == {550}
-    assert [m.rcpt_tos for m in upstream.messages] == [valid]
-    assert noop == 250 and count == 0
-    assert seconds < 5  # 11 refusals over the soft limit would have slept 11 s
-
-
-async def test_an_upstream_5xx_at_mail_does_not_count(upstream: RecordingUpstream) -> None:
-    upstream.refuse_mail = {"alice@example.org": "550 5.7.1 Sender blocked upstream"}
+async def test_a_non_ascii_sender_without_smtputf8_counts(upstream: RecordingUpstream) -> None:
     settings = settings_for(upstream.port, limits={"hard_error_limit": 2, **NO_SLEEP})
+    mail = "MAIL FROM:<j\u00fcrgen@example.org>".encode()
     async with running_relay(settings) as relay:
-        got = await asyncio.to_thread(talk, relay.smtp_port, [EHLO, MAIL, MAIL, MAIL, b"QUIT"])
-    assert got[1:4] == [b"550 5.7.1 Sender blocked upstream\r\n"] * 3
-    assert got[4].startswith(b"221 ")  # not a 421
+        got = await asyncio.to_thread(talk, relay.smtp_port, [EHLO, mail, mail])
+    needs = b"553 5.6.7 "
+    assert got[1].startswith(needs) and got[2].startswith(needs)
+    assert got[2].endswith(TOO_MANY_ERRORS)
+    assert upstream.mail_commands == 0
 
 
-async def test_too_many_recipients_count_only_beyond_the_overshoot_of_1000(
-    upstream: RecordingUpstream,
+async def test_auth_throttled_454_counts(
+    upstream: RecordingUpstream, pki: Pki, users_file: Path
 ) -> None:
-    # max_recipients = 1: every RCPT after the first gets 452 4.5.3, the normal
-    # exchange; Postfix counts those only beyond smtpd_recipient_overshoot_limit.
-    settings = settings_for(upstream.port, smtp={"max_recipients": 1}, limits=NO_SLEEP)
-
-    def rcpts(port: int, extra: int) -> tuple[list[int], bytes]:
-        lines = [EHLO, MAIL, RCPT_BOB] + [b"RCPT TO:<p%d@example.com>" % n for n in range(extra)]
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-            read_reply(sock)
-            got = []
-            for line in lines:
-                sock.sendall(line + b"\r\n")
-                got.append(int(read_reply(sock)[:3]))
-            sock.sendall(b"RSET\r\nQUIT\r\n")
-            return got, until_closed(sock)
-
-    async with running_relay(settings) as relay:
-        within, within_end = await asyncio.to_thread(rcpts, relay.smtp_port, 1000)
-        beyond, beyond_end = await asyncio.to_thread(rcpts, relay.smtp_port, 1099)
-    assert within == [250, 250, 250] + [452] * 1000  # EHLO, MAIL, bob, then no 421
-    assert beyond == [250, 250, 250] + [452] * 1099
-    assert within_end.endswith(b"221 Bye\r\n")
-    # 99 beyond the overshoot: errors, over hard_error_limit; the transaction held
-    # bob, so the cut waits for the RSET that ends it.
-    assert beyond_end == b"250 2.0.0 OK\r\n" + TOO_MANY_ERRORS
+    # Three 535s, then the throttle's 454 (a 4xx, yet the client's doing): the fourth.
+    smtp = tls_smtp(pki, users_file, allowed_networks=OUTSIDE)
+    limits = {"hard_error_limit": 4, **NO_SLEEP}
+    async with running_relay(settings_for(upstream.port, smtp=smtp, limits=limits)) as relay:
+        client = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=relay.smtp_port, timeout=10, validate_certs=False
+        )
+        await client.connect()
+        await client.ehlo()
+        codes = []
+        for password in ["wrong-password"] * 3 + [PASSWORD]:
+            with pytest.raises(aiosmtplib.SMTPAuthenticationError) as err:
+                await client.auth_plain("app1", password)
+            codes.append(err.value.code)
+        with pytest.raises(aiosmtplib.SMTPServerDisconnected):
+            await client.noop()
+        count = metric(relay, "ccguard_smtp_clients_disconnected_total", reason="too_many_errors")
+        client.close()
+    assert codes == [535, 535, 535, 454]
+    assert count == 1
