@@ -145,6 +145,9 @@ class ErrorCount:
         self._junk_limit = settings.junk_command_limit
         self._overshoot_limit = settings.recipient_overshoot_limit
         self.errors = 0
+        #: The hard limit is reached: the session is to be closed (once no transaction
+        #: holding a recipient is open).  An attribute: it is read after every reply.
+        self.exhausted = False
         self._junk = 0
         self._overshoot = 0  # 452 4.5.3 replies in this transaction
         self._junk_reply = False  # this command's reply counts (a junk command over the limit)
@@ -165,11 +168,14 @@ class ErrorCount:
 
     def reply(self, reply: bytes) -> float:
         """Count the final line ``reply``; the seconds to wait before sending it."""
+        if self._kind is None and not self._junk_reply and reply[:1] != b"5":
+            return 0.0  # the common case, decided without the rest (called on every reply)
         kind = self._kind or unmarked_kind(reply)
         self._kind = None
         junk, self._junk_reply = self._junk_reply, False
         if kind is ReplyKind.ACCEPTED and reply[:1] == b"2":
             self.errors = self._junk = 0
+            self.exhausted = False
             return 0.0
         if kind is ReplyKind.OVER_MAX_RECIPIENTS:
             self._overshoot += 1
@@ -178,10 +184,5 @@ class ErrorCount:
         if not (junk or kind is ReplyKind.FAULT):
             return 0.0
         self.errors += 1
+        self.exhausted = 0 < self._hard <= self.errors
         return self._sleep if 0 < self._soft < self.errors else 0.0
-
-    @property
-    def exhausted(self) -> bool:
-        """The hard limit is reached: the session is to be closed (once no transaction
-        holding a recipient is open)."""
-        return 0 < self._hard <= self.errors

@@ -122,7 +122,8 @@ class GuardSMTP(CommandOverrides):
                 self._in_command = False
             # Closed only once the command is done, so its own cleanup (e.g. DATA's
             # end of the upstream transaction) is not cut short.
-            self._cut_if_exhausted()
+            if self._errors.exhausted:
+                self._cut_if_exhausted()
             return result
 
         return run
@@ -313,18 +314,14 @@ class GuardSMTP(CommandOverrides):
             return
         if len(raw) == 3 or raw[3:4] == b" ":
             self._guard.observe_reply(self.stage, int(raw[:3]))
-            if self._admitted:
-                await self._count_error(raw)
+            delay = self._errors.reply(raw) if self._admitted else 0.0
+            if delay:
+                # Postfix's smtpd_error_sleep_time; a hang-up or shutdown cancels the
+                # session's task, and with it this wait.
+                await asyncio.sleep(delay)
         await super().push(raw)
-        if not self._in_command:
+        if self._errors.exhausted and not self._in_command:
             self._cut_if_exhausted()
-
-    async def _count_error(self, raw: bytes) -> None:
-        delay = self._errors.reply(raw)
-        if delay:
-            # Postfix's smtpd_error_sleep_time; a hang-up or shutdown cancels the
-            # session's task, and with it this wait.
-            await asyncio.sleep(delay)
 
     def _cut_if_exhausted(self) -> None:
         # A transaction holding an accepted recipient is never cut in its middle: the
