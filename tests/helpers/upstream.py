@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiosmtpd.smtp import SMTP
 
 from tests.helpers.waiting import Gate, wait_until
 
-__all__ = ["Received", "RecordingUpstream", "serve_loopback"]
+if TYPE_CHECKING:
+    from relay.app import Relay
+
+__all__ = ["Received", "RecordingUpstream", "no_upstream_connection_left_over", "serve_loopback"]
 
 
 async def serve_loopback(
@@ -194,3 +197,14 @@ class _Handler:
             )
         )
         return "250 2.0.0 Ok: queued"
+
+
+async def no_upstream_connection_left_over(relay: Relay, upstream: RecordingUpstream) -> None:
+    """Every connection ccguard still holds open upstream is an idle one in its pool."""
+    await wait_until(
+        lambda: upstream.open_connections == relay.upstream.pool.idle_count,
+        lambda: (
+            f"{upstream.open_connections} upstream connections open, "
+            f"{relay.upstream.pool.idle_count} of them idle in the pool"
+        ),
+    )

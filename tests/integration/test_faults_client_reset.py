@@ -24,7 +24,7 @@ from relay.smtp.server import GuardSMTP
 from tests.helpers.hangup import hang_up, reset, talk_up_to
 from tests.helpers.process import free_port, start_ccguard, wait_for_port
 from tests.helpers.relay import LogCapture, running_relay, settings_for
-from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.upstream import RecordingUpstream, no_upstream_connection_left_over
 from tests.helpers.waiting import Gate, wait_until
 
 MESSAGE = b"From: alice@example.org\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -73,17 +73,6 @@ async def hang_up_at(
     await wait_until(lambda: len(relay.front.sessions) == 0, lambda: "session still open")
     if gate is not None:
         gate.open()  # the upstream answers late, to a ccguard that has moved on
-
-
-async def no_upstream_connection_left_over(relay: Relay, upstream: RecordingUpstream) -> None:
-    """Every connection ccguard still holds open upstream is an idle one in its pool."""
-    await wait_until(
-        lambda: upstream.open_connections == relay.upstream.pool.idle_count,
-        lambda: (
-            f"{upstream.open_connections} upstream connections open, "
-            f"{relay.upstream.pool.idle_count} of them idle in the pool"
-        ),
-    )
 
 
 @pytest.mark.parametrize("moment", list(MOMENTS))

@@ -37,7 +37,7 @@ from tests.helpers.hangup import read_reply
 from tests.helpers.relay import LogCapture, running_relay, settings_for
 from tests.helpers.smtp_auth import OUTSIDE, PASSWORD, tls_smtp
 from tests.helpers.tls import Pki
-from tests.helpers.upstream import RecordingUpstream
+from tests.helpers.upstream import RecordingUpstream, no_upstream_connection_left_over
 from tests.helpers.waiting import wait_until
 
 
@@ -220,16 +220,6 @@ async def test_each_accepted_message_starts_the_count_again_over_200_messages(
 def send(port: int) -> dict[str, tuple[int, bytes]]:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         return client.sendmail("carol@example.org", ["dave@example.com"], MESSAGE)
-
-
-async def no_upstream_connection_left_over(relay: Relay, upstream: RecordingUpstream) -> None:
-    await wait_until(
-        lambda: upstream.open_connections == relay.upstream.pool.idle_count,
-        lambda: (
-            f"{upstream.open_connections} upstream connections open, "
-            f"{relay.upstream.pool.idle_count} of them idle in the pool"
-        ),
-    )
 
 
 async def test_a_client_cut_off_mid_transaction_leaves_the_upstream_in_step(
